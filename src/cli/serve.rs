@@ -1,0 +1,149 @@
+//! `tracecov serve`.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::config::{self, ServeConfig};
+use crate::ingest::WriterConfig;
+use crate::server::{Listeners, Server};
+use crate::store::{Durability, Retention};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SyncMode {
+    /// Committed exports survive the process being killed (WAL, synchronous=NORMAL).
+    Process,
+    /// Committed exports survive power loss too (every commit fsynced).
+    Power,
+}
+
+/// Where the store lives and where the server listens: shared by every command that serves.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The embedded store's directory.
+    #[arg(long, env = "TRACECOV_DATA", default_value = config::DEFAULT_DATA_DIR)]
+    pub data: PathBuf,
+    /// OTLP/gRPC listen address (port 0 picks a free port).
+    #[arg(long, env = "TRACECOV_GRPC_ADDR", default_value = config::DEFAULT_GRPC_ADDR)]
+    pub grpc_addr: SocketAddr,
+    /// OTLP/HTTP listen address.
+    #[arg(long, env = "TRACECOV_HTTP_ADDR", default_value = config::DEFAULT_HTTP_ADDR)]
+    pub http_addr: SocketAddr,
+    /// Web UI, JSON API and /metrics listen address.
+    #[arg(long, env = "TRACECOV_UI_ADDR", default_value = config::DEFAULT_UI_ADDR)]
+    pub ui_addr: SocketAddr,
+    /// Largest OTLP request accepted, after decompression (e.g. 16MiB).
+    #[arg(long, env = "TRACECOV_MAX_BODY", default_value = "16MiB", value_parser = parse_size)]
+    pub max_body: u64,
+    /// Most spans held in memory waiting for the store; past it, exports are refused as retryable.
+    #[arg(long, env = "TRACECOV_QUEUE_SPANS", default_value_t = 262_144)]
+    pub queue_spans: usize,
+    /// Remove traces received longer ago than this (e.g. 30d, 12h).
+    #[arg(long, env = "TRACECOV_RETENTION_AGE", default_value = "30d", value_parser = parse_duration)]
+    pub retention_age: Duration,
+    /// Remove the oldest traces while the stored spans exceed this size (e.g. 20GiB).
+    #[arg(long, env = "TRACECOV_RETENTION_SIZE", default_value = "20GiB", value_parser = parse_size)]
+    pub retention_size: u64,
+    /// How often retention runs.
+    #[arg(long, env = "TRACECOV_RETENTION_EVERY", default_value = "60s", value_parser = parse_duration)]
+    pub retention_every: Duration,
+    /// What a committed export survives.
+    #[arg(long, env = "TRACECOV_SYNC", value_enum, default_value = "process")]
+    pub sync: SyncMode,
+    /// Test-only: delay every store commit, to exercise backpressure.
+    #[arg(long, env = "TRACECOV_TEST_WRITER_DELAY", value_parser = parse_duration, hide = true)]
+    pub test_writer_delay: Option<Duration>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    config::parse_size(s)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s)
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> anyhow::Result<ServeConfig> {
+        let max_body_bytes = usize::try_from(self.max_body)
+            .ok()
+            .filter(|b| *b > 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!("--max-body must be between 1 byte and the address space")
+            })?;
+        if self.queue_spans == 0 {
+            anyhow::bail!("--queue-spans must be at least 1");
+        }
+        Ok(ServeConfig {
+            data_dir: self.data.clone(),
+            grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
+            ui_addr: self.ui_addr,
+            max_body_bytes,
+            durability: match self.sync {
+                SyncMode::Process => Durability::Process,
+                SyncMode::Power => Durability::Power,
+            },
+            writer: WriterConfig {
+                queue_spans: self.queue_spans,
+                retention: Retention {
+                    max_age: self.retention_age,
+                    max_bytes: self.retention_size,
+                },
+                retention_every: self.retention_every,
+                test_delay: self.test_writer_delay.unwrap_or_default(),
+            },
+        })
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.to_config()?;
+    let listeners = Listeners::bind(&config).await?;
+    let server = Server::start(config.clone(), listeners).await?;
+    let a = server.addrs;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "tracecov is serving")?;
+    writeln!(out, "  OTLP/gRPC  {}", a.grpc)?;
+    writeln!(out, "  OTLP/HTTP  {}", a.otlp_http_url())?;
+    writeln!(out, "  UI & API   {}", a.ui_url())?;
+    writeln!(out, "  data       {}", config.data_dir.display())?;
+    out.flush()?;
+    drop(out);
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight exports");
+        token.cancel();
+    });
+    server.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,123 @@
+//! Validated settings. The CLI turns parsed flags into these in one place; nothing else in the
+//! library sees clap types.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::ingest::WriterConfig;
+use crate::store::Durability;
+
+/// Everything `tracecov serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub ui_addr: SocketAddr,
+    /// The largest OTLP request accepted, after decompression.
+    pub max_body_bytes: usize,
+    pub durability: Durability,
+    pub writer: WriterConfig,
+}
+
+pub const DEFAULT_DATA_DIR: &str = "./tracecov-data";
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:4317";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:4318";
+pub const DEFAULT_UI_ADDR: &str = "127.0.0.1:4320";
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
+
+impl ServeConfig {
+    /// Defaults on the given data directory with every port chosen by the OS (for tests and for
+    /// the embedded collector of `tracecov run`).
+    pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Self {
+            data_dir: data_dir.into(),
+            grpc_addr: any,
+            http_addr: any,
+            ui_addr: any,
+            max_body_bytes: DEFAULT_MAX_BODY,
+            durability: Durability::Process,
+            writer: WriterConfig::default(),
+        }
+    }
+}
+
+/// Parses a duration such as `500ms`, `10s`, `15m`, `12h`, `30d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| {
+        format!("invalid duration {text:?}: expected e.g. 500ms, 10s, 15m, 12h, 30d")
+    })?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {text:?}: use ms, s, m, h or d"
+            ));
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a size such as `16MiB`, `20GiB`, `512KB`, `1000` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: expected e.g. 16MiB, 20GiB, 1000"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" | "k" => 1024.0,
+        "mib" | "m" => 1024.0 * 1024.0,
+        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {text:?}: use B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes < 0.0 {
+        return Err(format!("invalid size {text:?}"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert!(parse_duration("10 parsecs").is_err());
+        assert_eq!(parse_size("16MiB").unwrap(), 16 * 1024 * 1024);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("lots").is_err());
+    }
+}

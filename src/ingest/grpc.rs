@@ -1,0 +1,156 @@
+//! The OTLP/gRPC receiver (default 127.0.0.1:4317): the trace service stores, the metrics and
+//! logs services accept and discard, so SDKs that export every signal to one endpoint are quiet.
+//!
+//! Answers, all retryable ones marked so by OTLP's rules:
+//! - undecodable message → INVALID_ARGUMENT (tonic's codec says what failed);
+//! - message over the limit (after decompression too) → RESOURCE_EXHAUSTED;
+//! - ingest queue full, or shutting down → UNAVAILABLE (retryable);
+//! - some spans invalid → OK with `partial_success`.
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+
+use super::convert::convert_request;
+use super::queue::{IngestError, IngestQueue, SubmitError};
+use std::sync::atomic::Ordering;
+
+struct Traces {
+    queue: IngestQueue,
+}
+
+#[tonic::async_trait]
+impl TraceService for Traces {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let converted = convert_request(request.into_inner());
+        let rejected = converted.rejected;
+        let message = converted.error_message();
+        if rejected > 0 {
+            self.queue
+                .counters
+                .spans_rejected_invalid
+                .fetch_add(rejected, Ordering::Relaxed);
+        }
+        if !converted.spans.is_empty() {
+            self.queue
+                .write(converted.spans)
+                .await
+                .map_err(ingest_status)?;
+        }
+        let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: rejected as i64,
+            error_message: message,
+        });
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success,
+        }))
+    }
+}
+
+pub(crate) fn ingest_status(e: IngestError) -> Status {
+    match e {
+        IngestError::Submit(SubmitError::Full) => {
+            Status::unavailable("ingest queue is full, retry later")
+        }
+        IngestError::Submit(SubmitError::Closed) => {
+            Status::unavailable("collector is shutting down, retry later")
+        }
+        // A failed write is retryable: the client keeps the spans and tries again.
+        IngestError::Store(e) => {
+            Status::unavailable(format!("store write failed, retry later: {e}"))
+        }
+    }
+}
+
+struct Discard;
+
+#[tonic::async_trait]
+impl MetricsService for Discard {
+    async fn export(
+        &self,
+        _request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        Ok(Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Discard {
+    async fn export(
+        &self,
+        _request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        Ok(Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// gRPC's code for OUT_OF_RANGE, which tonic's codec uses for a message over the size limit.
+const GRPC_OUT_OF_RANGE: &str = "11";
+/// RESOURCE_EXHAUSTED, what the OTLP specification and our contract promise for that case.
+const GRPC_RESOURCE_EXHAUSTED: &str = "8";
+
+/// Tonic answers an over-long (uncompressed) message with OUT_OF_RANGE; our services never use
+/// that code themselves, so every OUT_OF_RANGE is the size limit and is reported as
+/// RESOURCE_EXHAUSTED, as tonic already does for a message that inflates past the limit.
+fn remap_too_large<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    if resp
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v == GRPC_OUT_OF_RANGE)
+    {
+        resp.headers_mut().insert(
+            "grpc-status",
+            http::HeaderValue::from_static(GRPC_RESOURCE_EXHAUSTED),
+        );
+    }
+    resp
+}
+
+/// Serves OTLP/gRPC on `listener` until `shutdown` resolves; in-flight exports finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    queue: IngestQueue,
+    max_message_bytes: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let traces = TraceServiceServer::new(Traces { queue })
+        .max_decoding_message_size(max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+    let metrics = MetricsServiceServer::new(Discard)
+        .max_decoding_message_size(max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let logs = LogsServiceServer::new(Discard)
+        .max_decoding_message_size(max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip);
+    tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(remap_too_large))
+        .add_service(traces)
+        .add_service(metrics)
+        .add_service(logs)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+}

@@ -1,0 +1,368 @@
+//! The OTLP/HTTP receiver (default 127.0.0.1:4318): `POST /v1/traces` stores; `/v1/metrics` and
+//! `/v1/logs` accept and discard.
+//!
+//! Encodings: `application/x-protobuf` (also `application/protobuf`) and `application/json`,
+//! optionally `Content-Encoding: gzip`. Responses use the request's encoding, as OTLP/HTTP says.
+//!
+//! Answers:
+//! - 200 with `ExportTraceServiceResponse` (and `partial_success` when some spans were invalid);
+//! - 400 undecodable body, saying what failed;
+//! - 413 body over the limit, before or after decompression (a gzip bomb is cut off at the limit,
+//!   never inflated whole);
+//! - 415 unsupported content type or content encoding;
+//! - 503 with `Retry-After` when the ingest queue is full (retryable per OTLP).
+//!
+//! Error bodies are a `google.rpc.Status` in the request's encoding where it has one.
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http_body_util::BodyExt;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use super::convert::convert_request;
+use super::otlp_json;
+use super::queue::{IngestError, IngestQueue, SubmitError};
+
+#[derive(Clone)]
+struct HttpState {
+    queue: IngestQueue,
+    max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// google.rpc.Status, the error body OTLP/HTTP asks for. Only the fields we fill.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// A refused request: its HTTP status, the gRPC code its `Status` body carries, and why.
+struct Refusal {
+    status: StatusCode,
+    grpc_code: i32,
+    message: String,
+    retry_after: bool,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, grpc_code: tonic::Code, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            grpc_code: grpc_code as i32,
+            message: message.into(),
+            retry_after: false,
+        }
+    }
+
+    fn into_response(self, encoding: Option<Encoding>) -> Response {
+        let mut resp = match encoding {
+            Some(Encoding::Protobuf) => (
+                self.status,
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                RpcStatus {
+                    code: self.grpc_code,
+                    message: self.message,
+                }
+                .encode_to_vec(),
+            )
+                .into_response(),
+            Some(Encoding::Json) => (
+                self.status,
+                axum::Json(serde_json::json!({"code": self.grpc_code, "message": self.message})),
+            )
+                .into_response(),
+            None => (
+                self.status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                self.message,
+            )
+                .into_response(),
+        };
+        if self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+fn content_encoding(headers: &HeaderMap) -> Result<Option<Encoding>, Refusal> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            tonic::Code::InvalidArgument,
+            "missing Content-Type: use application/x-protobuf or application/json",
+        ));
+    };
+    let ct = ct.to_str().unwrap_or("");
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Some(Encoding::Protobuf)),
+        "application/json" => Ok(Some(Encoding::Json)),
+        _ => Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            tonic::Code::InvalidArgument,
+            format!(
+                "unsupported Content-Type {ct:?}: use application/x-protobuf or application/json"
+            ),
+        )),
+    }
+}
+
+/// Reads the whole body, refusing it once it passes `limit` bytes, and inflates gzip into at
+/// most `limit` bytes.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(e) if e.is_empty() || e == "identity" => false,
+        Some(e) if e == "gzip" || e == "x-gzip" => true,
+        Some(e) => {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+                format!("unsupported Content-Encoding {e:?}: use gzip or none"),
+            ));
+        }
+    };
+    let too_large = move || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    };
+    let raw = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                too_large()
+            } else {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    tonic::Code::InvalidArgument,
+                    format!("could not read the request body: {e}"),
+                )
+            }
+        })?
+        .to_bytes();
+    if !gzip {
+        return Ok(raw);
+    }
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity((raw.len() * 4).min(limit));
+        let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]).take(limit as u64 + 1);
+        decoder.read_to_end(&mut out).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                format!("invalid gzip body: {e}"),
+            )
+        })?;
+        if out.len() > limit {
+            return Err(too_large());
+        }
+        Ok(Bytes::from(out))
+    })
+    .await
+    .map_err(|e| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            format!("decompression failed: {e}"),
+        )
+    })?
+}
+
+fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, Refusal> {
+    match encoding {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                format!("invalid OTLP protobuf body: {e}"),
+            )
+        }),
+        Encoding::Json => otlp_json::decode_request(body).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                format!("invalid OTLP/JSON body: {e}"),
+            )
+        }),
+    }
+}
+
+fn encode_response(encoding: Encoding, resp: &ExportTraceServiceResponse) -> Response {
+    match encoding {
+        Encoding::Protobuf => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            resp.encode_to_vec(),
+        )
+            .into_response(),
+        Encoding::Json => {
+            let body = match &resp.partial_success {
+                // int64 is a string in protobuf's JSON mapping.
+                Some(p) => serde_json::json!({"partialSuccess": {
+                    "rejectedSpans": p.rejected_spans.to_string(),
+                    "errorMessage": p.error_message,
+                }}),
+                None => serde_json::json!({}),
+            };
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+    }
+}
+
+async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    let encoding = match content_encoding(&headers) {
+        Ok(e) => e,
+        Err(r) => {
+            state
+                .queue
+                .counters
+                .exports_refused_bad
+                .fetch_add(1, Ordering::Relaxed);
+            return r.into_response(None);
+        }
+    };
+    match handle_traces(&state, &headers, body, encoding).await {
+        Ok(resp) => resp,
+        Err(r) => {
+            let counter = match r.status {
+                StatusCode::PAYLOAD_TOO_LARGE => &state.queue.counters.exports_refused_too_large,
+                StatusCode::SERVICE_UNAVAILABLE => &state.queue.counters.exports_refused_full,
+                _ => &state.queue.counters.exports_refused_bad,
+            };
+            // The queue counts its own refusals; count the others here.
+            if r.status != StatusCode::SERVICE_UNAVAILABLE {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            r.into_response(encoding)
+        }
+    }
+}
+
+async fn handle_traces(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    encoding: Option<Encoding>,
+) -> Result<Response, Refusal> {
+    let encoding = encoding.unwrap_or(Encoding::Protobuf);
+    let body = read_body(headers, body, state.max_body_bytes).await?;
+    // Decoding a large body is CPU work: keep it off the async workers.
+    let converted =
+        tokio::task::spawn_blocking(move || decode(encoding, &body).map(convert_request))
+            .await
+            .map_err(|e| {
+                Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    tonic::Code::Internal,
+                    format!("decoding failed: {e}"),
+                )
+            })??;
+    let rejected = converted.rejected;
+    let message = converted.error_message();
+    if rejected > 0 {
+        state
+            .queue
+            .counters
+            .spans_rejected_invalid
+            .fetch_add(rejected, Ordering::Relaxed);
+    }
+    if !converted.spans.is_empty() {
+        state.queue.write(converted.spans).await.map_err(|e| {
+            let mut r = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                tonic::Code::Unavailable,
+                match &e {
+                    IngestError::Submit(SubmitError::Full) => {
+                        "ingest queue is full, retry later".to_owned()
+                    }
+                    other => format!("{other}, retry later"),
+                },
+            );
+            r.retry_after = true;
+            r
+        })?;
+    }
+    let partial_success = (rejected > 0).then(|| {
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
+            rejected_spans: rejected as i64,
+            error_message: message,
+        }
+    });
+    Ok(encode_response(
+        encoding,
+        &ExportTraceServiceResponse { partial_success },
+    ))
+}
+
+/// `/v1/metrics` and `/v1/logs`: checked like traces (type, size) and then discarded. An empty
+/// `Export*ServiceResponse` encodes to zero bytes in protobuf and `{}` in JSON.
+async fn export_discard(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let encoding = match content_encoding(&headers) {
+        Ok(e) => e,
+        Err(r) => return r.into_response(None),
+    };
+    if let Err(r) = read_body(&headers, body, state.max_body_bytes).await {
+        return r.into_response(encoding);
+    }
+    match encoding {
+        Some(Encoding::Json) => (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response(),
+        _ => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            Vec::<u8>::new(),
+        )
+            .into_response(),
+    }
+}
+
+/// The OTLP/HTTP routes.
+pub fn router(queue: IngestQueue, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/traces", post(export_traces))
+        .route("/v1/metrics", post(export_discard))
+        .route("/v1/logs", post(export_discard))
+        // Our own limit applies (and answers 413 with a reason); axum's 2 MiB default must not.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(HttpState {
+            queue,
+            max_body_bytes,
+        })
+}

@@ -1,0 +1,281 @@
+//! The bounded queue between the receivers and the store, and the writer thread behind it.
+//!
+//! Main types: `IngestQueue` (cloned into every receiver), `Writer` (the thread's handle).
+//!
+//! Key design decisions:
+//! - Memory is bounded by *spans*, not by requests: a semaphore holds one permit per queued span.
+//!   A receiver that cannot get its permits at once answers "retry later" (gRPC UNAVAILABLE, HTTP
+//!   503 with `Retry-After`), which OTLP clients treat as retryable. Nothing waits unboundedly.
+//! - An export is acknowledged only after the transaction holding its spans has committed: a
+//!   client that saw success may see the process killed the next instant and lose nothing.
+//! - Group commit: the writer takes every export waiting in the queue into one transaction, so
+//!   under load the cost of a commit is shared by many exports.
+//! - The writer is a plain thread, not an async task: SQLite calls block, and must not stall the
+//!   runtime's workers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::model::Span;
+use crate::store::{Retention, Store, StoreError, WriteSummary};
+
+/// Why an export could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("ingest queue is full, retry later")]
+    Full,
+    #[error("collector is shutting down")]
+    Closed,
+}
+
+/// Counters shared by the receivers and the writer, read by the API and metrics.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    pub spans_accepted: AtomicU64,
+    pub spans_stored: AtomicU64,
+    pub spans_duplicate: AtomicU64,
+    pub spans_rejected_invalid: AtomicU64,
+    pub exports_refused_full: AtomicU64,
+    pub exports_refused_bad: AtomicU64,
+    pub exports_refused_too_large: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+/// Called after every commit with the spans it made durable (trace settling listens here).
+pub type CommitHook = Box<dyn FnMut(&[&Span], u64) + Send>;
+
+struct Job {
+    spans: Vec<Span>,
+    _permit: OwnedSemaphorePermit,
+    ack: oneshot::Sender<Result<WriteSummary, String>>,
+}
+
+/// The receivers' side: cheap to clone.
+#[derive(Clone)]
+pub struct IngestQueue {
+    tx: mpsc::Sender<Job>,
+    permits: Arc<Semaphore>,
+    capacity_spans: usize,
+    pub counters: Arc<IngestCounters>,
+}
+
+/// Settings of the writer thread.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// The most spans waiting in memory for the writer.
+    pub queue_spans: usize,
+    pub retention: Retention,
+    /// How often retention runs.
+    pub retention_every: Duration,
+    /// Test-only: sleep this long before each commit, to make the queue fill up.
+    pub test_delay: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            queue_spans: 262_144,
+            retention: Retention::default(),
+            retention_every: Duration::from_secs(60),
+            test_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Exports grouped into one transaction at most; beyond this the next group waits its turn.
+const MAX_GROUP_SPANS: usize = 65_536;
+
+impl IngestQueue {
+    /// The number of spans the queue can hold.
+    pub fn capacity_spans(&self) -> usize {
+        self.capacity_spans
+    }
+
+    /// Spans waiting for the writer now.
+    pub fn depth_spans(&self) -> usize {
+        self.capacity_spans
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    /// Queues `spans` for the writer without waiting. The returned receiver resolves once they
+    /// are committed (or the write failed).
+    pub fn submit(
+        &self,
+        spans: Vec<Span>,
+    ) -> Result<oneshot::Receiver<Result<WriteSummary, String>>, SubmitError> {
+        // An export larger than the whole queue still gets in when the queue is empty, so a big
+        // but legal request is never refused forever.
+        let want = spans.len().clamp(1, self.capacity_spans) as u32;
+        let permit = match self.permits.clone().try_acquire_many_owned(want) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                self.counters
+                    .exports_refused_full
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(SubmitError::Full);
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(SubmitError::Closed),
+        };
+        let (ack, rx) = oneshot::channel();
+        let n = spans.len() as u64;
+        let job = Job {
+            spans,
+            _permit: permit,
+            ack,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                self.counters.spans_accepted.fetch_add(n, Ordering::Relaxed);
+                Ok(rx)
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.counters
+                    .exports_refused_full
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(SubmitError::Full)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Queues `spans` and waits until they are durable.
+    pub async fn write(&self, spans: Vec<Span>) -> Result<WriteSummary, IngestError> {
+        let rx = self.submit(spans)?;
+        match rx.await {
+            Ok(Ok(summary)) => Ok(summary),
+            Ok(Err(e)) => Err(IngestError::Store(e)),
+            Err(_) => Err(IngestError::Submit(SubmitError::Closed)),
+        }
+    }
+}
+
+/// Why an export was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    #[error("store write failed: {0}")]
+    Store(String),
+}
+
+/// The writer thread. Dropping every `IngestQueue` clone lets it drain and stop; `join` waits
+/// for that and closes the store.
+pub struct Writer {
+    handle: Option<JoinHandle<Result<(), StoreError>>>,
+}
+
+impl Writer {
+    /// Starts the writer over `store`, returning the queue receivers submit to.
+    pub fn start(
+        store: Store,
+        config: WriterConfig,
+        hooks: Vec<CommitHook>,
+    ) -> (IngestQueue, Writer) {
+        let capacity = config.queue_spans.max(1);
+        // The channel bound is a backstop; the span semaphore is the real limit.
+        let (tx, rx) = mpsc::channel(capacity.min(16_384));
+        let counters = Arc::new(IngestCounters::default());
+        let queue = IngestQueue {
+            tx,
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity_spans: capacity,
+            counters: counters.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("tracecov-writer".into())
+            .spawn(move || writer_loop(store, rx, config, hooks, counters))
+            .expect("spawning the writer thread");
+        (
+            queue,
+            Writer {
+                handle: Some(handle),
+            },
+        )
+    }
+
+    /// Waits for the writer to drain the queue and close the store.
+    pub fn join(mut self) -> Result<(), StoreError> {
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(StoreError::Closed),
+            None => Ok(()),
+        }
+    }
+}
+
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn writer_loop(
+    mut store: Store,
+    mut rx: mpsc::Receiver<Job>,
+    config: WriterConfig,
+    mut hooks: Vec<CommitHook>,
+    counters: Arc<IngestCounters>,
+) -> Result<(), StoreError> {
+    let mut last_retention = Instant::now();
+    if let Err(e) = store.enforce_retention(config.retention, now_ns()) {
+        tracing::warn!(error = %e, "retention failed");
+    }
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        let mut n = jobs[0].spans.len();
+        while n < MAX_GROUP_SPANS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    n += job.spans.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        if !config.test_delay.is_zero() {
+            std::thread::sleep(config.test_delay);
+        }
+        let received = now_ns();
+        let result = store.write(jobs.iter().flat_map(|j| j.spans.iter()), received);
+        match &result {
+            Ok(summary) => {
+                counters
+                    .spans_stored
+                    .fetch_add(summary.inserted, Ordering::Relaxed);
+                counters
+                    .spans_duplicate
+                    .fetch_add(summary.duplicates, Ordering::Relaxed);
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                if !hooks.is_empty() {
+                    let all: Vec<&Span> = jobs.iter().flat_map(|j| j.spans.iter()).collect();
+                    for hook in &mut hooks {
+                        hook(&all, received);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, spans = n, "store write failed"),
+        }
+        for job in jobs {
+            let per_job = match &result {
+                Ok(_) => Ok(WriteSummary::default()),
+                Err(e) => Err(e.to_string()),
+            };
+            // A client that went away no longer waits for its answer; that is fine.
+            let _ = job.ack.send(per_job);
+        }
+        if last_retention.elapsed() >= config.retention_every {
+            last_retention = Instant::now();
+            match store.enforce_retention(config.retention, now_ns()) {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(traces = removed, "retention removed traces"),
+                Err(e) => tracing::warn!(error = %e, "retention failed"),
+            }
+        }
+    }
+    store.close()
+}

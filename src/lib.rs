@@ -1,0 +1,13 @@
+//! tracecov: an OTLP collector for test runs.
+//!
+//! Spans come in at `ingest`, are kept by `store`, and are served by `web`; `server` wires them
+//! together and `cli` turns command lines into calls of this library. See ARCHITECTURE.md for the
+//! map and its invariants.
+
+pub mod cli;
+pub mod config;
+pub mod ingest;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod web;

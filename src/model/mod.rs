@@ -1,0 +1,13 @@
+//! The project's own data types: spans, ids, attribute values, resources.
+//!
+//! Everything here is plain data with no I/O and no knowledge of any wire format. Ingest and the
+//! importers produce these types; the store keeps them; analysis reads them.
+
+mod ids;
+mod span;
+
+pub use ids::{IdError, SpanId, TraceId};
+pub use span::{
+    Attributes, Event, KeyValue, Link, Resource, Scope, Span, SpanKind, Status, StatusCode,
+    UNKNOWN_SERVICE, Value,
+};

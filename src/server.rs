@@ -1,0 +1,201 @@
+//! `tracecov serve`: binds the three listeners, opens the store, starts the writer and the
+//! receivers, and shuts all of it down in order.
+//!
+//! Shutdown order matters for "loses nothing": the receivers stop accepting and finish their
+//! in-flight exports (each waiting for its commit), then the last queue handle is dropped, the
+//! writer drains what is left and checkpoints the store, and only then does `wait` return.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeConfig;
+use crate::ingest::{self, IngestQueue, Writer};
+use crate::store::{Reader, Store};
+use crate::web;
+
+/// The addresses actually bound (port 0 resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addrs {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub ui: SocketAddr,
+}
+
+impl Addrs {
+    pub fn otlp_http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+    pub fn otlp_grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+    pub fn ui_url(&self) -> String {
+        format!("http://{}", self.ui)
+    }
+}
+
+/// The three bound listeners. Binding is separate from serving so tests (and `run`) can bind
+/// port 0 and learn the addresses before anything starts.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+    pub ui: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &ServeConfig) -> anyhow::Result<Self> {
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for {what} on {addr}"))
+        };
+        Ok(Self {
+            grpc: bind(config.grpc_addr, "OTLP/gRPC").await?,
+            http: bind(config.http_addr, "OTLP/HTTP").await?,
+            ui: bind(config.ui_addr, "the UI and API").await?,
+        })
+    }
+
+    pub fn addrs(&self) -> anyhow::Result<Addrs> {
+        Ok(Addrs {
+            grpc: self.grpc.local_addr()?,
+            http: self.http.local_addr()?,
+            ui: self.ui.local_addr()?,
+        })
+    }
+}
+
+/// What the web layer needs from a running server.
+#[derive(Clone)]
+pub struct AppState {
+    pub reader: Reader,
+    pub queue_counters: Arc<ingest::IngestCounters>,
+    pub addrs: Addrs,
+}
+
+/// A started server.
+pub struct Server {
+    pub addrs: Addrs,
+    pub reader: Reader,
+    pub queue: IngestQueue,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    writer: Option<Writer>,
+}
+
+impl Server {
+    /// Opens the store and starts serving on `listeners`.
+    pub async fn start(config: ServeConfig, listeners: Listeners) -> anyhow::Result<Server> {
+        let addrs = listeners.addrs()?;
+        let data_dir = config.data_dir.clone();
+        let durability = config.durability;
+        let store =
+            tokio::task::spawn_blocking(move || crate::store::Store::open(&data_dir, durability))
+                .await?
+                .with_context(|| {
+                    format!("cannot open the store in {}", config.data_dir.display())
+                })?;
+        Self::start_with_store(config, listeners, store, addrs)
+    }
+
+    fn start_with_store(
+        config: ServeConfig,
+        listeners: Listeners,
+        store: Store,
+        addrs: Addrs,
+    ) -> anyhow::Result<Server> {
+        let reader = store.reader();
+        let (queue, writer) = Writer::start(store, config.writer.clone(), Vec::new());
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        let token = shutdown.clone();
+        let q = queue.clone();
+        let max = config.max_body_bytes;
+        tasks.push(tokio::spawn(async move {
+            ingest::grpc::serve(listeners.grpc, q, max, token.cancelled_owned())
+                .await
+                .context("OTLP/gRPC receiver failed")
+        }));
+
+        let token = shutdown.clone();
+        let router = ingest::http::router(queue.clone(), config.max_body_bytes);
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listeners.http, router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+                .context("OTLP/HTTP receiver failed")
+        }));
+
+        let token = shutdown.clone();
+        let state = AppState {
+            reader: reader.clone(),
+            queue_counters: queue.counters.clone(),
+            addrs,
+        };
+        let router = web::router(state);
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listeners.ui, router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+                .context("UI/API server failed")
+        }));
+
+        Ok(Server {
+            addrs,
+            reader,
+            queue,
+            shutdown,
+            tasks,
+            writer: Some(writer),
+        })
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, finishes in-flight exports, drains the queue and closes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after the shutdown token is cancelled, or a listener
+    /// fails), then drains and closes the store.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first_err = None;
+        // Any task ending (normally only after shutdown) stops the others too.
+        let tasks = std::mem::take(&mut self.tasks);
+        let (first, _, rest) = futures::future::select_all(tasks).await;
+        self.shutdown.cancel();
+        let results = std::iter::once(first).chain(futures::future::join_all(rest).await);
+        for r in results {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(anyhow::anyhow!("server task failed: {e}"));
+                }
+            }
+        }
+        // The receivers are done: dropping the last queue handle lets the writer drain and stop.
+        drop(self.queue);
+        if let Some(writer) = self.writer.take() {
+            tokio::task::spawn_blocking(move || writer.join())
+                .await?
+                .context("closing the store")?;
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! JSON API handlers and their response shapes. These structs are the API's contract; they are
+//! built from model types here and nowhere else.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::model::{Attributes, Span, TraceId, Value};
+use crate::server::AppState;
+use crate::store::StoreError;
+
+/// An API error: an HTTP status and a message, answered as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store read failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+/// Runs blocking store work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("request failed: {e}"),
+        )
+    })?
+}
+
+pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "otlp_grpc": state.addrs.grpc.to_string(),
+        "otlp_http": state.addrs.otlp_http_url(),
+        "ui": state.addrs.ui_url(),
+    }))
+}
+
+pub async fn stats(State(state): State<AppState>) -> Result<Json<crate::store::Stats>, ApiError> {
+    let reader = state.reader.clone();
+    Ok(Json(blocking(move || Ok(reader.stats()?)).await?))
+}
+
+pub async fn trace(
+    State(state): State<AppState>,
+    Path(trace_id): Path<String>,
+) -> Result<Json<TraceJson>, ApiError> {
+    let id = TraceId::from_hex_padded(trace_id.trim()).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("malformed trace id {trace_id:?}: {e} (expected 32 hex digits)"),
+        )
+    })?;
+    let reader = state.reader.clone();
+    let spans = blocking(move || Ok(reader.trace(id)?)).await?;
+    if spans.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no trace {id} in the store"),
+        ));
+    }
+    Ok(Json(TraceJson::new(id, &spans)))
+}
+
+/// A trace as the API returns it.
+#[derive(Debug, Serialize)]
+pub struct TraceJson {
+    pub trace_id: String,
+    pub spans: Vec<SpanJson>,
+}
+
+impl TraceJson {
+    pub fn new(id: TraceId, spans: &[Span]) -> Self {
+        Self {
+            trace_id: id.to_string(),
+            spans: spans.iter().map(SpanJson::from).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SpanJson {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    pub kind: &'static str,
+    pub service: String,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    pub duration_ms: f64,
+    pub status: StatusJson,
+    pub attributes: BTreeMap<String, serde_json::Value>,
+    pub events: Vec<EventJson>,
+    pub links: Vec<LinkJson>,
+    pub resource: BTreeMap<String, serde_json::Value>,
+    pub scope: ScopeJson,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusJson {
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    pub time_unix_nano: u64,
+    pub name: String,
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LinkJson {
+    pub trace_id: String,
+    pub span_id: String,
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScopeJson {
+    pub name: String,
+    pub version: String,
+}
+
+fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Empty => serde_json::Value::Null,
+        Value::Str(s) => s.clone().into(),
+        Value::Bool(b) => (*b).into(),
+        Value::Int(i) => (*i).into(),
+        Value::Double(d) => serde_json::Number::from_f64(*d)
+            .map(serde_json::Value::Number)
+            .unwrap_or_else(|| d.to_string().into()),
+        Value::Bytes(b) => hex::encode(b).into(),
+        Value::Array(items) => items.iter().map(value_json).collect(),
+        Value::Map(kvs) => kvs
+            .iter()
+            .map(|kv| (kv.key.clone(), value_json(&kv.value)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    }
+}
+
+pub(crate) fn attrs_json(attrs: &Attributes) -> BTreeMap<String, serde_json::Value> {
+    attrs
+        .iter()
+        .map(|kv| (kv.key.clone(), value_json(&kv.value)))
+        .collect()
+}
+
+impl From<&Span> for SpanJson {
+    fn from(s: &Span) -> Self {
+        Self {
+            trace_id: s.trace_id.to_string(),
+            span_id: s.span_id.to_string(),
+            parent_span_id: s.parent_span_id.map(|p| p.to_string()),
+            name: s.name.clone(),
+            kind: s.kind.as_str(),
+            service: s.service().to_owned(),
+            start_unix_nano: s.start_ns,
+            end_unix_nano: s.end_ns,
+            duration_ms: s.duration_ns() as f64 / 1e6,
+            status: StatusJson {
+                code: s.status.code.as_str(),
+                message: s.status.message.clone(),
+            },
+            attributes: attrs_json(&s.attributes),
+            events: s
+                .events
+                .iter()
+                .map(|e| EventJson {
+                    time_unix_nano: e.time_ns,
+                    name: e.name.clone(),
+                    attributes: attrs_json(&e.attributes),
+                })
+                .collect(),
+            links: s
+                .links
+                .iter()
+                .map(|l| LinkJson {
+                    trace_id: l.trace_id.to_string(),
+                    span_id: l.span_id.to_string(),
+                    attributes: attrs_json(&l.attributes),
+                })
+                .collect(),
+            resource: attrs_json(&s.resource.attributes),
+            scope: ScopeJson {
+                name: s.scope.name.clone(),
+                version: s.scope.version.clone(),
+            },
+        }
+    }
+}
