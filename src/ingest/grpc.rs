@@ -2,7 +2,7 @@
 //! logs services accept and discard, so SDKs that export every signal to one endpoint are quiet.
 //!
 //! Answers, all retryable ones marked so by OTLP's rules:
-//! - undecodable message → INVALID_ARGUMENT (tonic's codec says what failed);
+//! - undecodable message → INVALID_ARGUMENT, with tonic's description of what failed;
 //! - message over the limit (after decompression too) → RESOURCE_EXHAUSTED;
 //! - ingest queue full, or shutting down → UNAVAILABLE (retryable);
 //! - some spans invalid → OK with `partial_success`.
@@ -57,7 +57,7 @@ impl TraceService for Traces {
                 .await
                 .map_err(ingest_status)?;
         }
-        let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
+        let partial_success = (rejected > 0).then_some(ExportTracePartialSuccess {
             rejected_spans: rejected as i64,
             error_message: message,
         });
@@ -106,22 +106,35 @@ impl LogsService for Discard {
 
 /// gRPC's code for OUT_OF_RANGE, which tonic's codec uses for a message over the size limit.
 const GRPC_OUT_OF_RANGE: &str = "11";
-/// RESOURCE_EXHAUSTED, what the OTLP specification and our contract promise for that case.
+/// INTERNAL, which tonic's codec uses for a message that does not decode.
+const GRPC_INTERNAL: &str = "13";
+/// RESOURCE_EXHAUSTED, what the OTLP specification and our contract promise for a message over
+/// the limit.
 const GRPC_RESOURCE_EXHAUSTED: &str = "8";
+/// INVALID_ARGUMENT, what they promise for a message that does not decode.
+const GRPC_INVALID_ARGUMENT: &str = "3";
 
-/// Tonic answers an over-long (uncompressed) message with OUT_OF_RANGE; our services never use
-/// that code themselves, so every OUT_OF_RANGE is the size limit and is reported as
-/// RESOURCE_EXHAUSTED, as tonic already does for a message that inflates past the limit.
-fn remap_too_large<B>(mut resp: http::Response<B>) -> http::Response<B> {
-    if resp
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|v| v == GRPC_OUT_OF_RANGE)
-    {
-        resp.headers_mut().insert(
-            "grpc-status",
-            http::HeaderValue::from_static(GRPC_RESOURCE_EXHAUSTED),
-        );
+/// Tonic's codec answers before our services see a request: an over-long (uncompressed) message
+/// with OUT_OF_RANGE and an undecodable one with INTERNAL. Our services never use OUT_OF_RANGE,
+/// so every OUT_OF_RANGE is the size limit and becomes RESOURCE_EXHAUSTED (as tonic already says
+/// for a message that inflates past the limit); an INTERNAL whose message says decoding failed
+/// becomes INVALID_ARGUMENT, which tells the client not to retry the same bytes.
+fn remap_codec_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let headers = resp.headers();
+    let remapped = match headers.get("grpc-status").map(|v| v.as_bytes()) {
+        Some(s) if s == GRPC_OUT_OF_RANGE.as_bytes() => Some(GRPC_RESOURCE_EXHAUSTED),
+        Some(s) if s == GRPC_INTERNAL.as_bytes() => headers
+            .get("grpc-message")
+            .is_some_and(|m| {
+                let m = m.as_bytes();
+                m.starts_with(b"failed%20to%20decode") || m.starts_with(b"failed to decode")
+            })
+            .then_some(GRPC_INVALID_ARGUMENT),
+        _ => None,
+    };
+    if let Some(code) = remapped {
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static(code));
     }
     resp
 }
@@ -144,7 +157,7 @@ pub async fn serve(
         .max_decoding_message_size(max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip);
     tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(remap_too_large))
+        .layer(tower::util::MapResponseLayer::new(remap_codec_status))
         .add_service(traces)
         .add_service(metrics)
         .add_service(logs)

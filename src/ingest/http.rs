@@ -316,12 +316,12 @@ async fn handle_traces(
             r
         })?;
     }
-    let partial_success = (rejected > 0).then(|| {
+    let partial_success = (rejected > 0).then_some(
         opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
             rejected_spans: rejected as i64,
             error_message: message,
-        }
-    });
+        },
+    );
     Ok(encode_response(
         encoding,
         &ExportTraceServiceResponse { partial_success },

@@ -509,9 +509,9 @@ mod tests {
         let mut store = Store::open(dir.path(), Durability::Process).unwrap();
         let r = resource("a");
         let a = span(T1, "0000000000000001", &r);
-        let s = store.write(&[a.clone()], 1).unwrap();
+        let s = store.write(std::slice::from_ref(&a), 1).unwrap();
         assert_eq!(s.inserted, 1);
-        let s = store.write(&[a.clone()], 2).unwrap();
+        let s = store.write(std::slice::from_ref(&a), 2).unwrap();
         assert_eq!((s.inserted, s.duplicates), (0, 1));
         let mut b = a.clone();
         b.name = "other".into();

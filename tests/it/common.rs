@@ -1,0 +1,182 @@
+//! Shared test harness: a real in-process server on free ports with a temporary store, and
+//! helpers to build OTLP requests and read the JSON API.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use serde_json::Value;
+use tracecov::config::ServeConfig;
+use tracecov::server::{Addrs, Listeners, Server};
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: tempfile::TempDir,
+    pub addrs: Addrs,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServeConfig::ephemeral(dir.path().join("data"));
+        tweak(&mut config);
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let server = Server::start(config, listeners).await.unwrap();
+        let addrs = server.addrs;
+        Self {
+            server: Some(server),
+            dir,
+            addrs,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}{}", self.addrs.ui_url(), path)
+    }
+
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.addrs.otlp_http_url())
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let resp = self.http.get(self.api(path)).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.get_json("/api/stats").await.1
+    }
+
+    /// Polls `/api/stats` until at least `spans` spans are stored.
+    pub async fn wait_for_spans(&self, spans: u64) -> Value {
+        wait_for_spans(&self.http, &self.addrs.ui_url(), spans).await
+    }
+
+    pub async fn trace(&self, trace_id: &str) -> Value {
+        let (status, body) = self.get_json(&format!("/api/traces/{trace_id}")).await;
+        assert_eq!(status, 200, "trace {trace_id}: {body}");
+        body
+    }
+
+    pub async fn post_otlp(
+        &self,
+        content_type: &str,
+        body: Vec<u8>,
+        gzip: bool,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(self.traces_url())
+            .header("content-type", content_type);
+        if gzip {
+            req = req.header("content-encoding", "gzip");
+        }
+        req.body(body).send().await.unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.unwrap();
+        }
+    }
+}
+
+pub async fn wait_for_spans(http: &reqwest::Client, ui: &str, spans: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats: Value = http
+            .get(format!("{ui}/api/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stats["spans"].as_u64().unwrap_or(0) >= spans {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {spans} spans; have {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        key_strindex: 0,
+    }
+}
+
+/// A request holding `n` spans of one trace from `service`. Ids are derived from `seed` so
+/// different calls give different spans and the same call gives the same ones.
+pub fn request(service: &str, seed: u64, n: usize) -> ExportTraceServiceRequest {
+    let trace_id = trace_id_for(seed);
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: trace_id.clone(),
+            span_id: ((seed << 20) + i as u64 + 1).to_be_bytes().to_vec(),
+            name: format!("op-{i}"),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+            end_time_unix_nano: 1_700_000_000_000_100_000 + i as u64,
+            attributes: vec![kv("http.route", "/things/{id}"), kv("seq", &i.to_string())],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+pub fn trace_id_for(seed: u64) -> Vec<u8> {
+    let mut id = vec![0xab; 8];
+    id.extend_from_slice(&(seed + 1).to_be_bytes());
+    id
+}
+
+pub fn trace_hex(seed: u64) -> String {
+    hex::encode(trace_id_for(seed))
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/fixtures/...` relative to the project root.
+pub fn fixture(rel: &str) -> PathBuf {
+    let p = repo_root().join("../shared/fixtures").join(rel);
+    assert!(p.exists(), "fixture missing: {}", p.display());
+    p
+}
+
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
