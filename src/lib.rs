@@ -4,6 +4,7 @@
 //! together and `cli` turns command lines into calls of this library. See ARCHITECTURE.md for the
 //! map and its invariants.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod ingest;

@@ -25,6 +25,25 @@ pub struct Cli {
 pub enum Command {
     /// Run the collector, store, UI and JSON API.
     Serve(serve::ServeArgs),
+    /// Run a benchmark (figures in BENCHMARKS.md come from these).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Durable OTLP/gRPC ingest over loopback against prost decode-only speed.
+    Ingest {
+        /// Spans to send per run.
+        #[arg(long, default_value_t = 200_000)]
+        spans: usize,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Concurrent exporters.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
 }
 
 /// Parses the process arguments and runs the command.
@@ -44,6 +63,19 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Bench(BenchCommand::Ingest {
+                spans,
+                runs,
+                concurrency,
+            }) => {
+                crate::bench::ingest::run(crate::bench::ingest::IngestBenchArgs {
+                    spans,
+                    runs: runs.max(1),
+                    concurrency: concurrency.max(1),
+                })
+                .await?;
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

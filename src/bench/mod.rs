@@ -1,0 +1,5 @@
+//! Benchmarks that ship with the binary (`tracecov bench …`), so anyone can reproduce the figures
+//! in BENCHMARKS.md with one command. Each prints its baseline measured in the same run and the
+//! ratio; none of them is a test.
+
+pub mod ingest;
