@@ -1,4 +1,5 @@
-//! Offline import of trace files: OTLP/JSON, Jaeger JSON, Zipkin v2 JSON.
+//! Offline import of trace files (OTLP/JSON, Jaeger JSON, Zipkin v2 JSON) and the OTLP/JSON-lines
+//! export that `tracecov export` writes.
 //!
 //! The main entry points are [`import_file`] and [`import_reader`]: they detect the format from
 //! the content (unless told), convert every record into the project's `Span` at this edge, and
@@ -22,6 +23,7 @@
 //! This module must not panic on any input, and must not hold more than one record (or one
 //! Zipkin trace buffer) in memory.
 
+mod export;
 mod jaeger;
 mod otlp;
 mod zipkin;
@@ -39,6 +41,7 @@ use std::str::FromStr;
 
 use crate::model::Span;
 
+pub use export::write_otlp_json_lines;
 pub use zipkin::{MAX_BUFFERED_SPANS, SHARED_SPAN_ID};
 
 /// The most spans handed to the sink in one call.

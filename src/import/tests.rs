@@ -556,6 +556,54 @@ fn jaeger_bare_trace_download_imports() {
 }
 
 #[test]
+fn round_trip_through_otlp_json_lines_is_lossless() {
+    let (jaeger, _) = import_bytes(JAEGER_DOC.as_bytes(), None);
+    let (spec, _) = import_path(&fixture("otlp-json/spec-example.json"), None);
+    let mut original = zipkin("smartthings-mobile-web-install.json");
+    original.extend(jaeger);
+    original.extend(spec);
+    // Every attribute type, including the ones no fixture has.
+    let mut odd = original[0].clone();
+    odd.attributes.push("empty", Value::Empty);
+    odd.attributes.push("big", Value::Int(i64::MIN));
+    odd.attributes.push("inf", Value::Double(f64::INFINITY));
+    odd.attributes.push(
+        "list",
+        Value::Array(vec![
+            Value::Int(1),
+            Value::from("two"),
+            Value::Array(vec![]),
+        ]),
+    );
+    odd.attributes.push(
+        "map",
+        Value::Map(vec![crate::model::KeyValue::new("k", Value::Bool(true))]),
+    );
+    odd.trace_state = "vendor=1".into();
+    odd.span_id = sid("ffffffffffffffff");
+    original.push(odd);
+
+    let mut out = Vec::new();
+    write_otlp_json_lines(&original, &mut out).unwrap();
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(text.lines().count() >= 18, "one line per resource at least");
+    assert!(!text.contains("SPAN_KIND"), "enums are integers");
+    assert!(text.contains("\"traceId\":\"000000000000000014b60fd9ae504820\""));
+
+    let (back, result) = import_bytes(&out, None);
+    let summary = result.unwrap();
+    assert_eq!(summary.format, Format::OtlpJson);
+    assert_eq!(summary.records_skipped, 0);
+    assert_eq!(back.len(), original.len());
+    // Export groups by resource, so compare by identity rather than by order.
+    let by_id: HashMap<(TraceId, SpanId), &Span> =
+        back.iter().map(|s| ((s.trace_id, s.span_id), s)).collect();
+    for s in &original {
+        assert_eq!(by_id[&(s.trace_id, s.span_id)], s);
+    }
+}
+
+#[test]
 fn malformed_zipkin_stops_with_a_position_and_keeps_earlier_spans() {
     let text = std::fs::read_to_string(fixture("zipkin-lens/yelp.json")).unwrap();
     let cut = &text[..text.len() * 2 / 3];
