@@ -26,6 +26,7 @@
 mod export;
 mod jaeger;
 mod otlp;
+pub mod progress;
 mod zipkin;
 
 #[cfg(test)]
@@ -42,6 +43,7 @@ use std::str::FromStr;
 use crate::model::Span;
 
 pub use export::write_otlp_json_lines;
+pub use progress::Progress;
 pub use zipkin::{MAX_BUFFERED_SPANS, SHARED_SPAN_ID};
 
 /// The most spans handed to the sink in one call.
