@@ -66,11 +66,16 @@ fn resource(n: usize) -> Resource {
 
 fn span(n: usize) -> Span {
     let trace = (n / 20) as u128 + 1;
-    let routes = ["/users/{id}", "/cart/{id}/items", "/checkout", "/payments/charge"];
+    let routes = [
+        "/users/{id}",
+        "/cart/{id}/items",
+        "/checkout",
+        "/payments/charge",
+    ];
     Span {
         trace_id: trace.to_be_bytes().to_vec(),
         span_id: (n as u64 + 1).to_be_bytes().to_vec(),
-        parent_span_id: if n % 20 == 0 {
+        parent_span_id: if n.is_multiple_of(20) {
             Vec::new()
         } else {
             (n as u64).to_be_bytes().to_vec()
@@ -82,17 +87,23 @@ fn span(n: usize) -> Span {
         attributes: vec![
             s("http.request.method", "GET"),
             s("http.route", routes[n % routes.len()]),
-            i("http.response.status_code", if n % 50 == 0 { 500 } else { 200 }),
+            i(
+                "http.response.status_code",
+                if n.is_multiple_of(50) { 500 } else { 200 },
+            ),
             s("url.path", format!("/users/{}", n % 997)),
             s("url.scheme", "http"),
             s("server.address", "127.0.0.1"),
             i("server.port", 8080 + (n % 10) as i64),
             s("network.protocol.version", "1.1"),
             s("user_agent.original", "integration-suite/2.0"),
-            s("test.case.name", format!("tests/test_flow.py::test_{}", n % 40)),
+            s(
+                "test.case.name",
+                format!("tests/test_flow.py::test_{}", n % 40),
+            ),
         ],
         status: Some(Status {
-            code: if n % 50 == 0 { 2 } else { 0 },
+            code: if n.is_multiple_of(50) { 2 } else { 0 },
             message: String::new(),
         }),
         ..Default::default()
@@ -184,7 +195,11 @@ impl Codec for PassThrough {
 }
 
 /// One end-to-end run into a fresh store; durable spans/s.
-async fn end_to_end(payload: Arc<Vec<Bytes>>, spans: usize, concurrency: usize) -> anyhow::Result<f64> {
+async fn end_to_end(
+    payload: Arc<Vec<Bytes>>,
+    spans: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
     let dir = tempfile_dir()?;
     let mut config = ServeConfig::ephemeral(dir.join("data"));
     config.writer.queue_spans = 1 << 20;
@@ -202,8 +217,7 @@ async fn end_to_end(payload: Arc<Vec<Bytes>>, spans: usize, concurrency: usize) 
         let payload = payload.clone();
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
-            let mut grpc = tonic::client::Grpc::new(channel)
-                .max_encoding_message_size(64 << 20);
+            let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
             let path = http::uri::PathAndQuery::from_static(
                 "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
             );
@@ -286,6 +300,9 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         e2e.push(e);
     }
     let (d, e) = (median(decode), median(e2e));
-    println!("median: decode-only {d:.0} spans/s, durable ingest {e:.0} spans/s, ratio {:.2}", e / d);
+    println!(
+        "median: decode-only {d:.0} spans/s, durable ingest {e:.0} spans/s, ratio {:.2}",
+        e / d
+    );
     Ok(())
 }

@@ -106,13 +106,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listeners = Listeners::bind(&config).await?;
     let server = Server::start(config.clone(), listeners).await?;
     let a = server.addrs;
+    // A closed stdout (a parent that stopped reading) must not stop the server: the banner is
+    // informational, so a failed write is only logged.
+    let banner = format!(
+        "tracecov is serving\n  OTLP/gRPC  {}\n  OTLP/HTTP  {}\n  UI & API   {}\n  data       {}\n",
+        a.grpc,
+        a.otlp_http_url(),
+        a.ui_url(),
+        config.data_dir.display()
+    );
     let mut out = std::io::stdout().lock();
-    writeln!(out, "tracecov is serving")?;
-    writeln!(out, "  OTLP/gRPC  {}", a.grpc)?;
-    writeln!(out, "  OTLP/HTTP  {}", a.otlp_http_url())?;
-    writeln!(out, "  UI & API   {}", a.ui_url())?;
-    writeln!(out, "  data       {}", config.data_dir.display())?;
-    out.flush()?;
+    if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
+        tracing::warn!(error = %e, "could not print the listen addresses");
+    }
     drop(out);
     let token = server.shutdown_token();
     tokio::spawn(async move {

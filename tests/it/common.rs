@@ -95,21 +95,20 @@ impl TestServer {
 
 pub async fn wait_for_spans(http: &reqwest::Client, ui: &str, spans: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = Value::Null;
     loop {
-        let stats: Value = http
-            .get(format!("{ui}/api/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if stats["spans"].as_u64().unwrap_or(0) >= spans {
-            return stats;
+        // A server that is still starting may refuse or reset connections: keep asking.
+        if let Ok(resp) = http.get(format!("{ui}/api/stats")).send().await
+            && let Ok(stats) = resp.json::<Value>().await
+        {
+            if stats["spans"].as_u64().unwrap_or(0) >= spans {
+                return stats;
+            }
+            last = stats;
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for {spans} spans; have {stats}"
+            "timed out waiting for {spans} spans; have {last}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -46,6 +46,8 @@ fn spawn_serve(data: &Path) -> Running {
             _ => {}
         }
     }
+    // Keep reading so the server never writes into a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
     Running {
         child,
         http: http.unwrap(),
@@ -76,6 +78,9 @@ async fn acknowledged_spans_survive_sigkill_and_redelivery_is_idempotent() {
     first.child.kill().unwrap();
     first.child.wait().unwrap();
 
+    // A fresh client: the killed server's ports may be handed to the new one, and a pooled
+    // connection to the old process would be reset.
+    let http = reqwest::Client::new();
     let mut second = spawn_serve(&data);
     let total = EXPORTS * PER_EXPORT as u64;
     let stats = wait_for_spans(&http, &second.ui, total).await;
@@ -148,6 +153,7 @@ async fn sigterm_drains_and_closes_the_store_cleanly() {
         !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
         "WAL left behind after a clean shutdown"
     );
+    let http = reqwest::Client::new();
     let mut again = spawn_serve(&data);
     let stats = wait_for_spans(&http, &again.ui, 5).await;
     assert_eq!(stats["spans"], 5);

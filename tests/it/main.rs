@@ -3,6 +3,7 @@
 mod bad_input;
 mod common;
 mod crash;
+mod demo;
 mod otlp_clients;
 mod otlp_json;
 mod python_sdk;
