@@ -19,7 +19,13 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub durability: Durability,
     pub writer: WriterConfig,
+    /// Services whose root spans are test cases (`--test-service`).
+    pub test_services: Vec<String>,
+    /// A trace is settled when no span arrived for it for this long (or its run closed).
+    pub settle: Duration,
 }
+
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
 
 pub const DEFAULT_DATA_DIR: &str = "./tracecov-data";
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:4317";
@@ -40,6 +46,8 @@ impl ServeConfig {
             max_body_bytes: DEFAULT_MAX_BODY,
             durability: Durability::Process,
             writer: WriterConfig::default(),
+            test_services: Vec::new(),
+            settle: DEFAULT_SETTLE,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod import;
 pub mod ingest;
 pub mod model;
+pub mod runs;
 pub mod server;
 pub mod store;
 pub mod web;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
 use crate::ingest::{self, IngestQueue, Writer};
+use crate::runs::RunAssigner;
 use crate::store::{Reader, Store};
 use crate::web;
 
@@ -73,6 +74,7 @@ impl Listeners {
 #[derive(Clone)]
 pub struct AppState {
     pub reader: Reader,
+    pub config: Arc<ServeConfig>,
     pub queue_counters: Arc<ingest::IngestCounters>,
     pub addrs: Addrs,
 }
@@ -109,7 +111,13 @@ impl Server {
         addrs: Addrs,
     ) -> anyhow::Result<Server> {
         let reader = store.reader();
-        let (queue, writer) = Writer::start(store, config.writer.clone(), Vec::new());
+        let mut assigner = RunAssigner::open(&config.data_dir, config.test_services.clone())?;
+        let hook: ingest::CommitHook = Box::new(move |spans, now| {
+            if let Err(e) = assigner.assign(spans, now) {
+                tracing::error!(error = %e, "assigning traces to runs failed");
+            }
+        });
+        let (queue, writer) = Writer::start(store, config.writer.clone(), vec![hook]);
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
 
@@ -134,6 +142,7 @@ impl Server {
         let token = shutdown.clone();
         let state = AppState {
             reader: reader.clone(),
+            config: Arc::new(config.clone()),
             queue_counters: queue.counters.clone(),
             addrs,
         };

@@ -119,7 +119,7 @@ CREATE TABLE IF NOT EXISTS services (
 ) WITHOUT ROWID;
 ";
 
-fn db_path(dir: &Path) -> PathBuf {
+pub(crate) fn db_path(dir: &Path) -> PathBuf {
     dir.join("tracecov.sqlite")
 }
 

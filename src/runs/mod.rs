@@ -1,0 +1,499 @@
+//! Runs: one execution of a test suite, and which traces belong to it.
+//!
+//! Owns the `runs` and `trace_runs` tables (beside the span store, in the same SQLite file), the
+//! assignment of arriving traces to runs, and the run lifecycle (open, close, settled).
+//!
+//! Assignment, in DESIGN's order, decided when a trace's spans arrive:
+//! 1. a span whose resource carries `tracecov.run.id` → that run (created if unknown);
+//! 2. else `cicd.pipeline.run.id` → the run of that CI id (created, named after it, if unknown), so
+//!    parallel jobs of one pipeline merge into one run;
+//! 3. else the single open explicit run (`tracecov run`, `POST /api/runs`), when exactly one is open;
+//! 4. else, when the trace holds a test case, an automatic run that opens with the first such trace
+//!    and closes after 5 quiet minutes;
+//! 5. else no run (background traffic; a later span may still assign it).
+//!
+//! An assignment is kept once made, except that an explicit id (1 or 2) arriving later wins over
+//! an implicit one (3 or 4): the id is the user's word.
+//!
+//! Key design decision: assignment runs on the writer thread as a commit hook with its own
+//! connection, so it is decided in arrival order and before the export is acknowledged, without
+//! the span store knowing runs exist.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::{Span, TraceId};
+use crate::store::StoreError;
+
+/// How long an automatic run stays open without a new test trace.
+pub const AUTO_RUN_QUIET: Duration = Duration::from_secs(5 * 60);
+
+pub const RUN_ID_ATTR: &str = "tracecov.run.id";
+pub const CI_RUN_ID_ATTR: &str = "cicd.pipeline.run.id";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    ci_run_id   TEXT UNIQUE,
+    created_ns  INTEGER NOT NULL,
+    closed_ns   INTEGER,
+    last_ns     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name);
+CREATE TABLE IF NOT EXISTS trace_runs (
+    trace_id     BLOB PRIMARY KEY,
+    run_id       TEXT NOT NULL,
+    explicit     INTEGER NOT NULL,
+    last_ns      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_runs_by_run ON trace_runs (run_id);
+";
+
+/// How a run came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// Opened by `tracecov run` or `POST /api/runs`.
+    Explicit,
+    /// Named by a CI pipeline run id, or by a `tracecov.run.id` nobody opened.
+    Ci,
+    /// Opened by the first test trace that arrived with no run.
+    Auto,
+    /// Created by `tracecov import` for a file.
+    Import,
+}
+
+impl RunKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Explicit => "explicit",
+            RunKind::Ci => "ci",
+            RunKind::Auto => "auto",
+            RunKind::Import => "import",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "ci" => RunKind::Ci,
+            "auto" => RunKind::Auto,
+            "import" => RunKind::Import,
+            _ => RunKind::Explicit,
+        }
+    }
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Run {
+    pub id: String,
+    pub name: String,
+    pub kind: RunKind,
+    pub created_ns: u64,
+    pub closed_ns: Option<u64>,
+    /// When a span of the run last arrived (or the run was opened).
+    pub last_ns: u64,
+    pub traces: u64,
+}
+
+impl Run {
+    /// Closed explicitly, or an automatic run quiet for `AUTO_RUN_QUIET`.
+    pub fn is_closed(&self, now_ns: u64) -> bool {
+        self.closed_ns.is_some()
+            || (self.kind == RunKind::Auto
+                && now_ns.saturating_sub(self.last_ns) >= AUTO_RUN_QUIET.as_nanos() as u64)
+    }
+
+    /// No span of the run arrived for `quiet`, or the run is closed: its traces are settled.
+    pub fn is_settled(&self, now_ns: u64, quiet: Duration) -> bool {
+        self.closed_ns.is_some() || now_ns.saturating_sub(self.last_ns) >= quiet.as_nanos() as u64
+    }
+}
+
+pub fn init_schema(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(SCHEMA)?;
+    Ok(())
+}
+
+/// A new run id: time-ordered and unique within this process and across restarts.
+fn new_run_id(now_ns: u64) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed) & 0xfff;
+    format!("r{:013x}{:03x}", now_ns / 1_000, seq)
+}
+
+fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
+    Ok(Run {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        kind: RunKind::parse(&row.get::<_, String>(2)?),
+        created_ns: row.get::<_, i64>(3)? as u64,
+        closed_ns: row.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+        last_ns: row.get::<_, i64>(5)? as u64,
+        traces: row.get::<_, i64>(6)? as u64,
+    })
+}
+
+const RUN_COLUMNS: &str = "r.id, r.name, r.kind, r.created_ns, r.closed_ns, r.last_ns,
+    (SELECT COUNT(*) FROM trace_runs t WHERE t.run_id = r.id)";
+
+/// Opens a run. Also used by the import command for the run a file becomes.
+pub fn create_run(conn: &Connection, name: &str, kind: RunKind, now_ns: u64) -> Result<Run, StoreError> {
+    let id = new_run_id(now_ns);
+    conn.execute(
+        "INSERT INTO runs (id, name, kind, created_ns, last_ns) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![id, name, kind.as_str(), now_ns as i64],
+    )?;
+    get_run(conn, &id)?.ok_or(StoreError::Closed)
+}
+
+pub fn close_run(conn: &Connection, id: &str, now_ns: u64) -> Result<Option<Run>, StoreError> {
+    conn.execute(
+        "UPDATE runs SET closed_ns = COALESCE(closed_ns, ?2) WHERE id = ?1",
+        params![id, now_ns as i64],
+    )?;
+    get_run(conn, id)
+}
+
+pub fn get_run(conn: &Connection, id: &str) -> Result<Option<Run>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = ?1"),
+            params![id],
+            run_from_row,
+        )
+        .optional()?)
+}
+
+/// Every run, newest first.
+pub fn list_runs(conn: &Connection) -> Result<Vec<Run>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs r ORDER BY r.created_ns DESC, r.id DESC"
+    ))?;
+    let runs = stmt
+        .query_map([], run_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(runs)
+}
+
+/// Resolves what a user typed after `--run`: an id, a name (the newest run of that name), or
+/// `latest` (the newest run).
+pub fn find_run(conn: &Connection, what: &str) -> Result<Option<Run>, StoreError> {
+    if what == "latest" {
+        return Ok(conn
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs r ORDER BY r.created_ns DESC, r.id DESC LIMIT 1"),
+                [],
+                run_from_row,
+            )
+            .optional()?);
+    }
+    if let Some(run) = get_run(conn, what)? {
+        return Ok(Some(run));
+    }
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM runs r WHERE r.name = ?1
+                 ORDER BY r.created_ns DESC, r.id DESC LIMIT 1"
+            ),
+            params![what],
+            run_from_row,
+        )
+        .optional()?)
+}
+
+/// The traces of a run.
+pub fn run_traces(conn: &Connection, run_id: &str) -> Result<Vec<TraceId>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT trace_id FROM trace_runs WHERE run_id = ?1")?;
+    let ids = stmt
+        .query_map(params![run_id], |r| r.get::<_, Vec<u8>>(0))?
+        .filter_map(|r| r.ok())
+        .filter_map(|b| TraceId::from_slice(&b).ok())
+        .collect();
+    Ok(ids)
+}
+
+/// The run a trace belongs to, if any.
+pub fn trace_run(conn: &Connection, trace_id: TraceId) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT run_id FROM trace_runs WHERE trace_id = ?1",
+            params![&trace_id.as_bytes()[..]],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Every trace id in the store that belongs to no run (background traffic outside runs).
+pub fn traces_without_run(conn: &Connection) -> Result<Vec<TraceId>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT t.trace_id FROM traces t LEFT JOIN trace_runs r ON r.trace_id = t.trace_id
+         WHERE r.trace_id IS NULL",
+    )?;
+    let ids = stmt
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+        .filter_map(|r| r.ok())
+        .filter_map(|b| TraceId::from_slice(&b).ok())
+        .collect();
+    Ok(ids)
+}
+
+/// Does this span mark a test case by one of the shapes DESIGN recognizes?
+pub fn looks_like_test(span: &Span, test_services: &[String]) -> bool {
+    span.attributes.get("test.case.name").is_some()
+        || (span.parent_span_id.is_none() && span.name == "test session")
+        || test_services.iter().any(|s| s == span.service())
+}
+
+/// What one batch says about one trace.
+#[derive(Default)]
+struct TraceFacts {
+    explicit_run: Option<String>,
+    ci_run: Option<String>,
+    has_test: bool,
+}
+
+/// Assigns arriving traces to runs; runs on the writer thread as a commit hook.
+pub struct RunAssigner {
+    conn: Connection,
+    test_services: Vec<String>,
+}
+
+impl RunAssigner {
+    pub fn open(dir: &Path, test_services: Vec<String>) -> Result<Self, StoreError> {
+        let conn = Connection::open(crate::store::db_path(dir))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        init_schema(&conn)?;
+        Ok(Self {
+            conn,
+            test_services,
+        })
+    }
+
+    /// Records the runs of the traces in `spans`, which just arrived at `now_ns`.
+    pub fn assign(&mut self, spans: &[&Span], now_ns: u64) -> Result<(), StoreError> {
+        let mut facts: HashMap<TraceId, TraceFacts> = HashMap::new();
+        for span in spans {
+            let f = facts.entry(span.trace_id).or_default();
+            if f.explicit_run.is_none() {
+                f.explicit_run = span.resource.attributes.str(RUN_ID_ATTR).map(str::to_owned);
+            }
+            if f.ci_run.is_none() {
+                f.ci_run = span
+                    .resource
+                    .attributes
+                    .str(CI_RUN_ID_ATTR)
+                    .or_else(|| span.attributes.str(CI_RUN_ID_ATTR))
+                    .map(str::to_owned);
+            }
+            f.has_test |= looks_like_test(span, &self.test_services);
+        }
+        let tx = self.conn.transaction()?;
+        for (trace_id, f) in facts {
+            let key = &trace_id.as_bytes()[..];
+            let current: Option<(String, bool)> = tx
+                .query_row(
+                    "SELECT run_id, explicit FROM trace_runs WHERE trace_id = ?1",
+                    params![key],
+                    |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)),
+                )
+                .optional()?;
+            let (run_id, explicit) = match (&f.explicit_run, &f.ci_run) {
+                (Some(id), _) => (ensure_run_id(&tx, id, now_ns)?, true),
+                (None, Some(ci)) => (ensure_ci_run(&tx, ci, now_ns)?, true),
+                (None, None) => match &current {
+                    Some((run, _)) => (run.clone(), false),
+                    None => match single_open_explicit(&tx)? {
+                        Some(run) => (run, false),
+                        None if f.has_test => (auto_run(&tx, now_ns)?, false),
+                        None => continue,
+                    },
+                },
+            };
+            let keep_current = matches!(&current, Some((_, true))) && !explicit
+                || matches!(&current, Some((run, _)) if *run == run_id);
+            if keep_current {
+                let run = current.map(|c| c.0).unwrap_or(run_id);
+                tx.execute(
+                    "UPDATE trace_runs SET last_ns = ?2 WHERE trace_id = ?1",
+                    params![key, now_ns as i64],
+                )?;
+                touch_run(&tx, &run, now_ns)?;
+                continue;
+            }
+            tx.execute(
+                "INSERT INTO trace_runs (trace_id, run_id, explicit, last_ns) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (trace_id) DO UPDATE SET run_id = excluded.run_id,
+                   explicit = excluded.explicit, last_ns = excluded.last_ns",
+                params![key, run_id, explicit as i64, now_ns as i64],
+            )?;
+            touch_run(&tx, &run_id, now_ns)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn touch_run(tx: &rusqlite::Transaction<'_>, run: &str, now_ns: u64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE runs SET last_ns = MAX(last_ns, ?2) WHERE id = ?1",
+        params![run, now_ns as i64],
+    )?;
+    Ok(())
+}
+
+/// A `tracecov.run.id` nobody opened through the API still makes a run, named after the id.
+fn ensure_run_id(tx: &rusqlite::Transaction<'_>, id: &str, now_ns: u64) -> Result<String, StoreError> {
+    tx.execute(
+        "INSERT OR IGNORE INTO runs (id, name, kind, created_ns, last_ns) VALUES (?1, ?1, 'ci', ?2, ?2)",
+        params![id, now_ns as i64],
+    )?;
+    Ok(id.to_owned())
+}
+
+fn ensure_ci_run(tx: &rusqlite::Transaction<'_>, ci: &str, now_ns: u64) -> Result<String, StoreError> {
+    if let Some(id) = tx
+        .query_row("SELECT id FROM runs WHERE ci_run_id = ?1", params![ci], |r| r.get(0))
+        .optional()?
+    {
+        return Ok(id);
+    }
+    let id = new_run_id(now_ns);
+    tx.execute(
+        "INSERT INTO runs (id, name, kind, ci_run_id, created_ns, last_ns) VALUES (?1, ?2, 'ci', ?2, ?3, ?3)",
+        params![id, ci, now_ns as i64],
+    )?;
+    Ok(id)
+}
+
+/// The one open explicit run, when there is exactly one.
+fn single_open_explicit(tx: &rusqlite::Transaction<'_>) -> Result<Option<String>, StoreError> {
+    let mut stmt =
+        tx.prepare_cached("SELECT id FROM runs WHERE kind = 'explicit' AND closed_ns IS NULL LIMIT 2")?;
+    let open: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(if open.len() == 1 { open.into_iter().next() } else { None })
+}
+
+/// The open automatic run, or a new one when the last went quiet.
+fn auto_run(tx: &rusqlite::Transaction<'_>, now_ns: u64) -> Result<String, StoreError> {
+    let quiet = AUTO_RUN_QUIET.as_nanos() as i64;
+    if let Some(id) = tx
+        .query_row(
+            "SELECT id FROM runs WHERE kind = 'auto' AND closed_ns IS NULL AND ?1 - last_ns < ?2
+             ORDER BY created_ns DESC LIMIT 1",
+            params![now_ns as i64, quiet],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?
+    {
+        return Ok(id);
+    }
+    // Close the automatic runs that went quiet, so listings say so.
+    tx.execute(
+        "UPDATE runs SET closed_ns = last_ns + ?2 WHERE kind = 'auto' AND closed_ns IS NULL AND ?1 - last_ns >= ?2",
+        params![now_ns as i64, quiet],
+    )?;
+    let id = new_run_id(now_ns);
+    let name = format!("auto-{}", id.trim_start_matches('r'));
+    tx.execute(
+        "INSERT INTO runs (id, name, kind, created_ns, last_ns) VALUES (?1, ?2, 'auto', ?3, ?3)",
+        params![id, name, now_ns as i64],
+    )?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Attributes, KeyValue, Resource, SpanId};
+    use std::sync::Arc;
+
+    fn span(trace: u8, resource: &[(&str, &str)], attrs: &[(&str, &str)]) -> Span {
+        let mut s = Span::new(
+            TraceId::from_bytes([trace; 16]).unwrap(),
+            SpanId::from_bytes([trace; 8]).unwrap(),
+            "op",
+        );
+        let mut r = vec![KeyValue::new("service.name", "svc")];
+        r.extend(resource.iter().map(|(k, v)| KeyValue::new(*k, *v)));
+        s.resource = Arc::new(Resource::new(Attributes(r)));
+        for (k, v) in attrs {
+            s.attributes.push(*k, *v);
+        }
+        s
+    }
+
+    fn setup() -> (tempfile::TempDir, RunAssigner) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::store::Store::open(dir.path(), crate::store::Durability::Process).unwrap();
+        let a = RunAssigner::open(dir.path(), vec!["driver".into()]).unwrap();
+        (dir, a)
+    }
+
+    fn run_of(a: &RunAssigner, trace: u8) -> Option<String> {
+        trace_run(&a.conn, TraceId::from_bytes([trace; 16]).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn explicit_id_then_ci_id_then_open_run_then_auto_then_none() {
+        let (_d, mut a) = setup();
+        let opened = create_run(&a.conn, "suite", RunKind::Explicit, 1).unwrap();
+        a.assign(&[&span(1, &[(RUN_ID_ATTR, "given")], &[])], 10).unwrap();
+        assert_eq!(run_of(&a, 1).as_deref(), Some("given"));
+        a.assign(&[&span(2, &[(CI_RUN_ID_ATTR, "pipeline-7")], &[])], 10).unwrap();
+        a.assign(&[&span(3, &[(CI_RUN_ID_ATTR, "pipeline-7")], &[])], 11).unwrap();
+        let ci = run_of(&a, 2).unwrap();
+        assert_eq!(run_of(&a, 3), Some(ci.clone()), "parallel jobs merge");
+        assert_eq!(find_run(&a.conn, "pipeline-7").unwrap().unwrap().id, ci);
+        a.assign(&[&span(4, &[], &[])], 12).unwrap();
+        assert_eq!(run_of(&a, 4), Some(opened.id.clone()), "the single open run");
+        close_run(&a.conn, &opened.id, 13).unwrap();
+        a.assign(&[&span(5, &[], &[("test.case.name", "t")])], 14).unwrap();
+        let auto = run_of(&a, 5).unwrap();
+        assert_eq!(get_run(&a.conn, &auto).unwrap().unwrap().kind, RunKind::Auto);
+        a.assign(&[&span(6, &[], &[])], 15).unwrap();
+        assert_eq!(run_of(&a, 6), None, "background traffic with no run open");
+        // A late explicit id wins over the implicit assignment.
+        a.assign(&[&span(5, &[(RUN_ID_ATTR, "given")], &[])], 16).unwrap();
+        assert_eq!(run_of(&a, 5).as_deref(), Some("given"));
+    }
+
+    #[test]
+    fn automatic_runs_close_after_five_quiet_minutes() {
+        let (_d, mut a) = setup();
+        let t0 = 1_000_000_000;
+        a.assign(&[&span(1, &[], &[("test.case.name", "t")])], t0).unwrap();
+        a.assign(&[&span(2, &[], &[("test.case.name", "t")])], t0 + 1).unwrap();
+        assert_eq!(run_of(&a, 1), run_of(&a, 2));
+        let later = t0 + AUTO_RUN_QUIET.as_nanos() as u64 + 10;
+        a.assign(&[&span(3, &[], &[("test.case.name", "t")])], later).unwrap();
+        assert_ne!(run_of(&a, 1), run_of(&a, 3));
+        let first = get_run(&a.conn, &run_of(&a, 1).unwrap()).unwrap().unwrap();
+        assert!(first.closed_ns.is_some());
+        // A test-driver service's traces count as test traces too.
+        close_run(&a.conn, &run_of(&a, 3).unwrap(), later).unwrap();
+        let mut driver = span(4, &[], &[]);
+        driver.resource = Arc::new(Resource::new(Attributes(vec![KeyValue::new("service.name", "driver")])));
+        a.assign(&[&driver], later + 1).unwrap();
+        assert!(run_of(&a, 4).is_some());
+    }
+
+    #[test]
+    fn run_lookup_by_id_name_and_latest() {
+        let (_d, a) = setup();
+        let r1 = create_run(&a.conn, "nightly", RunKind::Explicit, 1).unwrap();
+        let r2 = create_run(&a.conn, "nightly", RunKind::Explicit, 2).unwrap();
+        assert_eq!(find_run(&a.conn, &r1.id).unwrap().unwrap().id, r1.id);
+        assert_eq!(find_run(&a.conn, "nightly").unwrap().unwrap().id, r2.id);
+        assert_eq!(find_run(&a.conn, "latest").unwrap().unwrap().id, r2.id);
+        assert!(find_run(&a.conn, "nope").unwrap().is_none());
+    }
+}
