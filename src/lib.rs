@@ -9,6 +9,7 @@ pub mod config;
 pub mod graph;
 pub mod ingest;
 pub mod model;
+pub mod report;
 pub mod server;
 pub mod store;
 pub mod web;
