@@ -54,6 +54,18 @@ pub struct ServeArgs {
     /// What a committed export survives.
     #[arg(long, env = "TRACECOV_SYNC", value_enum, default_value = "process")]
     pub sync: SyncMode,
+    /// A test-driver service whose root spans (or the children of its session root) are test
+    /// cases; repeatable.
+    #[arg(
+        long = "test-service",
+        value_name = "NAME",
+        env = "TRACECOV_TEST_SERVICES",
+        value_delimiter = ','
+    )]
+    pub test_services: Vec<String>,
+    /// A trace is settled (analysed as final) when no span arrived for it for this long.
+    #[arg(long, env = "TRACECOV_SETTLE", default_value = "10s", value_parser = parse_duration)]
+    pub settle: Duration,
     /// Test-only: delay every store commit, to exercise backpressure.
     #[arg(long, env = "TRACECOV_TEST_WRITER_DELAY", value_parser = parse_duration, hide = true)]
     pub test_writer_delay: Option<Duration>,
@@ -97,6 +109,8 @@ impl ServeArgs {
                 retention_every: self.retention_every,
                 test_delay: self.test_writer_delay.unwrap_or_default(),
             },
+            test_services: self.test_services.clone(),
+            settle: self.settle,
         })
     }
 }

@@ -143,7 +143,12 @@ const RUN_COLUMNS: &str = "r.id, r.name, r.kind, r.created_ns, r.closed_ns, r.la
     (SELECT COUNT(*) FROM trace_runs t WHERE t.run_id = r.id)";
 
 /// Opens a run. Also used by the import command for the run a file becomes.
-pub fn create_run(conn: &Connection, name: &str, kind: RunKind, now_ns: u64) -> Result<Run, StoreError> {
+pub fn create_run(
+    conn: &Connection,
+    name: &str,
+    kind: RunKind,
+    now_ns: u64,
+) -> Result<Run, StoreError> {
     let id = new_run_id(now_ns);
     conn.execute(
         "INSERT INTO runs (id, name, kind, created_ns, last_ns) VALUES (?1, ?2, ?3, ?4, ?4)",
@@ -187,7 +192,9 @@ pub fn find_run(conn: &Connection, what: &str) -> Result<Option<Run>, StoreError
     if what == "latest" {
         return Ok(conn
             .query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM runs r ORDER BY r.created_ns DESC, r.id DESC LIMIT 1"),
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs r ORDER BY r.created_ns DESC, r.id DESC LIMIT 1"
+                ),
                 [],
                 run_from_row,
             )
@@ -349,7 +356,11 @@ fn touch_run(tx: &rusqlite::Transaction<'_>, run: &str, now_ns: u64) -> Result<(
 }
 
 /// A `tracecov.run.id` nobody opened through the API still makes a run, named after the id.
-fn ensure_run_id(tx: &rusqlite::Transaction<'_>, id: &str, now_ns: u64) -> Result<String, StoreError> {
+fn ensure_run_id(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    now_ns: u64,
+) -> Result<String, StoreError> {
     tx.execute(
         "INSERT OR IGNORE INTO runs (id, name, kind, created_ns, last_ns) VALUES (?1, ?1, 'ci', ?2, ?2)",
         params![id, now_ns as i64],
@@ -357,9 +368,17 @@ fn ensure_run_id(tx: &rusqlite::Transaction<'_>, id: &str, now_ns: u64) -> Resul
     Ok(id.to_owned())
 }
 
-fn ensure_ci_run(tx: &rusqlite::Transaction<'_>, ci: &str, now_ns: u64) -> Result<String, StoreError> {
+fn ensure_ci_run(
+    tx: &rusqlite::Transaction<'_>,
+    ci: &str,
+    now_ns: u64,
+) -> Result<String, StoreError> {
     if let Some(id) = tx
-        .query_row("SELECT id FROM runs WHERE ci_run_id = ?1", params![ci], |r| r.get(0))
+        .query_row(
+            "SELECT id FROM runs WHERE ci_run_id = ?1",
+            params![ci],
+            |r| r.get(0),
+        )
         .optional()?
     {
         return Ok(id);
@@ -374,12 +393,17 @@ fn ensure_ci_run(tx: &rusqlite::Transaction<'_>, ci: &str, now_ns: u64) -> Resul
 
 /// The one open explicit run, when there is exactly one.
 fn single_open_explicit(tx: &rusqlite::Transaction<'_>) -> Result<Option<String>, StoreError> {
-    let mut stmt =
-        tx.prepare_cached("SELECT id FROM runs WHERE kind = 'explicit' AND closed_ns IS NULL LIMIT 2")?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT id FROM runs WHERE kind = 'explicit' AND closed_ns IS NULL LIMIT 2",
+    )?;
     let open: Vec<String> = stmt
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    Ok(if open.len() == 1 { open.into_iter().next() } else { None })
+    Ok(if open.len() == 1 {
+        open.into_iter().next()
+    } else {
+        None
+    })
 }
 
 /// The open automatic run, or a new one when the last went quiet.
@@ -446,23 +470,35 @@ mod tests {
     fn explicit_id_then_ci_id_then_open_run_then_auto_then_none() {
         let (_d, mut a) = setup();
         let opened = create_run(&a.conn, "suite", RunKind::Explicit, 1).unwrap();
-        a.assign(&[&span(1, &[(RUN_ID_ATTR, "given")], &[])], 10).unwrap();
+        a.assign(&[&span(1, &[(RUN_ID_ATTR, "given")], &[])], 10)
+            .unwrap();
         assert_eq!(run_of(&a, 1).as_deref(), Some("given"));
-        a.assign(&[&span(2, &[(CI_RUN_ID_ATTR, "pipeline-7")], &[])], 10).unwrap();
-        a.assign(&[&span(3, &[(CI_RUN_ID_ATTR, "pipeline-7")], &[])], 11).unwrap();
+        a.assign(&[&span(2, &[(CI_RUN_ID_ATTR, "pipeline-7")], &[])], 10)
+            .unwrap();
+        a.assign(&[&span(3, &[(CI_RUN_ID_ATTR, "pipeline-7")], &[])], 11)
+            .unwrap();
         let ci = run_of(&a, 2).unwrap();
         assert_eq!(run_of(&a, 3), Some(ci.clone()), "parallel jobs merge");
         assert_eq!(find_run(&a.conn, "pipeline-7").unwrap().unwrap().id, ci);
         a.assign(&[&span(4, &[], &[])], 12).unwrap();
-        assert_eq!(run_of(&a, 4), Some(opened.id.clone()), "the single open run");
+        assert_eq!(
+            run_of(&a, 4),
+            Some(opened.id.clone()),
+            "the single open run"
+        );
         close_run(&a.conn, &opened.id, 13).unwrap();
-        a.assign(&[&span(5, &[], &[("test.case.name", "t")])], 14).unwrap();
+        a.assign(&[&span(5, &[], &[("test.case.name", "t")])], 14)
+            .unwrap();
         let auto = run_of(&a, 5).unwrap();
-        assert_eq!(get_run(&a.conn, &auto).unwrap().unwrap().kind, RunKind::Auto);
+        assert_eq!(
+            get_run(&a.conn, &auto).unwrap().unwrap().kind,
+            RunKind::Auto
+        );
         a.assign(&[&span(6, &[], &[])], 15).unwrap();
         assert_eq!(run_of(&a, 6), None, "background traffic with no run open");
         // A late explicit id wins over the implicit assignment.
-        a.assign(&[&span(5, &[(RUN_ID_ATTR, "given")], &[])], 16).unwrap();
+        a.assign(&[&span(5, &[(RUN_ID_ATTR, "given")], &[])], 16)
+            .unwrap();
         assert_eq!(run_of(&a, 5).as_deref(), Some("given"));
     }
 
@@ -470,18 +506,24 @@ mod tests {
     fn automatic_runs_close_after_five_quiet_minutes() {
         let (_d, mut a) = setup();
         let t0 = 1_000_000_000;
-        a.assign(&[&span(1, &[], &[("test.case.name", "t")])], t0).unwrap();
-        a.assign(&[&span(2, &[], &[("test.case.name", "t")])], t0 + 1).unwrap();
+        a.assign(&[&span(1, &[], &[("test.case.name", "t")])], t0)
+            .unwrap();
+        a.assign(&[&span(2, &[], &[("test.case.name", "t")])], t0 + 1)
+            .unwrap();
         assert_eq!(run_of(&a, 1), run_of(&a, 2));
         let later = t0 + AUTO_RUN_QUIET.as_nanos() as u64 + 10;
-        a.assign(&[&span(3, &[], &[("test.case.name", "t")])], later).unwrap();
+        a.assign(&[&span(3, &[], &[("test.case.name", "t")])], later)
+            .unwrap();
         assert_ne!(run_of(&a, 1), run_of(&a, 3));
         let first = get_run(&a.conn, &run_of(&a, 1).unwrap()).unwrap().unwrap();
         assert!(first.closed_ns.is_some());
         // A test-driver service's traces count as test traces too.
         close_run(&a.conn, &run_of(&a, 3).unwrap(), later).unwrap();
         let mut driver = span(4, &[], &[]);
-        driver.resource = Arc::new(Resource::new(Attributes(vec![KeyValue::new("service.name", "driver")])));
+        driver.resource = Arc::new(Resource::new(Attributes(vec![KeyValue::new(
+            "service.name",
+            "driver",
+        )])));
         a.assign(&[&driver], later + 1).unwrap();
         assert!(run_of(&a, 4).is_some());
     }

@@ -1,0 +1,169 @@
+//! The JSON report's structs and their construction from a `RunGraph`.
+//!
+//! Owns the field names and shapes of DESIGN's "JSON report" for the run, nodes and edges. The
+//! structs also deserialize, so that a client of the JSON API (`tracecov report --server`) can
+//! read a report back and render it as text.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{self, RunGraph};
+
+use super::RunInfo;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub run: Run,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub name: String,
+    pub spans: u64,
+    pub traces: u64,
+    pub tests: TestCounts,
+    pub diagnostics: Diagnostics,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCounts {
+    pub total: u64,
+    pub passed: u64,
+    pub failed: u64,
+}
+
+/// Counts of what was odd about the run's spans; see `graph::Diagnostics` for each definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnostics {
+    pub orphans: u64,
+    pub duplicate_span_ids: u64,
+    pub parent_cycles: u64,
+    pub missing_end_times: u64,
+    pub clock_skew: u64,
+    pub unresolved_calls: u64,
+    /// Per service, its SERVER spans with no parent.
+    pub propagation_breaks: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    /// `service`, `database`, `messaging` or `external`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Edge {
+    pub caller: String,
+    pub callee: String,
+    pub calls: u64,
+    pub errors: u64,
+    pub error_classes: BTreeMap<String, u64>,
+    pub tests: Vec<String>,
+    pub latency_ms: LatencyMs,
+    pub interfaces: Vec<Interface>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyMs {
+    pub client: Percentiles,
+    pub server: Percentiles,
+}
+
+/// Milliseconds, to the microsecond; `null` when there was no sample.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interface {
+    pub operation: String,
+    pub calls: u64,
+    pub errors: u64,
+    pub error_classes: BTreeMap<String, u64>,
+    pub tests: Vec<String>,
+}
+
+/// The report of one run. The graph is already sorted; this keeps its order.
+pub fn build(run: &RunInfo, graph: &RunGraph) -> Report {
+    let failed = graph.tests().iter().filter(|t| t.failed()).count() as u64;
+    let total = graph.tests().len() as u64;
+    let d = graph.diagnostics();
+    Report {
+        run: Run {
+            id: run.id.clone(),
+            name: run.name.clone(),
+            spans: graph.span_count(),
+            traces: graph.trace_count(),
+            tests: TestCounts {
+                total,
+                passed: total - failed,
+                failed,
+            },
+            diagnostics: Diagnostics {
+                orphans: d.orphans,
+                duplicate_span_ids: d.duplicate_span_ids,
+                parent_cycles: d.parent_cycles,
+                missing_end_times: d.missing_end_times,
+                clock_skew: d.clock_skew,
+                unresolved_calls: d.unresolved_calls,
+                propagation_breaks: d.propagation_breaks.clone(),
+            },
+        },
+        nodes: graph
+            .nodes()
+            .map(|n| Node {
+                id: n.id.clone(),
+                kind: n.kind.as_str().to_owned(),
+            })
+            .collect(),
+        edges: graph
+            .edges()
+            .map(|e| Edge {
+                caller: e.caller.id.clone(),
+                callee: e.callee.id.clone(),
+                calls: e.edge.calls,
+                errors: e.edge.errors,
+                error_classes: BTreeMap::new(),
+                tests: e.edge.tests.clone(),
+                latency_ms: LatencyMs {
+                    client: percentiles(&e.edge.client_latency),
+                    server: percentiles(&e.edge.server_latency),
+                },
+                interfaces: e
+                    .edge
+                    .interfaces
+                    .iter()
+                    .map(|i| Interface {
+                        operation: i.operation.clone(),
+                        calls: i.calls,
+                        errors: i.errors,
+                        error_classes: BTreeMap::new(),
+                        tests: i.tests.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn percentiles(l: &graph::Latency) -> Percentiles {
+    Percentiles {
+        p50: l.p50.map(ms),
+        p95: l.p95.map(ms),
+        p99: l.p99.map(ms),
+    }
+}
+
+/// Nanoseconds to milliseconds, rounded to the microsecond: finer digits are clock noise and
+/// would make reports differ for no reason.
+fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1_000.0).round() / 1_000.0
+}

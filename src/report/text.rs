@@ -1,0 +1,112 @@
+//! The plain-text summary of a report, for a terminal: tests, the edges with their calls, errors,
+//! latency, interfaces and tests, and diagnostics. No colours (yet), so it reads the same piped
+//! into a file or a CI log.
+
+use std::fmt::Write;
+
+use super::json::{Percentiles, Report};
+
+pub fn text(report: &Report) -> String {
+    let mut out = String::new();
+    let run = &report.run;
+    let _ = writeln!(
+        out,
+        "run {} ({}): {} spans in {} traces",
+        run.name, run.id, run.spans, run.traces
+    );
+    let _ = writeln!(
+        out,
+        "tests: {} total, {} passed, {} failed",
+        run.tests.total, run.tests.passed, run.tests.failed
+    );
+
+    out.push('\n');
+    if report.edges.is_empty() {
+        out.push_str("no calls between services were seen\n");
+    } else {
+        let _ = writeln!(out, "edges ({}):", report.edges.len());
+    }
+    for edge in &report.edges {
+        let _ = writeln!(
+            out,
+            "  {} -> {}: {}, {}; client {}; server {}",
+            edge.caller,
+            edge.callee,
+            plural(edge.calls, "call"),
+            plural(edge.errors, "error"),
+            latency(&edge.latency_ms.client),
+            latency(&edge.latency_ms.server),
+        );
+        for i in &edge.interfaces {
+            let _ = writeln!(
+                out,
+                "      {}: {}, {}",
+                i.operation,
+                plural(i.calls, "call"),
+                plural(i.errors, "error")
+            );
+        }
+        if edge.tests.is_empty() {
+            out.push_str("    tests: none\n");
+        } else {
+            let _ = writeln!(out, "    tests: {}", edge.tests.join(", "));
+        }
+    }
+
+    let d = &run.diagnostics;
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "diagnostics: {} orphans, {} duplicate span ids, {} parent cycles, {} missing end times, \
+         {} clock skew, {} unresolved calls",
+        d.orphans,
+        d.duplicate_span_ids,
+        d.parent_cycles,
+        d.missing_end_times,
+        d.clock_skew,
+        d.unresolved_calls
+    );
+    if !d.propagation_breaks.is_empty() {
+        let breaks: Vec<String> = d
+            .propagation_breaks
+            .iter()
+            .map(|(service, n)| format!("{service} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "server spans with no parent (context propagation): {}",
+            breaks.join(", ")
+        );
+    }
+    out
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn latency(p: &Percentiles) -> String {
+    match (p.p50, p.p95, p.p99) {
+        (Some(a), Some(b), Some(c)) => {
+            format!("p50 {} p95 {} p99 {} ms", num(a), num(b), num(c))
+        }
+        _ => "n/a".to_owned(),
+    }
+}
+
+/// Three significant-ish digits: 1234 ms, 12.3 ms, 1.23 ms, 0.012 ms.
+fn num(ms: f64) -> String {
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else if ms >= 10.0 {
+        format!("{ms:.1}")
+    } else if ms >= 1.0 {
+        format!("{ms:.2}")
+    } else {
+        format!("{ms:.3}")
+    }
+}
