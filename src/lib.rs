@@ -12,6 +12,7 @@ pub mod graph;
 pub mod import;
 pub mod ingest;
 pub mod model;
+pub mod query;
 pub mod report;
 pub mod runs;
 pub mod server;

@@ -3,7 +3,11 @@
 //! Errors are `anyhow` with context, printed once with `{:#}`; exit status 2 means a usage or
 //! input error, 1 a failed condition (a gate), 0 success.
 
+mod demo;
+mod report;
+mod run;
 mod serve;
+mod source;
 
 use std::process::ExitCode;
 
@@ -23,8 +27,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The sample shop, its integration suite and the report, in one command.
+    Demo(demo::DemoArgs),
     /// Run the collector, store, UI and JSON API.
     Serve(serve::ServeArgs),
+    /// Run a test command as a tracecov run and print its report.
+    Run(run::RunArgs),
+    /// Print the report of a run.
+    Report(report::ReportArgs),
     /// Run a benchmark (figures in BENCHMARKS.md come from these).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -63,6 +73,9 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Run(args) => run::run(args).await,
+            Command::Report(args) => report::run(args).await,
             Command::Bench(BenchCommand::Ingest {
                 spans,
                 runs,

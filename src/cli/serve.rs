@@ -43,13 +43,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACECOV_QUEUE_SPANS", default_value_t = 262_144)]
     pub queue_spans: usize,
     /// Remove traces received longer ago than this (e.g. 30d, 12h).
-    #[arg(long, env = "TRACECOV_RETENTION_AGE", default_value = "30d", value_parser = parse_duration)]
+    #[arg(long, env = "TRACECOV_RETENTION_AGE", default_value = "30d", value_parser = parse_duration_arg)]
     pub retention_age: Duration,
     /// Remove the oldest traces while the stored spans exceed this size (e.g. 20GiB).
     #[arg(long, env = "TRACECOV_RETENTION_SIZE", default_value = "20GiB", value_parser = parse_size)]
     pub retention_size: u64,
     /// How often retention runs.
-    #[arg(long, env = "TRACECOV_RETENTION_EVERY", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "TRACECOV_RETENTION_EVERY", default_value = "60s", value_parser = parse_duration_arg)]
     pub retention_every: Duration,
     /// What a committed export survives.
     #[arg(long, env = "TRACECOV_SYNC", value_enum, default_value = "process")]
@@ -64,10 +64,10 @@ pub struct ServeArgs {
     )]
     pub test_services: Vec<String>,
     /// A trace is settled (analysed as final) when no span arrived for it for this long.
-    #[arg(long, env = "TRACECOV_SETTLE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "TRACECOV_SETTLE", default_value = "10s", value_parser = parse_duration_arg)]
     pub settle: Duration,
     /// Test-only: delay every store commit, to exercise backpressure.
-    #[arg(long, env = "TRACECOV_TEST_WRITER_DELAY", value_parser = parse_duration, hide = true)]
+    #[arg(long, env = "TRACECOV_TEST_WRITER_DELAY", value_parser = parse_duration_arg, hide = true)]
     pub test_writer_delay: Option<Duration>,
 }
 
@@ -75,7 +75,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
     config::parse_size(s)
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     config::parse_duration(s)
 }
 

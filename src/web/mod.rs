@@ -4,9 +4,10 @@
 //! SQLite blocks, and the async workers must not.
 
 mod api;
+mod runs;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::server::AppState;
 
@@ -17,5 +18,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/health", get(api::health))
         .route("/api/stats", get(api::stats))
         .route("/api/traces/{trace_id}", get(api::trace))
+        .route("/api/runs", get(runs::list).post(runs::open))
+        .route("/api/runs/{id}", get(runs::get))
+        .route("/api/runs/{id}/close", post(runs::close))
+        .route("/api/runs/{id}/report", get(runs::report))
         .with_state(state)
 }

@@ -1,0 +1,203 @@
+//! `tracecov run [--name NAME] [--server URL] -- CMD…`: open a run, run the test command with its
+//! OpenTelemetry SDK pointed at tracecov, wait for the run's traces to settle, close the run and
+//! print the report. Exit status: CMD's when it failed, else 0.
+//!
+//! It always talks to a server through the JSON API — the one given by `--server`, or an embedded
+//! one it starts on free ports — so there is one code path for both.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use serde_json::Value;
+
+use super::report::{Format, render};
+use super::source::{api_error, urlencode};
+use crate::config::{self, ServeConfig};
+use crate::report::Report;
+use crate::server::{Listeners, Server};
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The run's name (default: the CI run id when one is set, else a timestamp).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A running `tracecov serve` (its UI/API address); without it, an embedded collector is
+    /// started on free ports.
+    #[arg(long, env = "TRACECOV_SERVER")]
+    pub server: Option<String>,
+    /// The embedded collector's store.
+    #[arg(long, env = "TRACECOV_DATA", default_value = config::DEFAULT_DATA_DIR)]
+    pub data: PathBuf,
+    /// How long no span may arrive before the run's traces count as settled.
+    #[arg(long, env = "TRACECOV_SETTLE", default_value = "10s", value_parser = super::serve::parse_duration_arg)]
+    pub settle: Duration,
+    /// A test-driver service whose root spans are test cases; repeatable.
+    #[arg(long = "test-service", value_name = "NAME", value_delimiter = ',')]
+    pub test_services: Vec<String>,
+    /// Report format printed at the end.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// The test command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// A run name from the CI system's variables, when the command runs in CI.
+fn ci_run_name() -> Option<String> {
+    ["GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILD_NUMBER"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES` with the run id added to what the user set.
+pub fn resource_attributes(existing: Option<&str>, run_id: &str) -> String {
+    let ours = format!("{}={run_id}", crate::runs::RUN_ID_ATTR);
+    match existing.map(str::trim).filter(|s| !s.is_empty()) {
+        // Drop a stale run id the user's environment may carry: this run's id must win.
+        Some(e) => {
+            let kept: Vec<&str> = e
+                .split(',')
+                .filter(|kv| kv.split('=').next().map(str::trim) != Some(crate::runs::RUN_ID_ATTR))
+                .collect();
+            if kept.is_empty() {
+                ours
+            } else {
+                format!("{},{ours}", kept.join(","))
+            }
+        }
+        None => ours,
+    }
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the tracecov server at {}", self.base))?;
+        let status = resp.status();
+        let body = resp.text().await?;
+        if !status.is_success() {
+            bail!(
+                "server answered {status}: {}",
+                api_error(&body).unwrap_or(body)
+            );
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(self.http.post(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut embedded = None;
+    let base = match &args.server {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let mut config = ServeConfig::ephemeral(&args.data);
+            config.settle = args.settle;
+            config.test_services = args.test_services.clone();
+            let listeners = Listeners::bind(&config).await?;
+            let server = Server::start(config, listeners).await?;
+            let ui = server.addrs.ui_url();
+            embedded = Some(server);
+            ui
+        }
+    };
+    let api = Api {
+        base,
+        http: reqwest::Client::new(),
+    };
+    let health = api.get("/api/health").await?;
+    let endpoint = health["otlp_http"]
+        .as_str()
+        .context("the server's /api/health names no otlp_http receiver")?
+        .to_owned();
+    let name = args.name.clone().or_else(ci_run_name);
+    let opened = api
+        .post("/api/runs", serde_json::json!({ "name": name }))
+        .await?;
+    let run_id = opened["id"].as_str().context("no run id")?.to_owned();
+    eprintln!(
+        "tracecov: run {} ({}) open; exporting to {endpoint}",
+        opened["name"].as_str().unwrap_or(&run_id),
+        run_id
+    );
+
+    let attrs = resource_attributes(
+        std::env::var("OTEL_RESOURCE_ATTRIBUTES").ok().as_deref(),
+        &run_id,
+    );
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("no command given after --")?;
+    let mut child = tokio::process::Command::new(program)
+        .args(rest)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_RESOURCE_ATTRIBUTES", attrs)
+        .spawn()
+        .with_context(|| format!("cannot start {program:?}"))?;
+    let status = child.wait().await?;
+
+    // Wait for the run's traces to settle: no span for the quiet period. A server's own settle
+    // setting decides; we only bound the wait so a chatty background cannot hold us forever.
+    let path = format!("/api/runs/{}", urlencode(&run_id));
+    let deadline = Instant::now() + args.settle * 3 + Duration::from_secs(30);
+    loop {
+        let run = api.get(&path).await?;
+        if run["settled"].as_bool() == Some(true) || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.post(&format!("{path}/close"), Value::Null).await?;
+    let report: Report = serde_json::from_value(api.get(&format!("{path}/report")).await?)
+        .context("the server's report is not valid JSON")?;
+    print!("{}", render(&report, args.format));
+
+    if let Some(server) = embedded {
+        server.shutdown().await?;
+    }
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        // Killed by a signal: a failure all the same.
+        None => ExitCode::from(1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_id_is_added_to_the_users_resource_attributes() {
+        assert_eq!(resource_attributes(None, "r1"), "tracecov.run.id=r1");
+        assert_eq!(
+            resource_attributes(Some("team=payments"), "r1"),
+            "team=payments,tracecov.run.id=r1"
+        );
+        assert_eq!(
+            resource_attributes(Some("tracecov.run.id=old,a=b"), "r2"),
+            "a=b,tracecov.run.id=r2"
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! Where a command reads from: the embedded store (`--data DIR`) or a running `tracecov serve`
+//! (`--server URL`, through its JSON API). Both answer the same questions the same way: the data
+//! side calls `crate::query` directly, the server side calls the API that wraps it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+
+use crate::config;
+use crate::graph::AnalysisOptions;
+use crate::query;
+use crate::report::Report;
+use crate::store::Reader;
+
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// The embedded store's directory.
+    #[arg(long, env = "TRACECOV_DATA", default_value = config::DEFAULT_DATA_DIR, conflicts_with = "server")]
+    pub data: PathBuf,
+    /// A running `tracecov serve` (its UI/API address), instead of the store on disk.
+    #[arg(long, env = "TRACECOV_SERVER")]
+    pub server: Option<String>,
+    /// A test-driver service whose root spans are test cases; repeatable.
+    #[arg(long = "test-service", value_name = "NAME", value_delimiter = ',')]
+    pub test_services: Vec<String>,
+}
+
+pub enum Source {
+    Data(Reader),
+    Server { base: String, http: reqwest::Client },
+}
+
+impl SourceArgs {
+    pub fn open(&self) -> anyhow::Result<Source> {
+        if let Some(url) = &self.server {
+            return Ok(Source::Server {
+                base: url.trim_end_matches('/').to_owned(),
+                http: reqwest::Client::new(),
+            });
+        }
+        let db = crate::store::db_path(&self.data);
+        if !db.exists() {
+            bail!(
+                "no tracecov store in {} (give --data DIR, or --server URL for a running `tracecov serve`)",
+                self.data.display()
+            );
+        }
+        Ok(Source::Data(Reader::new(&self.data)))
+    }
+
+    pub fn analysis_options(&self) -> AnalysisOptions {
+        AnalysisOptions {
+            test_services: self.test_services.clone(),
+            ..AnalysisOptions::default()
+        }
+    }
+}
+
+impl Source {
+    /// The JSON report of a run (`what` is an id, a name or `latest`).
+    pub async fn report(&self, what: &str, opts: AnalysisOptions) -> anyhow::Result<Report> {
+        match self {
+            Source::Data(reader) => {
+                let reader = reader.clone();
+                let what = what.to_owned();
+                tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {
+                    let run = query::resolve_run(&reader, &what)?;
+                    Ok(query::run_report(&reader, &run, &opts)?)
+                })
+                .await?
+            }
+            Source::Server { base, http } => {
+                let url = format!("{base}/api/runs/{}/report", urlencode(what));
+                let resp = http
+                    .get(&url)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach the tracecov server at {base}"))?;
+                let status = resp.status();
+                let body = resp.text().await?;
+                if !status.is_success() {
+                    bail!("{}", api_error(&body).unwrap_or(body));
+                }
+                serde_json::from_str(&body).context("the server's report is not valid JSON")
+            }
+        }
+    }
+}
+
+/// The message of an API error body (`{"error": "..."}`).
+pub fn api_error(body: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()?
+        .get("error")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Percent-encodes a path segment (run names may hold anything).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,137 @@
+//! The runs API: open, list, inspect, close, report.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::api::{ApiError, blocking};
+use crate::graph::AnalysisOptions;
+use crate::ingest::now_ns;
+use crate::query::{self, QueryError, RunStatus};
+use crate::runs::{self, RunKind};
+use crate::server::AppState;
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::NoSuchRun(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            QueryError::Store(e) => e.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct OpenRun {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+pub async fn open(
+    State(state): State<AppState>,
+    body: Option<Json<OpenRun>>,
+) -> Result<Response, ApiError> {
+    let name = body
+        .and_then(|Json(b)| b.name)
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    let reader = state.reader.clone();
+    let quiet = state.config.settle;
+    let run = blocking(move || {
+        let now = now_ns();
+        let name = name.unwrap_or_else(|| format!("run-{}", now / 1_000_000_000));
+        let run = reader.with_conn(|c| runs::create_run(c, &name, RunKind::Explicit, now))?;
+        Ok(RunStatus::new(run, now, quiet))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(run)).into_response())
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<RunStatus>>, ApiError> {
+    let reader = state.reader.clone();
+    let quiet = state.config.settle;
+    let runs = blocking(move || {
+        let now = now_ns();
+        Ok(reader
+            .with_conn(runs::list_runs)?
+            .into_iter()
+            .map(|r| RunStatus::new(r, now, quiet))
+            .collect())
+    })
+    .await?;
+    Ok(Json(runs))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunStatus>, ApiError> {
+    let reader = state.reader.clone();
+    let quiet = state.config.settle;
+    let run = blocking(move || {
+        let run = query::resolve_run(&reader, &id)?;
+        Ok(RunStatus::new(run, now_ns(), quiet))
+    })
+    .await?;
+    Ok(Json(run))
+}
+
+pub async fn close(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunStatus>, ApiError> {
+    let reader = state.reader.clone();
+    let quiet = state.config.settle;
+    let run = blocking(move || {
+        let run = query::resolve_run(&reader, &id)?;
+        let now = now_ns();
+        let closed = reader
+            .with_conn(|c| runs::close_run(c, &run.id, now))?
+            .ok_or_else(|| QueryError::NoSuchRun(id.clone()))?;
+        Ok(RunStatus::new(closed, now, quiet))
+    })
+    .await?;
+    Ok(Json(run))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ReportQuery {
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+pub async fn report(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let format = q.format.unwrap_or_else(|| "json".into());
+    if format != "json" && format != "text" {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown report format {format:?}: use json or text"),
+        ));
+    }
+    let reader = state.reader.clone();
+    let opts = AnalysisOptions {
+        test_services: state.config.test_services.clone(),
+        ..AnalysisOptions::default()
+    };
+    let report = blocking(move || {
+        let run = query::resolve_run(&reader, &id)?;
+        Ok(query::run_report(&reader, &run, &opts)?)
+    })
+    .await?;
+    Ok(match format.as_str() {
+        "text" => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            crate::report::text(&report),
+        )
+            .into_response(),
+        _ => Json(report).into_response(),
+    })
+}
