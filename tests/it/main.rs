@@ -1,9 +1,11 @@
 //! The one integration-test binary: the real server on port 0, real clients. One module a topic.
 
 mod bad_input;
+mod cli;
 mod common;
 mod crash;
 mod demo;
+mod graph_e2e;
 mod otlp_clients;
 mod otlp_json;
 mod python_sdk;

@@ -1,0 +1,121 @@
+//! The commands as a user runs them: `tracecov run`, `tracecov report`, `tracecov demo`.
+
+use std::process::{Command, Output};
+
+use crate::common::repo_root;
+use crate::python_sdk::python;
+
+fn tracecov(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tracecov"))
+        .args(args)
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+        .env_remove("GITHUB_RUN_ID")
+        .env_remove("CI_PIPELINE_ID")
+        .env_remove("BUILD_NUMBER")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn run_wraps_a_test_command_reports_its_run_and_keeps_its_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let py = python();
+    let script = repo_root().join("tests/python/suite_export.py");
+    let (py, script) = (py.to_str().unwrap(), script.to_str().unwrap());
+
+    let ok = tracecov(&[
+        "run", "--name", "green", "--settle", "300ms", "--data", data, "--format", "json", "--",
+        py, script,
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(report["run"]["name"], "green");
+    assert_eq!(report["run"]["tests"]["total"], 2, "{report}");
+    assert_eq!(report["run"]["tests"]["failed"], 0);
+    let edge = &report["edges"][0];
+    assert_eq!(edge["caller"], "py-suite");
+    assert_eq!(edge["callee"], "ext:inventory.example:8080");
+    assert_eq!(
+        edge["tests"],
+        serde_json::json!(["test_buy_item", "test_list_items"])
+    );
+    let op = edge["interfaces"][0]["operation"].as_str().unwrap();
+    assert!(
+        !op.contains("page=2"),
+        "a query string became an interface: {op}"
+    );
+
+    let failed = tracecov(&[
+        "run", "--name", "red", "--settle", "300ms", "--data", data, "--", py, script, "fail",
+    ]);
+    assert_eq!(failed.status.code(), Some(3), "{}", text(&failed));
+    let out = String::from_utf8_lossy(&failed.stdout);
+    assert!(
+        out.contains("2 total, 1 passed, 1 failed"),
+        "{}",
+        text(&failed)
+    );
+
+    // The stored runs are reported again from the store, by name and as `latest`.
+    let again = tracecov(&[
+        "report", "--data", data, "--run", "green", "--format", "json",
+    ]);
+    assert!(again.status.success(), "{}", text(&again));
+    let stored: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(stored, report, "the store reports what `run` printed");
+    let latest = tracecov(&["report", "--data", data, "--run", "latest"]);
+    assert!(String::from_utf8_lossy(&latest.stdout).contains("run red"));
+
+    let missing = tracecov(&["report", "--data", data, "--run", "nope"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no run \"nope\""));
+}
+
+#[test]
+fn report_without_a_store_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tracecov(&["report", "--data", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no tracecov store"));
+}
+
+#[test]
+fn demo_exits_zero_with_the_whole_graph_even_when_standard_ports_are_taken() {
+    // Hold whichever standard ports are free; the demo must carry on with free ones.
+    let _held: Vec<std::net::TcpListener> = ["127.0.0.1:4317", "127.0.0.1:4318", "127.0.0.1:4320"]
+        .iter()
+        .filter_map(|a| std::net::TcpListener::bind(a).ok())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tracecov(&[
+        "demo",
+        "--exit",
+        "--fault",
+        "none",
+        "--data",
+        dir.path().to_str().unwrap(),
+    ]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("Suite: 13 passed, 0 failed"), "{all}");
+    for edge in [
+        "shop-tests -> gateway",
+        "users -> db:sqlite/users",
+        "checkout -> payments",
+        "checkout -> queue:",
+        "-> inventory",
+        "notifications -> ext:email-provider",
+    ] {
+        assert!(all.contains(edge), "missing {edge}: {all}");
+    }
+}
