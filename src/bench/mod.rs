@@ -2,4 +2,5 @@
 //! in BENCHMARKS.md with one command. Each prints its baseline measured in the same run and the
 //! ratio; none of them is a test.
 
+pub mod analysis;
 pub mod ingest;

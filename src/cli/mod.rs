@@ -42,6 +42,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// A generated run's spans to its JSON report, against one grouping pass; peak memory.
+    Analysis {
+        /// Spans to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        spans: usize,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Durable OTLP/gRPC ingest over loopback against prost decode-only speed.
     Ingest {
         /// Spans to send per run.
@@ -76,6 +85,13 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Report(args) => report::run(args).await,
+            Command::Bench(BenchCommand::Analysis { spans, runs }) => {
+                tokio::task::spawn_blocking(move || {
+                    crate::bench::analysis::run(spans, runs.max(1))
+                })
+                .await??;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Bench(BenchCommand::Ingest {
                 spans,
                 runs,
