@@ -43,7 +43,7 @@ pub use forest::{Forest, SpanRef};
 pub use run::{
     Diagnostics, Edge, EdgeRef, Hop, Interface, Latency, Node, NodeKind, OpId, RunGraph,
 };
-pub use testcase::{SESSION_ROOT_NAME, TestCase, TestId, TestOutcome};
+pub use testcase::{SESSION_ROOT_NAME, TestCase, TestId, TestOutcome, is_pytest_session_root};
 pub use tree::{SKEW_TOLERANCE_NS, TraceTree, TreeDiagnostics};
 
 /// What analysis needs beyond the spans.

@@ -8,8 +8,8 @@
 //!
 //! Recognized test spans, the nearest one winning when they nest:
 //! - a span with `test.case.name`;
-//! - a child of a span named `test session` (pytest-opentelemetry's shape), named by its span name
-//!   (the test's node id);
+//! - a child of a pytest-opentelemetry session root (`test session`, `test run`, `test worker gwN`),
+//!   named by its span name (the test's node id);
 //! - for a configured test-driver service, its root spans, except a *session root*, whose children
 //!   of the same service are the tests instead. A key design decision: a session root is told by
 //!   its name (it contains `session` or `suite`, any case) rather than by its shape, because a
@@ -21,8 +21,19 @@ use super::forest::{Forest, SpanRef};
 use super::semconv;
 use super::tree::TraceTree;
 
-/// The root span name pytest-opentelemetry gives a test session.
+/// The root span name pytest-opentelemetry gave a test session in its early releases (and the name
+/// DESIGN uses).
 pub const SESSION_ROOT_NAME: &str = "test session";
+
+/// Is this the root span a pytest-opentelemetry session puts its tests under? Releases since 1.0
+/// name it `test run` (or `$PYTEST_RUN_NAME`), and `test worker gwN` under pytest-xdist; earlier
+/// ones `test session`.
+pub fn is_pytest_session_root(span: &Span) -> bool {
+    span.parent_span_id.is_none()
+        && (span.name == SESSION_ROOT_NAME
+            || span.name == "test run"
+            || span.name.starts_with("test worker "))
+}
 
 /// "No test" in the per-span attribution tables.
 pub(crate) const NO_TEST: u32 = u32::MAX;
@@ -191,8 +202,9 @@ fn test_name<'a>(tree: &TraceTree<'a>, ix: usize, test_services: &[String]) -> O
         return Some(name);
     }
     let parent = tree.parent(ix).map(|p| (p, tree.span(p)));
-    if let Some((_, p)) = parent
-        && p.name == SESSION_ROOT_NAME
+    if let Some((p_ix, p)) = parent
+        && tree.parent(p_ix).is_none()
+        && is_pytest_session_root(p)
     {
         return Some(&span.name);
     }

@@ -254,7 +254,7 @@ pub fn traces_without_run(conn: &Connection) -> Result<Vec<TraceId>, StoreError>
 /// Does this span mark a test case by one of the shapes DESIGN recognizes?
 pub fn looks_like_test(span: &Span, test_services: &[String]) -> bool {
     span.attributes.get("test.case.name").is_some()
-        || (span.parent_span_id.is_none() && span.name == "test session")
+        || crate::graph::is_pytest_session_root(span)
         || test_services.iter().any(|s| s == span.service())
 }
 

@@ -8,4 +8,5 @@ mod demo;
 mod graph_e2e;
 mod otlp_clients;
 mod otlp_json;
+mod pytest_plugin;
 mod python_sdk;
