@@ -11,6 +11,7 @@ pub mod demo;
 pub mod graph;
 pub mod import;
 pub mod ingest;
+pub mod links;
 pub mod model;
 pub mod report;
 pub mod runs;
