@@ -13,6 +13,7 @@ pub mod import;
 pub mod ingest;
 pub mod links;
 pub mod model;
+pub mod redact;
 pub mod report;
 pub mod runs;
 pub mod server;
