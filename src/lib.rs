@@ -5,6 +5,7 @@
 //! map and its invariants.
 
 pub mod bench;
+pub mod blame;
 pub mod cli;
 pub mod config;
 pub mod demo;
