@@ -754,3 +754,69 @@ fn no_secret_reaches_any_output() {
         );
     }
 }
+
+#[test]
+fn report_with_blame_lists_failures_and_classes_errors() {
+    let (spans, analysis) = parse(CHARGE_FAILS);
+    let run = RunInfo {
+        id: "r-7".to_owned(),
+        name: "nightly".to_owned(),
+    };
+    let report = report::from_spans(&run, &spans, &analysis, &ReportOptions::default());
+    let json: serde_json::Value = serde_json::from_str(&report::to_json(&report)).unwrap();
+    let failure = &json["failures"][0];
+    assert_eq!(failure["class"], "callee_error");
+    assert_eq!(failure["blamed"], "payments");
+    assert_eq!(
+        failure["hop"],
+        serde_json::json!({"caller": "checkout", "callee": "payments", "operation": "POST /charge"})
+    );
+    assert_eq!(failure["evidence"]["exception"]["type"], "LedgerError");
+    assert_eq!(
+        failure["link"],
+        format!(
+            "http://127.0.0.1:4320/traces/{}?span={}",
+            fixture::trace_id("t1").to_hex(),
+            fixture::span_id("p").to_hex()
+        )
+    );
+    let edge = json["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["caller"] == "checkout" && e["callee"] == "payments")
+        .unwrap();
+    assert_eq!(
+        edge["error_classes"],
+        serde_json::json!({"callee_error": 1})
+    );
+    assert_eq!(
+        edge["interfaces"][0]["error_classes"],
+        serde_json::json!({"callee_error": 1})
+    );
+    // Reports keep reading back (the API client renders a fetched report as text).
+    let back: report::Report = serde_json::from_value(json).unwrap();
+    assert_eq!(back, report);
+    expect![[r#"
+        run nightly (r-7): 7 spans in 1 traces
+        tests: 1 total, 0 passed, 1 failed
+
+        failures (1):
+          checkout_paid: callee_error at checkout -> payments POST /charge
+            payments answered POST /charge from checkout with HTTP 500 (`ledger write failed: currency mismatch`); 1 test failed here
+            http://127.0.0.1:4320/traces/74310000000000000000000000000000?span=7000000000000000
+
+        edges (3):
+          checkout -> payments: 1 call, 1 error (callee_error 1); client p50 30.0 p95 30.0 p99 30.0 ms; server p50 28.0 p95 28.0 p99 28.0 ms
+              POST /charge: 1 call, 1 error (callee_error 1)
+            tests: checkout_paid
+          gateway -> checkout: 1 call, 1 error (callee_error 1); client p50 97.0 p95 97.0 p99 97.0 ms; server p50 95.0 p95 95.0 p99 95.0 ms
+              POST /orders: 1 call, 1 error (callee_error 1)
+            tests: checkout_paid
+          shop-tests -> gateway: 1 call, 1 error (callee_error 1); client p50 109 p95 109 p99 109 ms; server p50 107 p95 107 p99 107 ms
+              POST /api/checkout: 1 call, 1 error (callee_error 1)
+            tests: checkout_paid
+
+        diagnostics: 0 orphans, 0 duplicate span ids, 0 parent cycles, 0 missing end times, 0 clock skew, 0 unresolved calls
+    "#]].assert_eq(&report::text(&report));
+}
