@@ -125,7 +125,7 @@ impl Blame {
 /// Finds and explains the failures of the run in `forest`, and classifies its errors. `graph`
 /// must be `analyze_forest` of the same forest.
 pub fn analyze(forest: &Forest<'_>, graph: &RunGraph) -> Blame {
-    let hops = HopIndex::new(forest, graph);
+    let hops = HopIndex::new(graph);
     let mut failures = Vec::new();
 
     for test in graph.tests().iter().filter(|t| t.failed()) {
@@ -197,7 +197,7 @@ struct HopIndex {
 }
 
 impl HopIndex {
-    fn new(_forest: &Forest<'_>, graph: &RunGraph) -> Self {
+    fn new(graph: &RunGraph) -> Self {
         let mut by_client = HashMap::new();
         let mut by_server = HashMap::new();
         for (i, hop) in graph.hops().iter().enumerate() {
