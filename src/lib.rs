@@ -5,14 +5,17 @@
 //! map and its invariants.
 
 pub mod bench;
+pub mod blame;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod graph;
 pub mod import;
 pub mod ingest;
+pub mod links;
 pub mod model;
 pub mod query;
+pub mod redact;
 pub mod report;
 pub mod runs;
 pub mod server;

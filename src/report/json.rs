@@ -8,15 +8,19 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::blame::{self, Blame};
 use crate::graph::{self, RunGraph};
 
-use super::RunInfo;
+use super::{ReportOptions, RunInfo};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub run: Run,
     pub nodes: Vec<Node>,
     pub edges: Vec<Edge>,
+    /// Absent in reports of servers that predate blame; read as none.
+    #[serde(default)]
+    pub failures: Vec<Failure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,7 +95,100 @@ pub struct Interface {
     pub tests: Vec<String>,
 }
 
-/// The report of one run. The graph is already sorted; this keeps its order.
+/// One failure of DESIGN's `failures`: where it is placed, its class, hop, blamed node,
+/// summary, evidence, collateral and link. Every text in it is redacted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub trace_id: String,
+    /// The span the failure is placed on.
+    pub span_id: String,
+    pub test: Option<String>,
+    pub class: String,
+    /// Null for `silent`.
+    pub hop: Option<FailureHop>,
+    pub blamed: Option<String>,
+    pub summary: String,
+    pub evidence: Evidence,
+    pub collateral: Vec<String>,
+    pub link: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureHop {
+    pub caller: String,
+    pub callee: String,
+    pub operation: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub status_message: Option<String>,
+    pub http_status: Option<i64>,
+    pub rpc_status: Option<String>,
+    pub exception: Option<Exception>,
+    pub client_ms: Option<f64>,
+    pub server_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exception {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub message: Option<String>,
+    pub stacktrace: Option<String>,
+}
+
+/// The report of one run, with failures and error classes from `blame` (which must be
+/// `blame::analyze` of the forest `graph` was built from), links and redaction from `opts`.
+pub fn build_with(run: &RunInfo, graph: &RunGraph, blame: &Blame, opts: &ReportOptions) -> Report {
+    let mut report = build(run, graph);
+    for (edge, e) in report.edges.iter_mut().zip(graph.edges()) {
+        edge.error_classes = blame.error_classes(e.edge.hops.clone());
+        for (iface, i) in edge.interfaces.iter_mut().zip(&e.edge.interfaces) {
+            iface.error_classes = blame.error_classes(i.hops.clone());
+        }
+    }
+    report.failures = blame.failures.iter().map(|f| failure(f, opts)).collect();
+    report
+}
+
+/// A failure as the report writes it: redacted, with its link.
+pub fn failure(f: &blame::Failure, opts: &ReportOptions) -> Failure {
+    let r = &opts.redactor;
+    let text = |s: &str| r.text(s);
+    let some_text = |s: &str| Some(r.text(s)).filter(|t| !t.is_empty());
+    let e = &f.evidence;
+    Failure {
+        trace_id: f.trace_id.to_hex(),
+        span_id: f.placed_span.to_hex(),
+        test: f.test.as_deref().map(text),
+        class: f.class.as_str().to_owned(),
+        hop: f.hop.as_ref().map(|h| FailureHop {
+            caller: text(&h.caller),
+            callee: text(&h.callee),
+            operation: text(&h.operation),
+        }),
+        blamed: f.blamed.as_deref().map(text),
+        summary: f.summary(r),
+        evidence: Evidence {
+            status_message: e.status_message.as_deref().and_then(some_text),
+            http_status: e.http_status,
+            rpc_status: e.rpc_status.clone(),
+            exception: e.exception.as_ref().map(|x| Exception {
+                kind: some_text(&x.kind),
+                message: some_text(&x.message),
+                stacktrace: some_text(&x.stacktrace),
+            }),
+            client_ms: e.client_ns.map(ms),
+            server_ms: e.server_ns.map(ms),
+        },
+        collateral: f.collateral.iter().map(|s| s.to_hex()).collect(),
+        link: opts.links.render(f.placed_trace, f.placed_span),
+    }
+}
+
+/// The report of one run, without blame: no failures, and `error_classes` empty. The graph is
+/// already sorted; this keeps its order.
 pub fn build(run: &RunInfo, graph: &RunGraph) -> Report {
     let failed = graph.tests().iter().filter(|t| t.failed()).count() as u64;
     let total = graph.tests().len() as u64;
@@ -151,6 +248,7 @@ pub fn build(run: &RunInfo, graph: &RunGraph) -> Report {
                     .collect(),
             })
             .collect(),
+        failures: Vec::new(),
     }
 }
 

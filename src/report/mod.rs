@@ -9,17 +9,43 @@
 //! Everything comes out in a deterministic order (nodes by id, edges by caller then callee,
 //! interfaces by operation, test names sorted), so snapshots and diffs of reports are stable.
 //!
-//! Not here yet, by design rather than as placeholders: `failures`, `coverage`, and the edges'
-//! `status`, `expected` and `critical` (their issues add them); `error_classes` is an empty object
-//! until errors are classified.
+//! `build` reports the graph alone; `build_with` adds blame: `failures` and the edges' and
+//! interfaces' `error_classes`, with trace links and redaction from `ReportOptions`. Everything
+//! a report writes that came from a span goes through the `Redactor`.
 
 mod json;
 mod text;
 
 pub use json::{
-    Diagnostics, Edge, Interface, LatencyMs, Node, Percentiles, Report, Run, TestCounts, build,
+    Diagnostics, Edge, Evidence, Exception, Failure, FailureHop, Interface, LatencyMs, Node,
+    Percentiles, Report, Run, TestCounts, build, build_with, failure,
 };
 pub use text::text;
+
+use crate::links::LinkTemplate;
+use crate::model::Span;
+use crate::redact::Redactor;
+
+/// How a report with blame is written: where trace links point, and what is redacted.
+#[derive(Debug, Clone, Default)]
+pub struct ReportOptions {
+    pub links: LinkTemplate,
+    pub redactor: Redactor,
+}
+
+/// Analyses a run's spans and builds its full report (graph, blame, links, redaction): what
+/// `tracecov report` and the API need in one call. CPU-bound: call it off the async workers.
+pub fn from_spans(
+    run: &RunInfo,
+    spans: &[Span],
+    analysis: &crate::graph::AnalysisOptions,
+    opts: &ReportOptions,
+) -> Report {
+    let forest = crate::graph::Forest::build(spans);
+    let graph = crate::graph::analyze_forest(&forest, analysis);
+    let blame = crate::blame::analyze(&forest, &graph);
+    build_with(run, &graph, &blame, opts)
+}
 
 /// The run a report is about, as the store knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

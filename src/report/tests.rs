@@ -182,7 +182,8 @@ fn json_report() {
                 }
               ]
             }
-          ]
+          ],
+          "failures": []
         }
     "#]]
     .assert_eq(&to_json(&report()));

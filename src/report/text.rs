@@ -1,5 +1,6 @@
-//! The plain-text summary of a report, for a terminal: tests, the edges with their calls, errors,
-//! latency, interfaces and tests, and diagnostics. No colours (yet), so it reads the same piped
+//! The plain-text summary of a report, for a terminal: tests, failures with their failing hop,
+//! class, summary and link, the edges with their calls, errors (by class), latency, interfaces
+//! and tests, and diagnostics. No colours (yet), so it reads the same piped
 //! into a file or a CI log.
 
 use std::fmt::Write;
@@ -20,6 +21,28 @@ pub fn text(report: &Report) -> String {
         run.tests.total, run.tests.passed, run.tests.failed
     );
 
+    if !report.failures.is_empty() {
+        out.push('\n');
+        let _ = writeln!(out, "failures ({}):", report.failures.len());
+    }
+    for f in &report.failures {
+        let name = f.test.as_deref().unwrap_or("request");
+        match &f.hop {
+            Some(hop) => {
+                let _ = writeln!(
+                    out,
+                    "  {name}: {} at {} -> {} {}",
+                    f.class, hop.caller, hop.callee, hop.operation
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  {name}: {}", f.class);
+            }
+        }
+        let _ = writeln!(out, "    {}", f.summary);
+        let _ = writeln!(out, "    {}", f.link);
+    }
+
     out.push('\n');
     if report.edges.is_empty() {
         out.push_str("no calls between services were seen\n");
@@ -29,21 +52,23 @@ pub fn text(report: &Report) -> String {
     for edge in &report.edges {
         let _ = writeln!(
             out,
-            "  {} -> {}: {}, {}; client {}; server {}",
+            "  {} -> {}: {}, {}{}; client {}; server {}",
             edge.caller,
             edge.callee,
             plural(edge.calls, "call"),
             plural(edge.errors, "error"),
+            classes(&edge.error_classes),
             latency(&edge.latency_ms.client),
             latency(&edge.latency_ms.server),
         );
         for i in &edge.interfaces {
             let _ = writeln!(
                 out,
-                "      {}: {}, {}",
+                "      {}: {}, {}{}",
                 i.operation,
                 plural(i.calls, "call"),
-                plural(i.errors, "error")
+                plural(i.errors, "error"),
+                classes(&i.error_classes)
             );
         }
         if edge.tests.is_empty() {
@@ -79,6 +104,15 @@ pub fn text(report: &Report) -> String {
         );
     }
     out
+}
+
+/// ` (timeout 2, callee_error 1)`, or nothing when no error was classified.
+fn classes(classes: &std::collections::BTreeMap<String, u64>) -> String {
+    if classes.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = classes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    format!(" ({})", parts.join(", "))
 }
 
 fn plural(n: u64, what: &str) -> String {

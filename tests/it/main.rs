@@ -1,6 +1,7 @@
 //! The one integration-test binary: the real server on port 0, real clients. One module a topic.
 
 mod bad_input;
+mod blame;
 mod cli;
 mod common;
 mod crash;

@@ -1,0 +1,366 @@
+//! The bug report of one failure (`tracecov bug TRACE_ID [--span SPAN_ID]`): Markdown for a
+//! tracker, JSON for scripts, and the trace itself as a redacted OTLP/JSON attachment.
+//!
+//! Owns `BugReport` and its renderings. Everything is built from spans handed in (the trace, and
+//! any traces linked to it the caller has), through the same analysis as the run report, so a
+//! bug report and the report of its run always agree. Pure except `attach`, which writes to the
+//! `Write` it is given.
+//!
+//! The JSON form is the failure's object exactly as in the JSON report, at top level, with `run`
+//! (`{"id", "name"}`, or null for a trace in no run) and `path` (span ids from the failing span
+//! down to the span the failure is placed on) added (DESIGN, `tracecov bug`).
+
+use std::fmt::Write as _;
+use std::io;
+
+use serde::Serialize;
+
+use crate::graph::{AnalysisOptions, Forest, analyze_forest};
+use crate::model::{Span, SpanId, SpanKind, StatusCode, TraceId};
+use crate::redact::Redactor;
+use crate::report::{self, ReportOptions, RunInfo};
+
+use super::{classify, grpc_code, grpc_name};
+
+/// Why there is no bug report to write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BugError {
+    #[error("trace {0} holds no spans")]
+    NoSpans(TraceId),
+    #[error("trace {0} holds no failure")]
+    NoFailure(TraceId),
+    #[error("trace {trace} holds no failure placed on (or starting at) span {span}")]
+    NoFailureAtSpan { trace: TraceId, span: SpanId },
+}
+
+/// One span on the path from the failing span to where the failure is placed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathStep {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub service: String,
+    pub kind: SpanKind,
+    /// Redacted.
+    pub name: String,
+    pub duration_ms: Option<f64>,
+    pub error: bool,
+    /// `HTTP 500`, `gRPC DEADLINE_EXCEEDED`, or none.
+    pub code: Option<String>,
+    /// The origin of the walk (the deepest span in error).
+    pub origin: bool,
+}
+
+/// The resource facts that matter for a bug: which build of a service, in which environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFacts {
+    pub service: String,
+    pub version: Option<String>,
+    pub environment: Option<String>,
+}
+
+/// A bug report, ready to render.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BugReport {
+    /// The failure as in the JSON report (redacted, with its link).
+    pub failure: report::Failure,
+    pub run: Option<RunInfo>,
+    pub path: Vec<PathStep>,
+    /// The services on the path, in path order, each once.
+    pub services: Vec<ServiceFacts>,
+    /// The link to the failing span (the test case, or the failing request).
+    pub failing_link: String,
+    /// The failing span's duration.
+    pub failing_ms: Option<f64>,
+}
+
+/// Builds the bug report for the failure of `trace_id` placed on (or starting at) `span`, or the
+/// first failure of the trace. `spans` holds the trace, and may hold traces linked to it.
+pub fn bug_report(
+    spans: &[Span],
+    trace_id: TraceId,
+    span: Option<SpanId>,
+    analysis: &AnalysisOptions,
+    run: Option<&RunInfo>,
+    opts: &ReportOptions,
+) -> Result<BugReport, BugError> {
+    if !spans.iter().any(|s| s.trace_id == trace_id) {
+        return Err(BugError::NoSpans(trace_id));
+    }
+    let forest = Forest::build(spans);
+    let graph = analyze_forest(&forest, analysis);
+    let blame = super::analyze(&forest, &graph);
+    let mut failures = blame.failures.iter().filter(|f| f.trace_id == trace_id);
+    let failure = match span {
+        None => failures.next().ok_or(BugError::NoFailure(trace_id))?,
+        Some(id) => failures
+            .find(|f| f.placed_span == id || f.failing_span == id)
+            .ok_or(BugError::NoFailureAtSpan {
+                trace: trace_id,
+                span: id,
+            })?,
+    };
+
+    let r = &opts.redactor;
+    let mut path = Vec::new();
+    let mut services: Vec<ServiceFacts> = Vec::new();
+    for &(t, s) in &failure.path {
+        let Some(at) = forest.resolve(t, s) else {
+            continue;
+        };
+        let span = forest.span(at);
+        let code = match (classify::http_status(span), grpc_code(&span.attributes)) {
+            (_, Some(g)) => Some(format!("gRPC {}", grpc_name(g))),
+            (Some(h), None) => Some(format!("HTTP {h}")),
+            (None, None) => None,
+        };
+        path.push(PathStep {
+            trace_id: t,
+            span_id: s,
+            service: r.text(span.service()),
+            kind: span.kind,
+            name: r.text(&span.name),
+            duration_ms: duration_ms(span),
+            error: crate::graph::semconv::in_error(span) || span.status.code == StatusCode::Error,
+            code,
+            origin: failure.origin == Some((t, s)),
+        });
+        if !services.iter().any(|f| f.service == span.service()) {
+            let attrs = &span.resource.attributes;
+            services.push(ServiceFacts {
+                service: r.text(span.service()),
+                version: attrs.str("service.version").map(|v| r.text(v)),
+                environment: attrs
+                    .first_str(&["deployment.environment.name", "deployment.environment"])
+                    .map(|v| r.text(v)),
+            });
+        }
+    }
+    let failing = forest
+        .resolve(failure.trace_id, failure.failing_span)
+        .map(|f| forest.span(f));
+    Ok(BugReport {
+        failure: report::failure(failure, opts),
+        run: run.cloned(),
+        path,
+        services,
+        failing_link: opts.links.render(failure.trace_id, failure.failing_span),
+        failing_ms: failing.and_then(duration_ms),
+    })
+}
+
+fn duration_ms(span: &Span) -> Option<f64> {
+    (span.end_ns != 0 && span.end_ns >= span.start_ns)
+        .then(|| ((span.end_ns - span.start_ns) as f64 / 1e3).round() / 1e3)
+}
+
+#[derive(Serialize)]
+struct BugJson<'a> {
+    #[serde(flatten)]
+    failure: &'a report::Failure,
+    run: Option<RunJson<'a>>,
+    path: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct RunJson<'a> {
+    id: &'a str,
+    name: &'a str,
+}
+
+/// The bug report as JSON: the failure's report object at top level, plus `run` and `path`.
+pub fn bug_json(bug: &BugReport) -> String {
+    let doc = BugJson {
+        failure: &bug.failure,
+        run: bug.run.as_ref().map(|r| RunJson {
+            id: &r.id,
+            name: &r.name,
+        }),
+        path: bug.path.iter().map(|p| p.span_id.to_hex()).collect(),
+    };
+    // Plain structs of strings and numbers: serializing cannot fail.
+    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+/// Text for inline code in Markdown: backticks would end the span early.
+fn code(text: &str) -> String {
+    format!("`{}`", text.replace('`', "'"))
+}
+
+/// Text for a Mermaid label in double quotes.
+fn mermaid(text: &str) -> String {
+    text.replace('"', "#quot;")
+        .replace('<', "#lt;")
+        .replace('>', "#gt;")
+}
+
+fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0} ms")
+    } else {
+        format!("{v:.1} ms")
+    }
+}
+
+/// The bug report as Markdown for GitHub or GitLab: title, summary, the failing hop and class,
+/// test and run, the path as an indented list and a Mermaid flowchart, evidence, timings, the
+/// services' versions and environments, and trace links.
+pub fn bug_markdown(bug: &BugReport) -> String {
+    let f = &bug.failure;
+    let mut out = String::new();
+    let subject = f.test.as_deref().unwrap_or("a request");
+    let place = match &f.hop {
+        Some(h) => format!(" at {} -> {} ({})", h.caller, h.callee, h.operation),
+        None => String::new(),
+    };
+    let _ = writeln!(out, "# {subject} failed: {}{place}\n", f.class);
+    let _ = writeln!(out, "{}\n", f.summary);
+
+    out.push_str("| | |\n|---|---|\n");
+    if let Some(h) = &f.hop {
+        let _ = writeln!(
+            out,
+            "| Failing hop | {} → {}, {} |",
+            code(&h.caller),
+            code(&h.callee),
+            code(&h.operation)
+        );
+    }
+    let _ = writeln!(out, "| Class | {} |", code(&f.class));
+    if let Some(b) = &f.blamed {
+        let _ = writeln!(out, "| Blamed | {} |", code(b));
+    }
+    if let Some(t) = &f.test {
+        let _ = writeln!(out, "| Test | {} |", code(t));
+    }
+    match &bug.run {
+        Some(run) => {
+            let _ = writeln!(out, "| Run | {} ({}) |", run.name, code(&run.id));
+        }
+        None => out.push_str("| Run | none |\n"),
+    }
+    let _ = writeln!(out, "| Trace | {} |", code(&f.trace_id));
+    let _ = writeln!(out, "| Span | {} |", code(&f.span_id));
+
+    out.push_str("\n## Path\n\n");
+    let last = bug.path.len().saturating_sub(1);
+    for (depth, step) in bug.path.iter().enumerate() {
+        let mut facts: Vec<String> = Vec::new();
+        facts.extend(step.code.clone());
+        facts.extend(step.duration_ms.map(ms));
+        if step.error {
+            facts.push("error".to_owned());
+        }
+        let mut marks = String::new();
+        if step.origin && depth != last {
+            marks.push_str(" — origin of the errors");
+        }
+        if depth == last {
+            marks.push_str(" — **failure placed here**");
+        }
+        let _ = writeln!(
+            out,
+            "{}- {} {} {} ({}){marks}",
+            "  ".repeat(depth),
+            code(&step.service),
+            step.kind.as_str(),
+            code(&step.name),
+            facts.join(", ")
+        );
+    }
+    out.push_str("\n```mermaid\nflowchart TD\n");
+    for (i, step) in bug.path.iter().enumerate() {
+        let mut label = format!("{}: {}", step.service, step.name);
+        if let Some(c) = &step.code {
+            label.push_str("<br/>");
+            label.push_str(c);
+        }
+        let label = mermaid(&label).replace("#lt;br/#gt;", "<br/>");
+        let _ = writeln!(out, "  s{i}[\"{label}\"]");
+        if i > 0 {
+            let _ = writeln!(out, "  s{} --> s{i}", i - 1);
+        }
+    }
+    if !bug.path.is_empty() {
+        out.push_str("  classDef failed fill:#fdd,stroke:#c00\n");
+        let _ = writeln!(out, "  class s{last} failed");
+    }
+    out.push_str("```\n");
+
+    out.push_str("\n## Evidence\n\n");
+    let e = &f.evidence;
+    let mut any = false;
+    if let Some(m) = &e.status_message {
+        let _ = writeln!(out, "- Status message: {}", code(m));
+        any = true;
+    }
+    if let Some(h) = e.http_status {
+        let _ = writeln!(out, "- HTTP status: {h}");
+        any = true;
+    }
+    if let Some(g) = &e.rpc_status {
+        let _ = writeln!(out, "- gRPC status: {}", code(g));
+        any = true;
+    }
+    if let Some(x) = &e.exception {
+        let _ = writeln!(
+            out,
+            "- Exception: {}{}",
+            code(x.kind.as_deref().unwrap_or("exception")),
+            x.message
+                .as_deref()
+                .map(|m| format!(": {}", code(m)))
+                .unwrap_or_default()
+        );
+        if let Some(st) = &x.stacktrace {
+            let _ = writeln!(out, "\n```\n{}\n```", st.replace("```", "'''"));
+        }
+        any = true;
+    }
+    if !f.collateral.is_empty() {
+        let ids: Vec<String> = f.collateral.iter().map(|c| code(c)).collect();
+        let _ = writeln!(
+            out,
+            "- Consequences (errors caused by this one): {}",
+            ids.join(", ")
+        );
+        any = true;
+    }
+    if !any {
+        out.push_str("- No span below the test reported an error.\n");
+    }
+
+    out.push_str("\n## Timings\n\n");
+    if let Some(c) = e.client_ms {
+        let _ = writeln!(out, "- Failing hop, caller's side: {}", ms(c));
+    }
+    if let Some(s) = e.server_ms {
+        let _ = writeln!(out, "- Failing hop, callee's side: {}", ms(s));
+    }
+    if let Some(t) = bug.failing_ms {
+        let what = if f.test.is_some() { "Test" } else { "Request" };
+        let _ = writeln!(out, "- {what}: {}", ms(t));
+    }
+
+    out.push_str("\n## Services\n\n");
+    for s in &bug.services {
+        let _ = writeln!(
+            out,
+            "- {}: version {}, environment {}",
+            code(&s.service),
+            s.version.as_deref().map_or("unknown".to_owned(), code),
+            s.environment.as_deref().map_or("unknown".to_owned(), code),
+        );
+    }
+
+    out.push_str("\n## Links\n\n");
+    let _ = writeln!(out, "- [The span the failure is placed on]({})", f.link);
+    let _ = writeln!(out, "- [The failing span]({})", bug.failing_link);
+    out
+}
+
+/// Writes the spans (the trace) redacted, as OTLP/JSON lines: the `--attach` file.
+pub fn attach(spans: &[Span], redactor: &Redactor, out: &mut dyn io::Write) -> io::Result<()> {
+    crate::import::write_otlp_json_lines(&redactor.redact_spans(spans), out)
+}

@@ -1,0 +1,199 @@
+//! The origin walk of DESIGN's "Finding the origin": from a failing span down to the span where
+//! the failure started, and the critical path of a timeout down to the span that held the time.
+//!
+//! Reads the forest only; classification is `classify`'s.
+
+use std::collections::HashSet;
+
+use crate::graph::{Forest, SpanRef, semconv};
+use crate::model::SpanKind;
+
+use super::classify::is_cancellation;
+
+/// How deep a walk goes before it takes where it is as the origin: real traces are far
+/// shallower; the cap only bounds the recursion on absurd input.
+const MAX_DEPTH: usize = 512;
+
+/// Where the walk ended.
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    /// The failing span, then each span followed, ending at the origin. Only the failing span
+    /// when there is no origin (`silent`).
+    pub path: Vec<SpanRef>,
+    pub origin: Option<SpanRef>,
+    /// Errors that are consequences: spans in error on the way down, later siblings in error
+    /// and everything in error below them, and cancellations.
+    pub collateral: Vec<SpanRef>,
+}
+
+pub(crate) struct Walker<'f, 'a> {
+    forest: &'f Forest<'a>,
+    /// The test driver's service when the failure is a test's: its own spans are walked through
+    /// but never taken as the origin, except its calls into the system.
+    driver: Option<&'f str>,
+    /// Whether a span is a calling span that makes a hop (the driver's calls into the system).
+    makes_hop: &'f dyn Fn(SpanRef) -> bool,
+    visited: HashSet<SpanRef>,
+}
+
+impl<'f, 'a> Walker<'f, 'a> {
+    pub fn new(
+        forest: &'f Forest<'a>,
+        driver: Option<&'f str>,
+        makes_hop: &'f dyn Fn(SpanRef) -> bool,
+    ) -> Self {
+        Self {
+            forest,
+            driver,
+            makes_hop,
+            visited: HashSet::new(),
+        }
+    }
+
+    pub fn walk(mut self, start: SpanRef) -> Walk {
+        self.visited.insert(start);
+        let mut collateral = Vec::new();
+        let below = self.descend(start, 0, &mut collateral);
+        let mut path = vec![start];
+        let origin = match below {
+            Some(rest) if !rest.is_empty() => {
+                path.extend(&rest);
+                rest.last().copied()
+            }
+            Some(_) => Some(start),
+            None => None,
+        };
+        // The spans between the failing span and the origin are collateral too.
+        if path.len() > 2 {
+            collateral.splice(0..0, path[1..path.len() - 1].iter().copied());
+        }
+        let mut seen = HashSet::new();
+        collateral.retain(|r| Some(*r) != origin && *r != start && seen.insert(*r));
+        Walk {
+            path,
+            origin,
+            collateral,
+        }
+    }
+
+    /// Spans below `r` in the walk's sense: its children, and spans in any trace that link to
+    /// it (an asynchronous consumer), earliest start first.
+    fn below(&self, r: SpanRef) -> Vec<SpanRef> {
+        let tree = self.forest.tree(r.tree);
+        let mut out: Vec<SpanRef> = tree
+            .children(r.span)
+            .map(|c| SpanRef {
+                tree: r.tree,
+                span: c,
+            })
+            .chain(self.forest.linked_from(r))
+            .collect();
+        out.sort_by_key(|&c| {
+            let s = self.forest.span(c);
+            (s.start_ns, s.span_id)
+        });
+        out.dedup();
+        out
+    }
+
+    /// The path below `r` down to the origin (`r` excluded; empty when `r` is the origin), or
+    /// `None` when nothing at or below `r` may be the origin.
+    fn descend(
+        &mut self,
+        r: SpanRef,
+        depth: usize,
+        collateral: &mut Vec<SpanRef>,
+    ) -> Option<Vec<SpanRef>> {
+        let mut errors = Vec::new();
+        for c in self.below(r) {
+            if !self.visited.insert(c) {
+                continue;
+            }
+            let s = self.forest.span(c);
+            if !semconv::in_error(s) {
+                continue;
+            }
+            if is_cancellation(s) {
+                self.errors_in(c, collateral);
+            } else {
+                errors.push(c);
+            }
+        }
+        let mut chosen: Option<(usize, Vec<SpanRef>)> = None;
+        if depth < MAX_DEPTH {
+            for (i, &c) in errors.iter().enumerate() {
+                let mut below = Vec::new();
+                if let Some(mut rest) = self.descend(c, depth + 1, &mut below) {
+                    rest.insert(0, c);
+                    collateral.extend(below);
+                    chosen = Some((i, rest));
+                    break;
+                }
+            }
+        }
+        for (i, &c) in errors.iter().enumerate() {
+            if chosen.as_ref().is_none_or(|(ci, _)| *ci != i) {
+                self.errors_in(c, collateral);
+            }
+        }
+        match chosen {
+            Some((_, path)) => Some(path),
+            None => self.may_be_origin(r).then(Vec::new),
+        }
+    }
+
+    /// Never inside the test driver's own spans (an assertion is not a cause), except the
+    /// driver's calls into the system.
+    fn may_be_origin(&self, r: SpanRef) -> bool {
+        let span = self.forest.span(r);
+        match self.driver {
+            Some(driver) if span.service() == driver => {
+                matches!(span.kind, SpanKind::Client | SpanKind::Producer) && (self.makes_hop)(r)
+            }
+            _ => true,
+        }
+    }
+
+    /// `r` and every span in error in its subtree.
+    fn errors_in(&self, r: SpanRef, out: &mut Vec<SpanRef>) {
+        let tree = self.forest.tree(r.tree);
+        out.extend(
+            tree.subtree(r.span)
+                .filter(|&d| semconv::in_error(tree.span(d)))
+                .map(|d| SpanRef {
+                    tree: r.tree,
+                    span: d,
+                }),
+        );
+    }
+}
+
+/// A timeout's critical path: from `from` down through the child that used up its parent's
+/// time (at least three quarters of it), whatever that child's status, to the deepest span that
+/// held the time. Returns the spans below `from` on that path.
+pub(crate) fn held_time(forest: &Forest<'_>, from: SpanRef) -> Vec<SpanRef> {
+    let mut path = Vec::new();
+    let mut at = from;
+    while path.len() < MAX_DEPTH {
+        let tree = forest.tree(at.tree);
+        let held = tree.span(at.span).duration_ns();
+        if held == 0 {
+            break;
+        }
+        let Some(longest) = tree
+            .children(at.span)
+            .max_by_key(|&c| (tree.span(c).duration_ns(), std::cmp::Reverse(c)))
+        else {
+            break;
+        };
+        if (tree.span(longest).duration_ns() as u128) * 4 < (held as u128) * 3 {
+            break;
+        }
+        at = SpanRef {
+            tree: at.tree,
+            span: longest,
+        };
+        path.push(at);
+    }
+    path
+}
