@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod coverage;
 pub mod demo;
 pub mod graph;
 pub mod import;
