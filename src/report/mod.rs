@@ -9,13 +9,16 @@
 //! Everything comes out in a deterministic order (nodes by id, edges by caller then callee,
 //! interfaces by operation, test names sorted), so snapshots and diffs of reports are stable.
 //!
-//! Not here yet, by design rather than as placeholders: `failures`, `coverage`, and the edges'
-//! `status`, `expected` and `critical` (their issues add them); `error_classes` is an empty object
-//! until errors are classified.
+//! Coverage (`coverage`, and each edge's and interface's `status`, `expected` and `critical`)
+//! is added by `build_with` from a `coverage::Coverage`; `build` leaves it out. Not here yet, by
+//! design rather than as a placeholder: `failures`; `error_classes` is an empty object until
+//! errors are classified.
 
+mod coverage;
 mod json;
 mod text;
 
+pub use coverage::{CoverageCounts, CoverageItem, CoverageSummary, build_with};
 pub use json::{
     Diagnostics, Edge, Interface, LatencyMs, Node, Percentiles, Report, Run, TestCounts, build,
 };
