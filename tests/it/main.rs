@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod common;
+mod coverage;
 mod crash;
 mod demo;
 mod otlp_clients;
