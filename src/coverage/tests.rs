@@ -999,3 +999,25 @@ fn the_demo_manifest_parses_and_declares_a_mock_and_critical_items() {
         .collect();
     assert_eq!(m.unknown_names(seen), []);
 }
+
+#[test]
+fn the_documented_example_manifest_parses() {
+    // docs/manifest.md's complete example is what the README copies: it must stay valid.
+    let doc = include_str!("../../docs/manifest.md");
+    let start = doc.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let m = parse_manifest(&doc[start..end], Path::new("docs/tracecov.yaml")).unwrap();
+    assert_eq!(m.mocks["payments-mock"], "payments");
+    assert_eq!(m.openapi.len(), 2);
+    assert_eq!(m.aliases.len(), 2);
+    assert!(
+        m.declared
+            .iter()
+            .any(|d| d.caller.is_none() && d.callee == "payments")
+    );
+    assert!(
+        m.declared
+            .iter()
+            .any(|d| d.critical && d.operation.as_deref() == Some("POST /sessions"))
+    );
+}
