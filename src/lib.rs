@@ -8,6 +8,7 @@ pub mod bench;
 pub mod blame;
 pub mod cli;
 pub mod config;
+pub mod coverage;
 pub mod demo;
 pub mod graph;
 pub mod import;

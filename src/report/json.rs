@@ -21,6 +21,9 @@ pub struct Report {
     /// Absent in reports of servers that predate blame; read as none.
     #[serde(default)]
     pub failures: Vec<Failure>,
+    /// Present when the report was built with coverage (`build_with`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<super::coverage::CoverageSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +71,14 @@ pub struct Edge {
     pub errors: u64,
     pub error_classes: BTreeMap<String, u64>,
     pub tests: Vec<String>,
+    /// Coverage status (`covered`, `failing`, `untested`, `stubbed`, `unexpected`), with
+    /// `expected` and `critical`: present when the report was built with coverage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<bool>,
     pub latency_ms: LatencyMs,
     pub interfaces: Vec<Interface>,
 }
@@ -93,6 +104,13 @@ pub struct Interface {
     pub errors: u64,
     pub error_classes: BTreeMap<String, u64>,
     pub tests: Vec<String>,
+    /// As on `Edge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<bool>,
 }
 
 /// One failure of DESIGN's `failures`: where it is placed, its class, hop, blamed node,
@@ -230,6 +248,9 @@ pub fn build(run: &RunInfo, graph: &RunGraph) -> Report {
                 errors: e.edge.errors,
                 error_classes: BTreeMap::new(),
                 tests: e.edge.tests.clone(),
+                status: None,
+                expected: None,
+                critical: None,
                 latency_ms: LatencyMs {
                     client: percentiles(&e.edge.client_latency),
                     server: percentiles(&e.edge.server_latency),
@@ -244,11 +265,15 @@ pub fn build(run: &RunInfo, graph: &RunGraph) -> Report {
                         errors: i.errors,
                         error_classes: BTreeMap::new(),
                         tests: i.tests.clone(),
+                        status: None,
+                        expected: None,
+                        critical: None,
                     })
                     .collect(),
             })
             .collect(),
         failures: Vec::new(),
+        coverage: None,
     }
 }
 

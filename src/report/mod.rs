@@ -12,10 +12,17 @@
 //! `build` reports the graph alone; `build_with` adds blame: `failures` and the edges' and
 //! interfaces' `error_classes`, with trace links and redaction from `ReportOptions`. Everything
 //! a report writes that came from a span goes through the `Redactor`.
+//!
+//! Coverage (`coverage`, and each edge's and interface's `status`, `expected` and `critical`)
+//! is added by `apply_coverage` from a `coverage::Coverage`; `build` leaves it out.
 
+mod coverage;
 mod json;
 mod text;
 
+pub use coverage::{
+    CoverageCounts, CoverageItem, CoverageSummary, apply_coverage, build_with_coverage,
+};
 pub use json::{
     Diagnostics, Edge, Evidence, Exception, Failure, FailureHop, Interface, LatencyMs, Node,
     Percentiles, Report, Run, TestCounts, build, build_with, failure,

@@ -52,9 +52,10 @@ pub fn text(report: &Report) -> String {
     for edge in &report.edges {
         let _ = writeln!(
             out,
-            "  {} -> {}: {}, {}{}; client {}; server {}",
+            "  {} -> {}{}: {}, {}{}; client {}; server {}",
             edge.caller,
             edge.callee,
+            status(edge.status.as_deref(), edge.critical),
             plural(edge.calls, "call"),
             plural(edge.errors, "error"),
             classes(&edge.error_classes),
@@ -64,8 +65,9 @@ pub fn text(report: &Report) -> String {
         for i in &edge.interfaces {
             let _ = writeln!(
                 out,
-                "      {}: {}, {}{}",
+                "      {}{}: {}, {}{}",
                 i.operation,
+                status(i.status.as_deref(), i.critical),
                 plural(i.calls, "call"),
                 plural(i.errors, "error"),
                 classes(&i.error_classes)
@@ -77,6 +79,8 @@ pub fn text(report: &Report) -> String {
             let _ = writeln!(out, "    tests: {}", edge.tests.join(", "));
         }
     }
+
+    out.push_str(&super::coverage::text(report));
 
     let d = &run.diagnostics;
     out.push('\n');
@@ -113,6 +117,15 @@ fn classes(classes: &std::collections::BTreeMap<String, u64>) -> String {
     }
     let parts: Vec<String> = classes.iter().map(|(c, n)| format!("{c} {n}")).collect();
     format!(" ({})", parts.join(", "))
+}
+
+/// ` [covered]`, ` [untested, critical]`: nothing when the report has no coverage.
+fn status(status: Option<&str>, critical: Option<bool>) -> String {
+    match (status, critical) {
+        (Some(s), Some(true)) => format!(" [{s}, critical]"),
+        (Some(s), _) => format!(" [{s}]"),
+        (None, _) => String::new(),
+    }
 }
 
 fn plural(n: u64, what: &str) -> String {

@@ -4,6 +4,7 @@ mod bad_input;
 mod blame;
 mod cli;
 mod common;
+mod coverage;
 mod crash;
 mod demo;
 mod graph_e2e;

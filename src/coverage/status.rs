@@ -1,0 +1,572 @@
+//! Holding a run's graph against the expected topology: a status for every edge and interface,
+//! the counts and percentages, and the lists of untested, stubbed, failing and unexpected items.
+//!
+//! The unit of counting is an interface in DESIGN's sense, (caller, callee, operation): an
+//! expected operation that a caller exercised counts under that caller, as the operation its
+//! span named; one that nobody called counts once, under its declared caller or under `*`
+//! (expected from any caller, such as an OpenAPI operation). An edge that carries an interface
+//! expected from any caller is itself expected. The `*` rows of the report are placeholders
+//! for operations with no caller yet and are not counted among edges.
+//!
+//! Statuses: an observed interface is failing when a failing key names it (by default a hop in
+//! error inside a failed test), covered when a test exercised it, stubbed when only a mock of
+//! its callee answered it in a test, untested otherwise; not expected, it is unexpected. An
+//! expected item takes the highest status of the observed interfaces that match it
+//! (failing > covered > stubbed > untested). A failure at a mock leaves the real interface
+//! stubbed: the real integration was never exercised.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::graph::RunGraph;
+
+use super::ANY_CALLER;
+use super::expected::{Expected, ExpectedEdge};
+use super::route::Op;
+
+/// Coverage status of an edge or interface. Ordered by precedence, `Unexpected` aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    Untested,
+    Stubbed,
+    Covered,
+    Failing,
+    Unexpected,
+}
+
+impl Status {
+    /// The name in reports: `covered`, `failing`, `untested`, `stubbed`, `unexpected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Untested => "untested",
+            Status::Stubbed => "stubbed",
+            Status::Covered => "covered",
+            Status::Failing => "failing",
+            Status::Unexpected => "unexpected",
+        }
+    }
+
+    /// Exercised by a test against the real callee (failing counts).
+    pub fn is_covered(self) -> bool {
+        matches!(self, Status::Covered | Status::Failing)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a test failed: an interface, or a whole edge when the operation is unknown. The blame
+/// engine can pass its own set; `failing_hops` is the default.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HopKey {
+    pub caller: String,
+    pub callee: String,
+    pub operation: Option<String>,
+}
+
+/// The default failing keys: every hop in error inside a failed test.
+pub fn failing_hops(graph: &RunGraph) -> BTreeSet<HopKey> {
+    graph
+        .hops()
+        .iter()
+        .filter(|h| h.error && h.test.is_some_and(|t| graph.test(t).failed()))
+        .map(|h| HopKey {
+            caller: graph.node(h.caller).id.clone(),
+            callee: graph.node(h.callee).id.clone(),
+            operation: Some(graph.operation(h.operation).to_owned()),
+        })
+        .collect()
+}
+
+/// Expected and covered counts of one kind of item.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub expected: u64,
+    /// Covered or failing.
+    pub covered: u64,
+}
+
+impl Counts {
+    /// covered ÷ expected × 100 to one decimal (half away from zero); `None` when nothing is
+    /// expected.
+    pub fn percent(&self) -> Option<f64> {
+        (self.expected > 0)
+            .then(|| (self.covered as f64 * 1000.0 / self.expected as f64).round() / 10.0)
+    }
+
+    fn count(&mut self, status: Status) {
+        self.expected += 1;
+        self.covered += u64::from(status.is_covered());
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub edges: Counts,
+    pub interfaces: Counts,
+    /// Critical edges and interfaces together.
+    pub critical: Counts,
+}
+
+/// An edge (operation `None`) or interface in the coverage lists.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Item {
+    pub caller: String,
+    pub callee: String,
+    pub operation: Option<String>,
+    pub critical: bool,
+    pub status: Status,
+}
+
+impl fmt::Display for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.caller, self.callee)?;
+        if let Some(op) = &self.operation {
+            write!(f, " {op}")?;
+        }
+        if self.critical {
+            f.write_str(" (critical)")?;
+        }
+        Ok(())
+    }
+}
+
+/// One interface row of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceCoverage {
+    pub operation: String,
+    pub status: Status,
+    pub expected: bool,
+    pub critical: bool,
+    /// The run's graph has it; false for an expected interface no span named.
+    pub observed: bool,
+}
+
+/// One edge row of the report: every edge of the run's graph, every expected edge it lacks, and
+/// a `*` row per service with operations expected from any caller that nobody called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeCoverage {
+    pub caller: String,
+    pub callee: String,
+    pub status: Status,
+    pub expected: bool,
+    pub critical: bool,
+    pub observed: bool,
+    /// Sorted by operation.
+    pub interfaces: Vec<InterfaceCoverage>,
+}
+
+/// The coverage of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Coverage {
+    /// Sorted by (caller, callee); `*` rows sort first.
+    pub edges: Vec<EdgeCoverage>,
+    pub summary: Summary,
+    /// Expected edges and interfaces by status, each list sorted (an edge before its
+    /// interfaces).
+    pub untested: Vec<Item>,
+    pub stubbed: Vec<Item>,
+    pub failing: Vec<Item>,
+    /// Observed, not expected: edges and interfaces.
+    pub unexpected: Vec<Item>,
+    /// Names of the run's failed tests, sorted, deduplicated.
+    pub failed_tests: Vec<String>,
+}
+
+impl Coverage {
+    pub fn edge(&self, caller: &str, callee: &str) -> Option<&EdgeCoverage> {
+        self.edges
+            .iter()
+            .find(|e| e.caller == caller && e.callee == callee)
+    }
+}
+
+/// A counted interface while it is being worked out.
+#[derive(Debug, Clone)]
+struct Unit {
+    critical: bool,
+    status: Status,
+    /// The real edge has a row with this operation.
+    has_real_row: bool,
+}
+
+/// Which expected interfaces an observed one matched.
+#[derive(Debug, Default)]
+struct Consumed {
+    edge: BTreeMap<(String, String), BTreeSet<usize>>,
+    any: BTreeMap<String, BTreeSet<usize>>,
+}
+
+/// The coverage of `run` against `expected`; `failing` says where tests failed (see
+/// `failing_hops`).
+pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>) -> Coverage {
+    let mut edges_exp: BTreeMap<(String, String), ExpectedEdge> = expected.edges.clone();
+    let mut consumed = Consumed::default();
+    // (caller, real callee, operation as observed) → unit.
+    let mut units: BTreeMap<(String, String, String), Unit> = BTreeMap::new();
+    let mut rows: Vec<EdgeCoverage> = Vec::new();
+
+    let edge_failing = |c: &str, s: &str| failing.iter().any(|k| k.caller == c && k.callee == s);
+    let iface_failing = |c: &str, s: &str, op: &str| {
+        failing
+            .iter()
+            .any(|k| k.caller == c && k.callee == s && k.operation.as_deref() == Some(op))
+    };
+
+    // Pass 1: every observed interface, matched to expectations.
+    // (row index, interface index, unit key) to fill in critical flags once units are final.
+    let mut pending: Vec<(usize, usize, (String, String, String))> = Vec::new();
+    for e in run.edges() {
+        let caller = e.caller.id.as_str();
+        let observed_callee = e.callee.id.as_str();
+        let real = expected.mocks.get(observed_callee).map(String::as_str);
+        let mocked = real.is_some();
+        let callee = real.unwrap_or(observed_callee);
+        let mut row = EdgeCoverage {
+            caller: caller.to_owned(),
+            callee: observed_callee.to_owned(),
+            status: Status::Unexpected,
+            expected: false,
+            critical: false,
+            observed: true,
+            interfaces: Vec::new(),
+        };
+        for iface in &e.edge.interfaces {
+            let op = Op::lenient(&iface.operation);
+            let own = if !mocked && iface_failing(caller, observed_callee, &iface.operation) {
+                Status::Failing
+            } else if iface.tests.is_empty() {
+                Status::Untested
+            } else if mocked {
+                Status::Stubbed
+            } else {
+                Status::Covered
+            };
+            let key = (caller.to_owned(), callee.to_owned());
+            let matched = match_interface(
+                &op,
+                edges_exp.get(&key).map(|x| x.interfaces.as_slice()),
+                expected.any_caller.get(callee).map(Vec::as_slice),
+            );
+            let mut critical = false;
+            let is_expected = if !matched.edge.is_empty() || !matched.any.is_empty() {
+                let exp = edges_exp.get(&key);
+                for &i in &matched.edge {
+                    critical |= exp.is_some_and(|x| x.interfaces[i].critical);
+                }
+                for &i in &matched.any {
+                    critical |= expected.any_caller[callee][i].critical;
+                }
+                consumed
+                    .edge
+                    .entry(key.clone())
+                    .or_default()
+                    .extend(&matched.edge);
+                consumed
+                    .any
+                    .entry(callee.to_owned())
+                    .or_default()
+                    .extend(&matched.any);
+                if !matched.any.is_empty() {
+                    // Expected from any caller: this caller's edge is expected too.
+                    edges_exp
+                        .entry(key.clone())
+                        .or_insert_with(|| ExpectedEdge {
+                            critical: false,
+                            lists_interfaces: true,
+                            interfaces: Vec::new(),
+                        });
+                }
+                true
+            } else {
+                edges_exp.get(&key).is_some_and(|x| !x.lists_interfaces)
+            };
+            if is_expected {
+                let ukey = (key.0, key.1, iface.operation.clone());
+                let unit = units.entry(ukey.clone()).or_insert(Unit {
+                    critical: false,
+                    status: Status::Untested,
+                    has_real_row: false,
+                });
+                unit.critical |= critical;
+                unit.status = unit.status.max(own);
+                unit.has_real_row |= !mocked;
+                pending.push((rows.len(), row.interfaces.len(), ukey));
+            }
+            row.interfaces.push(InterfaceCoverage {
+                operation: iface.operation.clone(),
+                status: if is_expected { own } else { Status::Unexpected },
+                expected: is_expected,
+                critical: false,
+                observed: true,
+            });
+        }
+        rows.push(row);
+    }
+    for (r, i, ukey) in pending {
+        rows[r].interfaces[i].critical = units[&ukey].critical;
+    }
+
+    // Edge statuses, for every expected edge.
+    let edge_status = |c: &str, s: &str| -> Status {
+        if edge_failing(c, s) {
+            return Status::Failing;
+        }
+        let tested = |callee: &str| {
+            run.edge(c, callee)
+                .is_some_and(|e| !e.edge.tests.is_empty())
+        };
+        if tested(s) {
+            Status::Covered
+        } else if expected
+            .mocks
+            .iter()
+            .any(|(mock, real)| real == s && tested(mock))
+        {
+            Status::Stubbed
+        } else {
+            Status::Untested
+        }
+    };
+    for row in &mut rows {
+        match expected.mocks.get(&row.callee) {
+            Some(real) => {
+                if let Some(exp) = edges_exp.get(&(row.caller.clone(), real.clone())) {
+                    row.expected = true;
+                    row.critical = exp.critical;
+                    let tested = run
+                        .edge(&row.caller, &row.callee)
+                        .is_some_and(|e| !e.edge.tests.is_empty());
+                    row.status = if tested {
+                        Status::Stubbed
+                    } else {
+                        Status::Untested
+                    };
+                }
+            }
+            None => {
+                if let Some(exp) = edges_exp.get(&(row.caller.clone(), row.callee.clone())) {
+                    row.expected = true;
+                    row.critical = exp.critical;
+                    row.status = edge_status(&row.caller, &row.callee);
+                }
+            }
+        }
+    }
+
+    // Expected edges and interfaces that no real row shows.
+    let mut summary = Summary::default();
+    let mut items: Vec<Item> = Vec::new();
+    for ((c, s), exp) in &edges_exp {
+        let status = edge_status(c, s);
+        summary.edges.count(status);
+        if exp.critical {
+            summary.critical.count(status);
+        }
+        items.push(Item {
+            caller: c.clone(),
+            callee: s.clone(),
+            operation: None,
+            critical: exp.critical,
+            status,
+        });
+        let mut extra: Vec<InterfaceCoverage> = Vec::new();
+        for ((uc, us, op), unit) in units.range((c.clone(), s.clone(), String::new())..) {
+            if uc != c || us != s {
+                break;
+            }
+            if !unit.has_real_row {
+                extra.push(InterfaceCoverage {
+                    operation: op.clone(),
+                    status: unit.status,
+                    expected: true,
+                    critical: unit.critical,
+                    observed: false,
+                });
+            }
+        }
+        let used = consumed.edge.get(&(c.clone(), s.clone()));
+        for (i, iface) in exp.interfaces.iter().enumerate() {
+            if used.is_some_and(|u| u.contains(&i)) {
+                continue;
+            }
+            summary.interfaces.count(Status::Untested);
+            if iface.critical {
+                summary.critical.count(Status::Untested);
+            }
+            items.push(Item {
+                caller: c.clone(),
+                callee: s.clone(),
+                operation: Some(iface.name.clone()),
+                critical: iface.critical,
+                status: Status::Untested,
+            });
+            extra.push(InterfaceCoverage {
+                operation: iface.name.clone(),
+                status: Status::Untested,
+                expected: true,
+                critical: iface.critical,
+                observed: false,
+            });
+        }
+        match rows.iter_mut().find(|r| &r.caller == c && &r.callee == s) {
+            Some(row) => row.interfaces.extend(extra),
+            None => rows.push(EdgeCoverage {
+                caller: c.clone(),
+                callee: s.clone(),
+                status,
+                expected: true,
+                critical: exp.critical,
+                observed: false,
+                interfaces: extra,
+            }),
+        }
+    }
+    for ((c, s, op), unit) in &units {
+        summary.interfaces.count(unit.status);
+        if unit.critical {
+            summary.critical.count(unit.status);
+        }
+        items.push(Item {
+            caller: c.clone(),
+            callee: s.clone(),
+            operation: Some(op.clone()),
+            critical: unit.critical,
+            status: unit.status,
+        });
+    }
+    for (s, list) in &expected.any_caller {
+        let used = consumed.any.get(s);
+        let open: Vec<InterfaceCoverage> = list
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !used.is_some_and(|u| u.contains(i)))
+            .map(|(_, iface)| InterfaceCoverage {
+                operation: iface.name.clone(),
+                status: Status::Untested,
+                expected: true,
+                critical: iface.critical,
+                observed: false,
+            })
+            .collect();
+        if open.is_empty() {
+            continue;
+        }
+        for iface in &open {
+            summary.interfaces.count(Status::Untested);
+            if iface.critical {
+                summary.critical.count(Status::Untested);
+            }
+            items.push(Item {
+                caller: ANY_CALLER.to_owned(),
+                callee: s.clone(),
+                operation: Some(iface.operation.clone()),
+                critical: iface.critical,
+                status: Status::Untested,
+            });
+        }
+        rows.push(EdgeCoverage {
+            caller: ANY_CALLER.to_owned(),
+            callee: s.clone(),
+            status: Status::Untested,
+            expected: true,
+            critical: open.iter().any(|i| i.critical),
+            observed: false,
+            interfaces: open,
+        });
+    }
+
+    for row in &mut rows {
+        row.interfaces.sort_by(|a, b| a.operation.cmp(&b.operation));
+    }
+    rows.sort_by(|a, b| (&a.caller, &a.callee).cmp(&(&b.caller, &b.callee)));
+    items.sort();
+
+    let mut unexpected = Vec::new();
+    for row in &rows {
+        if row.status == Status::Unexpected {
+            unexpected.push(Item {
+                caller: row.caller.clone(),
+                callee: row.callee.clone(),
+                operation: None,
+                critical: false,
+                status: Status::Unexpected,
+            });
+        }
+        for i in row
+            .interfaces
+            .iter()
+            .filter(|i| i.status == Status::Unexpected)
+        {
+            unexpected.push(Item {
+                caller: row.caller.clone(),
+                callee: row.callee.clone(),
+                operation: Some(i.operation.clone()),
+                critical: false,
+                status: Status::Unexpected,
+            });
+        }
+    }
+    let by =
+        |st: Status| -> Vec<Item> { items.iter().filter(|i| i.status == st).cloned().collect() };
+    let mut failed_tests: Vec<String> = run
+        .tests()
+        .iter()
+        .filter(|t| t.failed())
+        .map(|t| t.name.clone())
+        .collect();
+    failed_tests.dedup();
+    Coverage {
+        untested: by(Status::Untested),
+        stubbed: by(Status::Stubbed),
+        failing: by(Status::Failing),
+        unexpected,
+        edges: rows,
+        summary,
+        failed_tests,
+    }
+}
+
+#[derive(Debug, Default)]
+struct Matched {
+    edge: Vec<usize>,
+    any: Vec<usize>,
+}
+
+/// The expected interfaces an observed operation satisfies: among routes, the most specific
+/// ones (so `/users/me` does not also satisfy `/users/{id}` when both are expected); every
+/// example request it matches (all stand for this one interface).
+fn match_interface(
+    op: &Op,
+    edge: Option<&[super::expected::ExpectedInterface]>,
+    any: Option<&[super::expected::ExpectedInterface]>,
+) -> Matched {
+    let mut scored: Vec<(bool, usize, u32, bool)> = Vec::new();
+    for (is_any, list) in [(false, edge), (true, any)] {
+        for (i, exp) in list.into_iter().flatten().enumerate() {
+            if let Some(score) = exp.op.score(op) {
+                scored.push((is_any, i, score, exp.op.is_concrete()));
+            }
+        }
+    }
+    let best_route = scored
+        .iter()
+        .filter(|s| !s.3)
+        .map(|s| s.2)
+        .max()
+        .unwrap_or(0);
+    let mut out = Matched::default();
+    for (is_any, i, score, concrete) in scored {
+        if concrete || score == best_route {
+            if is_any {
+                out.any.push(i);
+            } else {
+                out.edge.push(i);
+            }
+        }
+    }
+    out
+}
