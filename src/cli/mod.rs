@@ -4,6 +4,7 @@
 //! input error, 1 a failed condition (a gate), 0 success.
 
 mod demo;
+mod export;
 mod import;
 mod report;
 mod run;
@@ -48,6 +49,10 @@ pub enum Command {
     /// is not valid in its format is an error naming the file and the position; the spans read
     /// before it stay imported, the other files are still imported, and the exit status is 2.
     Import(import::ImportArgs),
+    /// Write a run's spans as OTLP/JSON lines, for `tracecov import` elsewhere.
+    ///
+    /// Attribute values that look like secrets are redacted unless `--no-redact` is given.
+    Export(export::ExportArgs),
     /// Run a benchmark (figures in BENCHMARKS.md come from these).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -99,6 +104,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Report(args) => report::run(args).await,
             Command::Import(args) => import::run(args).await,
+            Command::Export(args) => export::run(args).await,
             Command::Bench(BenchCommand::Analysis { spans, runs }) => {
                 tokio::task::spawn_blocking(move || {
                     crate::bench::analysis::run(spans, runs.max(1))
