@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod demo;
 mod graph_e2e;
+mod import;
 mod otlp_clients;
 mod otlp_json;
 mod pytest_plugin;
