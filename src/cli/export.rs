@@ -30,7 +30,8 @@ pub struct ExportArgs {
     /// The file to write (`-` for standard output).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
-    /// Export attribute values as stored, secrets included, instead of redacted.
+    /// Skip redaction: export attribute values exactly as stored. (Redaction of secret-looking
+    /// values is not in this build yet, so exports currently hold the stored values either way.)
     #[arg(long)]
     pub no_redact: bool,
     #[command(flatten)]

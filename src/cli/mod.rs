@@ -51,7 +51,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Write a run's spans as OTLP/JSON lines, for `tracecov import` elsewhere.
     ///
-    /// Attribute values that look like secrets are redacted unless `--no-redact` is given.
+    /// One OTLP `ExportTraceServiceRequest` per line, the OpenTelemetry Collector file exporter's
+    /// format, so the file also feeds any OTLP tool.
     Export(export::ExportArgs),
     /// Run a benchmark (figures in BENCHMARKS.md come from these).
     #[command(subcommand)]
