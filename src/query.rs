@@ -72,3 +72,23 @@ pub fn run_report(
         &graph,
     ))
 }
+
+/// What every export passes through before it leaves tracecov: `tracecov export` and
+/// `GET /api/runs/{id}/export` both call it, so they agree.
+///
+// redaction: DESIGN says exports are redacted unless told otherwise. The redactor is being
+// written as `crate::redact`; until it lands this is the identity, and this function is the one
+// place to call it from (`run_export` already skips it when redaction is turned off).
+pub fn prepare_for_export(spans: Vec<Span>) -> Vec<Span> {
+    spans
+}
+
+/// The spans of a run as they are exported: redacted unless `redact` is false.
+pub fn run_export(reader: &Reader, run: &Run, redact: bool) -> Result<Vec<Span>, QueryError> {
+    let spans = run_spans(reader, run)?;
+    Ok(if redact {
+        prepare_for_export(spans)
+    } else {
+        spans
+    })
+}

@@ -4,6 +4,8 @@
 //! input error, 1 a failed condition (a gate), 0 success.
 
 mod demo;
+mod export;
+mod import;
 mod report;
 mod run;
 mod serve;
@@ -35,6 +37,23 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print the report of a run.
     Report(report::ReportArgs),
+    /// Import recorded traces (OTLP/JSON, Jaeger JSON, Zipkin v2 JSON) into a run.
+    ///
+    /// The format is detected from each file's content (gzip too) unless `--format` is given.
+    /// Without `--run`, each file joins the run named after the file, created when needed, so
+    /// importing a file twice gives one run and stores no span twice. Every analysis then works
+    /// on the recorded data: `tracecov report --run FILE_NAME`.
+    ///
+    /// Records that cannot be used (a bad id, a line that does not parse) are skipped and
+    /// counted in the summary, with the position of the first. A file that cannot be read or
+    /// is not valid in its format is an error naming the file and the position; the spans read
+    /// before it stay imported, the other files are still imported, and the exit status is 2.
+    Import(import::ImportArgs),
+    /// Write a run's spans as OTLP/JSON lines, for `tracecov import` elsewhere.
+    ///
+    /// One OTLP `ExportTraceServiceRequest` per line, the OpenTelemetry Collector file exporter's
+    /// format, so the file also feeds any OTLP tool.
+    Export(export::ExportArgs),
     /// Run a benchmark (figures in BENCHMARKS.md come from these).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -85,6 +104,8 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Report(args) => report::run(args).await,
+            Command::Import(args) => import::run(args).await,
+            Command::Export(args) => export::run(args).await,
             Command::Bench(BenchCommand::Analysis { spans, runs }) => {
                 tokio::task::spawn_blocking(move || {
                     crate::bench::analysis::run(spans, runs.max(1))

@@ -203,13 +203,19 @@ pub fn find_run(conn: &Connection, what: &str) -> Result<Option<Run>, StoreError
     if let Some(run) = get_run(conn, what)? {
         return Ok(Some(run));
     }
+    find_run_named(conn, what)
+}
+
+/// The newest run named exactly `name` (no id or `latest` resolution): how `tracecov import` finds
+/// the run a file's name already stands for, so a re-import joins it instead of opening another.
+pub fn find_run_named(conn: &Connection, name: &str) -> Result<Option<Run>, StoreError> {
     Ok(conn
         .query_row(
             &format!(
                 "SELECT {RUN_COLUMNS} FROM runs r WHERE r.name = ?1
                  ORDER BY r.created_ns DESC, r.id DESC LIMIT 1"
             ),
-            params![what],
+            params![name],
             run_from_row,
         )
         .optional()?)

@@ -22,5 +22,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}", get(runs::get))
         .route("/api/runs/{id}/close", post(runs::close))
         .route("/api/runs/{id}/report", get(runs::report))
+        .route("/api/runs/{id}/export", get(runs::export))
         .with_state(state)
 }

@@ -1,4 +1,4 @@
-//! The runs API: open, list, inspect, close, report.
+//! The runs API: open, list, inspect, close, report, export.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -134,4 +134,39 @@ pub async fn report(
             .into_response(),
         _ => Json(report).into_response(),
     })
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ExportQuery {
+    /// `false` turns redaction off (`tracecov export --no-redact`); anything else keeps it.
+    #[serde(default)]
+    pub redact: Option<bool>,
+}
+
+/// The run's spans as OTLP/JSON lines, what `tracecov export --server` saves to a file.
+pub async fn export(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let redact = q.redact.unwrap_or(true);
+    let reader = state.reader.clone();
+    let body = blocking(move || {
+        let run = query::resolve_run(&reader, &id)?;
+        let spans = query::run_export(&reader, &run, redact)?;
+        let mut out = Vec::new();
+        crate::import::write_otlp_json_lines(&spans, &mut out).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot write the export: {e}"),
+            )
+        })?;
+        Ok(out)
+    })
+    .await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response())
 }
