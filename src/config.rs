@@ -23,6 +23,10 @@ pub struct ServeConfig {
     pub test_services: Vec<String>,
     /// A trace is settled when no span arrived for it for this long (or its run closed).
     pub settle: Duration,
+    /// The manifest (`tracecov.yaml`) describing the expected topology.
+    pub manifest: Option<PathBuf>,
+    /// The base of trace links in reports (default: the UI address actually bound).
+    pub public_url: Option<String>,
 }
 
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
@@ -48,6 +52,8 @@ impl ServeConfig {
             writer: WriterConfig::default(),
             test_services: Vec::new(),
             settle: DEFAULT_SETTLE,
+            manifest: None,
+            public_url: None,
         }
     }
 }

@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
-use crate::graph::{self, AnalysisOptions};
+use crate::coverage::{self, Contract, Coverage, HopKey, Manifest, Sources};
+use crate::graph::{self, AnalysisOptions, RunGraph};
 use crate::model::Span;
-use crate::report::{self, Report, RunInfo};
+use crate::report::{self, Report, ReportOptions, RunInfo};
 use crate::runs::{self, Run};
 use crate::store::{Reader, StoreError};
 
@@ -56,31 +57,159 @@ pub fn run_spans(reader: &Reader, run: &Run) -> Result<Vec<Span>, QueryError> {
     Ok(spans)
 }
 
-/// The JSON report of a run.
-pub fn run_report(
+/// What a report is built against: how to analyse, what is expected, how to write it.
+#[derive(Debug, Clone, Default)]
+pub struct ReportContext {
+    pub analysis: AnalysisOptions,
+    /// The manifest (`tracecov.yaml`), when one is configured.
+    pub manifest: Option<Manifest>,
+    /// Pact files and OpenAPI documents (the manifest's, loaded, and any given by flag).
+    pub contracts: Vec<Contract>,
+    /// Background traffic joins the expected set even though another source is configured.
+    pub include_background: bool,
+    /// Runs whose edges and interfaces join the expected set (`--baseline`).
+    pub baselines: Vec<String>,
+    pub report: ReportOptions,
+}
+
+impl ReportContext {
+    /// A context for a manifest: its test services and aliases feed the analysis, its contracts
+    /// are loaded.
+    pub fn with_manifest(
+        mut self,
+        manifest: Manifest,
+    ) -> Result<Self, crate::coverage::SourceError> {
+        let opts = manifest.analysis_options();
+        for t in opts.test_services {
+            if !self.analysis.test_services.contains(&t) {
+                self.analysis.test_services.push(t);
+            }
+        }
+        self.analysis.aliases.extend(opts.aliases);
+        self.contracts.extend(manifest.load_contracts()?);
+        self.manifest = Some(manifest);
+        Ok(self)
+    }
+
+    fn sources_configured(&self) -> bool {
+        self.manifest
+            .as_ref()
+            .is_some_and(|m| m.declares_topology())
+            || !self.contracts.is_empty()
+            || !self.baselines.is_empty()
+    }
+}
+
+/// A run analysed: its graph, blame and coverage, and the report built from them.
+pub struct Analysed {
+    pub report: Report,
+    pub graph: RunGraph,
+    pub coverage: Coverage,
+    /// Whether any source of the expected topology was configured (the gate's refusal rule).
+    pub sources_configured: bool,
+    /// Traces in the store outside the analysed run (the gate's refusal rule).
+    pub traces_outside_run: u64,
+}
+
+fn graph_of(
+    reader: &Reader,
+    ids: Vec<crate::model::TraceId>,
+    opts: &AnalysisOptions,
+) -> Result<RunGraph, QueryError> {
+    let mut spans = Vec::new();
+    for id in ids {
+        spans.extend(reader.trace(id)?);
+    }
+    Ok(graph::analyze(&spans, opts))
+}
+
+/// Analyses a run completely: graph, failing-hop blame, coverage against the expected topology.
+pub fn analyse_run(
     reader: &Reader,
     run: &Run,
-    opts: &AnalysisOptions,
-) -> Result<Report, QueryError> {
+    ctx: &ReportContext,
+) -> Result<Analysed, QueryError> {
     let spans = run_spans(reader, run)?;
-    let graph = graph::analyze(&spans, opts);
-    Ok(report::build(
-        &RunInfo {
-            id: run.id.clone(),
-            name: run.name.clone(),
-        },
-        &graph,
-    ))
+    let forest = graph::Forest::build(&spans);
+    let graph = graph::analyze_forest(&forest, &ctx.analysis);
+    let blame = crate::blame::analyze(&forest, &graph);
+    let info = RunInfo {
+        id: run.id.clone(),
+        name: run.name.clone(),
+    };
+    let mut report = report::build_with(&info, &graph, &blame, &ctx.report);
+
+    let run_traces: std::collections::HashSet<_> = spans.iter().map(|s| s.trace_id).collect();
+    let all_traces = reader.with_conn(runs::all_traces)?;
+    let traces_outside_run = all_traces
+        .iter()
+        .filter(|t| !run_traces.contains(t))
+        .count() as u64;
+    let configured = ctx.sources_configured();
+    let background_wanted =
+        ctx.include_background || ctx.manifest.as_ref().is_some_and(|m| m.background);
+    let everything = if configured {
+        None
+    } else {
+        Some(graph_of(reader, all_traces.clone(), &ctx.analysis)?)
+    };
+    let background = if background_wanted {
+        let ids = reader.with_conn(runs::traces_without_run)?;
+        Some(graph_of(reader, ids, &ctx.analysis)?)
+    } else {
+        None
+    };
+    let mut baseline: Option<RunGraph> = None;
+    if !ctx.baselines.is_empty() {
+        let mut ids = Vec::new();
+        for b in &ctx.baselines {
+            let base = resolve_run(reader, b)?;
+            ids.extend(reader.with_conn(|c| runs::run_traces(c, &base.id))?);
+        }
+        baseline = Some(graph_of(reader, ids, &ctx.analysis)?);
+    }
+    let expected = coverage::expected(&Sources {
+        manifest: ctx.manifest.as_ref(),
+        contracts: &ctx.contracts,
+        baseline: baseline.as_ref(),
+        background: background.as_ref(),
+        include_background: background_wanted,
+        everything: everything.as_ref(),
+    });
+    // Failing keys from blame: the hops failures were placed on, plus the graph's default.
+    let mut failing = coverage::failing_hops(&graph);
+    for f in &blame.failures {
+        if let Some(h) = &f.hop {
+            failing.insert(HopKey {
+                caller: h.caller.clone(),
+                callee: h.callee.clone(),
+                operation: Some(h.operation.clone()),
+            });
+        }
+    }
+    let cov = coverage::coverage(&graph, &expected, &failing);
+    report::apply_coverage(&mut report, &cov);
+    Ok(Analysed {
+        report,
+        graph,
+        coverage: cov,
+        sources_configured: configured,
+        traces_outside_run,
+    })
+}
+
+/// The JSON report of a run.
+pub fn run_report(reader: &Reader, run: &Run, ctx: &ReportContext) -> Result<Report, QueryError> {
+    Ok(analyse_run(reader, run, ctx)?.report)
 }
 
 /// What every export passes through before it leaves tracecov: `tracecov export` and
 /// `GET /api/runs/{id}/export` both call it, so they agree.
 ///
-// redaction: DESIGN says exports are redacted unless told otherwise. The redactor is being
-// written as `crate::redact`; until it lands this is the identity, and this function is the one
-// place to call it from (`run_export` already skips it when redaction is turned off).
+/// DESIGN: exports are redacted unless told otherwise (`run_export` skips this when redaction is
+/// turned off).
 pub fn prepare_for_export(spans: Vec<Span>) -> Vec<Span> {
-    spans
+    crate::redact::Redactor::default().redact_spans(&spans)
 }
 
 /// The spans of a run as they are exported: redacted unless `redact` is false.

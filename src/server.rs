@@ -75,8 +75,26 @@ impl Listeners {
 pub struct AppState {
     pub reader: Reader,
     pub config: Arc<ServeConfig>,
+    /// How reports are built: analysis options, the expected topology, links, redaction.
+    pub report: Arc<crate::query::ReportContext>,
     pub queue_counters: Arc<ingest::IngestCounters>,
     pub addrs: Addrs,
+}
+
+/// The report context a server's configuration describes.
+pub fn report_context(
+    config: &ServeConfig,
+    addrs: Addrs,
+) -> anyhow::Result<crate::query::ReportContext> {
+    let mut ctx = crate::query::ReportContext::default();
+    ctx.analysis.test_services = config.test_services.clone();
+    let base = config.public_url.clone().unwrap_or_else(|| addrs.ui_url());
+    ctx.report.links = crate::links::LinkTemplate::tracecov(&base);
+    if let Some(path) = &config.manifest {
+        let manifest = crate::coverage::load_manifest(path)?;
+        ctx = ctx.with_manifest(manifest)?;
+    }
+    Ok(ctx)
 }
 
 /// A started server.
@@ -143,6 +161,7 @@ impl Server {
         let state = AppState {
             reader: reader.clone(),
             config: Arc::new(config.clone()),
+            report: Arc::new(report_context(&config, addrs)?),
             queue_counters: queue.counters.clone(),
             addrs,
         };

@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 
 use crate::config::{self, ServeConfig};
 use crate::demo::{self, Fault, ShopConfig};
-use crate::graph::AnalysisOptions;
 use crate::ingest::now_ns;
 use crate::query;
 use crate::runs::{self, RunKind};
@@ -83,6 +82,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     ));
 
     let reader = server.reader.clone();
+    // The demo's own manifest (built into the binary) declares the shop's topology, a critical
+    // edge the suite never exercises and a mocked service.
+    let mut ctx = query::ReportContext::default();
+    ctx.analysis.test_services = vec![demo::TEST_SERVICE.to_owned()];
+    ctx.report.links = crate::links::LinkTemplate::tracecov(&a.ui_url());
+    let ctx = ctx.with_manifest(crate::coverage::demo_manifest())?;
     let run = tokio::task::spawn_blocking({
         let reader = reader.clone();
         move || reader.with_conn(|c| runs::create_run(c, "demo", RunKind::Explicit, now_ns()))
@@ -118,11 +123,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         move || -> anyhow::Result<crate::report::Report> {
             reader.with_conn(|c| runs::close_run(c, &run_id, now_ns()))?;
             let run = query::resolve_run(&reader, &run_id)?;
-            let opts = AnalysisOptions {
-                test_services: vec![demo::TEST_SERVICE.to_owned()],
-                ..AnalysisOptions::default()
-            };
-            Ok(query::run_report(&reader, &run, &opts)?)
+            Ok(query::run_report(&reader, &run, &ctx)?)
         }
     })
     .await??;

@@ -40,7 +40,7 @@ pub fn render(report: &report::Report, format: Format) -> String {
 pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.open()?;
     let report = source
-        .report(&args.run, args.source.analysis_options())
+        .report(&args.run, args.source.report_context()?)
         .await?;
     let text = render(&report, args.format);
     match &args.out {

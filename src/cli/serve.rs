@@ -66,6 +66,12 @@ pub struct ServeArgs {
     /// A trace is settled (analysed as final) when no span arrived for it for this long.
     #[arg(long, env = "TRACECOV_SETTLE", default_value = "10s", value_parser = parse_duration_arg)]
     pub settle: Duration,
+    /// The manifest describing the expected topology (`tracecov.yaml`).
+    #[arg(long, env = "TRACECOV_MANIFEST")]
+    pub manifest: Option<PathBuf>,
+    /// The base URL of trace links in reports, as others will reach this UI.
+    #[arg(long, env = "TRACECOV_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Test-only: delay every store commit, to exercise backpressure.
     #[arg(long, env = "TRACECOV_TEST_WRITER_DELAY", value_parser = parse_duration_arg, hide = true)]
     pub test_writer_delay: Option<Duration>,
@@ -111,6 +117,11 @@ impl ServeArgs {
             },
             test_services: self.test_services.clone(),
             settle: self.settle,
+            manifest: self.manifest.clone().or_else(|| {
+                let here = PathBuf::from("tracecov.yaml");
+                here.exists().then_some(here)
+            }),
+            public_url: self.public_url.clone(),
         })
     }
 }

@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::config;
 use crate::graph::AnalysisOptions;
-use crate::query;
+use crate::query::{self, ReportContext};
 use crate::report::Report;
 use crate::store::Reader;
 
@@ -24,6 +24,12 @@ pub struct SourceArgs {
     /// A test-driver service whose root spans are test cases; repeatable.
     #[arg(long = "test-service", value_name = "NAME", value_delimiter = ',')]
     pub test_services: Vec<String>,
+    /// The manifest describing the expected topology (default: ./tracecov.yaml when present).
+    #[arg(long, env = "TRACECOV_MANIFEST")]
+    pub manifest: Option<PathBuf>,
+    /// The base URL of trace links in reports (tracecov's UI as others will reach it).
+    #[arg(long, env = "TRACECOV_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 pub enum Source {
@@ -49,24 +55,45 @@ impl SourceArgs {
         Ok(Source::Data(Reader::new(&self.data)))
     }
 
-    pub fn analysis_options(&self) -> AnalysisOptions {
-        AnalysisOptions {
-            test_services: self.test_services.clone(),
-            ..AnalysisOptions::default()
+    /// The manifest to use: `--manifest`, else `./tracecov.yaml` when it exists.
+    pub fn manifest_path(&self) -> Option<PathBuf> {
+        self.manifest.clone().or_else(|| {
+            let here = PathBuf::from("tracecov.yaml");
+            here.exists().then_some(here)
+        })
+    }
+
+    /// How reports are built from the store directly.
+    pub fn report_context(&self) -> anyhow::Result<ReportContext> {
+        let mut ctx = ReportContext {
+            analysis: AnalysisOptions {
+                test_services: self.test_services.clone(),
+                ..AnalysisOptions::default()
+            },
+            ..ReportContext::default()
+        };
+        ctx.report.links = crate::links::LinkTemplate::tracecov(
+            self.public_url
+                .as_deref()
+                .unwrap_or(crate::links::DEFAULT_PUBLIC_URL),
+        );
+        if let Some(path) = self.manifest_path() {
+            ctx = ctx.with_manifest(crate::coverage::load_manifest(&path)?)?;
         }
+        Ok(ctx)
     }
 }
 
 impl Source {
     /// The JSON report of a run (`what` is an id, a name or `latest`).
-    pub async fn report(&self, what: &str, opts: AnalysisOptions) -> anyhow::Result<Report> {
+    pub async fn report(&self, what: &str, ctx: ReportContext) -> anyhow::Result<Report> {
         match self {
             Source::Data(reader) => {
                 let reader = reader.clone();
                 let what = what.to_owned();
                 tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {
                     let run = query::resolve_run(&reader, &what)?;
-                    Ok(query::run_report(&reader, &run, &opts)?)
+                    Ok(query::run_report(&reader, &run, &ctx)?)
                 })
                 .await?
             }

@@ -243,6 +243,17 @@ pub fn trace_run(conn: &Connection, trace_id: TraceId) -> Result<Option<String>,
         .optional()?)
 }
 
+/// Every trace id in the store.
+pub fn all_traces(conn: &Connection) -> Result<Vec<TraceId>, StoreError> {
+    let mut stmt = conn.prepare("SELECT trace_id FROM traces")?;
+    let ids = stmt
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+        .filter_map(|r| r.ok())
+        .filter_map(|b| TraceId::from_slice(&b).ok())
+        .collect();
+    Ok(ids)
+}
+
 /// Every trace id in the store that belongs to no run (background traffic outside runs).
 pub fn traces_without_run(conn: &Connection) -> Result<Vec<TraceId>, StoreError> {
     let mut stmt = conn.prepare(

@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::api::{ApiError, blocking};
-use crate::graph::AnalysisOptions;
 use crate::ingest::now_ns;
 use crate::query::{self, QueryError, RunStatus};
 use crate::runs::{self, RunKind};
@@ -114,13 +113,10 @@ pub async fn report(
         ));
     }
     let reader = state.reader.clone();
-    let opts = AnalysisOptions {
-        test_services: state.config.test_services.clone(),
-        ..AnalysisOptions::default()
-    };
+    let ctx = state.report.clone();
     let report = blocking(move || {
         let run = query::resolve_run(&reader, &id)?;
-        Ok(query::run_report(&reader, &run, &opts)?)
+        Ok(query::run_report(&reader, &run, &ctx)?)
     })
     .await?;
     Ok(match format.as_str() {
