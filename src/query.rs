@@ -221,3 +221,98 @@ pub fn run_export(reader: &Reader, run: &Run, redact: bool) -> Result<Vec<Span>,
         spans
     })
 }
+
+/// The gate's verdict on a run: exit code (0 pass, 1 a condition failed, 2 refused) and the text
+/// naming what failed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GateVerdict {
+    pub exit_code: u8,
+    pub text: String,
+}
+
+pub fn gate_run(
+    reader: &Reader,
+    run: &Run,
+    ctx: &ReportContext,
+    conditions: &coverage::GateConditions,
+) -> Result<GateVerdict, QueryError> {
+    let analysed = analyse_run(reader, run, ctx)?;
+    if let Err(refused) = coverage::check_gate_usable(
+        conditions,
+        analysed.sources_configured,
+        analysed.traces_outside_run,
+        &run.name,
+    ) {
+        return Ok(GateVerdict {
+            exit_code: 2,
+            text: format!("{refused}\n"),
+        });
+    }
+    let result = coverage::gate(&analysed.coverage, conditions);
+    Ok(GateVerdict {
+        exit_code: result.exit_code() as u8,
+        text: result.text(),
+    })
+}
+
+/// The tests of a run that exercised any edge touching `changed`.
+pub fn impact_run(
+    reader: &Reader,
+    run: &Run,
+    ctx: &ReportContext,
+    changed: &[String],
+) -> Result<Vec<String>, QueryError> {
+    let spans = run_spans(reader, run)?;
+    let graph = graph::analyze(&spans, &ctx.analysis);
+    Ok(coverage::impact(&graph, changed))
+}
+
+/// Why a bug report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum BugQueryError {
+    #[error(transparent)]
+    Bug(#[from] crate::blame::bug::BugError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+}
+
+impl From<StoreError> for BugQueryError {
+    fn from(e: StoreError) -> Self {
+        BugQueryError::Query(QueryError::Store(e))
+    }
+}
+
+/// The bug report of a failure in `trace_id`, and the spans it was found in (the trace's run's
+/// spans when it has a run, so links into other traces can be followed; else the trace alone).
+pub fn bug(
+    reader: &Reader,
+    trace_id: crate::model::TraceId,
+    span: Option<crate::model::SpanId>,
+    ctx: &ReportContext,
+) -> Result<(crate::blame::bug::BugReport, Vec<Span>), BugQueryError> {
+    let run = match reader.with_conn(|c| runs::trace_run(c, trace_id))? {
+        Some(id) => reader.with_conn(|c| runs::get_run(c, &id))?,
+        None => None,
+    };
+    let spans = match &run {
+        Some(run) => run_spans(reader, run)?,
+        None => reader.trace(trace_id)?,
+    };
+    let info = run.as_ref().map(|r| RunInfo {
+        id: r.id.clone(),
+        name: r.name.clone(),
+    });
+    let bug = crate::blame::bug::bug_report(
+        &spans,
+        trace_id,
+        span,
+        &ctx.analysis,
+        info.as_ref(),
+        &ctx.report,
+    )?;
+    let trace_spans = spans
+        .into_iter()
+        .filter(|s| s.trace_id == trace_id)
+        .collect();
+    Ok((bug, trace_spans))
+}

@@ -10,6 +10,7 @@ mod report;
 mod run;
 mod serve;
 mod source;
+mod verdicts;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,12 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print the report of a run.
     Report(report::ReportArgs),
+    /// Check a run against coverage and failure conditions (exit 0 pass, 1 fail, 2 usage).
+    Gate(verdicts::GateCmd),
+    /// The tests that exercised any edge touching the changed services.
+    Impact(verdicts::ImpactCmd),
+    /// The bug report of a failure in a trace.
+    Bug(verdicts::BugCmd),
     /// Import recorded traces (OTLP/JSON, Jaeger JSON, Zipkin v2 JSON) into a run.
     ///
     /// The format is detected from each file's content (gzip too) unless `--format` is given.
@@ -104,6 +111,9 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Report(args) => report::run(args).await,
+            Command::Gate(args) => verdicts::gate(args).await,
+            Command::Impact(args) => verdicts::impact(args).await,
+            Command::Bug(args) => verdicts::bug(args).await,
             Command::Import(args) => import::run(args).await,
             Command::Export(args) => export::run(args).await,
             Command::Bench(BenchCommand::Analysis { spans, runs }) => {

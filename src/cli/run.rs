@@ -40,6 +40,12 @@ pub struct RunArgs {
     /// Report format printed at the end.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// The manifest of the expected topology, for the embedded collector (default:
+    /// ./tracecov.yaml when present).
+    #[arg(long, env = "TRACECOV_MANIFEST")]
+    pub manifest: Option<PathBuf>,
+    #[command(flatten)]
+    pub gate: super::verdicts::GateArgs,
     /// The test command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -113,6 +119,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let mut config = ServeConfig::ephemeral(&args.data);
             config.settle = args.settle;
             config.test_services = args.test_services.clone();
+            config.manifest = args.manifest.clone().or_else(|| {
+                let here = PathBuf::from("tracecov.yaml");
+                here.exists().then_some(here)
+            });
             let listeners = Listeners::bind(&config).await?;
             let server = Server::start(config, listeners).await?;
             let ui = server.addrs.ui_url();
@@ -172,12 +182,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let report: Report = serde_json::from_value(api.get(&format!("{path}/report")).await?)
         .context("the server's report is not valid JSON")?;
     print!("{}", render(&report, args.format));
+    let verdict = if args.gate.any() {
+        let v = super::verdicts::gate_over_api(&api.http, &api.base, &run_id, &args.gate).await?;
+        eprint!("{}", v.text);
+        Some(v.exit_code)
+    } else {
+        None
+    };
 
     if let Some(server) = embedded {
         server.shutdown().await?;
     }
+    // CMD's status when it failed, else the gate's.
     Ok(match status.code() {
-        Some(0) => ExitCode::SUCCESS,
+        Some(0) => ExitCode::from(verdict.unwrap_or(0)),
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         // Killed by a signal: a failure all the same.
         None => ExitCode::from(1),

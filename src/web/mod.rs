@@ -5,6 +5,7 @@
 
 mod api;
 mod runs;
+mod verdicts;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -22,6 +23,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}", get(runs::get))
         .route("/api/runs/{id}/close", post(runs::close))
         .route("/api/runs/{id}/report", get(runs::report))
+        .route("/api/runs/{id}/gate", get(verdicts::gate))
+        .route("/api/runs/{id}/impact", get(verdicts::impact))
+        .route("/api/traces/{trace_id}/bug", get(verdicts::bug))
         .route("/api/runs/{id}/export", get(runs::export))
         .with_state(state)
 }

@@ -13,3 +13,4 @@ mod otlp_clients;
 mod otlp_json;
 mod pytest_plugin;
 mod python_sdk;
+mod verdicts;

@@ -1,0 +1,284 @@
+//! `tracecov gate`, `tracecov impact` and `tracecov bug`: answers a CI step or a developer acts on.
+//! Each reads the store (`--data`) or a running server (`--server`, through the same API the
+//! server side answers from `crate::query`).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+
+use super::source::{Source, SourceArgs, api_error, urlencode};
+use crate::coverage::GateConditions;
+use crate::model::{SpanId, TraceId};
+use crate::query::{self, GateVerdict};
+
+/// The gate's conditions, shared by `tracecov gate` and `tracecov run`.
+#[derive(Debug, Clone, Args, Default)]
+pub struct GateArgs {
+    /// Fail when fewer than PCT % of the expected edges are covered.
+    #[arg(long, value_name = "PCT")]
+    pub min_edge_coverage: Option<f64>,
+    /// Fail when fewer than PCT % of the expected interfaces are covered.
+    #[arg(long, value_name = "PCT")]
+    pub min_interface_coverage: Option<f64>,
+    /// Fail unless every critical edge and interface is covered and not failing.
+    #[arg(long)]
+    pub critical: bool,
+    /// Fail when any test failed or any item is failing.
+    #[arg(long)]
+    pub no_failures: bool,
+    /// A run whose edges and interfaces join the expected set; repeatable.
+    #[arg(long, value_name = "RUN")]
+    pub baseline: Vec<String>,
+}
+
+impl GateArgs {
+    pub fn conditions(&self) -> GateConditions {
+        GateConditions {
+            min_edge_coverage: self.min_edge_coverage,
+            min_interface_coverage: self.min_interface_coverage,
+            critical: self.critical,
+            no_failures: self.no_failures,
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.min_edge_coverage.is_some()
+            || self.min_interface_coverage.is_some()
+            || self.critical
+            || self.no_failures
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (flag, v) in [
+            ("--min-edge-coverage", self.min_edge_coverage),
+            ("--min-interface-coverage", self.min_interface_coverage),
+        ] {
+            if let Some(v) = v
+                && !(0.0..=100.0).contains(&v)
+            {
+                bail!("{flag} takes a percentage from 0 to 100, not {v}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The query string of `/api/runs/{id}/gate`.
+    pub fn query(&self) -> String {
+        let mut q = Vec::new();
+        if let Some(v) = self.min_edge_coverage {
+            q.push(format!("min_edge_coverage={v}"));
+        }
+        if let Some(v) = self.min_interface_coverage {
+            q.push(format!("min_interface_coverage={v}"));
+        }
+        if self.critical {
+            q.push("critical=true".into());
+        }
+        if self.no_failures {
+            q.push("no_failures=true".into());
+        }
+        if !self.baseline.is_empty() {
+            q.push(format!("baseline={}", urlencode(&self.baseline.join(","))));
+        }
+        q.join("&")
+    }
+}
+
+/// Asks the server for a gate verdict on a run.
+pub async fn gate_over_api(
+    http: &reqwest::Client,
+    base: &str,
+    run: &str,
+    gate: &GateArgs,
+) -> anyhow::Result<GateVerdict> {
+    let url = format!("{base}/api/runs/{}/gate?{}", urlencode(run), gate.query());
+    let resp = http
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the tracecov server at {base}"))?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    if !status.is_success() {
+        bail!("{}", api_error(&body).unwrap_or(body));
+    }
+    Ok(serde_json::from_str(&body)?)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GateCmd {
+    /// The run: an id, a name, or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub run: String,
+    #[command(flatten)]
+    pub gate: GateArgs,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+pub async fn gate(args: GateCmd) -> anyhow::Result<ExitCode> {
+    args.gate.validate()?;
+    if !args.gate.any() {
+        bail!(
+            "give at least one condition: --min-edge-coverage, --min-interface-coverage, --critical or --no-failures"
+        );
+    }
+    let verdict = match args.source.open()? {
+        Source::Data(reader) => {
+            let mut ctx = args.source.report_context()?;
+            ctx.baselines = args.gate.baseline.clone();
+            let conditions = args.gate.conditions();
+            let run = args.run.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<GateVerdict> {
+                let run = query::resolve_run(&reader, &run)?;
+                Ok(query::gate_run(&reader, &run, &ctx, &conditions)?)
+            })
+            .await??
+        }
+        Source::Server { base, http } => gate_over_api(&http, &base, &args.run, &args.gate).await?,
+    };
+    if verdict.exit_code == 2 {
+        eprint!("tracecov: {}", verdict.text);
+    } else {
+        print!("{}", verdict.text);
+    }
+    Ok(ExitCode::from(verdict.exit_code))
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ListFormat {
+    Lines,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImpactCmd {
+    /// Services that changed; repeatable (or comma-separated).
+    #[arg(long, required = true, num_args = 1.., value_delimiter = ',')]
+    pub changed: Vec<String>,
+    /// The run: an id, a name, or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub run: String,
+    /// One test per line (for a test runner's filter), or JSON.
+    #[arg(long, value_enum, default_value = "lines")]
+    pub format: ListFormat,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+pub async fn impact(args: ImpactCmd) -> anyhow::Result<ExitCode> {
+    let tests: Vec<String> = match args.source.open()? {
+        Source::Data(reader) => {
+            let ctx = args.source.report_context()?;
+            let (run, changed) = (args.run.clone(), args.changed.clone());
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+                let run = query::resolve_run(&reader, &run)?;
+                Ok(query::impact_run(&reader, &run, &ctx, &changed)?)
+            })
+            .await??
+        }
+        Source::Server { base, http } => {
+            let url = format!(
+                "{base}/api/runs/{}/impact?changed={}",
+                urlencode(&args.run),
+                urlencode(&args.changed.join(","))
+            );
+            let resp = http.get(&url).send().await?;
+            let status = resp.status();
+            let body = resp.text().await?;
+            if !status.is_success() {
+                bail!("{}", api_error(&body).unwrap_or(body));
+            }
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            serde_json::from_value(v["tests"].clone())?
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        ListFormat::Lines => {
+            for t in &tests {
+                writeln!(out, "{t}")?;
+            }
+        }
+        ListFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&tests)?)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BugFormat {
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BugCmd {
+    /// The trace holding the failure (32 hex digits; 16 are left-padded).
+    pub trace_id: String,
+    /// The failure placed on (or failing at) this span, when the trace holds several.
+    #[arg(long)]
+    pub span: Option<String>,
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: BugFormat,
+    /// Also write the trace, redacted, as OTLP/JSON to this file.
+    #[arg(long)]
+    pub attach: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+pub async fn bug(args: BugCmd) -> anyhow::Result<ExitCode> {
+    let trace = TraceId::from_hex_padded(args.trace_id.trim())
+        .map_err(|e| anyhow::anyhow!("malformed trace id {:?}: {e}", args.trace_id))?;
+    let span = match &args.span {
+        Some(s) => Some(
+            SpanId::from_hex(s.trim())
+                .map_err(|e| anyhow::anyhow!("malformed span id {s:?}: {e}"))?,
+        ),
+        None => None,
+    };
+    if args.attach.is_some() && args.source.server.is_some() {
+        bail!("--attach reads the trace from the store: use it with --data, not --server");
+    }
+    let text = match args.source.open()? {
+        Source::Data(reader) => {
+            let ctx = args.source.report_context()?;
+            let (format, attach) = (args.format, args.attach.clone());
+            tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+                let (bug, spans) = query::bug(&reader, trace, span, &ctx)?;
+                if let Some(path) = attach {
+                    let mut file = std::fs::File::create(&path)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    crate::blame::bug::attach(&spans, &ctx.report.redactor, &mut file)?;
+                }
+                Ok(match format {
+                    BugFormat::Markdown => crate::blame::bug::bug_markdown(&bug),
+                    BugFormat::Json => crate::blame::bug::bug_json(&bug),
+                })
+            })
+            .await??
+        }
+        Source::Server { base, http } => {
+            let format = match args.format {
+                BugFormat::Markdown => "markdown",
+                BugFormat::Json => "json",
+            };
+            let mut url = format!("{base}/api/traces/{trace}/bug?format={format}");
+            if let Some(s) = span {
+                url.push_str(&format!("&span={s}"));
+            }
+            let resp = http.get(&url).send().await?;
+            let status = resp.status();
+            let body = resp.text().await?;
+            if !status.is_success() {
+                bail!("{}", api_error(&body).unwrap_or(body));
+            }
+            body
+        }
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}

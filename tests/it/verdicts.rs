@@ -1,0 +1,277 @@
+//! `tracecov gate`, `impact` and `bug` as a CI step or a developer runs them, on a demo run with
+//! its two default faults (payments:500, email:down) and the demo's manifest.
+
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use crate::common::repo_root;
+use crate::python_sdk::python;
+
+fn tracecov(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tracecov"))
+        .args(args)
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+        .env_remove("TRACECOV_MANIFEST")
+        .output()
+        .unwrap()
+}
+
+fn all(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// One demo run shared by the tests of this module: (data dir, manifest path).
+fn demo_store() -> &'static (tempfile::TempDir, String, String) {
+    static STORE: OnceLock<(tempfile::TempDir, String, String)> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data").to_str().unwrap().to_owned();
+        let out = tracecov(&["demo", "--exit", "--data", &data]);
+        assert!(out.status.success(), "{}", all(&out));
+        let manifest = repo_root().join("src/demo/tracecov.yaml");
+        (dir, data, manifest.to_str().unwrap().to_owned())
+    })
+}
+
+fn gate(extra: &[&str]) -> Output {
+    let (_, data, manifest) = demo_store();
+    let mut args = vec![
+        "gate",
+        "--data",
+        data,
+        "--manifest",
+        manifest,
+        "--run",
+        "demo",
+    ];
+    args.extend_from_slice(extra);
+    tracecov(&args)
+}
+
+#[test]
+fn gate_passes_and_fails_each_condition_and_names_what_failed() {
+    // 10 of 15 expected edges are covered (66.7 %).
+    let ok = gate(&["--min-edge-coverage", "60"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", all(&ok));
+    assert!(all(&ok).contains("gate passed"));
+
+    let low = gate(&["--min-edge-coverage", "90"]);
+    assert_eq!(low.status.code(), Some(1), "{}", all(&low));
+    assert!(
+        all(&low).contains("untested checkout -> notifications"),
+        "{}",
+        all(&low)
+    );
+
+    let iface = gate(&["--min-interface-coverage", "95"]);
+    assert_eq!(iface.status.code(), Some(1), "{}", all(&iface));
+
+    let critical = gate(&["--critical"]);
+    assert_eq!(critical.status.code(), Some(1));
+    let text = all(&critical);
+    assert!(
+        text.contains("untested gateway -> payments (critical)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("failing checkout -> payments POST /charge (critical)"),
+        "{text}"
+    );
+
+    let failures = gate(&["--no-failures"]);
+    assert_eq!(failures.status.code(), Some(1));
+    assert!(all(&failures).contains("failed test checkout_paid"));
+
+    let usage = gate(&["--min-edge-coverage", "120"]);
+    assert_eq!(usage.status.code(), Some(2), "{}", all(&usage));
+    let none = gate(&[]);
+    assert_eq!(none.status.code(), Some(2), "{}", all(&none));
+}
+
+#[test]
+fn a_gate_that_could_not_fail_is_refused() {
+    // No manifest and nothing outside the run: the expected set would be the run itself.
+    let (_, data, _) = demo_store();
+    let out = tracecov(&[
+        "gate",
+        "--data",
+        data,
+        "--run",
+        "demo",
+        "--min-edge-coverage",
+        "10",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+    assert!(all(&out).contains("manifest"), "{}", all(&out));
+}
+
+#[test]
+fn impact_lists_the_tests_that_crossed_a_changed_service() {
+    let (_, data, _) = demo_store();
+    let out = tracecov(&[
+        "impact",
+        "--data",
+        data,
+        "--run",
+        "demo",
+        "--changed",
+        "payments",
+    ]);
+    assert!(out.status.success(), "{}", all(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "checkout_card_declined\ncheckout_paid\norder_confirmation_email\nview_order\n"
+    );
+    let json = tracecov(&[
+        "impact",
+        "--data",
+        data,
+        "--run",
+        "demo",
+        "--changed",
+        "db:sqlite/users",
+        "--format",
+        "json",
+    ]);
+    let tests: Vec<String> = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        tests,
+        [
+            "login",
+            "login_bad_password",
+            "password_reset_email",
+            "signup"
+        ]
+    );
+}
+
+#[test]
+fn bug_writes_the_report_of_a_failure_and_refuses_clearly() {
+    let (dir, data, manifest) = demo_store();
+    let report = tracecov(&[
+        "report",
+        "--data",
+        data,
+        "--run",
+        "demo",
+        "--format",
+        "json",
+        "--manifest",
+        manifest,
+        "--test-service",
+        "shop-tests",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let failure = report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["class"] == "unreachable")
+        .expect("the email:down failure")
+        .clone();
+    let trace = failure["trace_id"].as_str().unwrap();
+
+    let md = tracecov(&["bug", trace, "--data", data, "--test-service", "shop-tests"]);
+    assert!(md.status.success(), "{}", all(&md));
+    let md = String::from_utf8_lossy(&md.stdout);
+    assert!(
+        md.contains("unreachable") && md.contains("ext:email-provider"),
+        "{md}"
+    );
+    assert!(md.contains("```mermaid"), "{md}");
+
+    let attach = dir.path().join("trace.jsonl");
+    let json = tracecov(&[
+        "bug",
+        trace,
+        "--data",
+        data,
+        "--test-service",
+        "shop-tests",
+        "--format",
+        "json",
+        "--attach",
+        attach.to_str().unwrap(),
+    ]);
+    assert!(json.status.success(), "{}", all(&json));
+    let mut bug: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(bug["run"]["name"], "demo");
+    assert!(bug["path"].as_array().unwrap().len() >= 2);
+    // The failure's object exactly as in the report, plus `run` and `path`.
+    let obj = bug.as_object_mut().unwrap();
+    obj.remove("run");
+    obj.remove("path");
+    assert_eq!(bug, failure);
+    assert!(
+        std::fs::read_to_string(&attach)
+            .unwrap()
+            .contains("resourceSpans")
+    );
+
+    for (args, expect) in [
+        (vec!["bug", "xyz"], "malformed trace id"),
+        (
+            vec!["bug", "0123456789abcdef0123456789abcdef"],
+            "holds no spans",
+        ),
+    ] {
+        let mut args = args.clone();
+        args.extend_from_slice(&["--data", data]);
+        let out = tracecov(&args);
+        assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+        assert!(all(&out).contains(expect), "{}", all(&out));
+    }
+}
+
+#[test]
+fn run_with_gate_flags_fails_when_coverage_falls_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("tracecov.yaml");
+    std::fs::write(
+        &manifest,
+        "version: 1\nedges:\n  - py-suite -> ext:inventory.example:8080\n  - py-suite -> payments\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let script = repo_root().join("tests/python/suite_export.py");
+    let py = python();
+    let base = [
+        "run",
+        "--settle",
+        "300ms",
+        "--data",
+        data.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ];
+    let mut short = base.to_vec();
+    short.extend_from_slice(&[
+        "--min-edge-coverage",
+        "80",
+        "--",
+        py.to_str().unwrap(),
+        script.to_str().unwrap(),
+    ]);
+    let out = tracecov(&short);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(
+        all(&out).contains("untested py-suite -> payments"),
+        "{}",
+        all(&out)
+    );
+
+    let mut enough = base.to_vec();
+    enough.extend_from_slice(&[
+        "--min-edge-coverage",
+        "50",
+        "--",
+        py.to_str().unwrap(),
+        script.to_str().unwrap(),
+    ]);
+    let out = tracecov(&enough);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+}
