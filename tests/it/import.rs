@@ -142,6 +142,15 @@ fn smartthings_becomes_a_run_named_after_the_file_with_its_16_services_and_the_4
     // with no test case holds no test.
     assert_eq!(run["tests"]["total"], 0, "{run}");
     assert_eq!(run["tests"]["failed"], 0, "{run}");
+    assert_eq!(
+        alice["error_classes"]["rejected_request"], 1,
+        "the 404 is classified on its edge: {alice}"
+    );
+    assert_eq!(
+        report["failures"],
+        serde_json::json!([]),
+        "no failure: the entry request succeeded"
+    );
     check_edges(
         &report,
         expect![[r#"
