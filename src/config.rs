@@ -27,6 +27,10 @@ pub struct ServeConfig {
     pub manifest: Option<PathBuf>,
     /// The base of trace links in reports (default: the UI address actually bound).
     pub public_url: Option<String>,
+    /// Where trace links point (default: tracecov's own UI at `public_url`).
+    pub trace_links: Option<crate::links::LinkTemplate>,
+    /// What reports, bug reports and the API redact.
+    pub redactor: crate::redact::Redactor,
 }
 
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
@@ -54,6 +58,8 @@ impl ServeConfig {
             settle: DEFAULT_SETTLE,
             manifest: None,
             public_url: None,
+            trace_links: None,
+            redactor: crate::redact::Redactor::default(),
         }
     }
 }

@@ -89,7 +89,11 @@ pub fn report_context(
     let mut ctx = crate::query::ReportContext::default();
     ctx.analysis.test_services = config.test_services.clone();
     let base = config.public_url.clone().unwrap_or_else(|| addrs.ui_url());
-    ctx.report.links = crate::links::LinkTemplate::tracecov(&base);
+    ctx.report.links = config
+        .trace_links
+        .clone()
+        .unwrap_or_else(|| crate::links::LinkTemplate::tracecov(&base));
+    ctx.report.redactor = config.redactor.clone();
     if let Some(path) = &config.manifest {
         let manifest = crate::coverage::load_manifest(path)?;
         ctx = ctx.with_manifest(manifest)?;

@@ -6,6 +6,7 @@
 mod demo;
 mod export;
 mod import;
+mod output;
 mod report;
 mod run;
 mod serve;

@@ -69,9 +69,8 @@ pub struct ServeArgs {
     /// The manifest describing the expected topology (`tracecov.yaml`).
     #[arg(long, env = "TRACECOV_MANIFEST")]
     pub manifest: Option<PathBuf>,
-    /// The base URL of trace links in reports, as others will reach this UI.
-    #[arg(long, env = "TRACECOV_PUBLIC_URL")]
-    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub output: super::output::OutputArgs,
     /// Test-only: delay every store commit, to exercise backpressure.
     #[arg(long, env = "TRACECOV_TEST_WRITER_DELAY", value_parser = parse_duration_arg, hide = true)]
     pub test_writer_delay: Option<Duration>,
@@ -121,7 +120,12 @@ impl ServeArgs {
                 let here = PathBuf::from("tracecov.yaml");
                 here.exists().then_some(here)
             }),
-            public_url: self.public_url.clone(),
+            public_url: self.output.public_url.clone(),
+            trace_links: self.output.trace_links.clone(),
+            redactor: self
+                .output
+                .report_options(config::DEFAULT_UI_ADDR)?
+                .redactor,
         })
     }
 }

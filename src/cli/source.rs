@@ -27,9 +27,8 @@ pub struct SourceArgs {
     /// The manifest describing the expected topology (default: ./tracecov.yaml when present).
     #[arg(long, env = "TRACECOV_MANIFEST")]
     pub manifest: Option<PathBuf>,
-    /// The base URL of trace links in reports (tracecov's UI as others will reach it).
-    #[arg(long, env = "TRACECOV_PUBLIC_URL")]
-    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub output: super::output::OutputArgs,
 }
 
 pub enum Source {
@@ -72,11 +71,9 @@ impl SourceArgs {
             },
             ..ReportContext::default()
         };
-        ctx.report.links = crate::links::LinkTemplate::tracecov(
-            self.public_url
-                .as_deref()
-                .unwrap_or(crate::links::DEFAULT_PUBLIC_URL),
-        );
+        ctx.report = self
+            .output
+            .report_options(crate::links::DEFAULT_PUBLIC_URL)?;
         if let Some(path) = self.manifest_path() {
             ctx = ctx.with_manifest(crate::coverage::load_manifest(&path)?)?;
         }

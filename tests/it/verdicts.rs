@@ -275,3 +275,54 @@ fn run_with_gate_flags_fails_when_coverage_falls_short() {
     let out = tracecov(&enough);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
 }
+
+#[test]
+fn trace_links_follow_the_chosen_preset_or_template() {
+    let (_, data, _) = demo_store();
+    let links = |flag: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "report", "--data", data, "--run", "demo", "--format", "json",
+        ];
+        args.extend_from_slice(flag);
+        let out = tracecov(&args);
+        assert!(out.status.success(), "{}", all(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        r["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["link"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let default = links(&[]);
+    assert!(!default.is_empty());
+    assert!(
+        default
+            .iter()
+            .all(|l| l.starts_with("http://127.0.0.1:4320/traces/")),
+        "{default:?}"
+    );
+    let public = links(&["--public-url", "https://ci.example.com/tracecov/"]);
+    assert!(
+        public[0].starts_with("https://ci.example.com/tracecov/traces/"),
+        "{public:?}"
+    );
+    let jaeger = links(&["--trace-links", "jaeger=http://jaeger:16686"]);
+    assert!(
+        jaeger[0].starts_with("http://jaeger:16686/trace/") && jaeger[0].contains("?uiFind="),
+        "{jaeger:?}"
+    );
+    let custom = links(&["--trace-links", "https://x.example/t/{trace_id}#{span_id}"]);
+    assert!(
+        custom[0].starts_with("https://x.example/t/") && custom[0].contains('#'),
+        "{custom:?}"
+    );
+    let bad = tracecov(&[
+        "report",
+        "--data",
+        data,
+        "--trace-links",
+        "https://x.example/none",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", all(&bad));
+}
