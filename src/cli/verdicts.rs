@@ -208,6 +208,20 @@ pub async fn impact(args: ImpactCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn get_text(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    if !status.is_success() {
+        bail!("{}", api_error(&body).unwrap_or(body));
+    }
+    Ok(body)
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum BugFormat {
     Markdown,
@@ -240,9 +254,6 @@ pub async fn bug(args: BugCmd) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    if args.attach.is_some() && args.source.server.is_some() {
-        bail!("--attach reads the trace from the store: use it with --data, not --server");
-    }
     let text = match args.source.open()? {
         Source::Data(reader) => {
             let ctx = args.source.report_context()?;
@@ -270,11 +281,11 @@ pub async fn bug(args: BugCmd) -> anyhow::Result<ExitCode> {
             if let Some(s) = span {
                 url.push_str(&format!("&span={s}"));
             }
-            let resp = http.get(&url).send().await?;
-            let status = resp.status();
-            let body = resp.text().await?;
-            if !status.is_success() {
-                bail!("{}", api_error(&body).unwrap_or(body));
+            let body = get_text(&http, &url).await?;
+            if let Some(path) = &args.attach {
+                let otlp = get_text(&http, &format!("{base}/api/traces/{trace}/otlp")).await?;
+                std::fs::write(path, otlp)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
             body
         }

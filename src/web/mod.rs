@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}/gate", get(verdicts::gate))
         .route("/api/runs/{id}/impact", get(verdicts::impact))
         .route("/api/traces/{trace_id}/bug", get(verdicts::bug))
+        .route("/api/traces/{trace_id}/otlp", get(verdicts::otlp))
         .route("/api/runs/{id}/export", get(runs::export))
         .with_state(state)
 }

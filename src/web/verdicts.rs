@@ -140,3 +140,29 @@ pub async fn bug(
             .into_response(),
     })
 }
+
+/// The trace as redacted OTLP/JSON lines (what `tracecov bug --attach` writes).
+pub async fn otlp(
+    State(state): State<AppState>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let trace = TraceId::from_hex_padded(trace_id.trim())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed trace id: {e}")))?;
+    let reader = state.reader.clone();
+    let redactor = state.report.report.redactor.clone();
+    let body = blocking(move || {
+        let spans = reader.trace(trace)?;
+        if spans.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no trace {trace} in the store"),
+            ));
+        }
+        let mut out = Vec::new();
+        crate::blame::bug::attach(&spans, &redactor, &mut out)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        Ok(out)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}

@@ -7,6 +7,7 @@ mod common;
 mod coverage;
 mod crash;
 mod demo;
+mod flask;
 mod graph_e2e;
 mod import;
 mod otlp_clients;

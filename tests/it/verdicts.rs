@@ -326,3 +326,58 @@ fn trace_links_follow_the_chosen_preset_or_template() {
     ]);
     assert_eq!(bad.status.code(), Some(2), "{}", all(&bad));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bug_over_a_server_matches_the_store_and_attaches_the_trace() {
+    let (dir, data, _) = demo_store();
+    let server = crate::common::TestServer::start_with(|c| {
+        c.data_dir = data.into();
+        c.test_services = vec!["shop-tests".into()];
+    })
+    .await;
+    let (_, report) = server.get_json("/api/runs/demo/report").await;
+    let trace = report["failures"][0]["trace_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ui = server.addrs.ui_url();
+    let attach = dir.path().join("over-server.jsonl");
+    let (d, a, t) = (data.clone(), attach.clone(), trace.clone());
+    let (local, remote) = tokio::task::spawn_blocking(move || {
+        let local = tracecov(&[
+            "bug",
+            &t,
+            "--data",
+            &d,
+            "--test-service",
+            "shop-tests",
+            "--format",
+            "json",
+        ]);
+        let remote = tracecov(&[
+            "bug",
+            &t,
+            "--server",
+            &ui,
+            "--format",
+            "json",
+            "--attach",
+            a.to_str().unwrap(),
+        ]);
+        (local, remote)
+    })
+    .await
+    .unwrap();
+    assert!(remote.status.success(), "{}", all(&remote));
+    let local: serde_json::Value = serde_json::from_slice(&local.stdout).unwrap();
+    let mut remote: serde_json::Value = serde_json::from_slice(&remote.stdout).unwrap();
+    // Links differ by base URL only (the server's own UI address).
+    remote["link"] = local["link"].clone();
+    assert_eq!(local, remote);
+    let attached = std::fs::read_to_string(&attach).unwrap();
+    assert!(
+        attached.contains(&trace.to_uppercase()) || attached.contains(&trace),
+        "{attached}"
+    );
+    server.stop().await;
+}
