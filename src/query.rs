@@ -129,7 +129,37 @@ pub fn analyse_run(
     run: &Run,
     ctx: &ReportContext,
 ) -> Result<Analysed, QueryError> {
-    let spans = run_spans(reader, run)?;
+    analyse_runs(reader, std::slice::from_ref(run), ctx)
+}
+
+/// Analyses the union of several runs as one (`tracecov report --run A --run B`): their spans
+/// together, reported under their ids joined with `+` and names with ` + `.
+pub fn analyse_runs(
+    reader: &Reader,
+    runs: &[Run],
+    ctx: &ReportContext,
+) -> Result<Analysed, QueryError> {
+    let first = runs
+        .first()
+        .cloned()
+        .ok_or_else(|| QueryError::NoSuchRun(String::new()))?;
+    let mut spans = Vec::new();
+    for run in runs {
+        spans.extend(run_spans(reader, run)?);
+    }
+    let run = &Run {
+        id: runs
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>()
+            .join("+"),
+        name: runs
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" + "),
+        ..first
+    };
     let forest = graph::Forest::build(&spans);
     let graph = graph::analyze_forest(&forest, &ctx.analysis);
     let blame = crate::blame::analyze(&forest, &graph);
@@ -201,6 +231,19 @@ pub fn analyse_run(
 /// The JSON report of a run.
 pub fn run_report(reader: &Reader, run: &Run, ctx: &ReportContext) -> Result<Report, QueryError> {
     Ok(analyse_run(reader, run, ctx)?.report)
+}
+
+/// The JSON report of the union of runs given by id, name or `latest`.
+pub fn runs_report(
+    reader: &Reader,
+    what: &[String],
+    ctx: &ReportContext,
+) -> Result<Report, QueryError> {
+    let runs = what
+        .iter()
+        .map(|w| resolve_run(reader, w))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(analyse_runs(reader, &runs, ctx)?.report)
 }
 
 /// What every export passes through before it leaves tracecov: `tracecov export` and

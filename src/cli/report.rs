@@ -18,9 +18,9 @@ pub enum Format {
 
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
-    /// The run: an id, a name, or `latest`.
+    /// The run: an id, a name, or `latest`. Repeat it to report the union of several runs.
     #[arg(long, default_value = "latest")]
-    pub run: String,
+    pub run: Vec<String>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Write to this file instead of standard output.

@@ -83,19 +83,22 @@ impl SourceArgs {
 
 impl Source {
     /// The JSON report of a run (`what` is an id, a name or `latest`).
-    pub async fn report(&self, what: &str, ctx: ReportContext) -> anyhow::Result<Report> {
+    pub async fn report(&self, what: &[String], ctx: ReportContext) -> anyhow::Result<Report> {
         match self {
             Source::Data(reader) => {
                 let reader = reader.clone();
-                let what = what.to_owned();
+                let what = what.to_vec();
                 tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {
-                    let run = query::resolve_run(&reader, &what)?;
-                    Ok(query::run_report(&reader, &run, &ctx)?)
+                    Ok(query::runs_report(&reader, &what, &ctx)?)
                 })
                 .await?
             }
             Source::Server { base, http } => {
-                let url = format!("{base}/api/runs/{}/report", urlencode(what));
+                let (first, rest) = what.split_first().context("no run given")?;
+                let mut url = format!("{base}/api/runs/{}/report", urlencode(first));
+                if !rest.is_empty() {
+                    url.push_str(&format!("?also={}", urlencode(&rest.join(","))));
+                }
                 let resp = http
                     .get(&url)
                     .send()

@@ -98,6 +98,9 @@ pub async fn close(
 pub struct ReportQuery {
     #[serde(default)]
     pub format: Option<String>,
+    /// More runs to report together with this one (comma-separated).
+    #[serde(default)]
+    pub also: Option<String>,
 }
 
 pub async fn report(
@@ -114,11 +117,16 @@ pub async fn report(
     }
     let reader = state.reader.clone();
     let ctx = state.report.clone();
-    let report = blocking(move || {
-        let run = query::resolve_run(&reader, &id)?;
-        Ok(query::run_report(&reader, &run, &ctx)?)
-    })
-    .await?;
+    let mut runs = vec![id];
+    runs.extend(
+        q.also
+            .iter()
+            .flat_map(|a| a.split(','))
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned),
+    );
+    let report = blocking(move || Ok(query::runs_report(&reader, &runs, &ctx)?)).await?;
     Ok(match format.as_str() {
         "text" => (
             [(
