@@ -64,8 +64,20 @@ fn resource(n: usize) -> Resource {
     }
 }
 
+/// SplitMix64's output function: spreads consecutive numbers over the whole range, the way SDKs'
+/// random trace and span ids are spread. Sequential ids would flatter the store, whose indexes
+/// then only ever grow at their right edge.
+fn spread(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn span(n: usize) -> Span {
-    let trace = (n / 20) as u128 + 1;
+    let t = (n / 20) as u64;
+    let trace = (u128::from(spread(2 * t)) << 64) | u128::from(spread(2 * t + 1));
+    let id = |k: usize| spread(u64::MAX - k as u64).to_be_bytes().to_vec();
     let routes = [
         "/users/{id}",
         "/cart/{id}/items",
@@ -74,11 +86,11 @@ fn span(n: usize) -> Span {
     ];
     Span {
         trace_id: trace.to_be_bytes().to_vec(),
-        span_id: (n as u64 + 1).to_be_bytes().to_vec(),
+        span_id: id(n),
         parent_span_id: if n.is_multiple_of(20) {
             Vec::new()
         } else {
-            (n as u64).to_be_bytes().to_vec()
+            id(n - 1)
         },
         name: format!("GET {}", routes[n % routes.len()]),
         kind: 2 + (n % 2) as i32,
