@@ -17,6 +17,7 @@
 //! This module does no networking and knows nothing of OTLP.
 
 mod batch;
+mod checkpoint;
 mod codec;
 
 use std::collections::HashMap;
@@ -149,12 +150,18 @@ CREATE TABLE IF NOT EXISTS services (
 ) WITHOUT ROWID;
 ";
 
+const PAGE_SIZE: i64 = 16_384;
+
 fn db_path(dir: &Path) -> PathBuf {
     dir.join("tracecov.sqlite")
 }
 
-fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError> {
+pub(crate) fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // 16 KiB pages: a span row is ~500 bytes, so 4 KiB pages held only a handful and every
+    // commit paid per-page costs (WAL frame headers and checksums, a write call per page, page
+    // cache lookups) four times as often. Only takes effect when the database is created.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let sync = match durability {
         Durability::Process => "NORMAL",
@@ -162,7 +169,6 @@ fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError
     };
     conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
-    conn.pragma_update(None, "cache_size", -65536)?;
     Ok(())
 }
 
@@ -203,6 +209,7 @@ struct TraceTally {
 pub struct Store {
     conn: Connection,
     dir: PathBuf,
+    checkpointer: checkpoint::Checkpointer,
     /// Resource content hash → row id, so a batch does not ask SQLite for each span's resource.
     resource_ids: HashMap<u64, i64>,
 }
@@ -210,6 +217,14 @@ pub struct Store {
 impl Store {
     /// Opens (creating when needed) the store under `dir`.
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_with(dir, durability, checkpoint::Limits::default())
+    }
+
+    pub(crate) fn open_with(
+        dir: &Path,
+        durability: Durability,
+        limits: checkpoint::Limits,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
             source,
@@ -217,9 +232,14 @@ impl Store {
         let conn = Connection::open(db_path(dir))?;
         configure(&conn, durability)?;
         create_schema(&conn, dir)?;
+        // The checkpointer thread copies the WAL into the database; the writer never does it
+        // inside a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = checkpoint::Checkpointer::start(&db_path(dir), durability, limits)?;
         Ok(Self {
             conn,
             dir: dir.to_owned(),
+            checkpointer,
             resource_ids: HashMap::new(),
         })
     }
@@ -251,9 +271,13 @@ impl Store {
         received_ns: u64,
     ) -> Result<WriteSummary, StoreError> {
         let result = self.write_in_transaction(batches, received_ns);
-        if result.is_err() {
+        match &result {
+            Ok(_) => {
+                let bytes = batches.iter().map(|b| b.encoded_bytes() as u64).sum();
+                self.checkpointer.committed(&self.conn, bytes);
+            }
             // The transaction rolled back, and with it any resource rows it added.
-            self.resource_ids.clear();
+            Err(_) => self.resource_ids.clear(),
         }
         result
     }
@@ -402,7 +426,8 @@ impl Store {
 
     /// Checkpoints the WAL into the main database file; called on clean shutdown so the data
     /// directory is one tidy file afterwards.
-    pub fn close(self) -> Result<(), StoreError> {
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.checkpointer.stop();
         self.conn
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         self.conn.close().map_err(|(_, e)| StoreError::Sqlite(e))
