@@ -1,13 +1,17 @@
 //! The durable span store: SQLite (rusqlite, bundled) in WAL mode under the data directory.
 //!
-//! Owns the schema, the write path (`Store::write`) and reads (`Reader`). Main types: `Store`, the
-//! single writer; `Reader`, a small pool of read connections that may be used from many threads.
+//! Owns the schema, the write path (`Store::write`, `Store::write_encoded`) and reads (`Reader`).
+//! Main types: `Store`, the single writer; `EncodedSpans`, spans encoded for it on any thread;
+//! `Reader`, a small pool of read connections that may be used from many threads.
 //!
 //! Key design decisions:
 //! - One writer connection on one thread (ingest's writer): SQLite serializes writers anyway, and
-//!   batching many exports into one transaction (group commit) is what makes it fast.
-//! - A span row is keyed by (trace id, span id, content hash). An exact re-delivery (a client's
-//!   retry) is ignored, so writes are idempotent; a *different* span reusing an id is kept, because
+//!   batching many exports into one transaction (group commit) is what makes it fast. Encoding
+//!   happens before (`EncodedSpans`), checkpointing beside it (`checkpoint`), so that thread does
+//!   nothing but commits.
+//! - The table layout makes a commit write few pages: see `SCHEMA`.
+//! - A span is unique by (trace, span id, content hash). An exact re-delivery (a client's retry)
+//!   is ignored, so writes are idempotent; a *different* span reusing an id is kept, because
 //!   duplicate ids are something analysis must see and report, not something storage may hide.
 //! - Resources are stored once per distinct content and referenced by id: an export typically has
 //!   one resource for hundreds of spans.
