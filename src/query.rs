@@ -251,17 +251,20 @@ pub fn runs_report(
 ///
 /// DESIGN: exports are redacted unless told otherwise (`run_export` skips this when redaction is
 /// turned off).
-pub fn prepare_for_export(spans: Vec<Span>) -> Vec<Span> {
-    crate::redact::Redactor::default().redact_spans(&spans)
+pub fn prepare_for_export(spans: Vec<Span>, redactor: &crate::redact::Redactor) -> Vec<Span> {
+    redactor.redact_spans(&spans)
 }
 
 /// The spans of a run as they are exported: redacted unless `redact` is false.
-pub fn run_export(reader: &Reader, run: &Run, redact: bool) -> Result<Vec<Span>, QueryError> {
+pub fn run_export(
+    reader: &Reader,
+    run: &Run,
+    redactor: Option<&crate::redact::Redactor>,
+) -> Result<Vec<Span>, QueryError> {
     let spans = run_spans(reader, run)?;
-    Ok(if redact {
-        prepare_for_export(spans)
-    } else {
-        spans
+    Ok(match redactor {
+        Some(r) => prepare_for_export(spans, r),
+        None => spans,
     })
 }
 

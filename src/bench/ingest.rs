@@ -5,6 +5,10 @@
 //! one resource per 1,000 spans. The load generator sends pre-encoded requests (a pass-through
 //! codec), so the client's cost on the shared cores is framing, not protobuf encoding. A span
 //! counts as ingested when its export was acknowledged, which happens only after its commit.
+//!
+//! Two more single-thread baselines split the receiver's own CPU work from the rest: decode +
+//! conversion to the project's `Span`, and that plus the store encoding and hashing done before
+//! an export is queued. The ratio stays durable ingest over decode-only.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,8 +68,20 @@ fn resource(n: usize) -> Resource {
     }
 }
 
+/// SplitMix64's output function: spreads consecutive numbers over the whole range, the way SDKs'
+/// random trace and span ids are spread. Sequential ids would flatter the store, whose indexes
+/// then only ever grow at their right edge.
+fn spread(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn span(n: usize) -> Span {
-    let trace = (n / 20) as u128 + 1;
+    let t = (n / 20) as u64;
+    let trace = (u128::from(spread(2 * t)) << 64) | u128::from(spread(2 * t + 1));
+    let id = |k: usize| spread(u64::MAX - k as u64).to_be_bytes().to_vec();
     let routes = [
         "/users/{id}",
         "/cart/{id}/items",
@@ -74,11 +90,11 @@ fn span(n: usize) -> Span {
     ];
     Span {
         trace_id: trace.to_be_bytes().to_vec(),
-        span_id: (n as u64 + 1).to_be_bytes().to_vec(),
+        span_id: id(n),
         parent_span_id: if n.is_multiple_of(20) {
             Vec::new()
         } else {
-            (n as u64).to_be_bytes().to_vec()
+            id(n - 1)
         },
         name: format!("GET {}", routes[n % routes.len()]),
         kind: 2 + (n % 2) as i32,
@@ -149,6 +165,25 @@ fn decode_only(payload: &[Bytes], spans: usize) -> f64 {
             .iter()
             .flat_map(|r| r.scope_spans.iter().map(|s| s.spans.len()))
             .sum::<usize>();
+    }
+    assert_eq!(seen, spans);
+    spans as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The receiver's CPU work alone, spans/s on one thread: decode, convert to the project's
+/// `Span` (a second baseline) and, with `encode`, also the store encoding and hashing that
+/// ingest does before queueing. The difference to durable ingest is transport and SQLite.
+fn decode_convert(payload: &[Bytes], spans: usize, encode: bool) -> f64 {
+    let start = Instant::now();
+    let mut seen = 0usize;
+    for body in payload {
+        let req = ExportTraceServiceRequest::decode(body.clone()).expect("benchmark payload");
+        let converted = crate::ingest::convert::convert_request(req);
+        if encode {
+            seen += crate::store::EncodedSpans::encode(&converted.spans).len();
+        } else {
+            seen += converted.spans.len();
+        }
     }
     assert_eq!(seen, spans);
     spans as f64 / start.elapsed().as_secs_f64()
@@ -284,25 +319,40 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         args.concurrency
     );
     let mut decode = Vec::new();
+    let mut convert = Vec::new();
+    let mut encode = Vec::new();
     let mut e2e = Vec::new();
+    let mut ratios = Vec::new();
     for run in 1..=args.runs {
         let p = payload.clone();
         let spans = args.spans;
-        let d = tokio::task::spawn_blocking(move || decode_only(&p, spans)).await?;
+        let (d, c, x) = tokio::task::spawn_blocking(move || {
+            (
+                decode_only(&p, spans),
+                decode_convert(&p, spans, false),
+                decode_convert(&p, spans, true),
+            )
+        })
+        .await?;
         let e = end_to_end(payload.clone(), args.spans, args.concurrency).await?;
         println!(
-            "  run {run}: decode-only {:>10.0} spans/s   durable ingest {:>10.0} spans/s   ratio {:.2}",
-            d,
-            e,
+            "  run {run}: decode-only {d:>8.0}  +convert {c:>8.0}  +store encoding {x:>8.0}  \
+             durable ingest {e:>8.0} spans/s  ratio {:.2}",
             e / d
         );
         decode.push(d);
+        convert.push(c);
+        encode.push(x);
         e2e.push(e);
+        ratios.push(e / d);
     }
-    let (d, e) = (median(decode), median(e2e));
+    let (d, c, x, e) = (median(decode), median(convert), median(encode), median(e2e));
     println!(
-        "median: decode-only {d:.0} spans/s, durable ingest {e:.0} spans/s, ratio {:.2}",
-        e / d
+        "median: decode-only {d:.0} spans/s, decode+convert {c:.0} spans/s, \
+         decode+convert+store encoding {x:.0} spans/s, durable ingest {e:.0} spans/s, \
+         ratio {:.2} (median of the runs' ratios {:.2})",
+        e / d,
+        median(ratios)
     );
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! `ExportTraceServiceRequest` per line (the OpenTelemetry Collector file exporter's format), so a
 //! run can be shared and imported elsewhere with `tracecov import`.
 //!
-//! Exports pass through `query::prepare_for_export` (redaction, per DESIGN) unless `--no-redact`;
+//! Exports pass through `query::prepare_for_export` (redaction, per DESIGN, with the
+//! `--redact-key`/`--redact-pattern` additions) unless `--no-redact`;
 //! with `--server` the server does the same through `GET /api/runs/{id}/export`. The spans keep
 //! their resource's `tracecov.run.id`; `tracecov import` replaces it with the id of the run it
 //! imports into.
@@ -30,22 +31,19 @@ pub struct ExportArgs {
     /// The file to write (`-` for standard output).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
-    /// Skip redaction: export attribute values exactly as stored. (Redaction of secret-looking
-    /// values is not in this build yet, so exports currently hold the stored values either way.)
-    #[arg(long)]
-    pub no_redact: bool,
     #[command(flatten)]
     pub source: SourceArgs,
 }
 
 pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let redact = !args.no_redact;
+    let redact = !args.source.output.no_redact;
+    let redactor = args.source.report_context()?.report.redactor;
     let (body, described) = match args.source.open()? {
         Source::Data(reader) => {
             let what = args.run.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<u8>, String)> {
                 let run = query::resolve_run(&reader, &what)?;
-                let spans = query::run_export(&reader, &run, redact)?;
+                let spans = query::run_export(&reader, &run, redact.then_some(&redactor))?;
                 let mut out = Vec::new();
                 crate::import::write_otlp_json_lines(&spans, &mut out)?;
                 let described = format!("{} spans of run {} ({})", spans.len(), run.name, run.id);

@@ -157,3 +157,15 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Clap checks a command's definition only when that command is parsed; this checks every
+    /// subcommand at once. Regression: `export` once had two `--no-redact` flags and panicked.
+    #[test]
+    fn every_command_line_definition_is_valid() {
+        super::Cli::command().debug_assert();
+    }
+}

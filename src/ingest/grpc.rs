@@ -162,7 +162,11 @@ pub async fn serve(
         .add_service(metrics)
         .add_service(logs)
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            // TCP_NODELAY: tonic sets it on connections it binds itself, not on a listener handed
+            // to it. Without it Nagle's algorithm holds back the small reply frames of an export
+            // until the client's delayed ACK, and an exporter with one request in flight (every
+            // SDK's batch processor) waits tens of milliseconds per export for nothing.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await

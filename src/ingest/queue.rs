@@ -10,6 +10,8 @@
 //!   client that saw success may see the process killed the next instant and lose nothing.
 //! - Group commit: the writer takes every export waiting in the queue into one transaction, so
 //!   under load the cost of a commit is shared by many exports.
+//! - Receivers encode their spans for the store before queueing them (`EncodedSpans`), so the
+//!   writer thread, which all exports share, does only SQLite work.
 //! - The writer is a plain thread, not an async task: SQLite calls block, and must not stall the
 //!   runtime's workers.
 
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::model::Span;
-use crate::store::{Retention, Store, StoreError, WriteSummary};
+use crate::store::{EncodedSpans, Retention, Store, StoreError, WriteSummary};
 
 /// Why an export could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -49,9 +51,13 @@ pub struct IngestCounters {
 pub type CommitHook = Box<dyn FnMut(&[&Span], u64) + Send>;
 
 struct Job {
+    /// The spans themselves, kept only when commit hooks want to see them.
     spans: Vec<Span>,
+    /// The spans in the store's encoding, made on the submitting thread.
+    encoded: EncodedSpans,
     _permit: OwnedSemaphorePermit,
-    ack: oneshot::Sender<Result<WriteSummary, String>>,
+    /// Taken when the answer is sent.
+    ack: Option<oneshot::Sender<Result<WriteSummary, String>>>,
 }
 
 /// The receivers' side: cheap to clone.
@@ -60,6 +66,8 @@ pub struct IngestQueue {
     tx: mpsc::Sender<Job>,
     permits: Arc<Semaphore>,
     capacity_spans: usize,
+    /// Whether jobs carry their spans to the writer (for commit hooks) or only the encoding.
+    keep_spans: bool,
     pub counters: Arc<IngestCounters>,
 }
 
@@ -120,12 +128,19 @@ impl IngestQueue {
             }
             Err(tokio::sync::TryAcquireError::Closed) => return Err(SubmitError::Closed),
         };
-        let (ack, rx) = oneshot::channel();
+        // Encoding and hashing are the part of a write that needs no database: done here, on
+        // the receivers' threads and in parallel, they cost the single writer thread nothing.
+        let encoded = EncodedSpans::encode(&spans);
         let n = spans.len() as u64;
+        // Without hooks the spans are done with: freeing their many small allocations here
+        // keeps that off the writer thread too, and halves what a queued export holds.
+        let spans = if self.keep_spans { spans } else { Vec::new() };
+        let (ack, rx) = oneshot::channel();
         let job = Job {
             spans,
+            encoded,
             _permit: permit,
-            ack,
+            ack: Some(ack),
         };
         match self.tx.try_send(job) {
             Ok(()) => {
@@ -183,6 +198,7 @@ impl Writer {
             tx,
             permits: Arc::new(Semaphore::new(capacity)),
             capacity_spans: capacity,
+            keep_spans: !hooks.is_empty(),
             counters: counters.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -227,11 +243,11 @@ fn writer_loop(
     }
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
-        let mut n = jobs[0].spans.len();
+        let mut n = jobs[0].encoded.len();
         while n < MAX_GROUP_SPANS {
             match rx.try_recv() {
                 Ok(job) => {
-                    n += job.spans.len();
+                    n += job.encoded.len();
                     jobs.push(job);
                 }
                 Err(_) => break,
@@ -241,7 +257,8 @@ fn writer_loop(
             std::thread::sleep(config.test_delay);
         }
         let received = now_ns();
-        let result = store.write(jobs.iter().flat_map(|j| j.spans.iter()), received);
+        let batches: Vec<&EncodedSpans> = jobs.iter().map(|j| &j.encoded).collect();
+        let result = store.write_encoded(&batches, received);
         match &result {
             Ok(summary) => {
                 counters
@@ -260,14 +277,16 @@ fn writer_loop(
             }
             Err(e) => tracing::error!(error = %e, spans = n, "store write failed"),
         }
-        for job in jobs {
+        // Answer every export before freeing anything: the clients are waiting.
+        for ack in jobs.iter_mut().filter_map(|j| j.ack.take()) {
             let per_job = match &result {
                 Ok(_) => Ok(WriteSummary::default()),
                 Err(e) => Err(e.to_string()),
             };
             // A client that went away no longer waits for its answer; that is fine.
-            let _ = job.ack.send(per_job);
+            let _ = ack.send(per_job);
         }
+        drop(jobs);
         if last_retention.elapsed() >= config.retention_every {
             last_retention = Instant::now();
             match store.enforce_retention(config.retention, now_ns()) {

@@ -1,13 +1,17 @@
 //! The durable span store: SQLite (rusqlite, bundled) in WAL mode under the data directory.
 //!
-//! Owns the schema, the write path (`Store::write`) and reads (`Reader`). Main types: `Store`, the
-//! single writer; `Reader`, a small pool of read connections that may be used from many threads.
+//! Owns the schema, the write path (`Store::write`, `Store::write_encoded`) and reads (`Reader`).
+//! Main types: `Store`, the single writer; `EncodedSpans`, spans encoded for it on any thread;
+//! `Reader`, a small pool of read connections that may be used from many threads.
 //!
 //! Key design decisions:
 //! - One writer connection on one thread (ingest's writer): SQLite serializes writers anyway, and
-//!   batching many exports into one transaction (group commit) is what makes it fast.
-//! - A span row is keyed by (trace id, span id, content hash). An exact re-delivery (a client's
-//!   retry) is ignored, so writes are idempotent; a *different* span reusing an id is kept, because
+//!   batching many exports into one transaction (group commit) is what makes it fast. Encoding
+//!   happens before (`EncodedSpans`), checkpointing beside it (`checkpoint`), so that thread does
+//!   nothing but commits.
+//! - The table layout makes a commit write few pages: see `SCHEMA`.
+//! - A span is unique by (trace, span id, content hash). An exact re-delivery (a client's retry)
+//!   is ignored, so writes are idempotent; a *different* span reusing an id is kept, because
 //!   duplicate ids are something analysis must see and report, not something storage may hide.
 //! - Resources are stored once per distinct content and referenced by id: an export typically has
 //!   one resource for hundreds of spans.
@@ -16,9 +20,12 @@
 //!
 //! This module does no networking and knows nothing of OTLP.
 
+mod batch;
+mod checkpoint;
 mod codec;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +33,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::model::{Resource, Span, SpanId, TraceId};
 
+pub use batch::EncodedSpans;
 pub use codec::CorruptRow;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +49,15 @@ pub enum StoreError {
     Corrupt(#[from] CorruptRow),
     #[error("the store is closed")]
     Closed,
+    #[error(
+        "the store in {path} has format version {found}, this tracecov reads version {expected}; \
+         move it aside or point --data elsewhere"
+    )]
+    Version {
+        path: PathBuf,
+        found: i64,
+        expected: i64,
+    },
 }
 
 /// How hard a commit waits for the disk.
@@ -89,29 +106,47 @@ pub struct Stats {
     pub services: u64,
 }
 
+/// The schema's version, kept in SQLite's `user_version`. Bump it when the tables or the
+/// encoding change incompatibly; a store written by another version is refused, not misread.
+const SCHEMA_VERSION: i64 = 1;
+
+// The layout is chosen so that a batch of new spans writes few pages. Trace ids are random, so
+// any B-tree keyed by them is written at random places, and every page touched is a page the
+// commit writes to the WAL and a checkpoint writes again. So:
+// - `traces` gives each trace a `seq` (its rowid: new traces get increasing numbers) and is the
+//   one table whose unique index is keyed by the random trace id: one entry per trace, not per
+//   span, and only read when a trace already exists.
+// - `spans` is a rowid table, appended in receipt order; its unique key `(trace_seq, span_id,
+//   hash)` is the idempotency check and the way to a trace's spans, and since seqs grow it also
+//   grows at its right edge. (Keyed directly by trace id, as a WITHOUT ROWID table of ~500-byte
+//   rows, an insert into a random trace split wide leaf pages across the whole table.)
+// A seq may be reused after retention deletes the newest trace; its spans go in the same
+// transaction, so nothing ever points at the wrong trace.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS resources (
     id    INTEGER PRIMARY KEY,
     hash  INTEGER NOT NULL UNIQUE,
     data  BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS spans (
-    trace_id     BLOB NOT NULL,
-    span_id      BLOB NOT NULL,
-    hash         INTEGER NOT NULL,
-    resource_id  INTEGER NOT NULL,
-    received_ns  INTEGER NOT NULL,
-    data         BLOB NOT NULL,
-    PRIMARY KEY (trace_id, span_id, hash)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS traces (
-    trace_id           BLOB PRIMARY KEY,
+    seq                INTEGER PRIMARY KEY,
+    trace_id           BLOB NOT NULL UNIQUE,
     first_received_ns  INTEGER NOT NULL,
     last_received_ns   INTEGER NOT NULL,
     spans              INTEGER NOT NULL,
     bytes              INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS traces_by_last_received ON traces (last_received_ns);
+CREATE TABLE IF NOT EXISTS spans (
+    id           INTEGER PRIMARY KEY,
+    trace_seq    INTEGER NOT NULL,
+    span_id      BLOB NOT NULL,
+    hash         INTEGER NOT NULL,
+    resource_id  INTEGER NOT NULL,
+    received_ns  INTEGER NOT NULL,
+    data         BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_by_key ON spans (trace_seq, span_id, hash);
 CREATE TABLE IF NOT EXISTS services (
     name           TEXT PRIMARY KEY,
     first_seen_ns  INTEGER NOT NULL,
@@ -119,12 +154,18 @@ CREATE TABLE IF NOT EXISTS services (
 ) WITHOUT ROWID;
 ";
 
+const PAGE_SIZE: i64 = 16_384;
+
 pub(crate) fn db_path(dir: &Path) -> PathBuf {
     dir.join("tracecov.sqlite")
 }
 
-fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError> {
+pub(crate) fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // 16 KiB pages: a span row is ~500 bytes, so 4 KiB pages held only a handful and every
+    // commit paid per-page costs (WAL frame headers and checksums, a write call per page, page
+    // cache lookups) four times as often. Only takes effect when the database is created.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let sync = match durability {
         Durability::Process => "NORMAL",
@@ -135,31 +176,75 @@ fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError
     Ok(())
 }
 
+/// Creates the tables in a new store, or checks that an existing one has this version's format.
+fn create_schema(conn: &Connection, dir: &Path) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tables: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    )?;
+    // A store with tables but no version predates versioning: its spans table has another shape.
+    let found = if version == 0 && tables > 0 {
+        -1
+    } else {
+        version
+    };
+    if found != 0 && found != SCHEMA_VERSION {
+        return Err(StoreError::Version {
+            path: dir.to_owned(),
+            found,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    conn.execute_batch(SCHEMA)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
+/// What one commit adds to a trace's row.
+struct TraceTally {
+    seq: i64,
+    spans: i64,
+    bytes: i64,
+}
+
 /// The single writer.
 pub struct Store {
     conn: Connection,
     dir: PathBuf,
+    checkpointer: checkpoint::Checkpointer,
     /// Resource content hash → row id, so a batch does not ask SQLite for each span's resource.
     resource_ids: HashMap<u64, i64>,
-    /// Scratch buffer reused for every span's encoding.
-    buf: Vec<u8>,
 }
 
 impl Store {
     /// Opens (creating when needed) the store under `dir`.
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_with(dir, durability, checkpoint::Limits::default())
+    }
+
+    pub(crate) fn open_with(
+        dir: &Path,
+        durability: Durability,
+        limits: checkpoint::Limits,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
             source,
         })?;
         let conn = Connection::open(db_path(dir))?;
         configure(&conn, durability)?;
-        conn.execute_batch(SCHEMA)?;
+        create_schema(&conn, dir)?;
+        // The checkpointer thread copies the WAL into the database; the writer never does it
+        // inside a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = checkpoint::Checkpointer::start(&db_path(dir), durability, limits)?;
         Ok(Self {
             conn,
             dir: dir.to_owned(),
+            checkpointer,
             resource_ids: HashMap::new(),
-            buf: Vec::with_capacity(1024),
         })
     }
 
@@ -178,94 +263,115 @@ impl Store {
         spans: impl IntoIterator<Item = &'a Span>,
         received_ns: u64,
     ) -> Result<WriteSummary, StoreError> {
+        let batch = EncodedSpans::encode(spans);
+        self.write_encoded(&[&batch], received_ns)
+    }
+
+    /// Stores already encoded batches in one transaction (group commit). When this returns
+    /// `Ok`, every span of every batch is committed.
+    pub fn write_encoded(
+        &mut self,
+        batches: &[&EncodedSpans],
+        received_ns: u64,
+    ) -> Result<WriteSummary, StoreError> {
+        let result = self.write_in_transaction(batches, received_ns);
+        match &result {
+            Ok(_) => {
+                let bytes = batches.iter().map(|b| b.encoded_bytes() as u64).sum();
+                self.checkpointer.committed(&self.conn, bytes);
+            }
+            // The transaction rolled back, and with it any resource rows it added.
+            Err(_) => self.resource_ids.clear(),
+        }
+        result
+    }
+
+    fn write_in_transaction(
+        &mut self,
+        batches: &[&EncodedSpans],
+        received_ns: u64,
+    ) -> Result<WriteSummary, StoreError> {
+        let received = received_ns as i64;
         let tx = self.conn.transaction()?;
         let mut summary = WriteSummary::default();
-        // Per-trace tallies for the `traces` table: one upsert per trace, not per span.
-        let mut traces: HashMap<TraceId, (u64, u64)> = HashMap::new();
-        let mut services: Vec<&'a str> = Vec::new();
+        // Per-trace tallies: one row update per trace and commit, not per span.
+        let mut traces: HashMap<TraceId, TraceTally> = HashMap::new();
         {
+            let mut find_trace = tx.prepare_cached("SELECT seq FROM traces WHERE trace_id = ?1")?;
+            let mut insert_trace = tx.prepare_cached(
+                "INSERT INTO traces (trace_id, first_received_ns, last_received_ns, spans, bytes)
+                 VALUES (?1, ?2, ?2, 0, 0)",
+            )?;
             let mut insert_span = tx.prepare_cached(
-                "INSERT OR IGNORE INTO spans (trace_id, span_id, hash, resource_id, received_ns, data)
+                "INSERT OR IGNORE INTO spans
+                   (trace_seq, span_id, hash, resource_id, received_ns, data)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            let mut find_resource =
-                tx.prepare_cached("SELECT id FROM resources WHERE hash = ?1")?;
-            let mut insert_resource =
-                tx.prepare_cached("INSERT INTO resources (hash, data) VALUES (?1, ?2)")?;
-            let mut last_resource: Option<(*const Resource, i64)> = None;
-            for span in spans {
-                // Spans of one export share an `Arc<Resource>`: compare pointers before hashing.
-                let ptr = Arc::as_ptr(&span.resource);
-                let resource_id = match last_resource {
-                    Some((p, id)) if p == ptr => id,
-                    _ => {
-                        let data = codec::encode_resource(&span.resource);
-                        let hash = codec::content_hash(&data) as i64;
-                        let id = match self.resource_ids.get(&(hash as u64)) {
-                            Some(id) => *id,
-                            None => {
-                                let id = match find_resource
-                                    .query_row(params![hash], |r| r.get::<_, i64>(0))
-                                    .optional()?
-                                {
-                                    Some(id) => id,
-                                    None => {
-                                        insert_resource.execute(params![hash, data])?;
-                                        tx.last_insert_rowid()
-                                    }
-                                };
-                                self.resource_ids.insert(hash as u64, id);
-                                id
-                            }
-                        };
-                        if !services.contains(&span.service()) {
-                            services.push(span.service());
-                        }
-                        last_resource = Some((ptr, id));
-                        id
-                    }
-                };
-                codec::encode_span(span, &mut self.buf);
-                let hash = codec::content_hash(&self.buf) as i64;
-                let n = insert_span.execute(params![
-                    &span.trace_id.as_bytes()[..],
-                    &span.span_id.as_bytes()[..],
-                    hash,
-                    resource_id,
-                    received_ns as i64,
-                    &self.buf
-                ])?;
-                if n == 1 {
-                    summary.inserted += 1;
-                    let entry = traces.entry(span.trace_id).or_default();
-                    entry.0 += 1;
-                    entry.1 += self.buf.len() as u64;
-                } else {
-                    summary.duplicates += 1;
-                }
-            }
-            let mut upsert_trace = tx.prepare_cached(
-                "INSERT INTO traces (trace_id, first_received_ns, last_received_ns, spans, bytes)
-                 VALUES (?1, ?2, ?2, ?3, ?4)
-                 ON CONFLICT (trace_id) DO UPDATE SET
-                   last_received_ns = excluded.last_received_ns,
-                   spans = spans + excluded.spans,
-                   bytes = bytes + excluded.bytes",
-            )?;
-            for (trace_id, (count, bytes)) in &traces {
-                upsert_trace.execute(params![
-                    &trace_id.as_bytes()[..],
-                    received_ns as i64,
-                    *count as i64,
-                    *bytes as i64
-                ])?;
-            }
             let mut upsert_service = tx.prepare_cached(
                 "INSERT INTO services (name, first_seen_ns, last_seen_ns) VALUES (?1, ?2, ?2)
                  ON CONFLICT (name) DO UPDATE SET last_seen_ns = excluded.last_seen_ns",
             )?;
+            let mut services: Vec<&str> = Vec::new();
+            let mut resource_ids: Vec<i64> = Vec::new();
+            for batch in batches {
+                resource_ids.clear();
+                for r in &batch.resources {
+                    resource_ids.push(resource_id(&tx, &mut self.resource_ids, r.hash, &r.data)?);
+                    if !services.contains(&r.service.as_str()) {
+                        services.push(&r.service);
+                    }
+                }
+                for span in &batch.spans {
+                    let tally = match traces.entry(span.trace_id) {
+                        Entry::Occupied(e) => e.into_mut(),
+                        Entry::Vacant(e) => {
+                            let id = &span.trace_id.as_bytes()[..];
+                            let seq = match find_trace
+                                .query_row(params![id], |r| r.get::<_, i64>(0))
+                                .optional()?
+                            {
+                                Some(seq) => seq,
+                                None => {
+                                    insert_trace.execute(params![id, received])?;
+                                    tx.last_insert_rowid()
+                                }
+                            };
+                            e.insert(TraceTally {
+                                seq,
+                                spans: 0,
+                                bytes: 0,
+                            })
+                        }
+                    };
+                    let data = batch.data(span);
+                    let n = insert_span.execute(params![
+                        tally.seq,
+                        &span.span_id.as_bytes()[..],
+                        span.hash as i64,
+                        resource_ids[span.resource],
+                        received,
+                        data
+                    ])?;
+                    if n == 1 {
+                        summary.inserted += 1;
+                        tally.spans += 1;
+                        tally.bytes += data.len() as i64;
+                    } else {
+                        summary.duplicates += 1;
+                    }
+                }
+            }
+            let mut update_trace = tx.prepare_cached(
+                "UPDATE traces SET last_received_ns = ?2, spans = spans + ?3, bytes = bytes + ?4
+                 WHERE seq = ?1",
+            )?;
+            // A trace that only received re-deliveries keeps its age: retention counts from the
+            // last span that was new.
+            for tally in traces.values().filter(|t| t.spans > 0) {
+                update_trace.execute(params![tally.seq, received, tally.spans, tally.bytes])?;
+            }
             for name in services {
-                upsert_service.execute(params![name, received_ns as i64])?;
+                upsert_service.execute(params![name, received])?;
             }
         }
         tx.commit()?;
@@ -283,13 +389,13 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut removed = 0u64;
         // By age: every trace whose newest span arrived before the cutoff.
-        let old: Vec<Vec<u8>> = {
-            let mut stmt = tx.prepare("SELECT trace_id FROM traces WHERE last_received_ns < ?1")?;
+        let old: Vec<i64> = {
+            let mut stmt = tx.prepare("SELECT seq FROM traces WHERE last_received_ns < ?1")?;
             stmt.query_map(params![cutoff], |r| r.get(0))?
                 .collect::<Result<_, _>>()?
         };
-        for id in &old {
-            delete_trace(&tx, id)?;
+        for seq in old {
+            delete_trace(&tx, seq)?;
             removed += 1;
         }
         // By size: drop oldest-received traces until under the limit.
@@ -298,9 +404,9 @@ impl Store {
                 r.get(0)
             })?;
         if total as u64 > retention.max_bytes {
-            let victims: Vec<(Vec<u8>, i64)> = {
+            let victims: Vec<i64> = {
                 let mut stmt =
-                    tx.prepare("SELECT trace_id, bytes FROM traces ORDER BY last_received_ns")?;
+                    tx.prepare("SELECT seq, bytes FROM traces ORDER BY last_received_ns")?;
                 let mut out = Vec::new();
                 let mut rows = stmt.query([])?;
                 while let Some(row) = rows.next()? {
@@ -309,12 +415,12 @@ impl Store {
                     }
                     let bytes: i64 = row.get(1)?;
                     total -= bytes;
-                    out.push((row.get(0)?, bytes));
+                    out.push(row.get(0)?);
                 }
                 out
             };
-            for (id, _) in &victims {
-                delete_trace(&tx, id)?;
+            for seq in victims {
+                delete_trace(&tx, seq)?;
                 removed += 1;
             }
         }
@@ -324,16 +430,47 @@ impl Store {
 
     /// Checkpoints the WAL into the main database file; called on clean shutdown so the data
     /// directory is one tidy file afterwards.
-    pub fn close(self) -> Result<(), StoreError> {
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.checkpointer.stop();
         self.conn
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         self.conn.close().map_err(|(_, e)| StoreError::Sqlite(e))
     }
 }
 
-fn delete_trace(tx: &rusqlite::Transaction<'_>, trace_id: &[u8]) -> Result<(), StoreError> {
-    tx.execute("DELETE FROM spans WHERE trace_id = ?1", params![trace_id])?;
-    tx.execute("DELETE FROM traces WHERE trace_id = ?1", params![trace_id])?;
+/// The row id of the resource with this content, storing it when new. `cache` (content hash →
+/// row id) spares a query per export: resources never change once stored.
+fn resource_id(
+    tx: &rusqlite::Transaction<'_>,
+    cache: &mut HashMap<u64, i64>,
+    hash: u64,
+    data: &[u8],
+) -> Result<i64, StoreError> {
+    if let Some(id) = cache.get(&hash) {
+        return Ok(*id);
+    }
+    let hash_col = hash as i64;
+    let found = tx
+        .prepare_cached("SELECT id FROM resources WHERE hash = ?1")?
+        .query_row(params![hash_col], |r| r.get::<_, i64>(0))
+        .optional()?;
+    let id = match found {
+        Some(id) => id,
+        None => {
+            tx.prepare_cached("INSERT INTO resources (hash, data) VALUES (?1, ?2)")?
+                .execute(params![hash_col, data])?;
+            tx.last_insert_rowid()
+        }
+    };
+    cache.insert(hash, id);
+    Ok(id)
+}
+
+fn delete_trace(tx: &rusqlite::Transaction<'_>, seq: i64) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM spans WHERE trace_seq = ?1")?
+        .execute(params![seq])?;
+    tx.prepare_cached("DELETE FROM traces WHERE seq = ?1")?
+        .execute(params![seq])?;
     Ok(())
 }
 
@@ -424,7 +561,9 @@ impl Reader {
     pub fn trace(&self, trace_id: TraceId) -> Result<Vec<Span>, StoreError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT span_id, resource_id, data FROM spans WHERE trace_id = ?1",
+                "SELECT s.span_id, s.resource_id, s.data
+                 FROM traces t JOIN spans s ON s.trace_seq = t.seq
+                 WHERE t.trace_id = ?1",
             )?;
             let mut rows = stmt.query(params![&trace_id.as_bytes()[..]])?;
             let mut spans = Vec::new();
@@ -526,6 +665,76 @@ mod tests {
                 services: 1
             }
         );
+    }
+
+    #[test]
+    fn one_group_commit_of_several_exports_counts_each_span_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let (ra, rb) = (resource("a"), resource("b"));
+        let first = vec![
+            span(T1, "0000000000000001", &ra),
+            span(T2, "0000000000000001", &rb),
+            span(T1, "0000000000000002", &ra),
+        ];
+        // A client's retry of the same export lands in the same commit as the original.
+        let retry = first.clone();
+        let later = vec![span(T2, "0000000000000002", &rb)];
+        let batches: Vec<EncodedSpans> = [&first, &retry, &later]
+            .into_iter()
+            .map(|spans| EncodedSpans::encode(spans.iter()))
+            .collect();
+        let refs: Vec<&EncodedSpans> = batches.iter().collect();
+        let summary = store.write_encoded(&refs, 10).unwrap();
+        assert_eq!((summary.inserted, summary.duplicates), (4, 3));
+        let reader = store.reader();
+        assert_eq!(
+            reader.stats().unwrap(),
+            Stats {
+                spans: 4,
+                traces: 2,
+                services: 2
+            }
+        );
+        let t2 = reader.trace(TraceId::from_hex(T2).unwrap()).unwrap();
+        assert_eq!(t2.len(), 2);
+        assert!(t2.iter().all(|s| s.service() == "b"));
+        // Bytes are counted for stored spans only, once each.
+        let bytes: u64 = first
+            .iter()
+            .chain(&later)
+            .map(|s| {
+                let e = EncodedSpans::encode([s]);
+                e.encoded_bytes() as u64
+            })
+            .sum();
+        assert_eq!(reader.stored_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_store_in_another_format_is_refused_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The shape of the first, unversioned development format.
+            let conn = Connection::open(db_path(dir.path())).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE spans (trace_id BLOB, span_id BLOB, hash INTEGER,
+                 PRIMARY KEY (trace_id, span_id, hash)) WITHOUT ROWID;",
+            )
+            .unwrap();
+        }
+        let err = Store::open(dir.path(), Durability::Process).err().unwrap();
+        assert!(
+            matches!(err, StoreError::Version { found: -1, .. }),
+            "{err}"
+        );
+        // A store this version wrote opens again.
+        let fresh = tempfile::tempdir().unwrap();
+        Store::open(fresh.path(), Durability::Process)
+            .unwrap()
+            .close()
+            .unwrap();
+        Store::open(fresh.path(), Durability::Process).unwrap();
     }
 
     #[test]

@@ -155,9 +155,10 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     let redact = q.redact.unwrap_or(true);
     let reader = state.reader.clone();
+    let redactor = state.report.report.redactor.clone();
     let body = blocking(move || {
         let run = query::resolve_run(&reader, &id)?;
-        let spans = query::run_export(&reader, &run, redact)?;
+        let spans = query::run_export(&reader, &run, redact.then_some(&redactor))?;
         let mut out = Vec::new();
         crate::import::write_otlp_json_lines(&spans, &mut out).map_err(|e| {
             ApiError::new(
