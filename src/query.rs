@@ -109,6 +109,8 @@ pub struct Analysed {
     pub sources_configured: bool,
     /// Traces in the store outside the analysed run (the gate's refusal rule).
     pub traces_outside_run: u64,
+    /// Names in the manifest that no trace shows, each with the closest names seen.
+    pub warnings: Vec<String>,
 }
 
 fn graph_of(
@@ -219,12 +221,34 @@ pub fn analyse_runs(
     }
     let cov = coverage::coverage(&graph, &expected, &failing);
     report::apply_coverage(&mut report, &cov);
+    let warnings = match &ctx.manifest {
+        Some(m) => {
+            let services = reader.with_conn(|c| {
+                let mut stmt = c.prepare("SELECT name FROM services")?;
+                let names = stmt
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(names)
+            })?;
+            let mut seen: Vec<&str> = services.iter().map(String::as_str).collect();
+            seen.extend(graph.nodes().map(|n| n.id.as_str()));
+            if let Some(all) = &everything {
+                seen.extend(all.nodes().map(|n| n.id.as_str()));
+            }
+            m.unknown_names(seen)
+                .iter()
+                .map(|w| w.to_string())
+                .collect()
+        }
+        None => Vec::new(),
+    };
     Ok(Analysed {
         report,
         graph,
         coverage: cov,
         sources_configured: configured,
         traces_outside_run,
+        warnings,
     })
 }
 
@@ -239,11 +263,20 @@ pub fn runs_report(
     what: &[String],
     ctx: &ReportContext,
 ) -> Result<Report, QueryError> {
+    Ok(analyse_named(reader, what, ctx)?.report)
+}
+
+/// `analyse_runs` of runs given by id, name or `latest`.
+pub fn analyse_named(
+    reader: &Reader,
+    what: &[String],
+    ctx: &ReportContext,
+) -> Result<Analysed, QueryError> {
     let runs = what
         .iter()
         .map(|w| resolve_run(reader, w))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(analyse_runs(reader, &runs, ctx)?.report)
+    analyse_runs(reader, &runs, ctx)
 }
 
 /// What every export passes through before it leaves tracecov: `tracecov export` and

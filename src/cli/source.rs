@@ -89,7 +89,11 @@ impl Source {
                 let reader = reader.clone();
                 let what = what.to_vec();
                 tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {
-                    Ok(query::runs_report(&reader, &what, &ctx)?)
+                    let analysed = query::analyse_named(&reader, &what, &ctx)?;
+                    for w in &analysed.warnings {
+                        eprintln!("tracecov: warning: {w}");
+                    }
+                    Ok(analysed.report)
                 })
                 .await?
             }

@@ -119,3 +119,65 @@ fn demo_exits_zero_with_the_whole_graph_even_when_standard_ports_are_taken() {
         assert!(all.contains(edge), "missing {edge}: {all}");
     }
 }
+
+#[test]
+fn report_of_several_runs_is_their_union() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let (py, script) = (python(), repo_root().join("tests/python/suite_export.py"));
+    let (py, script) = (py.to_str().unwrap(), script.to_str().unwrap());
+    for (name, arg) in [("first", "pass"), ("second", "fail")] {
+        tracecov(&[
+            "run", "--name", name, "--settle", "300ms", "--data", data, "--", py, script, arg,
+        ]);
+    }
+    let out = tracecov(&[
+        "report", "--data", data, "--run", "first", "--run", "second", "--format", "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["run"]["name"], "first + second");
+    assert_eq!(report["run"]["tests"]["total"], 4, "{report}");
+    assert_eq!(report["run"]["tests"]["failed"], 1, "{report}");
+    assert_eq!(report["edges"][0]["calls"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_ci_jobs_of_one_pipeline_merge_into_one_run() {
+    let server = crate::common::TestServer::start().await;
+    let endpoint = server.addrs.otlp_http_url();
+    let script = repo_root().join("tests/python/suite_export.py");
+    let jobs: Vec<_> = ["pass", "fail"]
+        .iter()
+        .map(|arg| {
+            Command::new(python())
+                .arg(&script)
+                .arg(arg)
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+                .env(
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "cicd.pipeline.run.id=pipeline-4711",
+                )
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut job in jobs {
+        tokio::task::spawn_blocking(move || job.wait().unwrap())
+            .await
+            .unwrap();
+    }
+    let (status, runs) = server.get_json("/api/runs").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        1,
+        "one run for the pipeline: {runs}"
+    );
+    assert_eq!(runs[0]["name"], "pipeline-4711");
+    let (_, report) = server.get_json("/api/runs/pipeline-4711/report").await;
+    assert_eq!(report["run"]["tests"]["total"], 4, "{report}");
+    assert_eq!(report["run"]["traces"], 4, "{report}");
+    server.stop().await;
+}

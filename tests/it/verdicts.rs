@@ -381,3 +381,49 @@ async fn bug_over_a_server_matches_the_store_and_attaches_the_trace() {
     );
     server.stop().await;
 }
+
+#[test]
+fn a_manifest_name_no_trace_shows_is_a_warning_naming_the_closest() {
+    let (dir, data, _) = demo_store();
+    let manifest = dir.path().join("typo.yaml");
+    std::fs::write(&manifest, "version: 1\nedges:\n  - checkout -> paymnets\n").unwrap();
+    let out = tracecov(&[
+        "report",
+        "--data",
+        data,
+        "--run",
+        "demo",
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", all(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning") && stderr.contains("paymnets"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("payments"),
+        "the closest name seen: {stderr}"
+    );
+    assert!(
+        !stderr.contains("\"checkout\""),
+        "checkout is seen: {stderr}"
+    );
+
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "version: 1\nedges:\n  - caller: a\n    calee: b\n").unwrap();
+    let out = tracecov(&[
+        "report",
+        "--data",
+        data,
+        "--manifest",
+        broken.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("broken.yaml:4") && stderr.contains("calee"),
+        "{stderr}"
+    );
+}
