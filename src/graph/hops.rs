@@ -85,7 +85,17 @@ impl<'x> Extractor<'x> {
                         .queue_of(span)
                         .or_else(|| producer.and_then(|p| self.queue_of(p)));
                     if let Some(queue) = queue {
-                        let hop = self.hop(queue, service, span, None, Some(span), producer, test);
+                        let mut hop =
+                            self.hop(queue, service, span, None, Some(span), producer, test);
+                        // A delivery has no answer to carry an error: it failed when its
+                        // processing did, which instrumentation often records one span below the
+                        // CONSUMER span (a handler span of the same service).
+                        hop.error |= tree.children(ix).any(|c| {
+                            let child = tree.span(c);
+                            same_service(child, span)
+                                && (child.status.code == crate::model::StatusCode::Error
+                                    || semconv::server_in_error(child))
+                        });
                         self.emit(hop);
                         consumer_queue = Some(queue);
                     }

@@ -230,15 +230,24 @@ fn messaging_kafka_goes_through_the_queue_node_both_ways() {
         &report,
         expect![[r#"
             queue:kafka -> servicea calls=4 errors=0
-            queue:kafka -> serviceb calls=3 errors=0
+            queue:kafka -> serviceb calls=3 errors=3
             servicea -> queue:kafka calls=9 errors=0
         "#]],
     );
+    let serviceb = report["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["callee"] == "serviceb")
+        .unwrap();
+    assert_eq!(
+        serviceb["error_classes"],
+        serde_json::json!({"callee_error": 3})
+    );
 
     // The file's three errors are in serviceb's message handlers, each right below one of
-    // serviceb's CONSUMER spans (the hops queue:kafka -> serviceb), and none on servicea's side.
-    // The edge's `errors` counts errors of the hop's own spans, so these show there once blame
-    // places handler errors on the hop they ran under.
+    // serviceb's CONSUMER spans: a delivery fails when its processing does, so they count on the
+    // hops queue:kafka -> serviceb, and none on servicea's side.
     let reader = tracecov::store::Reader::new(&dir.path().join("data"));
     let run = tracecov::query::resolve_run(&reader, "messaging-kafka.json").unwrap();
     let spans = tracecov::query::run_spans(&reader, &run).unwrap();
