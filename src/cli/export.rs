@@ -13,10 +13,10 @@ use std::io::{BufWriter, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Args;
 
-use super::source::{Source, SourceArgs, api_error, urlencode};
+use super::source::{Source, SourceArgs, urlencode};
 use crate::query;
 
 #[derive(Debug, Clone, Args)]
@@ -56,18 +56,8 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
                 "{base}/api/runs/{}/export?redact={redact}",
                 urlencode(&args.run)
             );
-            let resp = http
-                .get(&url)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the tracecov server at {base}"))?;
-            let status = resp.status();
-            let body = resp.bytes().await?;
-            if !status.is_success() {
-                let text = String::from_utf8_lossy(&body).into_owned();
-                bail!("{}", api_error(&text).unwrap_or(text));
-            }
-            (body.to_vec(), format!("run {}", args.run))
+            let body = super::source::api_get(&http, &url).await?;
+            (body, format!("run {}", args.run))
         }
     };
     if args.out.as_os_str() == "-" {

@@ -103,20 +103,27 @@ impl Source {
                 if !rest.is_empty() {
                     url.push_str(&format!("?also={}", urlencode(&rest.join(","))));
                 }
-                let resp = http
-                    .get(&url)
-                    .send()
-                    .await
-                    .with_context(|| format!("cannot reach the tracecov server at {base}"))?;
-                let status = resp.status();
-                let body = resp.text().await?;
-                if !status.is_success() {
-                    bail!("{}", api_error(&body).unwrap_or(body));
-                }
-                serde_json::from_str(&body).context("the server's report is not valid JSON")
+                let body = api_get(http, &url).await?;
+                serde_json::from_slice(&body).context("the server's report is not valid JSON")
             }
         }
     }
+}
+
+/// GETs an API URL: the body of a success, else an error carrying the API's message.
+pub async fn api_get(http: &reqwest::Client, url: &str) -> anyhow::Result<Vec<u8>> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the tracecov server at {url}"))?;
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body).into_owned();
+        bail!("{}", api_error(&text).unwrap_or(text));
+    }
+    Ok(body.to_vec())
 }
 
 /// The message of an API error body (`{"error": "..."}`).

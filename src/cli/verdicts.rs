@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 
-use super::source::{Source, SourceArgs, api_error, urlencode};
+use super::source::{Source, SourceArgs, api_get, urlencode};
 use crate::coverage::GateConditions;
 use crate::model::{SpanId, TraceId};
 use crate::query::{self, GateVerdict};
@@ -95,17 +95,7 @@ pub async fn gate_over_api(
     gate: &GateArgs,
 ) -> anyhow::Result<GateVerdict> {
     let url = format!("{base}/api/runs/{}/gate?{}", urlencode(run), gate.query());
-    let resp = http
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the tracecov server at {base}"))?;
-    let status = resp.status();
-    let body = resp.text().await?;
-    if !status.is_success() {
-        bail!("{}", api_error(&body).unwrap_or(body));
-    }
-    Ok(serde_json::from_str(&body)?)
+    Ok(serde_json::from_slice(&api_get(http, &url).await?)?)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -186,13 +176,7 @@ pub async fn impact(args: ImpactCmd) -> anyhow::Result<ExitCode> {
                 urlencode(&args.run),
                 urlencode(&args.changed.join(","))
             );
-            let resp = http.get(&url).send().await?;
-            let status = resp.status();
-            let body = resp.text().await?;
-            if !status.is_success() {
-                bail!("{}", api_error(&body).unwrap_or(body));
-            }
-            let v: serde_json::Value = serde_json::from_str(&body)?;
+            let v: serde_json::Value = serde_json::from_slice(&api_get(&http, &url).await?)?;
             serde_json::from_value(v["tests"].clone())?
         }
     };
@@ -209,17 +193,7 @@ pub async fn impact(args: ImpactCmd) -> anyhow::Result<ExitCode> {
 }
 
 async fn get_text(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
-    let resp = http
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = resp.status();
-    let body = resp.text().await?;
-    if !status.is_success() {
-        bail!("{}", api_error(&body).unwrap_or(body));
-    }
-    Ok(body)
+    Ok(String::from_utf8_lossy(&api_get(http, url).await?).into_owned())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
