@@ -212,8 +212,8 @@ impl Converter {
         let trace_id = TraceId::from_hex_padded(trace_hex)
             .map_err(|e| format!("invalid traceID {trace_hex:?}: {e}"))?;
         let id_hex = text("spanID").ok_or("span without spanID")?;
-        let span_id =
-            span_id_padded(id_hex).map_err(|e| format!("invalid spanID {id_hex:?}: {e}"))?;
+        let span_id = SpanId::from_hex_padded(id_hex)
+            .map_err(|e| format!("invalid spanID {id_hex:?}: {e}"))?;
 
         let mut parent = None;
         let mut links = Vec::new();
@@ -235,8 +235,10 @@ impl Converter {
                 continue;
             };
             // A reference to an invalid context carries nothing to follow.
-            let (Ok(t), Ok(s)) = (TraceId::from_hex_padded(t.trim()), span_id_padded(s.trim()))
-            else {
+            let (Ok(t), Ok(s)) = (
+                TraceId::from_hex_padded(t.trim()),
+                SpanId::from_hex_padded(s.trim()),
+            ) else {
                 continue;
             };
             if parent.is_none() && ref_type == "CHILD_OF" && t == trace_id {
@@ -254,7 +256,7 @@ impl Converter {
         if parent.is_none() {
             parent = text("parentSpanID")
                 .filter(|p| !p.bytes().all(|b| b == b'0'))
-                .and_then(|p| span_id_padded(p).ok());
+                .and_then(|p| SpanId::from_hex_padded(p).ok());
         }
 
         let mut attributes = Attributes::new();
@@ -314,10 +316,10 @@ impl Converter {
 
         let start_ns = o
             .get("startTime")
-            .and_then(lenient_u64)
+            .and_then(super::lenient_u64)
             .unwrap_or(0)
             .saturating_mul(1000);
-        let end_ns = match o.get("duration").and_then(lenient_u64) {
+        let end_ns = match o.get("duration").and_then(super::lenient_u64) {
             Some(d) if start_ns > 0 => start_ns.saturating_add(d.saturating_mul(1000)),
             _ => 0,
         };
@@ -330,7 +332,7 @@ impl Converter {
             trace_state,
             flags: o
                 .get("flags")
-                .and_then(lenient_u64)
+                .and_then(super::lenient_u64)
                 .map_or(0, |f| (f & 0xff) as u32),
             name: text("operationName").unwrap_or_default().to_owned(),
             kind,
@@ -352,7 +354,7 @@ impl Converter {
 fn log_event(log: &Json) -> Event {
     let time_ns = log
         .get("timestamp")
-        .and_then(lenient_u64)
+        .and_then(super::lenient_u64)
         .unwrap_or(0)
         .saturating_mul(1000);
     let mut name = None;
@@ -374,26 +376,6 @@ fn log_event(log: &Json) -> Event {
         time_ns,
         name: name.unwrap_or_else(|| "log".to_owned()),
         attributes,
-    }
-}
-
-fn span_id_padded(text: &str) -> Result<SpanId, crate::model::IdError> {
-    if text.len() < 16 {
-        SpanId::from_hex(&format!("{text:0>16}"))
-    } else {
-        SpanId::from_hex(text)
-    }
-}
-
-fn lenient_u64(v: &Json) -> Option<u64> {
-    match v {
-        Json::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1.8e19)
-                .map(|f| f as u64)
-        }),
-        Json::String(s) => s.trim().parse().ok(),
-        _ => None,
     }
 }
 

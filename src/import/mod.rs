@@ -588,3 +588,17 @@ fn strip_serde_position(message: &str) -> String {
         None => message.to_owned(),
     }
 }
+
+/// A non-negative integer as trace formats write them: usually a JSON integer, but some tracers
+/// send floats or decimal strings.
+pub(crate) fn lenient_u64(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1.8e19)
+                .map(|f| f as u64)
+        }),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}

@@ -164,11 +164,13 @@ fn parse_span(value: Json) -> Result<ZSpan, String> {
     let trace_id = TraceId::from_hex_padded(&trace_hex)
         .map_err(|e| format!("invalid traceId {trace_hex:?}: {e}"))?;
     let id_hex = text(&o, "id").ok_or("span without id")?;
-    let id = span_id_padded(&id_hex).map_err(|e| format!("invalid id {id_hex:?}: {e}"))?;
+    let id = SpanId::from_hex_padded(&id_hex).map_err(|e| format!("invalid id {id_hex:?}: {e}"))?;
     let parent = match text(&o, "parentId") {
         None => None,
         Some(p) if p.bytes().all(|b| b == b'0') => None,
-        Some(p) => Some(span_id_padded(&p).map_err(|e| format!("invalid parentId {p:?}: {e}"))?),
+        Some(p) => {
+            Some(SpanId::from_hex_padded(&p).map_err(|e| format!("invalid parentId {p:?}: {e}"))?)
+        }
     };
     let kind = text(&o, "kind").and_then(|k| match k.to_ascii_uppercase().as_str() {
         "CLIENT" => Some(SpanKind::Client),
@@ -181,7 +183,7 @@ fn parse_span(value: Json) -> Result<ZSpan, String> {
         Some(Json::Array(items)) => items
             .iter()
             .filter_map(|a| {
-                let ts = a.get("timestamp").and_then(lenient_u64)?;
+                let ts = a.get("timestamp").and_then(super::lenient_u64)?;
                 let value = a.get("value").map(tag_text).unwrap_or_default();
                 Some((ts, value))
             })
@@ -202,8 +204,8 @@ fn parse_span(value: Json) -> Result<ZSpan, String> {
             .and_then(Json::as_str)
             .unwrap_or_default()
             .to_owned(),
-        timestamp: o.get("timestamp").and_then(lenient_u64),
-        duration: o.get("duration").and_then(lenient_u64),
+        timestamp: o.get("timestamp").and_then(super::lenient_u64),
+        duration: o.get("duration").and_then(super::lenient_u64),
         local: o.get("localEndpoint").and_then(endpoint),
         remote: o.get("remoteEndpoint").and_then(endpoint),
         annotations,
@@ -220,28 +222,6 @@ fn json_kind(v: &Json) -> &'static str {
         Json::String(_) => "a string",
         Json::Array(_) => "an array",
         Json::Object(_) => "an object",
-    }
-}
-
-/// Span ids shorter than 16 hex digits (leading zeros dropped by some tracers) are left-padded.
-fn span_id_padded(text: &str) -> Result<SpanId, crate::model::IdError> {
-    if text.len() < 16 {
-        SpanId::from_hex(&format!("{text:0>16}"))
-    } else {
-        SpanId::from_hex(text)
-    }
-}
-
-/// Zipkin v2 numbers are integers, but some tracers send floats or decimal strings.
-fn lenient_u64(v: &Json) -> Option<u64> {
-    match v {
-        Json::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1.8e19)
-                .map(|f| f as u64)
-        }),
-        Json::String(s) => s.trim().parse().ok(),
-        _ => None,
     }
 }
 
@@ -269,7 +249,7 @@ fn endpoint(v: &Json) -> Option<Endpoint> {
         ipv6: text("ipv6"),
         port: o
             .get("port")
-            .and_then(lenient_u64)
+            .and_then(super::lenient_u64)
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0),
     };

@@ -106,6 +106,16 @@ impl TraceId {
     }
 }
 
+impl SpanId {
+    /// Parses a span id, left-padding ids whose leading zeros a tracer dropped.
+    pub fn from_hex_padded(text: &str) -> Result<Self, IdError> {
+        if text.len() < 16 && !text.is_empty() {
+            return Self::from_hex(&format!("{text:0>16}"));
+        }
+        Self::from_hex(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
