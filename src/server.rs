@@ -78,6 +78,8 @@ pub struct AppState {
     /// How reports are built: analysis options, the expected topology, links, redaction.
     pub report: Arc<crate::query::ReportContext>,
     pub queue_counters: Arc<ingest::IngestCounters>,
+    /// `GET /metrics`, with its cache of the latest run's analysis.
+    pub metrics: Arc<crate::metrics::Exporter>,
     pub addrs: Addrs,
 }
 
@@ -162,11 +164,19 @@ impl Server {
         }));
 
         let token = shutdown.clone();
+        let report = Arc::new(report_context(&config, addrs)?);
+        let metrics = Arc::new(crate::metrics::Exporter::new(
+            reader.clone(),
+            report.clone(),
+            queue.counters.clone(),
+            config.settle,
+        ));
         let state = AppState {
             reader: reader.clone(),
             config: Arc::new(config.clone()),
-            report: Arc::new(report_context(&config, addrs)?),
+            report,
             queue_counters: queue.counters.clone(),
+            metrics,
             addrs,
         };
         let router = web::router(state);

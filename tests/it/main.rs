@@ -10,6 +10,7 @@ mod demo;
 mod flask;
 mod graph_e2e;
 mod import;
+mod metrics;
 mod otlp_clients;
 mod otlp_json;
 mod pytest_plugin;
