@@ -1,5 +1,5 @@
 //! tracecov's own health: spans received, stored and refused (by reason), the ingest queue, the
-//! store's size, how far runs are from settling.
+//! store's size, how far runs are from settling, and what forwarding sent and dropped.
 //!
 //! Counters come from the atomics the receivers and the writer already keep; the store snapshot
 //! is read on the blocking pool with the analysed part of a scrape.
@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
-use crate::ingest::IngestCounters;
+use crate::ingest::forward::DropReason;
+use crate::ingest::{ForwardCounters, IngestCounters};
 use crate::store::{Reader, StoreError};
 
 use super::{counter, counters, gauge};
@@ -170,5 +171,78 @@ pub fn register_counters(registry: &mut Registry, c: &IngestCounters) {
         "tracecov_ingest_queue_capacity_spans",
         "The ingest queue's bound (--queue-spans); a full queue refuses exports as retryable",
         get(&c.queue_capacity_spans) as f64,
+    );
+}
+
+/// Per `--forward` destination (label `destination`, the URL as given): what was delivered,
+/// retried, dropped by reason, and what waits. Nothing when no destination is configured.
+pub fn register_forwarding(
+    registry: &mut Registry,
+    destinations: &[std::sync::Arc<ForwardCounters>],
+) {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    if destinations.is_empty() {
+        return;
+    }
+    let dest = |d: &ForwardCounters| vec![("destination", d.destination.clone())];
+    counters(
+        registry,
+        "tracecov_forward_spans_sent",
+        "Spans delivered to a --forward destination",
+        destinations.iter().map(|d| (dest(d), get(&d.spans_sent))),
+    );
+    counters(
+        registry,
+        "tracecov_forward_exports_sent",
+        "Exports delivered to a --forward destination",
+        destinations.iter().map(|d| (dest(d), get(&d.exports_sent))),
+    );
+    counters(
+        registry,
+        "tracecov_forward_retries",
+        "Attempts after the first to deliver an export",
+        destinations.iter().map(|d| (dest(d), get(&d.retries))),
+    );
+    let by_reason = |spans: bool| {
+        destinations.iter().flat_map(move |d| {
+            DropReason::ALL.into_iter().map(move |r| {
+                let mut labels = dest(d);
+                labels.push(("reason", r.as_str().to_owned()));
+                let n = if spans {
+                    d.spans_dropped(r)
+                } else {
+                    d.exports_dropped(r)
+                };
+                (labels, n)
+            })
+        })
+    };
+    counters(
+        registry,
+        "tracecov_forward_dropped_spans",
+        "Spans a --forward destination did not get, by reason: queue_full (too slow), failed (retries ran out or refused), shutdown",
+        by_reason(true),
+    );
+    counters(
+        registry,
+        "tracecov_forward_dropped_exports",
+        "Exports a --forward destination did not get, by reason",
+        by_reason(false),
+    );
+    super::gauges(
+        registry,
+        "tracecov_forward_queue_bytes",
+        "Bytes of exports waiting for a --forward destination (bounded by --forward-queue)",
+        destinations
+            .iter()
+            .map(|d| (dest(d), get(&d.queued_bytes) as f64)),
+    );
+    super::gauges(
+        registry,
+        "tracecov_forward_queue_exports",
+        "Exports waiting for a --forward destination",
+        destinations
+            .iter()
+            .map(|d| (dest(d), get(&d.queued_exports) as f64)),
     );
 }

@@ -30,7 +30,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::ingest::IngestCounters;
+use crate::ingest::{ForwardCounters, IngestCounters};
 use crate::query::ReportContext;
 use crate::store::Reader;
 
@@ -53,6 +53,7 @@ pub struct Exporter {
     reader: Reader,
     report: Arc<ReportContext>,
     ingest: Arc<IngestCounters>,
+    forward: Vec<Arc<ForwardCounters>>,
     settle: Duration,
     ttl: Duration,
     /// The analysed part of the last scrape. A Tokio mutex held across the build, so scrapes that
@@ -72,12 +73,14 @@ impl Exporter {
         reader: Reader,
         report: Arc<ReportContext>,
         ingest: Arc<IngestCounters>,
+        forward: Vec<Arc<ForwardCounters>>,
         settle: Duration,
     ) -> Self {
         Self {
             reader,
             report,
             ingest,
+            forward,
             settle,
             ttl: CACHE_TTL,
             cached: tokio::sync::Mutex::new(None),
@@ -112,6 +115,7 @@ impl Exporter {
         };
         let mut registry = Registry::default();
         health::register_counters(&mut registry, &self.ingest);
+        health::register_forwarding(&mut registry, &self.forward);
         counter(
             &mut registry,
             "tracecov_metrics_build_failures",

@@ -8,6 +8,7 @@ mod coverage;
 mod crash;
 mod demo;
 mod flask;
+mod forward;
 mod graph_e2e;
 mod import;
 mod metrics;
