@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod coverage;
 mod crash;
+mod dashboards;
 mod demo;
 mod flask;
 mod forward;
