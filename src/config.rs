@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub trace_links: Option<crate::links::LinkTemplate>,
     /// What reports, bug reports and the API redact.
     pub redactor: crate::redact::Redactor,
+    /// Collectors every acknowledged export is sent on to (`--forward`), unredacted.
+    pub forward: Vec<crate::ingest::ForwardConfig>,
 }
 
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
@@ -60,6 +62,7 @@ impl ServeConfig {
             public_url: None,
             trace_links: None,
             redactor: crate::redact::Redactor::default(),
+            forward: Vec::new(),
         }
     }
 }

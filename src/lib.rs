@@ -14,6 +14,7 @@ pub mod graph;
 pub mod import;
 pub mod ingest;
 pub mod links;
+pub mod metrics;
 pub mod model;
 pub mod query;
 pub mod redact;

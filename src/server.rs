@@ -78,6 +78,8 @@ pub struct AppState {
     /// How reports are built: analysis options, the expected topology, links, redaction.
     pub report: Arc<crate::query::ReportContext>,
     pub queue_counters: Arc<ingest::IngestCounters>,
+    /// `GET /metrics`, with its cache of the latest run's analysis.
+    pub metrics: Arc<crate::metrics::Exporter>,
     pub addrs: Addrs,
 }
 
@@ -108,6 +110,9 @@ pub struct Server {
     pub queue: IngestQueue,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// One per `--forward` destination; they end at shutdown and are waited for apart from
+    /// `tasks`, whose first end stops the server.
+    forward_tasks: Vec<JoinHandle<()>>,
     writer: Option<Writer>,
 }
 
@@ -142,18 +147,20 @@ impl Server {
         let (queue, writer) = Writer::start(store, config.writer.clone(), vec![hook]);
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
+        let (forwarder, forward_tasks) = ingest::Forwarder::start(&config.forward, &shutdown);
 
         let token = shutdown.clone();
         let q = queue.clone();
+        let f = forwarder.clone();
         let max = config.max_body_bytes;
         tasks.push(tokio::spawn(async move {
-            ingest::grpc::serve(listeners.grpc, q, max, token.cancelled_owned())
+            ingest::grpc::serve(listeners.grpc, q, f, max, token.cancelled_owned())
                 .await
                 .context("OTLP/gRPC receiver failed")
         }));
 
         let token = shutdown.clone();
-        let router = ingest::http::router(queue.clone(), config.max_body_bytes);
+        let router = ingest::http::router(queue.clone(), forwarder.clone(), config.max_body_bytes);
         tasks.push(tokio::spawn(async move {
             axum::serve(listeners.http, router)
                 .with_graceful_shutdown(token.cancelled_owned())
@@ -162,11 +169,20 @@ impl Server {
         }));
 
         let token = shutdown.clone();
+        let report = Arc::new(report_context(&config, addrs)?);
+        let metrics = Arc::new(crate::metrics::Exporter::new(
+            reader.clone(),
+            report.clone(),
+            queue.counters.clone(),
+            forwarder.counters(),
+            config.settle,
+        ));
         let state = AppState {
             reader: reader.clone(),
             config: Arc::new(config.clone()),
-            report: Arc::new(report_context(&config, addrs)?),
+            report,
             queue_counters: queue.counters.clone(),
+            metrics,
             addrs,
         };
         let router = web::router(state);
@@ -183,6 +199,7 @@ impl Server {
             queue,
             shutdown,
             tasks,
+            forward_tasks,
             writer: Some(writer),
         })
     }
@@ -216,6 +233,13 @@ impl Server {
                 Err(e) => {
                     first_err.get_or_insert(anyhow::anyhow!("server task failed: {e}"));
                 }
+            }
+        }
+        // Forwarding stops with the receivers: what is still queued for a destination is dropped
+        // (and counted) rather than waited for.
+        for task in std::mem::take(&mut self.forward_tasks) {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a forwarding task failed");
             }
         }
         // The receivers are done: dropping the last queue handle lets the writer drain and stop.

@@ -69,6 +69,20 @@ pub struct ServeArgs {
     /// The manifest describing the expected topology (`tracecov.yaml`).
     #[arg(long, env = "TRACECOV_MANIFEST")]
     pub manifest: Option<PathBuf>,
+    /// Send every acknowledged export on to another collector, unredacted: `grpc://host:port`
+    /// (OTLP/gRPC) or `http://host:port[/path]` (OTLP/HTTP protobuf, to /v1/traces unless a
+    /// path is given); repeatable. A slow or dead destination never delays acknowledgements.
+    #[arg(
+        long = "forward",
+        value_name = "URL",
+        env = "TRACECOV_FORWARD",
+        value_delimiter = ','
+    )]
+    pub forward: Vec<String>,
+    /// Most bytes of exports waiting per --forward destination; past it exports are dropped for
+    /// that destination and counted (tracecov_forward_dropped_spans_total).
+    #[arg(long, env = "TRACECOV_FORWARD_QUEUE", default_value = "64MiB", value_parser = parse_size)]
+    pub forward_queue: u64,
     #[command(flatten)]
     pub output: super::output::OutputArgs,
     /// Test-only: delay every store commit, to exercise backpressure.
@@ -95,6 +109,23 @@ impl ServeArgs {
         if self.queue_spans == 0 {
             anyhow::bail!("--queue-spans must be at least 1");
         }
+        let forward_queue = usize::try_from(self.forward_queue)
+            .ok()
+            .filter(|b| *b > 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!("--forward-queue must be between 1 byte and the address space")
+            })?;
+        let forward = self
+            .forward
+            .iter()
+            .map(|url| {
+                let target: crate::ingest::ForwardTarget = url.parse()?;
+                Ok(crate::ingest::ForwardConfig {
+                    queue_bytes: forward_queue,
+                    ..crate::ingest::ForwardConfig::new(target)
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(ServeConfig {
             data_dir: self.data.clone(),
             grpc_addr: self.grpc_addr,
@@ -126,6 +157,7 @@ impl ServeArgs {
                 .output
                 .report_options(config::DEFAULT_UI_ADDR)?
                 .redactor,
+            forward,
         })
     }
 }
@@ -137,13 +169,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let a = server.addrs;
     // A closed stdout (a parent that stopped reading) must not stop the server: the banner is
     // informational, so a failed write is only logged.
-    let banner = format!(
+    let mut banner = format!(
         "tracecov is serving\n  OTLP/gRPC  {}\n  OTLP/HTTP  {}\n  UI & API   {}\n  data       {}\n",
         a.grpc,
         a.otlp_http_url(),
         a.ui_url(),
         config.data_dir.display()
     );
+    for f in &config.forward {
+        banner.push_str(&format!("  forward    {}\n", f.target));
+    }
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
         tracing::warn!(error = %e, "could not print the listen addresses");

@@ -29,11 +29,13 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use super::convert::convert_request;
+use super::forward::{Forwarder, span_count};
 use super::queue::{IngestError, IngestQueue, SubmitError};
 use std::sync::atomic::Ordering;
 
 struct Traces {
     queue: IngestQueue,
+    forward: Forwarder,
 }
 
 #[tonic::async_trait]
@@ -42,7 +44,15 @@ impl TraceService for Traces {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let converted = convert_request(request.into_inner());
+        let request = request.into_inner();
+        // Encoded again only when someone downstream wants it; sent on after our own commit.
+        let forwarded = (!self.forward.is_empty()).then(|| {
+            (
+                bytes::Bytes::from(prost::Message::encode_to_vec(&request)),
+                span_count(&request),
+            )
+        });
+        let converted = convert_request(request);
         let rejected = converted.rejected;
         let message = converted.error_message();
         if rejected > 0 {
@@ -56,6 +66,9 @@ impl TraceService for Traces {
                 .write(converted.spans)
                 .await
                 .map_err(ingest_status)?;
+        }
+        if let Some((body, spans)) = forwarded {
+            self.forward.forward(body, spans);
         }
         let partial_success = (rejected > 0).then_some(ExportTracePartialSuccess {
             rejected_spans: rejected as i64,
@@ -143,10 +156,11 @@ fn remap_codec_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     queue: IngestQueue,
+    forward: Forwarder,
     max_message_bytes: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let traces = TraceServiceServer::new(Traces { queue })
+    let traces = TraceServiceServer::new(Traces { queue, forward })
         .max_decoding_message_size(max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);

@@ -30,12 +30,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 
 use super::convert::convert_request;
+use super::forward::{Forwarder, span_count};
 use super::otlp_json;
 use super::queue::{IngestError, IngestQueue, SubmitError};
 
 #[derive(Clone)]
 struct HttpState {
     queue: IngestQueue,
+    forward: Forwarder,
     max_body_bytes: usize,
 }
 
@@ -280,17 +282,28 @@ async fn handle_traces(
 ) -> Result<Response, Refusal> {
     let encoding = encoding.unwrap_or(Encoding::Protobuf);
     let body = read_body(headers, body, state.max_body_bytes).await?;
-    // Decoding a large body is CPU work: keep it off the async workers.
-    let converted =
-        tokio::task::spawn_blocking(move || decode(encoding, &body).map(convert_request))
-            .await
-            .map_err(|e| {
-                Refusal::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    tonic::Code::Internal,
-                    format!("decoding failed: {e}"),
-                )
-            })??;
+    // Decoding a large body is CPU work: keep it off the async workers. What is forwarded is
+    // OTLP protobuf: a protobuf body as received, a JSON one encoded once here.
+    let forward = !state.forward.is_empty();
+    let (converted, forwarded) = tokio::task::spawn_blocking(move || {
+        let request = decode(encoding, &body)?;
+        let forwarded = forward.then(|| {
+            let bytes = match encoding {
+                Encoding::Protobuf => body.clone(),
+                Encoding::Json => Bytes::from(request.encode_to_vec()),
+            };
+            (bytes, span_count(&request))
+        });
+        Ok::<_, Refusal>((convert_request(request), forwarded))
+    })
+    .await
+    .map_err(|e| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            format!("decoding failed: {e}"),
+        )
+    })??;
     let rejected = converted.rejected;
     let message = converted.error_message();
     if rejected > 0 {
@@ -315,6 +328,9 @@ async fn handle_traces(
             r.retry_after = true;
             r
         })?;
+    }
+    if let Some((body, spans)) = forwarded {
+        state.forward.forward(body, spans);
     }
     let partial_success = (rejected > 0).then_some(
         opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
@@ -354,7 +370,7 @@ async fn export_discard(
 }
 
 /// The OTLP/HTTP routes.
-pub fn router(queue: IngestQueue, max_body_bytes: usize) -> Router {
+pub fn router(queue: IngestQueue, forward: Forwarder, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/traces", post(export_traces))
         .route("/v1/metrics", post(export_discard))
@@ -363,6 +379,7 @@ pub fn router(queue: IngestQueue, max_body_bytes: usize) -> Router {
         .layer(DefaultBodyLimit::disable())
         .with_state(HttpState {
             queue,
+            forward,
             max_body_bytes,
         })
 }

@@ -41,10 +41,18 @@ pub struct IngestCounters {
     pub spans_stored: AtomicU64,
     pub spans_duplicate: AtomicU64,
     pub spans_rejected_invalid: AtomicU64,
+    /// Spans of exports refused because the queue was full (their clients retry them).
+    pub spans_refused_full: AtomicU64,
     pub exports_refused_full: AtomicU64,
     pub exports_refused_bad: AtomicU64,
     pub exports_refused_too_large: AtomicU64,
     pub commits: AtomicU64,
+    /// Spans waiting for the writer now: queued by `submit`, released once their commit is
+    /// answered. A counter rather than the semaphore itself, so readers (metrics) hold no part of
+    /// the queue and cannot keep the writer alive at shutdown.
+    pub queued_spans: AtomicU64,
+    /// The queue's bound, in spans.
+    pub queue_capacity_spans: AtomicU64,
 }
 
 /// Called after every commit with the spans it made durable (trace settling listens here).
@@ -121,9 +129,7 @@ impl IngestQueue {
         let permit = match self.permits.clone().try_acquire_many_owned(want) {
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::NoPermits) => {
-                self.counters
-                    .exports_refused_full
-                    .fetch_add(1, Ordering::Relaxed);
+                self.refused_full(spans.len());
                 return Err(SubmitError::Full);
             }
             Err(tokio::sync::TryAcquireError::Closed) => return Err(SubmitError::Closed),
@@ -145,16 +151,24 @@ impl IngestQueue {
         match self.tx.try_send(job) {
             Ok(()) => {
                 self.counters.spans_accepted.fetch_add(n, Ordering::Relaxed);
+                self.counters.queued_spans.fetch_add(n, Ordering::Relaxed);
                 Ok(rx)
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.counters
-                    .exports_refused_full
-                    .fetch_add(1, Ordering::Relaxed);
+                self.refused_full(n as usize);
                 Err(SubmitError::Full)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::Closed),
         }
+    }
+
+    fn refused_full(&self, spans: usize) {
+        self.counters
+            .exports_refused_full
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .spans_refused_full
+            .fetch_add(spans as u64, Ordering::Relaxed);
     }
 
     /// Queues `spans` and waits until they are durable.
@@ -194,6 +208,9 @@ impl Writer {
         // The channel bound is a backstop; the span semaphore is the real limit.
         let (tx, rx) = mpsc::channel(capacity.min(16_384));
         let counters = Arc::new(IngestCounters::default());
+        counters
+            .queue_capacity_spans
+            .store(capacity as u64, Ordering::Relaxed);
         let queue = IngestQueue {
             tx,
             permits: Arc::new(Semaphore::new(capacity)),
@@ -287,6 +304,7 @@ fn writer_loop(
             let _ = ack.send(per_job);
         }
         drop(jobs);
+        counters.queued_spans.fetch_sub(n as u64, Ordering::Relaxed);
         if last_retention.elapsed() >= config.retention_every {
             last_retention = Instant::now();
             match store.enforce_retention(config.retention, now_ns()) {

@@ -1,13 +1,16 @@
 //! The UI and JSON API server (default 127.0.0.1:4320).
 //!
 //! Owns routing and the JSON shapes of the API. Every store call runs on the blocking pool:
-//! SQLite blocks, and the async workers must not.
+//! SQLite blocks, and the async workers must not. `/metrics` is built by `crate::metrics`.
 
 mod api;
 mod runs;
 mod verdicts;
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 use crate::server::AppState;
@@ -28,5 +31,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/traces/{trace_id}/bug", get(verdicts::bug))
         .route("/api/traces/{trace_id}/otlp", get(verdicts::otlp))
         .route("/api/runs/{id}/export", get(runs::export))
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus series (OpenMetrics text).
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state.metrics.scrape().await;
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }

@@ -1,0 +1,216 @@
+//! `GET /metrics`: what tracecov knows, as Prometheus series (OpenMetrics text, written with the
+//! `prometheus-client` crate).
+//!
+//! Main types: `Exporter` (one per server, held by the web layer), and the pure builders
+//! `run::register` (the service graph and coverage of one analysed run) and `health::register`
+//! (ingest, store, settling and forwarding).
+//!
+//! Key design decisions:
+//! - The run series describe the **latest run** (`--run latest`), not every stored trace: the
+//!   analysis of a run is what reports already do, and analysing the whole store on every scrape
+//!   would cost a core. So `traces_service_graph_request_total` counts the latest run's calls: it
+//!   grows while that run is being filled and restarts (a counter reset to Prometheus) when a new
+//!   run begins; `increase()` over a range, or the instant value, reads it.
+//! - A registry is built afresh for every scrape: the values are a snapshot of an analysis, not
+//!   something the code increments as it goes. The analysed part (the run and the store's size)
+//!   is cached for `CACHE_TTL`, built on the blocking pool, and built once however many scrapes
+//!   arrive together; the counters of ingest and forwarding are atomics, read fresh every time.
+//! - This module reads the store and the counters and never writes anything.
+
+pub mod health;
+pub mod run;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::ingest::{ForwardCounters, IngestCounters};
+use crate::query::ReportContext;
+use crate::store::Reader;
+
+/// What `/metrics` answers with: OpenMetrics text, which Prometheus negotiates and parses (its
+/// counters are `…_total`, its end is `# EOF`).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How long an analysis of the latest run serves scrapes: a 1 s scrape interval must not
+/// re-analyse the run every second.
+pub const CACHE_TTL: Duration = Duration::from_secs(3);
+
+/// Labels as (name, value) pairs: each family names its own.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// A float gauge.
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Builds `/metrics` for one server.
+pub struct Exporter {
+    reader: Reader,
+    report: Arc<ReportContext>,
+    ingest: Arc<IngestCounters>,
+    forward: Vec<Arc<ForwardCounters>>,
+    settle: Duration,
+    ttl: Duration,
+    /// The analysed part of the last scrape. A Tokio mutex held across the build, so scrapes that
+    /// arrive while one is building wait for it rather than each starting their own.
+    cached: tokio::sync::Mutex<Option<Cached>>,
+    /// Builds of the analysed part that failed (a store error); the scrape then has only the rest.
+    build_failures: AtomicU64,
+}
+
+struct Cached {
+    at: Instant,
+    text: Arc<str>,
+}
+
+impl Exporter {
+    pub fn new(
+        reader: Reader,
+        report: Arc<ReportContext>,
+        ingest: Arc<IngestCounters>,
+        forward: Vec<Arc<ForwardCounters>>,
+        settle: Duration,
+    ) -> Self {
+        Self {
+            reader,
+            report,
+            ingest,
+            forward,
+            settle,
+            ttl: CACHE_TTL,
+            cached: tokio::sync::Mutex::new(None),
+            build_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The whole exposition, ending in `# EOF`.
+    pub async fn scrape(self: &Arc<Self>) -> String {
+        let analysed = {
+            let mut cached = self.cached.lock().await;
+            match &*cached {
+                Some(c) if c.at.elapsed() < self.ttl => c.text.clone(),
+                _ => {
+                    let me = self.clone();
+                    let text: Arc<str> =
+                        match tokio::task::spawn_blocking(move || me.analysed()).await {
+                            Ok(text) => text.into(),
+                            Err(e) => {
+                                tracing::error!(error = %e, "building the metrics failed");
+                                self.build_failures.fetch_add(1, Ordering::Relaxed);
+                                Arc::from("")
+                            }
+                        };
+                    *cached = Some(Cached {
+                        at: Instant::now(),
+                        text: text.clone(),
+                    });
+                    text
+                }
+            }
+        };
+        let mut registry = Registry::default();
+        health::register_counters(&mut registry, &self.ingest);
+        health::register_forwarding(&mut registry, &self.forward);
+        counter(
+            &mut registry,
+            "tracecov_metrics_build_failures",
+            "Builds of the analysed metrics that failed (the scrape then lacks the run series)",
+            self.build_failures.load(Ordering::Relaxed),
+        );
+        let mut out = String::with_capacity(analysed.len() + 8192);
+        out.push_str(&analysed);
+        // Writing into a String cannot fail.
+        let _ = encode_registry(&mut out, &registry);
+        let _ = encode_eof(&mut out);
+        out
+    }
+
+    /// The part that reads the store and analyses the latest run (blocking).
+    fn analysed(&self) -> String {
+        let started = Instant::now();
+        let mut registry = Registry::default();
+        let now = crate::ingest::now_ns();
+        match health::StoreSnapshot::read(&self.reader, now, self.settle) {
+            Ok(snapshot) => health::register_store(&mut registry, &snapshot, self.settle),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: reading the store failed");
+                self.build_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        match latest_run(&self.reader, &self.report) {
+            Ok(Some((run, analysed))) => run::register(&mut registry, &run, &analysed),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: analysing the latest run failed");
+                self.build_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        gauge(
+            &mut registry,
+            "tracecov_metrics_build_seconds",
+            "How long the last build of the analysed metrics took",
+            started.elapsed().as_secs_f64(),
+        );
+        let mut out = String::new();
+        let _ = encode_registry(&mut out, &registry);
+        out
+    }
+}
+
+fn latest_run(
+    reader: &Reader,
+    ctx: &ReportContext,
+) -> Result<Option<(crate::runs::Run, crate::query::Analysed)>, crate::query::QueryError> {
+    let Some(run) = reader.with_conn(|c| crate::runs::find_run(c, "latest"))? else {
+        return Ok(None);
+    };
+    let analysed = crate::query::analyse_run(reader, &run, ctx)?;
+    Ok(Some((run, analysed)))
+}
+
+/// Registers one unlabelled counter.
+pub(crate) fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(value);
+    registry.register(name, help, c);
+}
+
+/// Registers one unlabelled gauge.
+pub(crate) fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
+    let g = FloatGauge::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+/// Registers a counter family; samples with equal labels add up.
+pub(crate) fn counters(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, u64)>,
+) {
+    let family = Family::<Labels, Counter>::default();
+    for (labels, v) in samples {
+        family.get_or_create(&labels).inc_by(v);
+    }
+    registry.register(name, help, family);
+}
+
+/// Registers a gauge family; samples with equal labels add up.
+pub(crate) fn gauges(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, f64)>,
+) {
+    let family = Family::<Labels, FloatGauge>::default();
+    for (labels, v) in samples {
+        family.get_or_create(&labels).inc_by(v);
+    }
+    registry.register(name, help, family);
+}
