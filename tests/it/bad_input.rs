@@ -247,7 +247,7 @@ async fn invalid_ids_are_rejected_as_partial_success_and_the_rest_kept() {
 async fn a_full_queue_answers_retry_later_and_never_grows() {
     let server = TestServer::start_with(|c| {
         c.writer.queue_spans = 10;
-        c.writer.test_delay = Duration::from_millis(1500);
+        c.writer.test_delay = Duration::from_secs(4);
     })
     .await;
     // Fill the queue: these 10 spans hold every permit until the slow writer commits them.
@@ -265,7 +265,16 @@ async fn a_full_queue_answers_retry_later_and_never_grows() {
                 .status()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the filler holds the whole queue (a fixed sleep flaked on a busy machine).
+    // (Borrowed, not cloned: a live queue handle would keep the writer from ever stopping.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.server.as_ref().unwrap().queue.depth_spans() < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the filler never filled the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let resp = server
         .post_otlp(
             "application/x-protobuf",
