@@ -8,6 +8,7 @@ mod coverage;
 mod crash;
 mod demo;
 mod flask;
+mod formats;
 mod graph_e2e;
 mod import;
 mod otlp_clients;
