@@ -195,7 +195,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     args.summary.write(&report)?;
     let verdict = if args.gate.any() {
         let v = super::verdicts::gate_over_api(&api.http, &api.base, &run_id, &args.gate).await?;
-        eprint!("{}", v.text);
+        eprint!("{}", crate::report::strip_controls(&v.text));
         Some(v.exit_code)
     } else {
         None
