@@ -327,4 +327,12 @@ fn large_graphs_keep_only_the_failing_and_untested_part() {
     // checkout's covered neighbours stay: they are context for the failing hop.
     assert!(graph.nodes.contains(&"payments-mock"));
     assert!(super::markdown(&report).contains("Only the failing and untested edges"));
+
+    // Nothing failing or untested in a large graph: nothing drawn, and the report says why.
+    for e in &mut report.edges {
+        e.status = Some("covered".to_owned());
+    }
+    let graph = super::view::graph(&report);
+    assert!(graph.nodes.is_empty());
+    assert!(super::markdown(&report).contains("Not drawn: 78 nodes"));
 }

@@ -101,6 +101,14 @@ pub fn markdown(report: &Report) -> String {
     }
 
     let graph = view::graph(report);
+    if graph.nodes.is_empty()
+        && let Some(total) = graph.pruned_from
+    {
+        let _ = writeln!(
+            out,
+            "### Graph\n\nNot drawn: {total} nodes, and no edge is failing or untested.\n"
+        );
+    }
     if !graph.nodes.is_empty() {
         out.push_str("### Graph\n\n");
         if let Some(total) = graph.pruned_from {
