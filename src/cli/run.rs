@@ -1,6 +1,7 @@
 //! `tracecov run [--name NAME] [--server URL] -- CMD…`: open a run, run the test command with its
 //! OpenTelemetry SDK pointed at tracecov, wait for the run's traces to settle, close the run and
-//! print the report. Exit status: CMD's when it failed, else 0.
+//! print the report (and write the `--report FORMAT=FILE` files and the GitHub job summary).
+//! Exit status: CMD's when it failed, else the gate's.
 //!
 //! It always talks to a server through the JSON API — the one given by `--server`, or an embedded
 //! one it starts on free ports — so there is one code path for both.
@@ -13,7 +14,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::Value;
 
-use super::report::{Format, render};
+use super::report::{Format, ReportFile, SummaryArgs, render, stdout_colors};
 use super::source::{api_error, urlencode};
 use crate::config::{self, ServeConfig};
 use crate::report::Report;
@@ -40,6 +41,12 @@ pub struct RunArgs {
     /// Report format printed at the end.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Also write the report in FORMAT (text, json, markdown, junit, html) to FILE at the end of
+    /// the run; repeatable, so one CI step produces every file.
+    #[arg(long = "report", value_name = "FORMAT=FILE")]
+    pub reports: Vec<ReportFile>,
+    #[command(flatten)]
+    pub summary: SummaryArgs,
     /// The manifest of the expected topology, for the embedded collector (default:
     /// ./tracecov.yaml when present).
     #[arg(long, env = "TRACECOV_MANIFEST")]
@@ -181,10 +188,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     api.post(&format!("{path}/close"), Value::Null).await?;
     let report: Report = serde_json::from_value(api.get(&format!("{path}/report")).await?)
         .context("the server's report is not valid JSON")?;
-    print!("{}", render(&report, args.format));
+    print!("{}", render(&report, args.format, stdout_colors()));
+    for file in &args.reports {
+        file.write(&report)?;
+    }
+    args.summary.write(&report)?;
     let verdict = if args.gate.any() {
         let v = super::verdicts::gate_over_api(&api.http, &api.base, &run_id, &args.gate).await?;
-        eprint!("{}", v.text);
+        eprint!("{}", crate::report::strip_controls(&v.text));
         Some(v.exit_code)
     } else {
         None

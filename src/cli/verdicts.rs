@@ -130,10 +130,12 @@ pub async fn gate(args: GateCmd) -> anyhow::Result<ExitCode> {
         }
         Source::Server { base, http } => gate_over_api(&http, &base, &args.run, &args.gate).await?,
     };
+    // Node and operation names come from spans: no terminal control sequence gets through.
+    let text = crate::report::strip_controls(&verdict.text);
     if verdict.exit_code == 2 {
-        eprint!("tracecov: {}", verdict.text);
+        eprint!("tracecov: {text}");
     } else {
-        print!("{}", verdict.text);
+        print!("{text}");
     }
     Ok(ExitCode::from(verdict.exit_code))
 }
@@ -184,7 +186,9 @@ pub async fn impact(args: ImpactCmd) -> anyhow::Result<ExitCode> {
     match args.format {
         ListFormat::Lines => {
             for t in &tests {
-                writeln!(out, "{t}")?;
+                // Test names come from spans: one line each, no control sequence.
+                let line = crate::report::strip_controls(t).replace('\n', " ");
+                writeln!(out, "{line}")?;
             }
         }
         ListFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&tests)?)?,
@@ -264,6 +268,8 @@ pub async fn bug(args: BugCmd) -> anyhow::Result<ExitCode> {
             body
         }
     };
+    // JSON has escaped its control characters already; Markdown goes to terminals too.
+    let text = crate::report::strip_controls(&text);
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

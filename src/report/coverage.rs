@@ -153,7 +153,7 @@ fn interface(i: &coverage::InterfaceCoverage) -> Interface {
 
 /// The text report's coverage section: the numbers, then what is untested, stubbed, failing
 /// and unexpected. Empty when the report has no coverage.
-pub(super) fn text(report: &Report) -> String {
+pub(super) fn text(report: &Report, paint: super::text::Paint) -> String {
     let mut out = String::new();
     let Some(c) = &report.coverage else {
         return out;
@@ -175,7 +175,7 @@ pub(super) fn text(report: &Report) -> String {
     };
     let mut section = |title: &str, lines: Vec<String>| {
         if !lines.is_empty() {
-            let _ = writeln!(out, "  {title} ({}):", lines.len());
+            let _ = writeln!(out, "  {} ({}):", paint.status(title), lines.len());
             lines.iter().for_each(|l| out.push_str(l));
         }
     };

@@ -1,5 +1,11 @@
-//! Reports of a run for people and machines: the JSON report of DESIGN ("JSON report") and a
-//! plain-text terminal summary, both built from a `RunGraph`.
+//! Reports of a run for people and machines: the JSON report of DESIGN ("JSON report"), built
+//! from a `RunGraph`, and its renderings: a terminal summary (`text`), GitHub/GitLab Markdown
+//! with a Mermaid graph (`markdown`), JUnit XML for CI test views (`junit`) and a
+//! self-contained HTML page (`html`). The JSON shape is also described by the committed JSON
+//! Schema `docs/report.schema.json`, which the tests hold the report to.
+//!
+//! Every renderer starts from `escape::sanitized` (terminal control characters stripped from
+//! every string of the report) and escapes span-derived text for its own language.
 //!
 //! Owns the report's own serde structs (`json`), which are the contract scripts depend on: field
 //! names are DESIGN's, and keys are only ever added, never renamed. Analysis types carry no serde
@@ -17,17 +23,26 @@
 //! is added by `apply_coverage` from a `coverage::Coverage`; `build` leaves it out.
 
 mod coverage;
+mod escape;
+mod html;
 mod json;
+mod junit;
+mod markdown;
 mod text;
+mod view;
 
 pub use coverage::{
     CoverageCounts, CoverageItem, CoverageSummary, apply_coverage, build_with_coverage,
 };
+pub use escape::strip_controls;
+pub use html::html;
 pub use json::{
     Diagnostics, Edge, Evidence, Exception, Failure, FailureHop, Interface, LatencyMs, Node,
     Percentiles, Report, Run, TestCounts, build, build_with, failure,
 };
-pub use text::text;
+pub use junit::junit;
+pub use markdown::markdown;
+pub use text::{text, text_styled};
 
 use crate::links::LinkTemplate;
 use crate::model::Span;
@@ -69,5 +84,7 @@ pub fn to_json(report: &Report) -> String {
     out
 }
 
+#[cfg(test)]
+mod formats_tests;
 #[cfg(test)]
 mod tests;

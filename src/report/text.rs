@@ -1,13 +1,53 @@
 //! The plain-text summary of a report, for a terminal: tests, failures with their failing hop,
 //! class, summary and link, the edges with their calls, errors (by class), latency, interfaces
-//! and tests, and diagnostics. No colours (yet), so it reads the same piped
-//! into a file or a CI log.
+//! and tests, and diagnostics.
+//!
+//! Colours are the caller's choice (`text_styled`): the CLI asks for them only on a terminal and
+//! never with `NO_COLOR`; `text` has none, so it reads the same piped into a file or a CI log.
+//! Terminal control characters from span content are stripped from the whole report first
+//! (`escape::sanitized`), so a span name cannot move the cursor, retitle the terminal or
+//! recolour what follows.
 
 use std::fmt::Write;
 
+use super::escape;
 use super::json::{Percentiles, Report};
 
+/// The text report without colours.
 pub fn text(report: &Report) -> String {
+    text_styled(report, false)
+}
+
+/// SGR codes, applied only when colour is on.
+#[derive(Clone, Copy)]
+pub(super) struct Paint(pub bool);
+
+impl Paint {
+    pub(super) fn paint(self, code: &str, text: &str) -> String {
+        if self.0 {
+            format!("\u{1b}[{code}m{text}\u{1b}[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// A coverage status in its colour: failing red, untested yellow, covered green.
+    pub(super) fn status(self, status: &str) -> String {
+        let code = match status {
+            "failing" => "1;31",
+            "untested" => "33",
+            "covered" => "32",
+            "unexpected" => "35",
+            _ => "2",
+        };
+        self.paint(code, status)
+    }
+}
+
+/// The text report, with ANSI colours when `color` is set.
+pub fn text_styled(report: &Report, color: bool) -> String {
+    let report = &escape::sanitized(report);
+    let paint = Paint(color);
     let mut out = String::new();
     let run = &report.run;
     let _ = writeln!(
@@ -23,7 +63,8 @@ pub fn text(report: &Report) -> String {
 
     if !report.failures.is_empty() {
         out.push('\n');
-        let _ = writeln!(out, "failures ({}):", report.failures.len());
+        let title = format!("failures ({}):", report.failures.len());
+        let _ = writeln!(out, "{}", paint.paint("1;31", &title));
     }
     for f in &report.failures {
         let name = f.test.as_deref().unwrap_or("request");
@@ -32,11 +73,14 @@ pub fn text(report: &Report) -> String {
                 let _ = writeln!(
                     out,
                     "  {name}: {} at {} -> {} {}",
-                    f.class, hop.caller, hop.callee, hop.operation
+                    paint.paint("31", &f.class),
+                    hop.caller,
+                    hop.callee,
+                    hop.operation
                 );
             }
             None => {
-                let _ = writeln!(out, "  {name}: {}", f.class);
+                let _ = writeln!(out, "  {name}: {}", paint.paint("31", &f.class));
             }
         }
         let _ = writeln!(out, "    {}", f.summary);
@@ -55,7 +99,7 @@ pub fn text(report: &Report) -> String {
             "  {} -> {}{}: {}, {}{}; client {}; server {}",
             edge.caller,
             edge.callee,
-            status(edge.status.as_deref(), edge.critical),
+            status(paint, edge.status.as_deref(), edge.critical),
             plural(edge.calls, "call"),
             plural(edge.errors, "error"),
             classes(&edge.error_classes),
@@ -67,7 +111,7 @@ pub fn text(report: &Report) -> String {
                 out,
                 "      {}{}: {}, {}{}",
                 i.operation,
-                status(i.status.as_deref(), i.critical),
+                status(paint, i.status.as_deref(), i.critical),
                 plural(i.calls, "call"),
                 plural(i.errors, "error"),
                 classes(&i.error_classes)
@@ -80,7 +124,7 @@ pub fn text(report: &Report) -> String {
         }
     }
 
-    out.push_str(&super::coverage::text(report));
+    out.push_str(&super::coverage::text(report, paint));
 
     let d = &run.diagnostics;
     out.push('\n');
@@ -120,10 +164,10 @@ fn classes(classes: &std::collections::BTreeMap<String, u64>) -> String {
 }
 
 /// ` [covered]`, ` [untested, critical]`: nothing when the report has no coverage.
-fn status(status: Option<&str>, critical: Option<bool>) -> String {
+fn status(paint: Paint, status: Option<&str>, critical: Option<bool>) -> String {
     match (status, critical) {
-        (Some(s), Some(true)) => format!(" [{s}, critical]"),
-        (Some(s), _) => format!(" [{s}]"),
+        (Some(s), Some(true)) => format!(" [{}, critical]", paint.status(s)),
+        (Some(s), _) => format!(" [{}]", paint.status(s)),
         (None, _) => String::new(),
     }
 }

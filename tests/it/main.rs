@@ -9,6 +9,7 @@ mod crash;
 mod dashboards;
 mod demo;
 mod flask;
+mod formats;
 mod forward;
 mod graph_e2e;
 mod import;
