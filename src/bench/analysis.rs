@@ -249,13 +249,28 @@ pub fn run(spans: usize, runs: usize) -> anyhow::Result<()> {
         drop(by_trace);
 
         let start = Instant::now();
-        let graph = graph::analyze(&data, &AnalysisOptions::default());
-        let rep = report::build(
+        // The whole pipeline a report takes: graph, failing-hop blame, coverage (against the
+        // default expected set: everything seen), the report's structs and their JSON.
+        let forest = graph::Forest::build(&data);
+        let graph = graph::analyze_forest(&forest, &AnalysisOptions::default());
+        let blame = crate::blame::analyze(&forest, &graph);
+        let mut rep = report::build_with(
             &RunInfo {
                 id: "bench".into(),
                 name: "bench".into(),
             },
             &graph,
+            &blame,
+            &report::ReportOptions::default(),
+        );
+        let expected = crate::coverage::expected(&crate::coverage::Sources {
+            everything: Some(&graph),
+            ..Default::default()
+        });
+        let failing = crate::coverage::failing_hops(&graph);
+        report::apply_coverage(
+            &mut rep,
+            &crate::coverage::coverage(&graph, &expected, &failing),
         );
         let json = report::to_json(&rep);
         let f = start.elapsed().as_secs_f64();
