@@ -25,6 +25,9 @@ pub struct ServeConfig {
     pub settle: Duration,
     /// The manifest (`tracecov.yaml`) describing the expected topology.
     pub manifest: Option<PathBuf>,
+    /// A manifest already parsed (the demo's, built into the binary), used when `manifest` names
+    /// no file, so the UI, the API and `/metrics` judge coverage as the demo's report does.
+    pub builtin_manifest: Option<crate::coverage::Manifest>,
     /// The base of trace links in reports (default: the UI address actually bound).
     pub public_url: Option<String>,
     /// Where trace links point (default: tracecov's own UI at `public_url`).
@@ -59,6 +62,7 @@ impl ServeConfig {
             test_services: Vec::new(),
             settle: DEFAULT_SETTLE,
             manifest: None,
+            builtin_manifest: None,
             public_url: None,
             trace_links: None,
             redactor: crate::redact::Redactor::default(),

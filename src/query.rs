@@ -104,6 +104,8 @@ impl ReportContext {
 pub struct Analysed {
     pub report: Report,
     pub graph: RunGraph,
+    /// Failures and each hop's error class (the UI's per-interface error traces read it).
+    pub blame: crate::blame::Blame,
     pub coverage: Coverage,
     /// Whether any source of the expected topology was configured (the gate's refusal rule).
     pub sources_configured: bool,
@@ -245,6 +247,7 @@ pub fn analyse_runs(
     Ok(Analysed {
         report,
         graph,
+        blame,
         coverage: cov,
         sources_configured: configured,
         traces_outside_run,
@@ -394,4 +397,81 @@ pub fn bug(
         .filter(|s| s.trace_id == trace_id)
         .collect();
     Ok((bug, trace_spans))
+}
+
+/// One trace as the trace view shows it: its spans redacted, the failures placed in it, and the
+/// hops that cross a boundary inside it.
+pub struct TraceDetail {
+    /// The trace's spans, redacted.
+    pub spans: Vec<Span>,
+    /// The run the trace belongs to, if any.
+    pub run: Option<Run>,
+    /// Failures placed on a span of this trace (or failing in it), as the report writes them.
+    pub failures: Vec<report::Failure>,
+    pub hops: Vec<TraceHop>,
+}
+
+/// A hop of the trace: the spans on either side and the node ids it joins.
+#[derive(Debug, Clone)]
+pub struct TraceHop {
+    pub client_span: Option<crate::model::SpanId>,
+    pub server_span: Option<crate::model::SpanId>,
+    pub caller: String,
+    pub callee: String,
+    pub operation: String,
+    pub error: bool,
+}
+
+/// The trace view's data: the trace analysed with the rest of its run (so failures that cross a
+/// span link are found as the run report finds them), or alone when it has no run. `None` when
+/// the store holds no span of it.
+pub fn trace_detail(
+    reader: &Reader,
+    trace_id: crate::model::TraceId,
+    ctx: &ReportContext,
+) -> Result<Option<TraceDetail>, QueryError> {
+    let run = match reader.with_conn(|c| runs::trace_run(c, trace_id))? {
+        Some(id) => reader.with_conn(|c| runs::get_run(c, &id))?,
+        None => None,
+    };
+    let spans = match &run {
+        Some(run) => run_spans(reader, run)?,
+        None => reader.trace(trace_id)?,
+    };
+    if !spans.iter().any(|s| s.trace_id == trace_id) {
+        return Ok(None);
+    }
+    let forest = graph::Forest::build(&spans);
+    let graph = graph::analyze_forest(&forest, &ctx.analysis);
+    let blame = crate::blame::analyze(&forest, &graph);
+    let failures = blame
+        .failures
+        .iter()
+        .filter(|f| f.placed_trace == trace_id || f.trace_id == trace_id)
+        .map(|f| report::failure(f, &ctx.report))
+        .collect();
+    let r = &ctx.report.redactor;
+    let hops = graph
+        .hops()
+        .iter()
+        .filter(|h| h.trace_id == trace_id)
+        .map(|h| TraceHop {
+            client_span: h.client_span,
+            server_span: h.server_span,
+            caller: r.text(&graph.node(h.caller).id),
+            callee: r.text(&graph.node(h.callee).id),
+            operation: r.text(graph.operation(h.operation)),
+            error: h.error,
+        })
+        .collect();
+    let trace: Vec<Span> = spans
+        .into_iter()
+        .filter(|s| s.trace_id == trace_id)
+        .collect();
+    Ok(Some(TraceDetail {
+        spans: r.redact_spans(&trace),
+        run,
+        failures,
+        hops,
+    }))
 }

@@ -99,6 +99,8 @@ pub fn report_context(
     if let Some(path) = &config.manifest {
         let manifest = crate::coverage::load_manifest(path)?;
         ctx = ctx.with_manifest(manifest)?;
+    } else if let Some(manifest) = &config.builtin_manifest {
+        ctx = ctx.with_manifest(manifest.clone())?;
     }
     Ok(ctx)
 }

@@ -65,6 +65,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     step("starting the collector");
     let mut config = ServeConfig::ephemeral(&data);
     config.test_services = vec![demo::TEST_SERVICE.to_owned()];
+    // The server's own report context (the UI, the API, `/metrics`) judges coverage against the
+    // same built-in manifest as the report printed below.
+    config.builtin_manifest = Some(crate::coverage::demo_manifest());
     let (grpc, g_std) = bind_or_free(config::DEFAULT_GRPC_ADDR).await?;
     let (http, h_std) = bind_or_free(config::DEFAULT_HTTP_ADDR).await?;
     let (ui, u_std) = bind_or_free(config::DEFAULT_UI_ADDR).await?;

@@ -90,6 +90,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// The run page of a generated run rendered on the server, against its JSON report.
+    Ui {
+        /// Services in the generated run.
+        #[arg(long, default_value_t = 200)]
+        services: usize,
+        /// Distinct caller -> callee edges.
+        #[arg(long, default_value_t = 2_000)]
+        edges: usize,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 15)]
+        runs: usize,
+    },
 }
 
 /// Parses the process arguments and runs the command.
@@ -120,6 +132,17 @@ pub fn main() -> ExitCode {
             Command::Bench(BenchCommand::Analysis { spans, runs }) => {
                 tokio::task::spawn_blocking(move || {
                     crate::bench::analysis::run(spans, runs.max(1))
+                })
+                .await??;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Bench(BenchCommand::Ui {
+                services,
+                edges,
+                runs,
+            }) => {
+                tokio::task::spawn_blocking(move || {
+                    crate::bench::ui::run(services.max(2), edges, runs.max(1))
                 })
                 .await??;
                 Ok(ExitCode::SUCCESS)

@@ -151,6 +151,7 @@ impl ServeArgs {
                 let here = PathBuf::from("tracecov.yaml");
                 here.exists().then_some(here)
             }),
+            builtin_manifest: None,
             public_url: self.output.public_url.clone(),
             trace_links: self.output.trace_links.clone(),
             redactor: self

@@ -69,7 +69,7 @@ pub enum RunKind {
 }
 
 impl RunKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             RunKind::Explicit => "explicit",
             RunKind::Ci => "ci",

@@ -1,10 +1,12 @@
 //! The UI and JSON API server (default 127.0.0.1:4320).
 //!
-//! Owns routing and the JSON shapes of the API. Every store call runs on the blocking pool:
+//! Owns routing, the JSON shapes of the API, and the HTML pages of the UI (`ui/`, the only
+//! place that writes HTML for the server). Every store call runs on the blocking pool:
 //! SQLite blocks, and the async workers must not. `/metrics` is built by `crate::metrics`.
 
 mod api;
 mod runs;
+pub mod ui;
 mod verdicts;
 
 use axum::Router;
@@ -32,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/traces/{trace_id}/otlp", get(verdicts::otlp))
         .route("/api/runs/{id}/export", get(runs::export))
         .route("/metrics", get(metrics))
+        .merge(ui::routes())
         .with_state(state)
 }
 

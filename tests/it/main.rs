@@ -18,4 +18,5 @@ mod otlp_clients;
 mod otlp_json;
 mod pytest_plugin;
 mod python_sdk;
+mod ui;
 mod verdicts;

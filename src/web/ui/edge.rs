@@ -1,0 +1,198 @@
+//! The interface-level view of one edge (`/runs/{id}/edges?caller=&callee=`), what a heatmap
+//! cell opens: the edge's status and latency, each interface with its status, calls, errors by
+//! class and tests, the failures placed on the edge, and traces of its errors.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::layout::{self, Body, status_badge};
+use super::{UiError, blocking, href};
+use crate::query;
+use crate::server::AppState;
+
+/// Error traces listed per interface; the rest are counted.
+const ERROR_TRACES: usize = 10;
+
+#[derive(Debug, Deserialize)]
+pub struct EdgeQuery {
+    caller: String,
+    callee: String,
+}
+
+/// An error of the edge, for its trace link.
+struct ErrorTrace {
+    trace_id: String,
+    span_id: String,
+    class: String,
+    test: Option<String>,
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<EdgeQuery>,
+) -> Result<super::Page, UiError> {
+    let reader = state.reader.clone();
+    let ctx = state.report.clone();
+    blocking(move || {
+        let run = query::resolve_run(&reader, &id)?;
+        let a = query::analyse_run(&reader, &run, &ctx)?;
+        let Some(edge) = a
+            .report
+            .edges
+            .iter()
+            .find(|e| e.caller == q.caller && e.callee == q.callee)
+        else {
+            return Err(UiError::new(
+                StatusCode::NOT_FOUND,
+                format!("run {} has no edge {} → {}", run.name, q.caller, q.callee),
+            ));
+        };
+        // Errors per operation, from the hops of the edge in error.
+        let mut errors: BTreeMap<String, (usize, Vec<ErrorTrace>)> = BTreeMap::new();
+        if let Some(g) = a.graph.edge(&q.caller, &q.callee) {
+            for iface in &g.edge.interfaces {
+                for i in iface.hops.clone() {
+                    let hop = &a.graph.hops()[i];
+                    if !hop.error {
+                        continue;
+                    }
+                    let entry = errors.entry(iface.operation.clone()).or_default();
+                    entry.0 += 1;
+                    if entry.1.len() < ERROR_TRACES
+                        && let Some(span) = hop.server_span.or(hop.client_span)
+                    {
+                        entry.1.push(ErrorTrace {
+                            trace_id: hop.trace_id.to_hex(),
+                            span_id: span.to_hex(),
+                            class: a
+                                .blame
+                                .hop_class(i)
+                                .map_or("error", |c| c.as_str())
+                                .to_owned(),
+                            test: hop
+                                .test
+                                .map(|t| ctx.report.redactor.text(&a.graph.test(t).name)),
+                        });
+                    }
+                }
+            }
+        }
+        let failures: Vec<(usize, &crate::report::Failure)> = a
+            .report
+            .failures
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                f.hop
+                    .as_ref()
+                    .is_some_and(|h| h.caller == q.caller && h.callee == q.callee)
+            })
+            .collect();
+        let placed: Vec<String> = a
+            .blame
+            .failures
+            .iter()
+            .map(|f| f.placed_trace.to_hex())
+            .collect();
+        Ok(render(&run, edge, &failures, &placed, &errors))
+    })
+    .await
+}
+
+fn render(
+    run: &crate::runs::Run,
+    e: &crate::report::Edge,
+    failures: &[(usize, &crate::report::Failure)],
+    placed: &[String],
+    errors: &BTreeMap<String, (usize, Vec<ErrorTrace>)>,
+) -> Markup {
+    let status = e.status.as_deref().unwrap_or("covered");
+    let critical = e.critical == Some(true);
+    layout::page(
+        &format!("{} → {}", e.caller, e.callee),
+        Body::default(),
+        html! {
+            p.small { a href=(href::run(&run.id)) { "← run " (run.name) } }
+            h1 { (super::graph::label(&e.caller)) " → " (e.callee) }
+            p #edge-status {
+                (status_badge(status))
+                @if critical { " " span.critical-mark { "★ critical" } }
+                @if e.expected == Some(false) { " " span.small { "(not declared by any source)" } }
+            }
+            div.cards {
+                div.card { "calls" b { (e.calls) } }
+                div.card { "errors" b { (e.errors) } }
+                div.card { "tests" b { (e.tests.len()) } }
+                div.card { "client p50 / p95" b { (layout::ms(e.latency_ms.client.p50)) } span.small { "p95 " (layout::ms(e.latency_ms.client.p95)) } }
+                div.card { "server p50 / p95" b { (layout::ms(e.latency_ms.server.p50)) } span.small { "p95 " (layout::ms(e.latency_ms.server.p95)) } }
+            }
+            @if !e.error_classes.is_empty() {
+                p { "Errors by class: "
+                    @for (i, (class, n)) in e.error_classes.iter().enumerate() {
+                        @if i > 0 { ", " } code { (class) } " " (n)
+                    }
+                }
+            }
+            h2 { "Interfaces (" (e.interfaces.len()) ")" }
+            @if e.interfaces.is_empty() { p { "No interface was observed or declared." } }
+            @else {
+                table #interfaces {
+                    thead { tr { th { "operation" } th { "status" } th.num { "calls" } th.num { "errors" } th { "errors by class" } th { "tests" } } }
+                    tbody {
+                        @for i in &e.interfaces {
+                            @let st = i.status.as_deref().unwrap_or("covered");
+                            tr data-operation=(i.operation) data-status=(st) {
+                                td { code { (i.operation) } @if i.critical == Some(true) { " " span.critical-mark { "★ critical" } } }
+                                td { (status_badge(st)) }
+                                td.num { (i.calls) }
+                                td.num { (i.errors) }
+                                td { @for (class, n) in &i.error_classes { code { (class) } " " (n) br; } }
+                                td.tests { @if i.tests.is_empty() { span.muted { "none" } } @else { ul { @for t in &i.tests { li { (t) } } } } }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Tests that crossed this edge (" (e.tests.len()) ")" }
+            @if e.tests.is_empty() { p #edge-tests.muted { "No test exercised this edge." } }
+            @else { ul #edge-tests { @for t in &e.tests { li { (t) } } } }
+            h2 { "Failures placed on this edge (" (failures.len()) ")" }
+            @if failures.is_empty() { p { "None." } }
+            @else {
+                table #edge-failures {
+                    thead { tr { th { "class" } th { "operation" } th { "summary" } th { "test" } th { "links" } } }
+                    tbody { @for (i, f) in failures {
+                        @let trace = placed.get(*i).map_or(f.trace_id.as_str(), String::as_str);
+                        tr {
+                            td { span.badge.st-failing { (f.class) } }
+                            td { @if let Some(h) = &f.hop { code { (h.operation) } } }
+                            td { (f.summary) }
+                            td { (f.test.as_deref().unwrap_or("a request")) }
+                            td { a href=(href::trace(trace, Some(&f.span_id))) { "trace" } " · " a href=(href::bug(&f.trace_id, &f.span_id)) { "bug report" } }
+                        }
+                    } }
+                }
+            }
+            h2 { "Errors on this edge" }
+            @if errors.is_empty() { p { "No call on this edge reported an error." } }
+            @else {
+                @for (op, (count, traces)) in errors {
+                    h3 { code { (op) } " — " (count) " in error" }
+                    ul { @for t in traces {
+                        li {
+                            code { (t.class) } " "
+                            a href=(href::trace(&t.trace_id, Some(&t.span_id))) { "trace " span.mono { (t.trace_id.get(..12).unwrap_or(&t.trace_id)) } }
+                            @if let Some(test) = &t.test { " in " (test) }
+                        }
+                    } }
+                    @if *count > traces.len() { p.small { (count - traces.len()) " more not listed." } }
+                }
+            }
+        },
+    )
+}

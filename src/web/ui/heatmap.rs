@@ -1,0 +1,337 @@
+//! The coverage heatmap of the run page: callers as rows, callees as columns, one cell per edge.
+//!
+//! Each cell says its status three ways: colour, a symbol (`✓ 3` covered by three tests, `✗`
+//! failing, `?` untested, `S` stubbed, `!` unexpected) and a CSS pattern (stripes, dots, a dashed
+//! border), so it reads in greyscale and to colour-blind eyes; `★` and an outline mark critical
+//! edges. The `title` holds the counts; the cell links to the edge's interface-level view.
+//!
+//! For 100+ services the rows and columns are grouped by namespace (`shop/cart` → `shop`,
+//! `db:…` → `db`), and the server sorts and filters them from query parameters (`sort`,
+//! `caller`, `callee`, `status`, `ns`, `critical`), so the page needs no script to do it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::href;
+use crate::report::{Edge, Report};
+
+/// The heatmap's query parameters.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HeatOptions {
+    /// `name` (default: by namespace, then id), `problems` (most failing and untested cells
+    /// first) or `calls` (busiest first).
+    #[serde(default)]
+    pub sort: Option<String>,
+    /// Keep callers whose id contains this.
+    #[serde(default)]
+    pub caller: Option<String>,
+    /// Keep callees whose id contains this.
+    #[serde(default)]
+    pub callee: Option<String>,
+    /// Keep the rows and columns holding at least one cell of this status.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Keep the rows and columns of this namespace.
+    #[serde(default)]
+    pub ns: Option<String>,
+    /// Only critical edges.
+    #[serde(default)]
+    pub critical: Option<String>,
+}
+
+impl HeatOptions {
+    fn only_critical(&self) -> bool {
+        matches!(self.critical.as_deref(), Some("1" | "on" | "true"))
+    }
+    fn nonempty(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+}
+
+/// The namespace a node id is grouped under: a virtual node's kind (`db`, `queue`, `ext`), a
+/// service's `service.namespace`, or none.
+pub fn namespace(id: &str) -> &str {
+    if let Some((kind, _)) = id.split_once(':')
+        && matches!(kind, "db" | "queue" | "ext")
+    {
+        return kind;
+    }
+    match id.split_once('/') {
+        Some((ns, _)) => ns,
+        None => "",
+    }
+}
+
+fn ns_label(ns: &str) -> &str {
+    if ns.is_empty() { "(no namespace)" } else { ns }
+}
+
+fn status_of(e: &Edge) -> &str {
+    e.status.as_deref().unwrap_or("covered")
+}
+
+fn is_problem(status: &str) -> bool {
+    matches!(status, "failing" | "untested")
+}
+
+/// The cell's symbol: the status in one or two characters.
+fn symbol(e: &Edge) -> String {
+    let mark = match status_of(e) {
+        "covered" => "✓",
+        "failing" => "✗",
+        "untested" => "?",
+        "stubbed" => "S",
+        "unexpected" => "!",
+        _ => "·",
+    };
+    let star = if e.critical == Some(true) { "★" } else { "" };
+    match status_of(e) {
+        "covered" | "failing" | "unexpected" if !e.tests.is_empty() => {
+            format!("{star}{mark}{}", e.tests.len())
+        }
+        _ => format!("{star}{mark}"),
+    }
+}
+
+/// How many tests shade a covered cell: 1, 2–3, 4–9, 10 and more.
+fn shade(tests: usize) -> u8 {
+    match tests {
+        0 | 1 => 1,
+        2..=3 => 2,
+        4..=9 => 3,
+        _ => 4,
+    }
+}
+
+fn title(e: &Edge) -> String {
+    let mut t = format!(
+        "{} → {}\nstatus: {}{}\ncalls: {}, errors: {}\ntests: {}",
+        e.caller,
+        e.callee,
+        status_of(e),
+        if e.critical == Some(true) {
+            " (critical)"
+        } else {
+            ""
+        },
+        e.calls,
+        e.errors,
+        e.tests.len()
+    );
+    for (class, n) in &e.error_classes {
+        t.push_str(&format!("\n{class}: {n}"));
+    }
+    let tested = e
+        .interfaces
+        .iter()
+        .filter(|i| matches!(i.status.as_deref(), None | Some("covered" | "failing")))
+        .count();
+    if !e.interfaces.is_empty() {
+        t.push_str(&format!(
+            "\ninterfaces tested: {tested}/{}",
+            e.interfaces.len()
+        ));
+    }
+    t
+}
+
+/// The heatmap section: filter form, legend and table.
+pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
+    let caller_q = HeatOptions::nonempty(&opts.caller);
+    let callee_q = HeatOptions::nonempty(&opts.callee);
+    let status_q = HeatOptions::nonempty(&opts.status);
+    let ns_q = opts.ns.as_deref().map(str::trim);
+    let only_critical = opts.only_critical();
+
+    let kept: Vec<&Edge> = report
+        .edges
+        .iter()
+        .filter(|e| caller_q.is_none_or(|q| e.caller.contains(q)))
+        .filter(|e| callee_q.is_none_or(|q| e.callee.contains(q)))
+        .filter(|e| !only_critical || e.critical == Some(true))
+        .filter(|e| ns_q.is_none_or(|q| namespace(&e.caller) == q || namespace(&e.callee) == q))
+        .collect();
+    // A status filter keeps whole rows and columns that hold such a cell, so the cell is seen
+    // among its neighbours.
+    let (rows_with, cols_with): (BTreeSet<&str>, BTreeSet<&str>) = match status_q {
+        Some(s) => (
+            kept.iter()
+                .filter(|e| status_of(e) == s)
+                .map(|e| e.caller.as_str())
+                .collect(),
+            kept.iter()
+                .filter(|e| status_of(e) == s)
+                .map(|e| e.callee.as_str())
+                .collect(),
+        ),
+        None => Default::default(),
+    };
+    let kept: Vec<&Edge> = kept
+        .into_iter()
+        .filter(|e| {
+            status_q.is_none()
+                || rows_with.contains(e.caller.as_str()) && cols_with.contains(e.callee.as_str())
+        })
+        .collect();
+
+    let cells: HashMap<(&str, &str), &Edge> = kept
+        .iter()
+        .map(|e| ((e.caller.as_str(), e.callee.as_str()), *e))
+        .collect();
+    // Per row and column: problems and calls, for sorting.
+    let mut row_stats: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut col_stats: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for e in &kept {
+        let p = u64::from(is_problem(status_of(e)));
+        let r = row_stats.entry(&e.caller).or_default();
+        r.0 += p;
+        r.1 += e.calls;
+        let c = col_stats.entry(&e.callee).or_default();
+        c.0 += p;
+        c.1 += e.calls;
+    }
+    let sort = opts.sort.as_deref().unwrap_or("name");
+    let order = |stats: &BTreeMap<&str, (u64, u64)>| -> Vec<String> {
+        let mut ids: Vec<&str> = stats.keys().copied().collect();
+        match sort {
+            "problems" => ids.sort_by(|a, b| {
+                stats[b]
+                    .0
+                    .cmp(&stats[a].0)
+                    .then(stats[b].1.cmp(&stats[a].1))
+                    .then(a.cmp(b))
+            }),
+            "calls" => ids.sort_by(|a, b| stats[b].1.cmp(&stats[a].1).then(a.cmp(b))),
+            _ => ids.sort_by(|a, b| namespace(a).cmp(namespace(b)).then(a.cmp(b))),
+        }
+        ids.into_iter().map(str::to_owned).collect()
+    };
+    let rows = order(&row_stats);
+    let cols = order(&col_stats);
+    let grouped = sort == "name";
+    // Column groups: runs of equal namespace in column order (all of them when sorted by name).
+    let mut col_groups: Vec<(&str, usize)> = Vec::new();
+    for c in &cols {
+        let ns = namespace(c);
+        match col_groups.last_mut() {
+            Some((g, n)) if *g == ns => *n += 1,
+            _ => col_groups.push((ns, 1)),
+        }
+    }
+    let namespaces: BTreeSet<&str> = report
+        .edges
+        .iter()
+        .flat_map(|e| [namespace(&e.caller), namespace(&e.callee)])
+        .collect();
+    let total_cols = cols.len() + 1;
+
+    html! {
+        form.filters method="get" action=(href::run(run_id)) {
+            label { "sort rows and columns"
+                select name="sort" {
+                    @for (v, label) in [("name", "by namespace and name"), ("problems", "failing and untested first"), ("calls", "most calls first")] {
+                        option value=(v) selected[sort == v] { (label) }
+                    }
+                }
+            }
+            label { "status"
+                select name="status" {
+                    option value="" { "any" }
+                    @for s in ["failing", "untested", "stubbed", "unexpected", "covered"] {
+                        option value=(s) selected[status_q == Some(s)] { (s) }
+                    }
+                }
+            }
+            label { "namespace"
+                select name="ns" {
+                    option value="" selected[ns_q.is_none_or(str::is_empty)] { "all" }
+                    @for ns in &namespaces {
+                        @if !ns.is_empty() {
+                            option value=(ns) selected[ns_q == Some(*ns)] { (ns) }
+                        }
+                    }
+                }
+            }
+            label { "caller contains" input type="search" name="caller" value=[caller_q]; }
+            label { "callee contains" input type="search" name="callee" value=[callee_q]; }
+            label { "critical only" input type="checkbox" name="critical" value="1" checked[only_critical]; }
+            button type="submit" { "Apply" }
+            a href=(href::run(run_id)) { "reset" }
+        }
+        div.legend {
+            span { span.swatch.cell.covered { "✓3" } "covered (number = tests; darker = more)" }
+            span { span.swatch.cell.failing { "✗" } "failing" }
+            span { span.swatch.cell.untested { "?" } "untested" }
+            span { span.swatch.cell.stubbed { "S" } "stubbed (only a mock answered)" }
+            span { span.swatch.cell.unexpected { "!" } "unexpected (not declared)" }
+            span { span.critical-mark { "★" } " critical (outlined)" }
+        }
+        p.small { (rows.len()) " callers × " (cols.len()) " callees, " (kept.len()) " of " (report.edges.len()) " edges shown. Hover a cell for its counts; click it for its interfaces." }
+        @if kept.is_empty() {
+            p { "No edge matches." }
+        } @else {
+            div.heatwrap {
+                table.heat #heatmap {
+                    thead {
+                        @if grouped {
+                            tr {
+                                th.grp { "callee namespace →" }
+                                @for (ns, n) in &col_groups {
+                                    th.grp colspan=(n) { (ns_label(ns)) }
+                                }
+                            }
+                        }
+                        tr {
+                            th.row { "caller ↓ \\ callee →" }
+                            @for c in &cols { th.col scope="col" title=(c) { (crate::web::ui::graph::label(c)) } }
+                        }
+                    }
+                    tbody {
+                        @for (i, r) in rows.iter().enumerate() {
+                            @if grouped && (i == 0 || namespace(&rows[i - 1]) != namespace(r)) {
+                                tr.grp { th colspan=(total_cols) { "caller namespace: " (ns_label(namespace(r))) } }
+                            }
+                            tr data-caller=(r) {
+                                th.row scope="row" title=(r) { (crate::web::ui::graph::label(r)) }
+                                @for c in &cols {
+                                    @match cells.get(&(r.as_str(), c.as_str())) {
+                                        Some(e) => (cell(e, run_id)),
+                                        None => td.empty {},
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn cell(e: &Edge, run_id: &str) -> Markup {
+    let status = status_of(e);
+    let class = format!(
+        "cell {}{}{}",
+        super::layout::status_class(status),
+        if status == "covered" {
+            format!(" shade-{}", shade(e.tests.len()))
+        } else {
+            String::new()
+        },
+        if e.critical == Some(true) {
+            " critical"
+        } else {
+            ""
+        }
+    );
+    html! {
+        td class=(class) data-status=(status) data-caller=(e.caller) data-callee=(e.callee)
+            data-critical=[(e.critical == Some(true)).then_some("true")] title=(title(e)) {
+            a href=(href::edge(run_id, &e.caller, &e.callee)) aria-label={ (e.caller) " to " (e.callee) ": " (status) } {
+                (symbol(e))
+            }
+        }
+    }
+}

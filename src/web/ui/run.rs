@@ -1,0 +1,257 @@
+//! The run page (`/runs/{id}`): the verdict and coverage numbers, the diagnostics, the coverage
+//! heatmap, the failures, the untested items and the service graph. While the run is open the
+//! page polls the API and reloads itself when spans arrive or the run closes.
+//!
+//! `render_run_page` takes only what the report holds (plus the run's state), so `tracecov
+//! bench ui` can time it on a generated report.
+
+use axum::extract::{Path, Query, State};
+use maud::{Markup, html};
+
+use super::heatmap::{self, HeatOptions};
+use super::layout::{self, Body, percent};
+use super::{Page, UiError, blocking, href, safe_external};
+use crate::ingest::now_ns;
+use crate::query::{self, RunStatus};
+use crate::report::Report;
+use crate::server::AppState;
+
+/// Everything the run page shows.
+pub struct RunPage {
+    pub run: RunStatus,
+    pub report: Report,
+    /// Per failure of the report (same order), the trace of the span it is placed on: another
+    /// trace than the failing one when the walk crossed a span link.
+    pub placed_traces: Vec<String>,
+    /// Names in the manifest that no trace shows.
+    pub warnings: Vec<String>,
+    pub heat: HeatOptions,
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(heat): Query<HeatOptions>,
+) -> Result<Page, UiError> {
+    let reader = state.reader.clone();
+    let ctx = state.report.clone();
+    let quiet = state.config.settle;
+    blocking(move || {
+        let run = query::resolve_run(&reader, &id)?;
+        let a = query::analyse_run(&reader, &run, &ctx)?;
+        let page = RunPage {
+            run: RunStatus::new(run, now_ns(), quiet),
+            placed_traces: a
+                .blame
+                .failures
+                .iter()
+                .map(|f| f.placed_trace.to_hex())
+                .collect(),
+            report: a.report,
+            warnings: a.warnings,
+            heat,
+        };
+        Ok(render_run_page(&page))
+    })
+    .await
+}
+
+pub fn render_run_page(p: &RunPage) -> Markup {
+    let report = &p.report;
+    let run = &p.run.run;
+    let t = &report.run.tests;
+    let verdict_class = if report.run.tests.failed > 0 || !report.failures.is_empty() {
+        "failed"
+    } else if report
+        .coverage
+        .as_ref()
+        .is_some_and(|c| c.untested.iter().any(|i| i.critical))
+    {
+        "warn"
+    } else {
+        "passed"
+    };
+    let body = if p.run.open {
+        Body {
+            poll_run: Some(run.id.clone()),
+            last_ns: Some(run.last_ns),
+        }
+    } else {
+        Body::default()
+    };
+    layout::page(
+        &format!("Run {}", run.name),
+        body,
+        html! {
+            h1 { "Run " (run.name) " " span.small.mono { (run.id) } }
+            p.small {
+                "started " (layout::time(run.created_ns))
+                @if let Some(c) = run.closed_ns { ", closed " (layout::time(c)) }
+                " · " (report.run.spans) " spans in " (report.run.traces) " traces · "
+                a href={ "/api/runs/" (super::enc(&run.id)) "/report" } { "JSON report" }
+            }
+            @if p.run.open {
+                p.warnbox #open-run { "This run is open: the page refreshes itself as spans arrive." }
+            }
+            p class={ "verdict " (verdict_class) } { (verdict(report)) }
+            div.cards {
+                div.card { "tests" b { (t.total) } span.small { (t.passed) " passed, " (t.failed) " failed" } }
+                div.card { "failing hops" b { (report.failures.len()) } }
+                @if let Some(c) = &report.coverage {
+                    @for (what, n) in [("edge coverage", c.edges), ("interface coverage", c.interfaces), ("critical covered", c.critical)] {
+                        div.card { (what) b { (percent(n.percent)) } span.small { (n.covered) " of " (n.expected) } }
+                    }
+                    div.card { "critical untested" b { (c.untested.iter().filter(|i| i.critical).count()) } }
+                }
+            }
+            (diagnostics(p))
+            h2 #heatmap-title { "Coverage heatmap" }
+            (heatmap::render(report, &run.id, &p.heat))
+            h2 #failures-title { "Failures (" (report.failures.len()) ")" }
+            (failures(p))
+            (untested(report, &run.id))
+            h2 #graph-title { "Service graph" }
+            (super::graph::render(report))
+        },
+    )
+}
+
+fn verdict(report: &Report) -> String {
+    let t = &report.run.tests;
+    let mut parts = vec![format!("{} of {} tests failed", t.failed, t.total)];
+    if !report.failures.is_empty() {
+        parts.push(format!("{} failing hops", report.failures.len()));
+    }
+    if let Some(c) = &report.coverage {
+        let n = c.untested.iter().filter(|i| i.critical).count();
+        if n > 0 {
+            parts.push(format!("{n} critical items untested"));
+        }
+    }
+    let head = if t.failed > 0 || !report.failures.is_empty() {
+        "Failed"
+    } else {
+        "Passed"
+    };
+    format!("{head}: {}", parts.join("; "))
+}
+
+fn diagnostics(p: &RunPage) -> Markup {
+    let d = &p.report.run.diagnostics;
+    let counts = [
+        ("orphan spans (parent never arrived)", d.orphans),
+        ("duplicate span ids", d.duplicate_span_ids),
+        ("parent cycles", d.parent_cycles),
+        ("spans without an end time", d.missing_end_times),
+        ("clock skew (child outside its parent)", d.clock_skew),
+        ("calls whose callee could not be named", d.unresolved_calls),
+    ];
+    let any = counts.iter().any(|c| c.1 > 0) || !d.propagation_breaks.is_empty();
+    html! {
+        h2 #diagnostics-title { "Diagnostics" }
+        @if any {
+            div.warnbox #diagnostics {
+                p { "These are the usual causes of a false “untested” or “unreachable”:" }
+                ul {
+                    @for (what, n) in counts {
+                        @if n > 0 { li { b { (n) } " " (what) } }
+                    }
+                    @for (service, n) in &d.propagation_breaks {
+                        li { b { (n) } " propagation breaks in " code { (service) }
+                            ": its server spans had no parent during the run (context not propagated to it)" }
+                    }
+                }
+            }
+        } @else {
+            p #diagnostics.small { "No orphans, duplicate ids, cycles, clock skew or propagation breaks." }
+        }
+        @if !p.warnings.is_empty() {
+            div.warnbox #manifest-warnings {
+                p { "The manifest names what no trace shows:" }
+                ul { @for w in &p.warnings { li { (w) } } }
+            }
+        }
+    }
+}
+
+fn failures(p: &RunPage) -> Markup {
+    let report = &p.report;
+    if report.failures.is_empty() {
+        return html! { p { "No failure." } };
+    }
+    html! {
+        table #failures {
+            thead { tr { th { "class" } th { "hop" } th { "summary" } th { "test" } th { "evidence" } th { "links" } } }
+            tbody {
+                @for (i, f) in report.failures.iter().enumerate() {
+                    @let placed = p.placed_traces.get(i).map_or(f.trace_id.as_str(), String::as_str);
+                    tr data-class=(f.class) {
+                        td { span.badge.st-failing { (f.class) } }
+                        td {
+                            @match &f.hop {
+                                Some(h) => {
+                                    a href=(href::edge(&p.run.run.id, &h.caller, &h.callee)) { (h.caller) " → " (h.callee) }
+                                    br; code { (h.operation) }
+                                }
+                                None => { span.muted { "none (silent)" } }
+                            }
+                        }
+                        td { (f.summary) }
+                        td { (f.test.as_deref().unwrap_or("a request outside any test")) }
+                        td.small {
+                            @if let Some(s) = f.evidence.http_status { "HTTP " (s) br; }
+                            @if let Some(s) = &f.evidence.rpc_status { "gRPC " (s) br; }
+                            @if let Some(m) = &f.evidence.status_message { (m) br; }
+                            @if let Some(x) = &f.evidence.exception {
+                                (x.kind.as_deref().unwrap_or("exception"))
+                                @if let Some(m) = &x.message { ": " (m) }
+                            }
+                        }
+                        td {
+                            a.trace-link href=(href::trace(placed, Some(&f.span_id))) { "trace" } " · "
+                            a.bug-link href=(href::bug(&f.trace_id, &f.span_id)) { "bug report" }
+                            @if let Some(ext) = safe_external(&f.link) {
+                                @if !ext.contains("/traces/") { " · " a href=(ext) { "in your tracing backend" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn untested(report: &Report, run_id: &str) -> Markup {
+    let Some(c) = &report.coverage else {
+        return html! {};
+    };
+    let mut items: Vec<_> = c.untested.iter().collect();
+    // Critical first: they are what a gate refuses.
+    items.sort_by_key(|i| !i.critical);
+    html! {
+        h2 #untested-title { "Untested (" (items.len()) ")" }
+        @if items.is_empty() { p { "Every expected edge and interface was exercised." } }
+        @else {
+            table #untested {
+                thead { tr { th { "caller" } th { "callee" } th { "operation" } th { "critical" } } }
+                tbody {
+                    @for i in items {
+                        tr {
+                            td { a href=(href::edge(run_id, &i.caller, &i.callee)) { (super::graph::label(&i.caller)) } }
+                            td { (i.callee) }
+                            td { @match &i.operation { Some(op) => code { (op) }, None => span.muted { "(the edge)" } } }
+                            td { @if i.critical { span.critical-mark { "★ critical" } } }
+                        }
+                    }
+                }
+            }
+        }
+        @if !c.unexpected.is_empty() {
+            h2 { "Unexpected (" (c.unexpected.len()) ")" }
+            p.small { "Observed, but declared by no source: an undeclared dependency." }
+            ul { @for i in &c.unexpected {
+                li { (i.caller) " → " (i.callee) @if let Some(op) = &i.operation { " " code { (op) } } }
+            } }
+        }
+    }
+}

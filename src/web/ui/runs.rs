@@ -1,0 +1,151 @@
+//! The runs page (`/`): every run, newest first, with its tests, coverage and gate verdict.
+
+use axum::extract::State;
+use maud::{Markup, html};
+
+use super::layout::{self, Body, percent};
+use super::{Page, UiError, blocking, href};
+use crate::coverage::GateConditions;
+use crate::ingest::now_ns;
+use crate::query::{self, RunStatus};
+use crate::runs;
+use crate::server::AppState;
+
+/// Runs analysed for the list; older ones are listed with a link only. Analysing a run reads
+/// all its spans, and a store may hold hundreds of runs.
+const ANALYSED_RUNS: usize = 20;
+
+/// What the list shows of an analysed run.
+struct Summary {
+    tests_total: u64,
+    passed: u64,
+    failed: u64,
+    failures: usize,
+    edges: Option<f64>,
+    interfaces: Option<f64>,
+    critical: Option<f64>,
+    untested_critical: usize,
+    /// The gate with `--critical --no-failures`: what a CI job usually enforces.
+    gate_passed: bool,
+    gate_text: String,
+}
+
+pub async fn page(State(state): State<AppState>) -> Result<Page, UiError> {
+    let reader = state.reader.clone();
+    let ctx = state.report.clone();
+    let quiet = state.config.settle;
+    blocking(move || {
+        let now = now_ns();
+        let all = reader.with_conn(runs::list_runs)?;
+        let mut rows = Vec::with_capacity(all.len());
+        for (i, run) in all.into_iter().enumerate() {
+            let summary = if i < ANALYSED_RUNS {
+                let a = query::analyse_run(&reader, &run, &ctx)?;
+                Some(summarise(&a))
+            } else {
+                None
+            };
+            rows.push((RunStatus::new(run, now, quiet), summary));
+        }
+        Ok(render(&rows))
+    })
+    .await
+}
+
+fn summarise(a: &query::Analysed) -> Summary {
+    let r = &a.report;
+    let gate = crate::coverage::gate(
+        &a.coverage,
+        &GateConditions {
+            critical: true,
+            no_failures: true,
+            ..GateConditions::default()
+        },
+    );
+    let c = r.coverage.as_ref();
+    Summary {
+        tests_total: r.run.tests.total,
+        passed: r.run.tests.passed,
+        failed: r.run.tests.failed,
+        failures: r.failures.len(),
+        edges: c.and_then(|c| c.edges.percent),
+        interfaces: c.and_then(|c| c.interfaces.percent),
+        critical: c.and_then(|c| c.critical.percent),
+        untested_critical: c.map_or(0, |c| c.untested.iter().filter(|i| i.critical).count()),
+        gate_passed: gate.passed(),
+        gate_text: gate.text(),
+    }
+}
+
+fn render(rows: &[(RunStatus, Option<Summary>)]) -> Markup {
+    layout::page(
+        "Runs",
+        Body::default(),
+        html! {
+            h1 { "Runs" }
+            @if rows.is_empty() {
+                p { "No run yet. Send spans with a " code { "tracecov.run.id" }
+                    " resource attribute, or wrap a suite in " code { "tracecov run -- CMD" } "." }
+            } @else {
+                p.small { "Newest first. The gate column is " code { "tracecov gate --critical --no-failures" }
+                    "; coverage is of the expected edges and interfaces." }
+                table #runs {
+                    thead { tr {
+                        th { "run" } th { "started" } th { "state" } th.num { "traces" }
+                        th.num { "tests" } th.num { "passed" } th.num { "failed" } th.num { "failing hops" }
+                        th.num { "edge coverage" } th.num { "interface coverage" } th.num { "critical" }
+                        th.num { "critical untested" } th { "gate" } th { "links" }
+                    } }
+                    tbody {
+                        @for (status, summary) in rows {
+                            (row(status, summary.as_ref()))
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn row(status: &RunStatus, s: Option<&Summary>) -> Markup {
+    let run = &status.run;
+    let state = if status.open {
+        "open"
+    } else if status.settled {
+        "closed"
+    } else {
+        "closed, settling"
+    };
+    html! {
+        tr data-run=(run.id) {
+            td { a href=(href::run(&run.id)) { (run.name) } br; span.small.mono { (run.id) } }
+            td { (layout::time(run.created_ns)) br; span.small { (run.kind.as_str()) } }
+            td { (state) }
+            td.num { (run.traces) }
+            @match s {
+                Some(s) => {
+                    td.num { (s.tests_total) }
+                    td.num { (s.passed) }
+                    td.num class=@if s.failed > 0 { "st-failing" } { (s.failed) }
+                    td.num { (s.failures) }
+                    td.num { (percent(s.edges)) }
+                    td.num { (percent(s.interfaces)) }
+                    td.num { (percent(s.critical)) }
+                    td.num class=@if s.untested_critical > 0 { "st-untested" } { (s.untested_critical) }
+                    td title=(s.gate_text) {
+                        @if s.gate_passed { span.badge.st-covered { "✓ pass" } }
+                        @else { span.badge.st-failing { "✗ fail" } }
+                    }
+                }
+                None => {
+                    td.muted colspan="9" { "not analysed here (older than the newest " (ANALYSED_RUNS) "): open the run" }
+                }
+            }
+            td {
+                a href=(href::run(&run.id)) { "page" } " · "
+                a href={ "/api/runs/" (super::enc(&run.id)) "/report" } { "JSON" } " · "
+                a href={ "/api/runs/" (super::enc(&run.id)) "/report?format=text" } { "text" }
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The pages rendered from hostile input: markup, script-closing text and attribute breakouts in
+//! every span-derived field must come out as text. The browser tests (`tests/it/ui.rs`) check the
+//! same in Chromium; these say which page broke, fast.
+
+use std::sync::Arc;
+
+use crate::bench::ui::{generated_report, page_of};
+use crate::model::{
+    Attributes, Event, KeyValue, Resource, Span, SpanId, SpanKind, Status, StatusCode, TraceId,
+    Value,
+};
+use crate::query::TraceDetail;
+
+const IMG: &str = "<img src=x onerror=alert(1)>";
+const SCRIPT: &str = "</script><script>alert(2)</script>";
+const BREAKOUT: &str = "\"><svg onload=alert(3)>";
+
+/// No element and no attribute a hostile string could have made.
+fn assert_inert(html: &str) {
+    // The hostile text appears, escaped, as text; these only exist if it became markup.
+    for bad in ["<img", "<svg onload", "<script>alert"] {
+        assert!(
+            !html.contains(bad),
+            "{bad:?} in the page:\n{}",
+            &html[html.find(bad).unwrap().saturating_sub(300)..]
+        );
+    }
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{html}"
+    );
+    assert!(
+        html.contains("&quot;&gt;&lt;svg onload=alert(3)&gt;"),
+        "{html}"
+    );
+}
+
+fn hostile_report() -> crate::report::Report {
+    let mut report = generated_report(6, 10);
+    let e = &mut report.edges[0];
+    e.caller = format!("svc{IMG}");
+    e.callee = format!("callee{BREAKOUT}");
+    e.tests = vec![SCRIPT.to_owned()];
+    e.status = Some("failing".to_owned());
+    e.interfaces[0].operation = format!("GET /x/{SCRIPT}");
+    report.nodes.push(crate::report::Node {
+        id: format!("svc{IMG}"),
+        kind: "service".to_owned(),
+    });
+    let f = &mut report.failures;
+    f.push(crate::report::Failure {
+        test: Some(IMG.to_owned()),
+        summary: format!("{BREAKOUT} {SCRIPT}"),
+        hop: Some(crate::report::FailureHop {
+            caller: format!("svc{IMG}"),
+            callee: BREAKOUT.to_owned(),
+            operation: SCRIPT.to_owned(),
+        }),
+        link: "javascript:alert(4)".to_owned(),
+        ..generated_report(6, 30).failures[0].clone()
+    });
+    report
+        .run
+        .diagnostics
+        .propagation_breaks
+        .insert(IMG.to_owned(), 1);
+    report
+}
+
+#[test]
+fn run_page_renders_hostile_names_as_text() {
+    let html = super::render_run_page(&page_of(hostile_report())).into_string();
+    assert_inert(&html);
+    assert!(!html.contains("javascript:"), "a javascript: link was kept");
+    assert!(html.contains("&lt;/script&gt;&lt;script&gt;alert(2)"));
+    // The failing edge is in the heatmap and the graph.
+    assert!(html.contains("data-status=\"failing\""));
+    assert!(html.contains("class=\"edge failing\""));
+}
+
+fn attr(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Value::Str(value.to_owned()),
+    }
+}
+
+#[test]
+fn trace_view_renders_hostile_spans_as_text_and_highlights_the_placed_span() {
+    let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+    let root = SpanId::from_hex("b7ad6b7169203331").unwrap();
+    let child = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+    let resource = Arc::new(Resource::new(Attributes(vec![attr(
+        "service.name",
+        &format!("svc{IMG}"),
+    )])));
+    let mut a = Span::new(trace, root, IMG);
+    a.kind = SpanKind::Server;
+    a.start_ns = 1_000;
+    a.end_ns = 9_000;
+    a.resource = resource.clone();
+    a.attributes = Attributes(vec![attr("note", SCRIPT), attr("html", BREAKOUT)]);
+    let mut b = Span::new(trace, child, BREAKOUT);
+    b.parent_span_id = Some(root);
+    b.kind = SpanKind::Client;
+    b.start_ns = 2_000;
+    b.end_ns = 5_000;
+    b.resource = resource;
+    b.status = Status {
+        code: StatusCode::Error,
+        message: SCRIPT.to_owned(),
+    };
+    b.events = vec![Event {
+        time_ns: 3_000,
+        name: IMG.to_owned(),
+        attributes: Attributes(vec![attr("exception.message", BREAKOUT)]),
+    }];
+    let mut failure = generated_report(6, 30).failures[0].clone();
+    failure.span_id = child.to_hex();
+    failure.summary = IMG.to_owned();
+    let detail = TraceDetail {
+        spans: vec![a, b],
+        run: None,
+        failures: vec![failure],
+        hops: Vec::new(),
+    };
+    let html = super::trace::render(trace, &detail, Some(child)).into_string();
+    assert_inert(&html);
+    let placed = html
+        .find("class=\"wf-row placed selected\"")
+        .expect("the placed span is highlighted and selected");
+    assert!(html[placed..].contains("data-span=\"00f067aa0ba902b7\""));
+}
+
+#[test]
+fn large_graphs_are_aggregated_by_namespace() {
+    let report = generated_report(200, 2_000);
+    let model = super::graph::model(&report);
+    assert_eq!(model.nodes.len(), 20, "one node per namespace");
+    assert!(model.note.as_deref().unwrap().contains("namespaces"));
+    assert!(model.edges.iter().any(|e| e.status == "failing"));
+    // Small graphs are drawn whole.
+    let small = super::graph::model(&generated_report(12, 30));
+    assert_eq!(small.nodes.len(), 12);
+    assert!(small.note.is_none());
+}
+
+#[test]
+fn large_graphs_without_namespaces_keep_only_their_problems() {
+    let mut report = generated_report(200, 2_000);
+    let strip = |id: &mut String| *id = id.replace('/', "-");
+    for n in &mut report.nodes {
+        strip(&mut n.id);
+    }
+    for e in &mut report.edges {
+        strip(&mut e.caller);
+        strip(&mut e.callee);
+    }
+    let model = super::graph::model(&report);
+    assert!(model.nodes.len() <= super::graph::MAX_NODES);
+    assert!(
+        model
+            .edges
+            .iter()
+            .all(|e| matches!(e.status.as_str(), "failing" | "untested"))
+    );
+    assert!(model.note.as_deref().unwrap().contains("Only failing"));
+}
+
+#[test]
+fn links_percent_encode_what_they_carry() {
+    assert_eq!(
+        super::href::edge("r 1", "a/b", "db:x?y&z"),
+        "/runs/r%201/edges?caller=a%2Fb&callee=db%3Ax%3Fy%26z"
+    );
+    assert_eq!(super::safe_external("javascript:alert(1)"), None);
+    assert_eq!(
+        super::safe_external("https://jaeger/trace/1"),
+        Some("https://jaeger/trace/1")
+    );
+}

@@ -1,0 +1,588 @@
+//! The web UI in a real browser: Debian's headless Chromium, driven over the DevTools protocol
+//! (a websocket, `tungstenite`), against a real server holding the demo shop's run (faults
+//! `payments:500` and `email:down`, the demo's manifest) and a trace whose every name and
+//! attribute is hostile markup.
+//!
+//! It checks what a tester sees: the failing edge's cell is marked failing and the critical
+//! edge no test touched is marked untested; a click on a cell opens the edge's interfaces and
+//! tests; the trace link of a failure opens the waterfall with the span the failure is placed on
+//! highlighted; and the hostile trace executes nothing on any page — no dialog opens, no element
+//! is injected. Every page is saved as a screenshot under `target/ui-screenshots/`.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tracecov::demo::{self, Fault};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+use crate::common::TestServer;
+use crate::metrics::demo_run;
+
+const IMG: &str = "<img src=x onerror=alert(1)>";
+const SCRIPT: &str = "</script><script>alert(2)</script>";
+const BREAKOUT: &str = "\"><svg onload=alert(3)>";
+const HOSTILE_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+
+/// The Chromium binary, or a failure saying how to get it: this test must not skip.
+fn chromium() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .flat_map(|dir| ["chromium", "chromium-browser", "google-chrome"].map(|n| dir.join(n)))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "headless Chromium is needed to test the web UI and none was found on PATH: install \
+             Debian's `chromium` (.ci/run does: apt-get install -y chromium)"
+        )
+    })
+}
+
+fn screenshots_dir() -> PathBuf {
+    // CARGO_TARGET_TMPDIR is `<target>/tmp`.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A headless Chromium with a fresh profile, killed when dropped.
+struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+    ws_url: String,
+}
+
+impl Browser {
+    fn launch() -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                "--window-size=1400,1000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start chromium");
+        // Chromium prints the browser's websocket address on stderr once it listens.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(i) = line.find("ws://") {
+                    let _ = tx.send(line[i..].trim().to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let ws_url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("chromium did not print its DevTools address within 30 s");
+        Self {
+            child,
+            _profile: profile,
+            ws_url,
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One page, driven through a flattened session on the browser's websocket.
+struct Page {
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    session: String,
+    next_id: u64,
+    /// Events read while waiting for something else.
+    events: Vec<Value>,
+    /// Every dialog (alert, confirm, prompt) any page opened.
+    dialogs: Vec<String>,
+}
+
+impl Page {
+    fn open(browser: &Browser) -> Self {
+        let (ws, _) = tungstenite::connect(browser.ws_url.as_str()).expect("DevTools websocket");
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+        }
+        let mut page = Page {
+            ws,
+            session: String::new(),
+            next_id: 0,
+            events: Vec::new(),
+            dialogs: Vec::new(),
+        };
+        let target = page.call("Target.createTarget", json!({"url": "about:blank"}));
+        let attached = page.call(
+            "Target.attachToTarget",
+            json!({"targetId": target["targetId"], "flatten": true}),
+        );
+        page.session = attached["sessionId"].as_str().unwrap().to_owned();
+        page.call("Page.enable", json!({}));
+        page.call("Runtime.enable", json!({}));
+        page.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": false}),
+        );
+        page
+    }
+
+    /// Reads one message, or none within the socket's read timeout.
+    fn read(&mut self) -> Option<Value> {
+        match self.ws.read() {
+            Ok(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["method"] == "Page.javascriptDialogOpening" {
+                    self.dialogs.push(v["params"]["message"].to_string());
+                    // Dismiss it, or the page would hang; the test fails on `dialogs` anyway.
+                    let id = self.send("Page.handleJavaScriptDialog", json!({"accept": false}));
+                    let _ = id;
+                }
+                Some(v)
+            }
+            Ok(_) => None,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("DevTools connection failed: {e}"),
+        }
+    }
+
+    fn send(&mut self, method: &str, params: Value) -> u64 {
+        self.next_id += 1;
+        let mut msg = json!({"id": self.next_id, "method": method, "params": params});
+        if !self.session.is_empty() {
+            msg["sessionId"] = json!(self.session);
+        }
+        self.ws
+            .send(Message::text(msg.to_string()))
+            .expect("DevTools send");
+        self.next_id
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send(method, params);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "no answer to {method}");
+            let Some(v) = self.read() else { continue };
+            if v["id"] == id {
+                assert!(v.get("error").is_none(), "{method} failed: {v}");
+                return v["result"].clone();
+            }
+            if v.get("method").is_some() {
+                self.events.push(v);
+            }
+        }
+    }
+
+    fn wait_event(&mut self, method: &str) -> Value {
+        if let Some(i) = self.events.iter().position(|e| e["method"] == method) {
+            return self.events.remove(i);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "no {method} event within 30 s");
+            if let Some(v) = self.read() {
+                if v["method"] == method {
+                    return v;
+                }
+                if v.get("method").is_some() {
+                    self.events.push(v);
+                }
+            }
+        }
+    }
+
+    fn goto(&mut self, url: &str) {
+        self.events.clear();
+        let r = self.call("Page.navigate", json!({"url": url}));
+        assert!(r.get("errorText").is_none(), "navigating to {url}: {r}");
+        self.wait_event("Page.loadEventFired");
+    }
+
+    /// The value of a JavaScript expression evaluated in the page.
+    fn eval(&mut self, expression: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+        );
+        assert!(
+            r.get("exceptionDetails").is_none(),
+            "{expression} threw: {r}"
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// Clicks the element `selector` names with a real mouse event at its centre, and waits
+    /// for the page it opens.
+    fn click_and_wait(&mut self, selector: &str) {
+        let sel = serde_json::to_string(selector).unwrap();
+        let rect = self.eval(&format!(
+            "(() => {{ const e = document.querySelector({sel}); if (!e) return null; \
+             e.scrollIntoView({{block: 'center', inline: 'center'}}); const r = e.getBoundingClientRect(); \
+             return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+        ));
+        assert!(rect.is_array(), "nothing to click at {selector}");
+        let (x, y) = (rect[0].as_f64().unwrap(), rect[1].as_f64().unwrap());
+        self.events.clear();
+        for kind in ["mousePressed", "mouseReleased"] {
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
+            );
+        }
+        self.wait_event("Page.loadEventFired");
+    }
+
+    fn screenshot(&mut self, name: &str) {
+        let r = self.call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true}),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().unwrap())
+            .unwrap();
+        std::fs::write(screenshots_dir().join(format!("{name}.png")), png).unwrap();
+    }
+
+    fn url(&mut self) -> String {
+        self.eval("location.href").as_str().unwrap().to_owned()
+    }
+
+    /// Nothing a hostile string could have made: no image, no event-handler attribute, no script
+    /// but the UI's own, no SVG outside the service graph, and no dialog so far.
+    fn assert_nothing_injected(&mut self, page: &str) {
+        let found = self.eval(
+            "JSON.stringify({\
+               img: document.querySelectorAll('img').length,\
+               handlers: [...document.querySelectorAll('*')].filter(e => [...e.attributes].some(a => a.name.startsWith('on'))).length,\
+               scripts: [...document.scripts].map(s => s.getAttribute('src')),\
+               stray_svg: [...document.querySelectorAll('svg')].filter(s => s.id !== 'graph').length\
+             })",
+        );
+        let found: Value = serde_json::from_str(found.as_str().unwrap()).unwrap();
+        assert_eq!(
+            found,
+            json!({"img": 0, "handlers": 0, "scripts": ["/assets/ui.js"], "stray_svg": 0}),
+            "markup was injected into the {page}"
+        );
+        // Let any handler that did get in run before looking for dialogs.
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            if let Some(v) = self.read()
+                && v.get("method").is_some()
+            {
+                self.events.push(v);
+            }
+        }
+        assert!(
+            self.dialogs.is_empty(),
+            "the {page} opened dialogs: {:?}",
+            self.dialogs
+        );
+    }
+}
+
+/// A failing test whose every name, attribute, event and status message is hostile markup.
+fn hostile_otlp_json() -> Value {
+    let attr = |k: &str, v: Value| match v {
+        Value::Number(n) => json!({"key": k, "value": {"intValue": n.to_string()}}),
+        v => json!({"key": k, "value": {"stringValue": v}}),
+    };
+    let t0: u64 = 1_700_000_000_000_000_000;
+    let span = |id: &str, parent: Option<&str>, name: &str, kind: u8, attrs: Vec<Value>| {
+        let mut s = json!({
+            "traceId": HOSTILE_TRACE, "spanId": id, "name": name, "kind": kind,
+            "startTimeUnixNano": (t0 + 1_000_000).to_string(),
+            "endTimeUnixNano": (t0 + 90_000_000).to_string(),
+            "attributes": attrs,
+            "status": {"code": 2, "message": format!("{SCRIPT} {BREAKOUT}")},
+            "events": [{"name": IMG, "timeUnixNano": (t0 + 2_000_000).to_string(),
+                        "attributes": [attr("exception.message", json!(BREAKOUT))]}],
+        });
+        if let Some(p) = parent {
+            s["parentSpanId"] = json!(p);
+        }
+        s
+    };
+    let resource = |service: &str, spans: Vec<Value>| {
+        json!({
+            "resource": {"attributes": [
+                attr("service.name", json!(service)),
+                attr("tracecov.run.id", json!("hostile-ui")),
+            ]},
+            "scopeSpans": [{"scope": {"name": IMG}, "spans": spans}],
+        })
+    };
+    json!({"resourceSpans": [
+        resource("hostile-tests", vec![
+            span("1000000000000001", None, IMG, 1, vec![
+                attr("test.case.name", json!(IMG)),
+                attr("test.case.result.status", json!("fail")),
+            ]),
+            span("1000000000000002", Some("1000000000000001"), BREAKOUT, 3, vec![
+                attr("http.request.method", json!("GET")),
+                attr("http.response.status_code", json!(500)),
+                attr("note", json!(SCRIPT)),
+            ]),
+        ]),
+        resource(&format!("svc{BREAKOUT}"), vec![
+            span("1000000000000003", Some("1000000000000002"), SCRIPT, 2, vec![
+                attr("http.request.method", json!("GET")),
+                attr("http.route", json!(format!("/x/{IMG}"))),
+                attr("http.response.status_code", json!(500)),
+                attr("html", json!(BREAKOUT)),
+            ]),
+        ]),
+    ]})
+}
+
+fn cell(caller: &str, callee: &str) -> String {
+    format!("td.cell[data-caller=\"{caller}\"][data-callee=\"{callee}\"]")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_shows_the_demo_run_and_executes_nothing_from_a_span() {
+    let browser_bin = chromium();
+    let server = TestServer::start_with(|c| {
+        c.test_services = vec![demo::TEST_SERVICE.into()];
+        c.builtin_manifest = Some(tracecov::coverage::demo_manifest());
+    })
+    .await;
+    let report = demo_run(
+        &server,
+        "ui-demo",
+        vec![Fault::Payments500, Fault::EmailDown],
+    )
+    .await;
+    let run_id = report["run"]["id"].as_str().unwrap().to_owned();
+
+    let resp = server
+        .post_otlp(
+            "application/json",
+            hostile_otlp_json().to_string().into_bytes(),
+            false,
+        )
+        .await;
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = server
+            .get_json(&format!("/api/traces/{HOSTILE_TRACE}"))
+            .await;
+        if status == 200 && body["spans"].as_array().is_some_and(|s| s.len() == 3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the hostile trace never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let ui = server.addrs.ui_url();
+    assert!(browser_bin.is_file());
+    tokio::task::spawn_blocking(move || drive(&ui, &run_id))
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+fn drive(ui: &str, run_id: &str) {
+    let browser = Browser::launch();
+    let mut page = Page::open(&browser);
+
+    // The runs page lists both runs.
+    page.goto(&format!("{ui}/"));
+    let runs =
+        page.eval("[...document.querySelectorAll('#runs tbody tr')].map(r => r.dataset.run)");
+    assert!(
+        runs.as_array().unwrap().iter().any(|r| r == run_id),
+        "{runs}"
+    );
+    assert!(page.eval("document.querySelectorAll('#runs tbody tr').length") == json!(2));
+    page.screenshot("runs");
+    page.assert_nothing_injected("runs page");
+
+    // The run page: the failing edge and the untested critical edge, by status and by symbol.
+    page.goto(&format!("{ui}/runs/{run_id}"));
+    page.screenshot("run");
+    let failing = cell("checkout", "payments");
+    let status = page.eval(&format!(
+        "(() => {{ const c = document.querySelector('{failing}'); \
+         return c && [c.dataset.status, c.className, c.textContent.trim(), c.title]; }})()"
+    ));
+    assert_eq!(status[0], "failing", "{status}");
+    assert!(status[1].as_str().unwrap().contains("failing"), "{status}");
+    assert!(status[2].as_str().unwrap().contains('✗'), "{status}");
+    assert!(
+        status[3].as_str().unwrap().contains("callee_error"),
+        "{status}"
+    );
+    let untested = cell("gateway", "payments");
+    let status = page.eval(&format!(
+        "(() => {{ const c = document.querySelector('{untested}'); \
+         return c && [c.dataset.status, c.dataset.critical, c.textContent.trim()]; }})()"
+    ));
+    assert_eq!(status, json!(["untested", "true", "★?"]));
+    // The failures table and the graph show the failing hop too.
+    let classes =
+        page.eval("[...document.querySelectorAll('#failures tbody tr')].map(r => r.dataset.class)");
+    assert!(
+        classes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "callee_error")
+            && classes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == "unreachable"),
+        "{classes}"
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#graph path.edge.failing[data-caller=\"checkout\"][data-callee=\"payments\"]').length"),
+        json!(1)
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#graph path.edge.untested[data-caller=\"gateway\"][data-callee=\"payments\"]').length"),
+        json!(1)
+    );
+    page.assert_nothing_injected("demo run page");
+
+    // Clicking the failing cell opens its interfaces and tests.
+    page.click_and_wait(&format!("{failing} a"));
+    assert!(
+        page.url()
+            .contains("/edges?caller=checkout&callee=payments")
+    );
+    let iface = page.eval(
+        "(() => { const r = document.querySelector('#interfaces tr[data-operation=\"POST /charge\"]'); \
+         return r && [r.dataset.status, [...r.querySelectorAll('.tests li')].map(l => l.textContent)]; })()",
+    );
+    assert_eq!(iface[0], "failing", "{iface}");
+    assert!(
+        iface[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "checkout_paid"),
+        "{iface}"
+    );
+    page.screenshot("edge");
+
+    // A failure's trace link opens the waterfall with the placed span highlighted.
+    page.goto(&format!("{ui}/runs/{run_id}"));
+    let placed_span = page.eval(
+        "new URL(document.querySelector('#failures tbody tr[data-class=\"callee_error\"] a.trace-link').href).searchParams.get('span')",
+    );
+    page.click_and_wait("#failures tbody tr[data-class=\"callee_error\"] a.trace-link");
+    assert!(page.url().contains("/traces/"));
+    let placed = page.eval(
+        "[...document.querySelectorAll('.wf-row.placed')].map(r => [r.dataset.span, r.classList.contains('selected'), r.open, r.querySelector('summary').textContent])",
+    );
+    let placed = placed.as_array().unwrap();
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    assert_eq!(placed[0][0], placed_span);
+    assert_eq!(placed[0][1], true);
+    assert!(
+        placed[0][3]
+            .as_str()
+            .unwrap()
+            .contains("failure placed here")
+    );
+    assert!(
+        page.eval("document.querySelectorAll('.wf-row.collateral').length")
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    page.screenshot("trace");
+
+    // Its bug report, with the Markdown to copy.
+    let trace_url = page.url();
+    let trace_id = trace_url
+        .split("/traces/")
+        .nth(1)
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    page.goto(&format!(
+        "{ui}/traces/{trace_id}/bug?span={}",
+        placed_span.as_str().unwrap()
+    ));
+    let md = page.eval("document.getElementById('bug-markdown').textContent");
+    assert!(md.as_str().unwrap().contains("callee_error"), "{md}");
+    page.screenshot("bug");
+
+    // The hostile trace, on every page it reaches.
+    for (name, path) in [
+        ("hostile-run", "/runs/hostile-ui".to_owned()),
+        (
+            "hostile-trace",
+            format!("/traces/{HOSTILE_TRACE}?span=1000000000000003"),
+        ),
+        ("hostile-bug", format!("/traces/{HOSTILE_TRACE}/bug")),
+        (
+            "hostile-edge",
+            format!(
+                "/runs/hostile-ui/edges?caller=hostile-tests&callee={}",
+                tracecov::web::ui::enc(&format!("svc{BREAKOUT}"))
+            ),
+        ),
+        ("runs-with-hostile", "/".to_owned()),
+    ] {
+        page.goto(&format!("{ui}{path}"));
+        page.screenshot(name);
+        let text = page.eval("document.body.innerText");
+        let text = text.as_str().unwrap();
+        assert!(
+            !text.contains("Not Found") && !text.contains("Bad Request"),
+            "{name}: {text}"
+        );
+        // The hostile strings are there, as text.
+        if name != "runs-with-hostile" {
+            assert!(
+                text.contains(IMG) || text.contains(BREAKOUT),
+                "{name} shows none of the hostile text: {text}"
+            );
+        }
+        page.assert_nothing_injected(name);
+    }
+    page.goto(&format!(
+        "{ui}/traces/{HOSTILE_TRACE}?span=1000000000000003"
+    ));
+    let attrs = page.eval("document.body.innerText");
+    assert!(attrs.as_str().unwrap().contains(SCRIPT), "{attrs}");
+    assert!(page.dialogs.is_empty(), "dialogs: {:?}", page.dialogs);
+}
