@@ -244,6 +244,28 @@ impl Page {
         r["result"]["value"].clone()
     }
 
+    /// Like `eval`, but `None` while the page is between documents (a reload in progress).
+    fn try_eval(&mut self, expression: &str) -> Option<Value> {
+        let id = self.send(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true}),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "no answer to Runtime.evaluate");
+            let Some(v) = self.read() else { continue };
+            if v["id"] == id {
+                if v.get("error").is_some() || v["result"].get("exceptionDetails").is_some() {
+                    return None;
+                }
+                return Some(v["result"]["result"]["value"].clone());
+            }
+            if v.get("method").is_some() {
+                self.events.push(v);
+            }
+        }
+    }
+
     /// Clicks the element `selector` names with a real mouse event at its centre, and waits
     /// for the page it opens.
     fn click_and_wait(&mut self, selector: &str) {
@@ -410,13 +432,13 @@ async fn the_ui_shows_the_demo_run_and_executes_nothing_from_a_span() {
 
     let ui = server.addrs.ui_url();
     assert!(browser_bin.is_file());
-    tokio::task::spawn_blocking(move || drive(&ui, &run_id))
-        .await
-        .unwrap();
+    // The browser is driven synchronously; the server keeps running on the other workers, and
+    // `drive` posts spans through it mid-way to watch an open run's page refresh itself.
+    tokio::task::block_in_place(|| drive(&server, &ui, &run_id));
     server.stop().await;
 }
 
-fn drive(ui: &str, run_id: &str) {
+fn drive(server: &TestServer, ui: &str, run_id: &str) {
     let browser = Browser::launch();
     let mut page = Page::open(&browser);
 
@@ -585,4 +607,56 @@ fn drive(ui: &str, run_id: &str) {
     let attrs = page.eval("document.body.innerText");
     assert!(attrs.as_str().unwrap().contains(SCRIPT), "{attrs}");
     assert!(page.dialogs.is_empty(), "dialogs: {:?}", page.dialogs);
+
+    // The hostile run is still open: its page says so and refreshes itself when a new test's
+    // spans arrive, without anyone reloading it.
+    page.goto(&format!("{ui}/runs/hostile-ui"));
+    assert_eq!(
+        page.eval("document.getElementById('open-run') !== null"),
+        json!(true)
+    );
+    assert_eq!(page.eval(TESTS_CARD), json!("1"));
+    page.eval("window.__before_refresh = true");
+    let resp = tokio::runtime::Handle::current().block_on(server.post_otlp(
+        "application/json",
+        passing_test_otlp_json().to_string().into_bytes(),
+        false,
+    ));
+    assert!(resp.status().is_success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = page.try_eval(&format!("[window.__before_refresh === true, {TESTS_CARD}]"));
+        if state == Some(json!([false, "2"])) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the open run's page did not refresh to show the new test: {state:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    page.screenshot("open-run-refreshed");
+}
+
+/// The number on the run page's "tests" card.
+const TESTS_CARD: &str = "document.querySelector('.cards .card b').textContent";
+
+/// One passing test in the hostile run, sent while its page is open.
+fn passing_test_otlp_json() -> Value {
+    let t0: u64 = 1_700_000_001_000_000_000;
+    json!({"resourceSpans": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "hostile-tests"}},
+            {"key": "tracecov.run.id", "value": {"stringValue": "hostile-ui"}},
+        ]},
+        "scopeSpans": [{"spans": [{
+            "traceId": "1af7651916cd43dd8448eb211c80319c", "spanId": "2000000000000001",
+            "name": "a_later_test", "kind": 1,
+            "startTimeUnixNano": t0.to_string(), "endTimeUnixNano": (t0 + 5_000_000).to_string(),
+            "attributes": [
+                {"key": "test.case.name", "value": {"stringValue": "a_later_test"}},
+                {"key": "test.case.result.status", "value": {"stringValue": "pass"}},
+            ],
+        }]}],
+    }]})
 }
