@@ -240,6 +240,17 @@ pub fn run(services: usize, edges: usize, runs: usize) -> anyhow::Result<()> {
         r.edges.len(),
         r.failures.len()
     );
+    let drawn = crate::web::ui::graph::model(r);
+    println!(
+        "service graph: {} nodes and {} edges drawn{}",
+        drawn.nodes.len(),
+        drawn.edges.len(),
+        if drawn.nodes.len() < r.nodes.len() {
+            " (aggregated)"
+        } else {
+            ""
+        }
+    );
     let mut base = Vec::new();
     let mut full = Vec::new();
     let mut bytes = (0, 0);

@@ -26,6 +26,9 @@ use crate::report::Report;
 
 /// Above this many nodes the graph is aggregated or pruned.
 pub const MAX_NODES: usize = 60;
+
+/// Above this many drawn edges the layout skips crossing minimisation (see `layout_geometry`).
+const MAX_OPTIMIZED_EDGES: usize = 80;
 /// Characters of a label drawn; the whole id is in the tooltip.
 const LABEL_CHARS: usize = 28;
 
@@ -298,6 +301,9 @@ impl RenderBackend for Geometry {
 fn layout_geometry(model: &Model) -> Option<Geometry> {
     let run = || {
         let mut vg = VisualGraph::new(Orientation::LeftToRight);
+        // layout-rs re-checks the whole graph for cycles after every edge it adds (quadratic);
+        // it only ever adds edges that keep the graph acyclic, so the checks are skipped.
+        vg.dag.set_validate(false);
         let handles: Vec<_> = model
             .nodes
             .iter()
@@ -328,7 +334,10 @@ fn layout_geometry(model: &Model) -> Option<Geometry> {
             vg.add_edge(arrow, handles[e.from], handles[e.to]);
         }
         let mut geo = Geometry::default();
-        vg.do_it(false, false, false, &mut geo);
+        // Crossing minimisation (50 rounds of swaps over every rank) grows with the square of
+        // the ranks' widths: a dense graph is laid out without it, in a bounded time.
+        let optimize = model.edges.len() <= MAX_OPTIMIZED_EDGES;
+        vg.do_it(false, !optimize, false, &mut geo);
         geo
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).ok()
