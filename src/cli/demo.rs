@@ -151,11 +151,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         a.ui_url(),
         run.id
     );
+    println!(
+        "Run page (heatmap, service graph, failures): {}{}",
+        a.ui_url(),
+        crate::web::ui::href::run(&run.id)
+    );
     if args.exit {
         server.shutdown().await?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("UI and API at {} — Ctrl-C to stop", a.ui_url());
+    println!(
+        "Web UI at {} (open it in a browser), JSON API under {}/api — Ctrl-C to stop",
+        a.ui_url(),
+        a.ui_url()
+    );
     let token = server.shutdown_token();
     tokio::spawn(async move {
         super::serve::wait_for_signal().await;

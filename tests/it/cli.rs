@@ -181,3 +181,61 @@ async fn parallel_ci_jobs_of_one_pipeline_merge_into_one_run() {
     assert_eq!(report["run"]["traces"], 4, "{report}");
     server.stop().await;
 }
+
+/// `tracecov demo` without `--exit` keeps serving: the run page it prints answers with the
+/// heatmap and the graph of the suite it just ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_the_run_page_it_prints() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tracecov"))
+        .args(["demo", "--data", dir.path().to_str().unwrap()])
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+        .env_remove("GITHUB_RUN_ID")
+        .env_remove("CI_PIPELINE_ID")
+        .env_remove("BUILD_NUMBER")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (run_page, ui) = tokio::task::spawn_blocking(move || {
+        let mut run_page = None;
+        let mut seen = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(url) = line.strip_prefix("Run page (heatmap, service graph, failures): ") {
+                run_page = Some(url.to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("Web UI at ") {
+                let ui = rest.split_whitespace().next().unwrap().to_owned();
+                return (run_page.expect("the run page is printed first"), ui);
+            }
+        }
+        panic!("the demo never said where its UI is:\n{seen}");
+    })
+    .await
+    .unwrap();
+    assert!(run_page.starts_with(&format!("{ui}/runs/")), "{run_page}");
+    let http = reqwest::Client::new();
+    let page = http.get(&run_page).send().await.unwrap();
+    let status = page.status();
+    let csp = page.headers().get("content-security-policy").cloned();
+    let body = page.text().await.unwrap();
+    let runs = http.get(&ui).send().await.unwrap();
+    let runs_status = runs.status();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+    assert!(csp.is_some());
+    for needle in [
+        "Coverage heatmap",
+        "data-caller=\"checkout\" data-callee=\"payments\"",
+        "id=\"graph\"",
+        "callee_error",
+    ] {
+        assert!(body.contains(needle), "the run page lacks {needle}");
+    }
+    assert_eq!(runs_status, 200);
+}
