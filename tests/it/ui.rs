@@ -499,6 +499,16 @@ fn drive(server: &TestServer, ui: &str, run_id: &str) {
         page.eval("document.querySelectorAll('#graph path.edge.untested[data-caller=\"gateway\"][data-callee=\"payments\"]').length"),
         json!(1)
     );
+    // The critical edge carries its star in the graph too, and a queue only the manifest names
+    // is still drawn as a queue.
+    assert_eq!(
+        page.eval("document.querySelectorAll('#graph text.critical-mark[data-caller=\"gateway\"][data-callee=\"payments\"]').length"),
+        json!(1)
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#graph g.node.messaging[data-node=\"queue:memory/orders\"]').length"),
+        json!(1)
+    );
     page.assert_nothing_injected("demo run page");
 
     // Clicking the failing cell opens its interfaces and tests.

@@ -51,6 +51,15 @@ impl Kind {
             _ => Kind::Service,
         }
     }
+    /// The kind a node id says by its prefix (`db:`, `queue:`, `ext:`), else a service.
+    fn of_id(id: &str) -> Kind {
+        match id.split_once(':').map(|(prefix, _)| prefix) {
+            Some("db") => Kind::Database,
+            Some("queue") => Kind::Messaging,
+            Some("ext") => Kind::External,
+            _ => Kind::Service,
+        }
+    }
     fn as_str(self) -> &'static str {
         match self {
             Kind::Service => "service",
@@ -127,9 +136,10 @@ pub fn model(report: &Report) -> Model {
             )
         })
         .collect();
+    // Ends only the manifest names (no span showed them) take their kind from the id's prefix.
     for e in &edges {
-        kinds.entry(e.0).or_insert(Kind::Service);
-        kinds.entry(e.1).or_insert(Kind::Service);
+        kinds.entry(e.0).or_insert_with(|| Kind::of_id(e.0));
+        kinds.entry(e.1).or_insert_with(|| Kind::of_id(e.1));
     }
     let total = kinds.len();
     if total <= MAX_NODES {
@@ -419,7 +429,7 @@ pub fn render(report: &Report) -> Markup {
                 }
             }
         }
-        p.small { "Edges: green = covered; thick red = failing; dashed amber = untested; dotted grey = stubbed; dash-dot purple = unexpected; ★ in a tooltip = critical. Shapes: rounded box = service, cylinder = database, hexagon = queue, dashed ellipse = external, stacked boxes = a namespace." }
+        p.small { "Edges: green = covered; thick red = failing; dashed amber = untested; dotted grey = stubbed; dash-dot purple = unexpected; ★ = critical. Shapes: rounded box = service, cylinder = database, hexagon = queue, dashed ellipse = external, stacked boxes = a namespace; a red outline = an end of a failing or untested edge. Hover an edge or a node for its name and status." }
     }
 }
 
@@ -463,6 +473,25 @@ fn edge(model: &Model, e: &GEdge, path: &[(Point, Point)]) -> Markup {
                 @if e.count > 1 { " (" (e.count) " edges)" }
             }
         }
+        @if e.critical {
+            @let mid = midpoint(path);
+            text.critical-mark x=(f(mid.x)) y=(f(mid.y + 5.0)) text-anchor="middle"
+                data-caller=(from) data-callee=(to) { "★" }
+        }
+    }
+}
+
+/// A point on the drawn edge about halfway along: the Bézier of a one-segment path at t = ½,
+/// else the on-curve point of its middle segment.
+fn midpoint(path: &[(Point, Point)]) -> Point {
+    if path.len() == 2 {
+        let (p0, p1, p2, p3) = (path[0].0, path[0].1, path[1].0, path[1].1);
+        Point::new(
+            (p0.x + 3.0 * p1.x + 3.0 * p2.x + p3.x) / 8.0,
+            (p0.y + 3.0 * p1.y + 3.0 * p2.y + p3.y) / 8.0,
+        )
+    } else {
+        path[path.len() / 2].1
     }
 }
 

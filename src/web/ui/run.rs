@@ -1,5 +1,5 @@
 //! The run page (`/runs/{id}`): the verdict and coverage numbers, the diagnostics, the coverage
-//! heatmap, the failures, the untested items and the service graph. While the run is open the
+//! heatmap, the service graph, the failures and the untested items. While the run is open the
 //! page polls the API and reloads itself when spans arrive or the run closes.
 //!
 //! `render_run_page` takes only what the report holds (plus the run's state), so `tracecov
@@ -107,11 +107,11 @@ pub fn render_run_page(p: &RunPage) -> Markup {
             (diagnostics(p))
             h2 #heatmap-title { "Coverage heatmap" }
             (heatmap::render(report, &run.id, &p.heat))
+            h2 #graph-title { "Service graph" }
+            (super::graph::render(report))
             h2 #failures-title { "Failures (" (report.failures.len()) ")" }
             (failures(p))
             (untested(report, &run.id))
-            h2 #graph-title { "Service graph" }
-            (super::graph::render(report))
         },
     )
 }
