@@ -39,7 +39,23 @@ pub struct HeatOptions {
     /// Only critical edges.
     #[serde(default)]
     pub critical: Option<String>,
+    /// Keep callers of exactly this namespace (`(none)` for services without one).
+    #[serde(default)]
+    pub caller_ns: Option<String>,
+    /// Keep callees of exactly this namespace.
+    #[serde(default)]
+    pub callee_ns: Option<String>,
+    /// `namespaces` (one cell per namespace pair) or `cells` (one per edge). By default a run
+    /// with more than `OVERVIEW_ABOVE` callers or callees opens on namespaces, unless filtered.
+    #[serde(default)]
+    pub view: Option<String>,
 }
+
+/// Above this many callers or callees an unfiltered heatmap opens on its namespaces.
+pub const OVERVIEW_ABOVE: usize = 60;
+
+/// How the namespace of services without one is named in a query.
+const NO_NAMESPACE: &str = "(none)";
 
 impl HeatOptions {
     fn only_critical(&self) -> bool {
@@ -48,6 +64,28 @@ impl HeatOptions {
     fn nonempty(v: &Option<String>) -> Option<&str> {
         v.as_deref().map(str::trim).filter(|s| !s.is_empty())
     }
+    /// A namespace filter as the namespace it keeps (`""` for none).
+    fn ns_filter(v: &Option<String>) -> Option<&str> {
+        Self::nonempty(v).map(|q| if q == NO_NAMESPACE { "" } else { q })
+    }
+    fn filtered(&self) -> bool {
+        [
+            &self.caller,
+            &self.callee,
+            &self.status,
+            &self.ns,
+            &self.caller_ns,
+            &self.callee_ns,
+        ]
+        .into_iter()
+        .any(|v| Self::nonempty(v).is_some())
+            || self.only_critical()
+    }
+}
+
+/// A namespace as a query value.
+fn ns_param(ns: &str) -> &str {
+    if ns.is_empty() { NO_NAMESPACE } else { ns }
 }
 
 /// The namespace a node id is grouped under: a virtual node's kind (`db`, `queue`, `ext`), a
@@ -78,14 +116,7 @@ fn is_problem(status: &str) -> bool {
 
 /// The cell's symbol: the status in one or two characters.
 fn symbol(e: &Edge) -> String {
-    let mark = match status_of(e) {
-        "covered" => "✓",
-        "failing" => "✗",
-        "untested" => "?",
-        "stubbed" => "S",
-        "unexpected" => "!",
-        _ => "·",
-    };
+    let mark = mark(status_of(e));
     let star = if e.critical == Some(true) { "★" } else { "" };
     match status_of(e) {
         "covered" | "failing" | "unexpected" if !e.tests.is_empty() => {
@@ -143,6 +174,8 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
     let callee_q = HeatOptions::nonempty(&opts.callee);
     let status_q = HeatOptions::nonempty(&opts.status);
     let ns_q = opts.ns.as_deref().map(str::trim);
+    let caller_ns_q = HeatOptions::ns_filter(&opts.caller_ns);
+    let callee_ns_q = HeatOptions::ns_filter(&opts.callee_ns);
     let only_critical = opts.only_critical();
 
     let kept: Vec<&Edge> = report
@@ -152,6 +185,8 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
         .filter(|e| callee_q.is_none_or(|q| e.callee.contains(q)))
         .filter(|e| !only_critical || e.critical == Some(true))
         .filter(|e| ns_q.is_none_or(|q| namespace(&e.caller) == q || namespace(&e.callee) == q))
+        .filter(|e| caller_ns_q.is_none_or(|q| namespace(&e.caller) == q))
+        .filter(|e| callee_ns_q.is_none_or(|q| namespace(&e.callee) == q))
         .collect();
     // A status filter keeps whole rows and columns that hold such a cell, so the cell is seen
     // among its neighbours.
@@ -226,6 +261,11 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
         .flat_map(|e| [namespace(&e.caller), namespace(&e.callee)])
         .collect();
     let total_cols = cols.len() + 1;
+    let overview = match opts.view.as_deref() {
+        Some("namespaces") => true,
+        Some("cells") => false,
+        _ => !opts.filtered() && (rows.len() > OVERVIEW_ABOVE || cols.len() > OVERVIEW_ABOVE),
+    };
 
     html! {
         form.filters method="get" action=(href::run(run_id)) {
@@ -257,6 +297,8 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
             label { "caller contains" input type="search" name="caller" value=[caller_q]; }
             label { "callee contains" input type="search" name="callee" value=[callee_q]; }
             label { "critical only" input type="checkbox" name="critical" value="1" checked[only_critical]; }
+            @if let Some(q) = caller_ns_q { input type="hidden" name="caller_ns" value=(ns_param(q)); }
+            @if let Some(q) = callee_ns_q { input type="hidden" name="callee_ns" value=(ns_param(q)); }
             button type="submit" { "Apply" }
             a href=(href::run(run_id)) { "reset" }
         }
@@ -268,7 +310,21 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
             span { span.swatch.cell.unexpected { "!" } "unexpected (not declared)" }
             span { span.critical-mark { "★" } " critical (outlined)" }
         }
+        @if overview {
+            p.small #heat-overview {
+                (rows.len()) " callers × " (cols.len()) " callees in " (namespaces.len()) " namespaces: "
+                "one cell per pair of namespaces, counting its edges by status. Click a cell for its services, or "
+                a href={ (href::run(run_id)) "?view=cells" } { "show every edge" } "."
+            }
+            (namespace_matrix(&kept, run_id))
+        } @else {
         p.small { (rows.len()) " callers × " (cols.len()) " callees, " (kept.len()) " of " (report.edges.len()) " edges shown. Hover a cell for its counts; click it for its interfaces." }
+        @if caller_ns_q.is_some() || callee_ns_q.is_some() {
+            p.small {
+                "Namespaces: " code { (ns_label(caller_ns_q.unwrap_or("any"))) } " → " code { (ns_label(callee_ns_q.unwrap_or("any"))) } ". "
+                a href={ (href::run(run_id)) "?view=namespaces" } { "back to all namespaces" }
+            }
+        }
         @if kept.is_empty() {
             p { "No edge matches." }
         } @else {
@@ -299,6 +355,90 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
                                     @match cells.get(&(r.as_str(), c.as_str())) {
                                         Some(e) => (cell(e, run_id)),
                                         None => td.empty {},
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        }
+    }
+}
+
+/// Statuses from worst to best: the order a namespace cell lists them in and takes its colour
+/// from.
+const WORST_FIRST: [&str; 5] = ["failing", "untested", "unexpected", "stubbed", "covered"];
+
+fn mark(status: &str) -> &'static str {
+    match status {
+        "covered" => "✓",
+        "failing" => "✗",
+        "untested" => "?",
+        "stubbed" => "S",
+        "unexpected" => "!",
+        _ => "·",
+    }
+}
+
+/// One cell per (caller namespace, callee namespace): its edges counted by status, coloured by
+/// the worst, starred when any is critical, linking to the cells of those two namespaces.
+fn namespace_matrix(kept: &[&Edge], run_id: &str) -> Markup {
+    #[derive(Default)]
+    struct Agg {
+        by_status: BTreeMap<&'static str, usize>,
+        critical: usize,
+        calls: u64,
+    }
+    let mut cells: BTreeMap<(&str, &str), Agg> = BTreeMap::new();
+    for e in kept {
+        let a = cells
+            .entry((namespace(&e.caller), namespace(&e.callee)))
+            .or_default();
+        let status = WORST_FIRST
+            .iter()
+            .find(|s| **s == status_of(e))
+            .copied()
+            .unwrap_or("covered");
+        *a.by_status.entry(status).or_default() += 1;
+        a.critical += usize::from(e.critical == Some(true));
+        a.calls += e.calls;
+    }
+    let rows: BTreeSet<&str> = cells.keys().map(|k| k.0).collect();
+    let cols: BTreeSet<&str> = cells.keys().map(|k| k.1).collect();
+    html! {
+        div.heatwrap {
+            table.heat.ns-heat #heatmap {
+                thead { tr {
+                    th.row { "caller namespace ↓ \\ callee namespace →" }
+                    @for c in &cols { th.col scope="col" { (ns_label(c)) } }
+                } }
+                tbody {
+                    @for r in &rows {
+                        tr data-caller-ns=(r) {
+                            th.row scope="row" { (ns_label(r)) }
+                            @for c in &cols {
+                                @match cells.get(&(*r, *c)) {
+                                    None => td.empty {},
+                                    Some(a) => {
+                                        @let worst = WORST_FIRST.iter().find(|s| a.by_status.contains_key(*s)).copied().unwrap_or("covered");
+                                        @let edges: usize = a.by_status.values().sum();
+                                        td class={ "cell ns-cell " (worst) @if a.critical > 0 { " critical" } }
+                                            data-status=(worst) data-caller-ns=(r) data-callee-ns=(c)
+                                            title={
+                                                (ns_label(r)) " → " (ns_label(c)) ": " (edges) " edges, " (a.calls) " calls"
+                                                @for s in WORST_FIRST { @if let Some(n) = a.by_status.get(s) { "\n" (s) ": " (n) } }
+                                                @if a.critical > 0 { "\ncritical: " (a.critical) }
+                                            } {
+                                            a href={ (href::run(run_id)) "?caller_ns=" (super::enc(ns_param(r))) "&callee_ns=" (super::enc(ns_param(c))) }
+                                              aria-label={ (ns_label(r)) " to " (ns_label(c)) ": " (worst) } {
+                                                @if a.critical > 0 { "★" }
+                                                @for s in WORST_FIRST {
+                                                    @if let Some(n) = a.by_status.get(s) { span.ns-count { (mark(s)) (n) } }
+                                                }
+                                            }
+                                        }
                                     }
                                 }
                             }

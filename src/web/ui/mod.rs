@@ -18,7 +18,7 @@
 mod bug;
 mod edge;
 pub mod graph;
-mod heatmap;
+pub mod heatmap;
 mod layout;
 pub mod run;
 mod runs;

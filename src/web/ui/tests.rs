@@ -179,3 +179,74 @@ fn links_percent_encode_what_they_carry() {
         Some("https://jaeger/trace/1")
     );
 }
+
+/// The values of `attr="…"` in `html`, in order.
+fn attr_values<'a>(html: &'a str, attr: &str) -> Vec<&'a str> {
+    let needle = format!(" {attr}=\"");
+    html.match_indices(&needle)
+        .map(|(i, _)| {
+            let rest = &html[i + needle.len()..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect()
+}
+
+#[test]
+fn a_large_run_opens_on_namespaces_and_a_namespace_cell_opens_its_edges() {
+    use super::heatmap::{HeatOptions, render};
+    let report = generated_report(200, 2_000);
+
+    // Unfiltered: one cell per pair of namespaces, none per edge, and their counts add up.
+    let html = render(&report, "r", &HeatOptions::default()).into_string();
+    assert!(html.contains("id=\"heat-overview\""), "{html}");
+    assert!(attr_values(&html, "data-caller").is_empty());
+    let pairs = attr_values(&html, "data-callee-ns").len();
+    assert!((20..=400).contains(&pairs), "{pairs} namespace cells");
+    let counted: usize = html
+        .match_indices("<span class=\"ns-count\">")
+        .map(|(i, m)| {
+            let rest = &html[i + m.len()..];
+            let text = &rest[..rest.find('<').unwrap()];
+            text.chars()
+                .skip(1)
+                .collect::<String>()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(counted, report.edges.len());
+    assert!(html.contains("href=\"/runs/r?caller_ns=ns03&amp;callee_ns=ns04\""));
+
+    // A namespace cell's link: exactly the edges from ns03 to ns04, one cell each.
+    let opts = HeatOptions {
+        caller_ns: Some("ns03".into()),
+        callee_ns: Some("ns04".into()),
+        ..HeatOptions::default()
+    };
+    let html = render(&report, "r", &opts).into_string();
+    let want = report
+        .edges
+        .iter()
+        .filter(|e| e.caller.starts_with("ns03/") && e.callee.starts_with("ns04/"))
+        .count();
+    assert!(want > 0);
+    let callers = attr_values(&html, "data-caller");
+    let callees = attr_values(&html, "data-callee");
+    assert!(callers.iter().all(|c| c.starts_with("ns03/")));
+    assert!(callees.iter().all(|c| c.starts_with("ns04/")));
+    assert_eq!(callees.len(), want);
+
+    // Every edge on request.
+    let opts = HeatOptions {
+        view: Some("cells".into()),
+        ..HeatOptions::default()
+    };
+    let html = render(&report, "r", &opts).into_string();
+    assert_eq!(attr_values(&html, "data-callee").len(), report.edges.len());
+
+    // The demo-sized run opens on its edges.
+    let small = generated_report(20, 40);
+    let html = render(&small, "r", &HeatOptions::default()).into_string();
+    assert!(!html.contains("heat-overview"));
+    assert_eq!(attr_values(&html, "data-callee").len(), small.edges.len());
+}
