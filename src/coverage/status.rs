@@ -13,7 +13,8 @@
 //! its callee answered it in a test, untested otherwise; not expected, it is unexpected. An
 //! expected item takes the highest status of the observed interfaces that match it
 //! (failing > covered > stubbed > untested). A failure at a mock leaves the real interface
-//! stubbed: the real integration was never exercised.
+//! stubbed: the real integration was never exercised; the mock's own row shows it failing, so
+//! the hop where the test broke is not painted as a quiet stub.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -236,7 +237,8 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
         };
         for iface in &e.edge.interfaces {
             let op = Op::lenient(&iface.operation);
-            let own = if !mocked && iface_failing(caller, observed_callee, &iface.operation) {
+            let failing_here = iface_failing(caller, observed_callee, &iface.operation);
+            let own = if !mocked && failing_here {
                 Status::Failing
             } else if iface.tests.is_empty() {
                 Status::Untested
@@ -296,9 +298,16 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
                 unit.has_real_row |= !mocked;
                 pending.push((rows.len(), row.interfaces.len(), ukey));
             }
+            // The mock's own row shows a failure placed on it (failing > stubbed); the real
+            // interface it stands in for stays stubbed, as `own` says.
+            let shown = if mocked && failing_here {
+                Status::Failing
+            } else {
+                own
+            };
             row.interfaces.push(InterfaceCoverage {
                 operation: iface.operation.clone(),
-                status: if is_expected { own } else { Status::Unexpected },
+                status: if is_expected { shown } else { Status::Unexpected },
                 expected: is_expected,
                 critical: false,
                 observed: true,
@@ -340,7 +349,9 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
                     let tested = run
                         .edge(&row.caller, &row.callee)
                         .is_some_and(|e| !e.edge.tests.is_empty());
-                    row.status = if tested {
+                    row.status = if edge_failing(&row.caller, &row.callee) {
+                        Status::Failing
+                    } else if tested {
                         Status::Stubbed
                     } else {
                         Status::Untested

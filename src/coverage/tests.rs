@@ -202,9 +202,10 @@ fn every_status_from_a_manifest() {
 }
 
 #[test]
-fn covered_beats_stubbed_and_a_failure_at_a_mock_stays_stubbed() {
+fn covered_beats_stubbed_and_a_failure_at_a_mock_leaves_the_real_interface_stubbed() {
     // One test reaches the real payments, another only the mock: covered. A test that fails at
-    // the mock never exercised the real refund endpoint: stubbed, not failing.
+    // the mock never exercised the real refund endpoint: stubbed, not failing; the mock's own
+    // row, where the test broke, is failing.
     let run = graph(
         r#"
         r1:t - driver internal real 0..100 test.case.name=real
@@ -234,9 +235,9 @@ fn covered_beats_stubbed_and_a_failure_at_a_mock_stays_stubbed() {
             gateway -> payments: covered
               POST /charge: covered
               POST /refunds: stubbed (not observed)
-            gateway -> payments-mock: stubbed
+            gateway -> payments-mock: failing
               POST /charge: stubbed
-              POST /refunds: stubbed
+              POST /refunds: failing
             edges: 1 of 1 covered, 100%
             interfaces: 1 of 2 covered, 50%
             critical: 0 of 0 covered, null

@@ -14,7 +14,7 @@ use tracecov::server::{Listeners, Server};
 const RUN_ID: &str = "coverage-it";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_report_shows_the_untested_critical_edge_and_the_stubbed_edge() {
+async fn demo_report_shows_the_untested_critical_edge_the_stubbed_edge_and_the_failing_mock() {
     let dir = tempfile::tempdir().unwrap();
     let config = ServeConfig::ephemeral(dir.path());
     let listeners = Listeners::bind(&config).await.unwrap();
@@ -107,15 +107,17 @@ async fn demo_report_shows_the_untested_critical_edge_and_the_stubbed_edge() {
         "{untested:#?}"
     );
 
-    // Only the mock answered: the real email API's edge is stubbed, so is the mock's own row.
+    // Only the mock answered: the real email API's edge is stubbed. The mock itself was down
+    // (email:down), and the failure placed on its row makes that row failing, not a quiet stub.
     let email = edge("notifications", "ext:sendgrid");
     assert_eq!(email["status"], "stubbed", "{email:#}");
     assert_eq!(email["calls"], 0);
     assert_eq!(email["interfaces"][0]["operation"], "POST /v3/mail/send");
     assert_eq!(email["interfaces"][0]["status"], "stubbed");
     let mock = edge("notifications", "ext:email-provider");
-    assert_eq!(mock["status"], "stubbed");
+    assert_eq!(mock["status"], "failing", "{mock:#}");
     assert_eq!(mock["expected"], true);
+    assert_eq!(mock["interfaces"][0]["status"], "failing");
 
     // payments:500 fails the charges: the critical checkout -> payments edge is failing.
     let charge = edge("checkout", "payments");
