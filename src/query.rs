@@ -16,10 +16,20 @@ use crate::store::{Reader, StoreError};
 /// Why a query could not be answered.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    #[error("no run {0:?} in the store (give a run id, a run name, or `latest`)")]
+    #[error("{}", no_such_run(.0))]
     NoSuchRun(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn no_such_run(what: &str) -> String {
+    if what.is_empty() || what == "latest" {
+        "no run in the store yet: send spans with a `tracecov.run.id` resource attribute, or \
+         wrap a suite in `tracecov run`"
+            .to_owned()
+    } else {
+        format!("no run {what:?} in the store (give a run id, a run name, or `latest`)")
+    }
 }
 
 /// A run with the state a reader wants to know.

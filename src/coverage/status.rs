@@ -307,7 +307,11 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             };
             row.interfaces.push(InterfaceCoverage {
                 operation: iface.operation.clone(),
-                status: if is_expected { shown } else { Status::Unexpected },
+                status: if is_expected {
+                    shown
+                } else {
+                    Status::Unexpected
+                },
                 expected: is_expected,
                 critical: false,
                 observed: true,

@@ -98,7 +98,7 @@ impl TraceId {
     /// Parses a trace id, left-padding 64-bit (16 hex digit) ids to 128 bits as Zipkin and
     /// Jaeger's older clients produce them.
     pub fn from_hex_padded(text: &str) -> Result<Self, IdError> {
-        if text.len() < 32 && !text.is_empty() {
+        if text.len() < 32 && !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             let padded = format!("{text:0>32}");
             return Self::from_hex(&padded);
         }
@@ -109,7 +109,7 @@ impl TraceId {
 impl SpanId {
     /// Parses a span id, left-padding ids whose leading zeros a tracer dropped.
     pub fn from_hex_padded(text: &str) -> Result<Self, IdError> {
-        if text.len() < 16 && !text.is_empty() {
+        if text.len() < 16 && !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Self::from_hex(&format!("{text:0>16}"));
         }
         Self::from_hex(text)

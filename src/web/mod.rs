@@ -35,7 +35,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}/export", get(runs::export))
         .route("/metrics", get(metrics))
         .merge(ui::routes())
+        .fallback(not_found)
         .with_state(state)
+}
+
+/// Any other path: a JSON error under `/api/`, an HTML page elsewhere.
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    let message = format!("nothing at {}", uri.path());
+    if uri.path().starts_with("/api/") {
+        ApiError::new(axum::http::StatusCode::NOT_FOUND, message).into_response()
+    } else {
+        ui::UiError::new(axum::http::StatusCode::NOT_FOUND, message).into_response()
+    }
 }
 
 /// `GET /metrics`: Prometheus series (OpenMetrics text).

@@ -618,6 +618,15 @@ fn drive(server: &TestServer, ui: &str, run_id: &str) {
     assert!(attrs.as_str().unwrap().contains(SCRIPT), "{attrs}");
     assert!(page.dialogs.is_empty(), "dialogs: {:?}", page.dialogs);
 
+    // A link to a span the trace does not hold still shows the trace, and says so.
+    page.goto(&format!(
+        "{ui}/traces/{HOSTILE_TRACE}?span=00000000000000ff"
+    ));
+    assert_eq!(
+        page.eval("document.getElementById('no-such-span') !== null && document.querySelectorAll('.wf-row').length"),
+        json!(3)
+    );
+
     // The hostile run is still open: its page says so and refreshes itself when a new test's
     // spans arrive, without anyone reloading it.
     page.goto(&format!("{ui}/runs/hostile-ui"));
@@ -669,4 +678,55 @@ fn passing_test_otlp_json() -> Value {
             ],
         }]}],
     }]})
+}
+
+/// A page's status, content type and body.
+async fn get_page(server: &TestServer, path: &str) -> (u16, String, String) {
+    let resp = server.http.get(server.api(path)).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let kind = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, kind, resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_new_user_and_a_bad_link_get_a_page_that_says_what_to_do() {
+    let server = TestServer::start().await;
+
+    // An empty store: the runs page says where to send spans.
+    let (status, kind, body) = get_page(&server, "/").await;
+    assert_eq!(status, 200);
+    assert!(kind.starts_with("text/html"));
+    assert!(body.contains("id=\"no-runs\""), "{body}");
+    assert!(body.contains(&server.addrs.otlp_http_url()), "{body}");
+    let (status, _, body) = get_page(&server, "/runs/latest").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no run in the store yet"), "{body}");
+
+    // Bad links: HTML pages with the status and the reason, JSON under /api/.
+    for (path, want, says) in [
+        ("/no/such/page", 404, "nothing at /no/such/page"),
+        ("/runs/nope/edges", 400, "?caller=A&amp;callee=B"),
+        ("/traces/zzz", 400, "zzz"),
+        (
+            "/traces/0af7651916cd43dd8448eb211c80319c",
+            404,
+            "0af7651916cd43dd8448eb211c80319c",
+        ),
+    ] {
+        let (status, kind, body) = get_page(&server, path).await;
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(kind.starts_with("text/html"), "{path}: {kind}");
+        assert!(body.contains(says), "{path}: {body}");
+        assert!(
+            !body.contains("0000000000zzz"),
+            "{path} padded before checking: {body}"
+        );
+    }
+    let (status, kind, body) = get_page(&server, "/api/nope").await;
+    assert_eq!((status, kind.as_str()), (404, "application/json"), "{body}");
+    server.stop().await;
 }

@@ -55,7 +55,7 @@ fn render(bug: &BugReport) -> Markup {
                 p.small { a href=(href::run(&run.id)) { "← run " (run.name) } }
             }
             h1 { (subject) " failed: " code { (f.class) } }
-            p #bug-summary { (f.summary) }
+            p #bug-summary { (layout::prose(&f.summary)) }
             table #bug-facts {
                 @if let Some(h) = &f.hop {
                     tr { th { "failing hop" } td { code { (h.caller) } " → " code { (h.callee) } ", " code { (h.operation) } } }

@@ -34,8 +34,14 @@ struct ErrorTrace {
 pub async fn page(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<EdgeQuery>,
+    q: Result<Query<EdgeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<super::Page, UiError> {
+    let Query(q) = q.map_err(|_| {
+        UiError::new(
+            StatusCode::BAD_REQUEST,
+            "an edge page needs `?caller=A&callee=B`: open one from a heatmap cell",
+        )
+    })?;
     let reader = state.reader.clone();
     let ctx = state.report.clone();
     blocking(move || {
@@ -171,7 +177,7 @@ fn render(
                         tr {
                             td { span.badge.st-failing { (f.class) } }
                             td { @if let Some(h) = &f.hop { code { (h.operation) } } }
-                            td { (f.summary) }
+                            td { (layout::prose(&f.summary)) }
                             td { (f.test.as_deref().unwrap_or("a request")) }
                             td { a href=(href::trace(trace, Some(&f.span_id))) { "trace" } " · " a href=(href::bug(&f.trace_id, &f.span_id)) { "bug report" } }
                         }

@@ -94,3 +94,21 @@ pub fn ms(v: Option<f64>) -> String {
         Some(v) => format!("{v:.1} ms"),
     }
 }
+
+/// Text in the reports' plain-language style, where `backticks` mark quoted values (error
+/// messages, operations): those parts become `<code>`, the rest stays text. Both are escaped.
+pub fn prose(text: &str) -> Markup {
+    let parts: Vec<&str> = text.split('`').collect();
+    // An odd number of backticks leaves the last one unpaired: keep it as text.
+    let paired = parts.len() % 2 == 1;
+    html! {
+        @for (i, part) in parts.iter().enumerate() {
+            @if i % 2 == 1 && (paired || i + 1 < parts.len()) {
+                code { (part) }
+            } @else {
+                @if i % 2 == 1 { "`" }
+                (part)
+            }
+        }
+    }
+}

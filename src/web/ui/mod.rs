@@ -125,7 +125,7 @@ impl IntoResponse for UiError {
             layout::Body::default(),
             maud::html! {
                 h1 { (title) }
-                p.error { (self.message) }
+                p.error { (layout::prose(&self.message)) }
                 p { a href="/" { "All runs" } }
             },
         );

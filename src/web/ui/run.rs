@@ -96,10 +96,15 @@ pub fn render_run_page(p: &RunPage) -> Markup {
             p class={ "verdict " (verdict_class) } { (verdict(report)) }
             div.cards {
                 div.card { "tests" b { (t.total) } span.small { (t.passed) " passed, " (t.failed) " failed" } }
-                div.card { "failing hops" b { (report.failures.len()) } }
+                div.card #failures-card { "failures" b { (report.failures.len()) } span.small { "at " (failing_hops(report)) " hops" } }
                 @if let Some(c) = &report.coverage {
-                    @for (what, n) in [("edge coverage", c.edges), ("interface coverage", c.interfaces), ("critical covered", c.critical)] {
+                    @for (what, n) in [("edge coverage", c.edges), ("interface coverage", c.interfaces)] {
                         div.card { (what) b { (percent(n.percent)) } span.small { (n.covered) " of " (n.expected) } }
+                    }
+                    @let critical_failing = critical_failing(report);
+                    div.card #critical-card { "critical exercised" b { (percent(c.critical.percent)) }
+                        span.small { (c.critical.covered) " of " (c.critical.expected)
+                            @if critical_failing > 0 { ", " span.st-failing { (critical_failing) " failing" } } }
                     }
                     div.card { "critical untested" b { (c.untested.iter().filter(|i| i.critical).count()) } }
                 }
@@ -116,11 +121,45 @@ pub fn render_run_page(p: &RunPage) -> Markup {
     )
 }
 
+/// Distinct hops (caller, callee, operation) the failures are placed on.
+fn failing_hops(report: &Report) -> usize {
+    report
+        .failures
+        .iter()
+        .filter_map(|f| f.hop.as_ref())
+        .map(|h| (&h.caller, &h.callee, &h.operation))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// Critical expected edges and interfaces that are failing: exercised, so counted as covered,
+/// but broken.
+fn critical_failing(report: &Report) -> usize {
+    let failing = |critical: Option<bool>, expected: Option<bool>, status: Option<&str>| {
+        critical == Some(true) && expected == Some(true) && status == Some("failing")
+    };
+    report
+        .edges
+        .iter()
+        .map(|e| {
+            usize::from(failing(e.critical, e.expected, e.status.as_deref()))
+                + e.interfaces
+                    .iter()
+                    .filter(|i| failing(i.critical, i.expected, i.status.as_deref()))
+                    .count()
+        })
+        .sum()
+}
+
 fn verdict(report: &Report) -> String {
     let t = &report.run.tests;
     let mut parts = vec![format!("{} of {} tests failed", t.failed, t.total)];
     if !report.failures.is_empty() {
-        parts.push(format!("{} failing hops", report.failures.len()));
+        parts.push(format!(
+            "{} failures at {} hops",
+            report.failures.len(),
+            failing_hops(report)
+        ));
     }
     if let Some(c) = &report.coverage {
         let n = c.untested.iter().filter(|i| i.critical).count();
@@ -196,7 +235,7 @@ fn failures(p: &RunPage) -> Markup {
                                 None => { span.muted { "none (silent)" } }
                             }
                         }
-                        td { (f.summary) }
+                        td { (layout::prose(&f.summary)) }
                         td { (f.test.as_deref().unwrap_or("a request outside any test")) }
                         td.small {
                             @if let Some(s) = f.evidence.http_status { "HTTP " (s) br; }

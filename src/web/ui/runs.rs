@@ -21,6 +21,8 @@ struct Summary {
     passed: u64,
     failed: u64,
     failures: usize,
+    /// Distinct hops the failures are placed on.
+    failing_hops: usize,
     edges: Option<f64>,
     interfaces: Option<f64>,
     critical: Option<f64>,
@@ -34,6 +36,7 @@ pub async fn page(State(state): State<AppState>) -> Result<Page, UiError> {
     let reader = state.reader.clone();
     let ctx = state.report.clone();
     let quiet = state.config.settle;
+    let addrs = state.addrs;
     blocking(move || {
         let now = now_ns();
         let all = reader.with_conn(runs::list_runs)?;
@@ -47,7 +50,7 @@ pub async fn page(State(state): State<AppState>) -> Result<Page, UiError> {
             };
             rows.push((RunStatus::new(run, now, quiet), summary));
         }
-        Ok(render(&rows))
+        Ok(render(&rows, &addrs))
     })
     .await
 }
@@ -68,6 +71,13 @@ fn summarise(a: &query::Analysed) -> Summary {
         passed: r.run.tests.passed,
         failed: r.run.tests.failed,
         failures: r.failures.len(),
+        failing_hops: r
+            .failures
+            .iter()
+            .filter_map(|f| f.hop.as_ref())
+            .map(|h| (&h.caller, &h.callee, &h.operation))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         edges: c.and_then(|c| c.edges.percent),
         interfaces: c.and_then(|c| c.interfaces.percent),
         critical: c.and_then(|c| c.critical.percent),
@@ -77,22 +87,33 @@ fn summarise(a: &query::Analysed) -> Summary {
     }
 }
 
-fn render(rows: &[(RunStatus, Option<Summary>)]) -> Markup {
+fn render(rows: &[(RunStatus, Option<Summary>)], addrs: &crate::server::Addrs) -> Markup {
     layout::page(
         "Runs",
         Body::default(),
         html! {
             h1 { "Runs" }
             @if rows.is_empty() {
-                p { "No run yet. Send spans with a " code { "tracecov.run.id" }
-                    " resource attribute, or wrap a suite in " code { "tracecov run -- CMD" } "." }
+                div #no-runs {
+                    p { "No run yet. Point the services under test and the test harness at this collector:" }
+                    table.kv {
+                        tr { th { "OTLP/HTTP" } td { code { (addrs.otlp_http_url()) } } }
+                        tr { th { "OTLP/gRPC" } td { code { (addrs.otlp_grpc_url()) } } }
+                    }
+                    p { "for example " code { "OTEL_EXPORTER_OTLP_ENDPOINT=" (addrs.otlp_http_url()) " OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" } "." }
+                    p { "A trace joins a run by its " code { "tracecov.run.id" } " resource attribute, else "
+                        code { "cicd.pipeline.run.id" } ", else the one open run; traces holding test cases "
+                        "without any of these open an automatic run. Or wrap a suite: "
+                        code { "tracecov run --server http://" (addrs.ui) " -- pytest tests/" }
+                        ". To see a run with failures first, try " code { "tracecov demo" } "." }
+                }
             } @else {
                 p.small { "Newest first. The gate column is " code { "tracecov gate --critical --no-failures" }
                     "; coverage is of the expected edges and interfaces." }
                 table #runs {
                     thead { tr {
                         th { "run" } th { "started" } th { "state" } th.num { "traces" }
-                        th.num { "tests" } th.num { "passed" } th.num { "failed" } th.num { "failing hops" }
+                        th.num { "tests" } th.num { "passed" } th.num { "failed" } th.num title="failures (the hops they are placed on)" { "failures (hops)" }
                         th.num { "edge coverage" } th.num { "interface coverage" } th.num { "critical" }
                         th.num { "critical untested" } th { "gate" } th { "links" }
                     } }
@@ -126,15 +147,20 @@ fn row(status: &RunStatus, s: Option<&Summary>) -> Markup {
                 Some(s) => {
                     td.num { (s.tests_total) }
                     td.num { (s.passed) }
-                    td.num class=@if s.failed > 0 { "st-failing" } { (s.failed) }
-                    td.num { (s.failures) }
+                    td class={ "num" @if s.failed > 0 { " st-failing" } } { (s.failed) }
+                    td.num { (s.failures) " (" (s.failing_hops) ")" }
                     td.num { (percent(s.edges)) }
                     td.num { (percent(s.interfaces)) }
                     td.num { (percent(s.critical)) }
-                    td.num class=@if s.untested_critical > 0 { "st-untested" } { (s.untested_critical) }
-                    td title=(s.gate_text) {
-                        @if s.gate_passed { span.badge.st-covered { "✓ pass" } }
-                        @else { span.badge.st-failing { "✗ fail" } }
+                    td class={ "num" @if s.untested_critical > 0 { " st-untested" } } { (s.untested_critical) }
+                    td.gate {
+                        details {
+                            summary {
+                                @if s.gate_passed { span.badge.st-covered { "✓ pass" } }
+                                @else { span.badge.st-failing { "✗ fail" } }
+                            }
+                            pre.small { (s.gate_text) }
+                        }
                     }
                 }
                 None => {

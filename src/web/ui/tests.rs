@@ -250,3 +250,13 @@ fn a_large_run_opens_on_namespaces_and_a_namespace_cell_opens_its_edges() {
     assert!(!html.contains("heat-overview"));
     assert_eq!(attr_values(&html, "data-callee").len(), small.edges.len());
 }
+
+#[test]
+fn backticked_values_in_summaries_become_code_and_stay_escaped() {
+    let html = super::layout::prose("HTTP 500 (`ledger <b>failed</b>`); see `x").into_string();
+    assert_eq!(
+        html,
+        "HTTP 500 (<code>ledger &lt;b&gt;failed&lt;/b&gt;</code>); see `x"
+    );
+    assert_eq!(super::layout::prose("no quotes").into_string(), "no quotes");
+}

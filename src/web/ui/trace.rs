@@ -141,6 +141,9 @@ pub(super) fn render(id: TraceId, d: &TraceDetail, selected: Option<SpanId>) -> 
                 (layout::ms(Some(total / 1e6))) " · "
                 a href={ "/api/traces/" (hex) } { "JSON" } " · "
                 a href={ "/api/traces/" (hex) "/otlp" } { "OTLP/JSON (redacted)" } }
+            @if let Some(sel) = selected.filter(|sel| !spans.iter().any(|s| s.span_id == *sel)) {
+                p.warnbox #no-such-span { "This trace has no span " code { (sel.to_hex()) } " (the link's " code { "?span=" } "): the whole trace is shown." }
+            }
             @if d.failures.is_empty() {
                 p { "No failure in this trace." }
             } @else {
@@ -148,7 +151,7 @@ pub(super) fn render(id: TraceId, d: &TraceDetail, selected: Option<SpanId>) -> 
                     @for f in &d.failures {
                         p.warnbox {
                             span.badge.st-failing { (f.class) } " "
-                            (f.summary) " "
+                            (layout::prose(&f.summary)) " "
                             a href=(href::trace(&hex, Some(&f.span_id))) { "show the span" } " · "
                             a href=(href::bug(&f.trace_id, &f.span_id)) { "bug report" }
                         }
