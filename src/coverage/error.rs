@@ -109,11 +109,17 @@ impl fmt::Display for NameWarning {
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
         }
-        write!(f, ": service {:?} never appears in any trace", self.name)?;
+        let kind = match self.name.split_once(':').map(|(prefix, _)| prefix) {
+            Some("db") => "database",
+            Some("queue") => "queue",
+            Some("ext") => "external host",
+            _ => "service",
+        };
+        write!(f, ": {kind} {:?} never appears in any trace", self.name)?;
         if self.closest.is_empty() {
-            f.write_str(" (no services have been seen yet)")
+            f.write_str("; nothing seen has a similar name, so unless it is misspelled no trace has reached it yet")
         } else {
-            write!(f, "; closest seen: {}", self.closest.join(", "))
+            write!(f, "; similar names seen: {}", self.closest.join(", "))
         }
     }
 }
@@ -135,10 +141,14 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The (at most three) names of `seen` closest to `name`, nearest first, ties by name.
+/// The names seen that `name` could be a misspelling of (a few edits apart for its length),
+/// closest first, at most three.
 pub(crate) fn closest<'a>(name: &str, seen: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let near = (name.chars().count() / 3).max(2);
     let mut scored: Vec<(usize, &str)> = seen
         .into_iter()
         .map(|s| (edit_distance(name, s), s))
+        .filter(|(d, _)| *d <= near)
         .collect();
     scored.sort();
     scored.dedup();
@@ -161,5 +171,6 @@ mod tests {
         let seen = ["gateway", "cart", "checkout", "users", "payments"];
         assert_eq!(closest("gatway", seen)[0], "gateway");
         assert_eq!(closest("chekout", seen)[0], "checkout");
+        assert!(closest("queue:memory/orders", seen).is_empty());
     }
 }

@@ -699,8 +699,8 @@ fn unknown_names_are_warned_about_with_the_closest_seen() {
     assert_eq!(w.line, Some(2));
     assert_eq!(
         w.to_string(),
-        "tracecov.yaml:2: service \"gatway\" never appears in any trace; closest seen: gateway, \
-         cart, users"
+        "tracecov.yaml:2: service \"gatway\" never appears in any trace; similar names seen: \
+         gateway"
     );
 }
 
