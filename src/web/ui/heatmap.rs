@@ -59,7 +59,10 @@ const NO_NAMESPACE: &str = "(none)";
 
 impl HeatOptions {
     fn only_critical(&self) -> bool {
-        matches!(self.critical.as_deref(), Some("1" | "on" | "true"))
+        matches!(
+            self.critical.as_deref().map(str::trim),
+            Some("1" | "on" | "true" | "yes")
+        )
     }
     fn nonempty(v: &Option<String>) -> Option<&str> {
         v.as_deref().map(str::trim).filter(|s| !s.is_empty())
@@ -177,6 +180,27 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
     let caller_ns_q = HeatOptions::ns_filter(&opts.caller_ns);
     let callee_ns_q = HeatOptions::ns_filter(&opts.callee_ns);
     let only_critical = opts.only_critical();
+    // Values the page does not know are said, not silently dropped.
+    let mut ignored: Vec<String> = Vec::new();
+    let status_q = match status_q {
+        Some(s) if !WORST_FIRST.contains(&s) => {
+            ignored.push(format!(
+                "status={s} (give failing, untested, unexpected, stubbed or covered)"
+            ));
+            None
+        }
+        other => other,
+    };
+    if let Some(s) = HeatOptions::nonempty(&opts.sort)
+        && !["name", "problems", "calls"].contains(&s)
+    {
+        ignored.push(format!("sort={s} (give name, problems or calls)"));
+    }
+    if let Some(v) = HeatOptions::nonempty(&opts.view)
+        && !["cells", "namespaces"].contains(&v)
+    {
+        ignored.push(format!("view={v} (give cells or namespaces)"));
+    }
 
     let kept: Vec<&Edge> = report
         .edges
@@ -318,7 +342,19 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
             }
             (namespace_matrix(&kept, run_id))
         } @else {
-        p.small { (rows.len()) " callers × " (cols.len()) " callees, " (kept.len()) " of " (report.edges.len()) " edges shown. Hover a cell for its counts; click it for its interfaces." }
+        @if !ignored.is_empty() {
+            p.warnbox #heat-ignored { "Ignored: " @for (i, n) in ignored.iter().enumerate() { @if i > 0 { "; " } code { (n) } } }
+        }
+        p.small #heat-shown {
+            (rows.len()) " callers × " (cols.len()) " callees. "
+            @if let Some(st) = status_q {
+                (kept.iter().filter(|e| status_of(e) == st).count()) " " (st) " edges, shown among the other "
+                (kept.len() - kept.iter().filter(|e| status_of(e) == st).count()) " edges of their rows and columns (dimmed). "
+            } @else {
+                (kept.len()) " of " (report.edges.len()) " edges shown. "
+            }
+            "Hover a cell for its counts; click it for its interfaces."
+        }
         @if caller_ns_q.is_some() || callee_ns_q.is_some() {
             p.small {
                 "Namespaces: " code { (ns_label(caller_ns_q.unwrap_or("any"))) } " → " code { (ns_label(callee_ns_q.unwrap_or("any"))) } ". "
@@ -353,7 +389,7 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
                                 th.row scope="row" title=(r) { (crate::web::ui::graph::label(r)) }
                                 @for c in &cols {
                                     @match cells.get(&(r.as_str(), c.as_str())) {
-                                        Some(e) => (cell(e, run_id)),
+                                        Some(e) => (cell(e, run_id, status_q.is_some_and(|st| status_of(e) != st))),
                                         None => td.empty {},
                                     }
                                 }
@@ -450,10 +486,10 @@ fn namespace_matrix(kept: &[&Edge], run_id: &str) -> Markup {
     }
 }
 
-fn cell(e: &Edge, run_id: &str) -> Markup {
+fn cell(e: &Edge, run_id: &str, dim: bool) -> Markup {
     let status = status_of(e);
     let class = format!(
-        "cell {}{}{}",
+        "cell {}{}{}{}",
         super::layout::status_class(status),
         if status == "covered" {
             format!(" shade-{}", shade(e.tests.len()))
@@ -464,12 +500,13 @@ fn cell(e: &Edge, run_id: &str) -> Markup {
             " critical"
         } else {
             ""
-        }
+        },
+        if dim { " dim" } else { "" }
     );
     html! {
         td class=(class) data-status=(status) data-caller=(e.caller) data-callee=(e.callee)
             data-critical=[(e.critical == Some(true)).then_some("true")] title=(title(e)) {
-            a href=(href::edge(run_id, &e.caller, &e.callee)) aria-label={ (e.caller) " to " (e.callee) ": " (status) } {
+            a href=(href::edge(run_id, &e.caller, &e.callee)) aria-label={ (e.caller) " to " (e.callee) ": " (status) @if e.critical == Some(true) { ", critical" } ", " (e.tests.len()) " tests" } {
                 (symbol(e))
             }
         }

@@ -260,3 +260,49 @@ fn backticked_values_in_summaries_become_code_and_stay_escaped() {
     );
     assert_eq!(super::layout::prose("no quotes").into_string(), "no quotes");
 }
+
+#[test]
+fn a_status_filter_counts_its_own_edges_dims_the_rest_and_unknown_values_are_said() {
+    use super::heatmap::{HeatOptions, render};
+    let report = generated_report(20, 60);
+    let failing = report
+        .edges
+        .iter()
+        .filter(|e| e.status.as_deref() == Some("failing"))
+        .count();
+    assert!(failing > 0);
+    let opts = HeatOptions {
+        status: Some("failing".into()),
+        ..HeatOptions::default()
+    };
+    let html = render(&report, "r", &opts).into_string();
+    assert!(
+        html.contains(&format!("{failing} failing edges, shown among")),
+        "{html}"
+    );
+    let statuses = attr_values(&html, "data-status");
+    let classes: Vec<&str> = attr_values(&html, "class")
+        .into_iter()
+        .filter(|c| c.starts_with("cell "))
+        .collect();
+    assert_eq!(statuses.len(), classes.len());
+    for (st, class) in statuses.iter().zip(&classes) {
+        assert_eq!(*st != "failing", class.contains(" dim"), "{st}: {class}");
+    }
+
+    let opts = HeatOptions {
+        status: Some("bogus".into()),
+        sort: Some("sideways".into()),
+        critical: Some("yes".into()),
+        ..HeatOptions::default()
+    };
+    let html = render(&report, "r", &opts).into_string();
+    assert!(html.contains("id=\"heat-ignored\""), "{html}");
+    assert!(html.contains("status=bogus") && html.contains("sort=sideways"));
+    assert!(
+        attr_values(&html, "data-critical")
+            .iter()
+            .all(|c| *c == "true"),
+        "critical=yes keeps only critical cells"
+    );
+}

@@ -168,6 +168,17 @@ pub(super) fn render(id: TraceId, d: &TraceDetail, selected: Option<SpanId>) -> 
                 span { span.hop { "hop a → b" } " a call across a boundary" }
             }
             div.waterfall #waterfall {
+                div.wf-axis aria-hidden="true" {
+                    span { "span" }
+                    span.wf-dur { "duration" }
+                    span.wf-track {
+                        @for q in 0..=4u32 {
+                            span.wf-tick style={ "left:" (q * 25) "%" } {
+                                (layout::ms(Some(total / 1e6 * f64::from(q) / 4.0)))
+                            }
+                        }
+                    }
+                }
                 @for (i, depth) in &order {
                     (row(&spans[*i], *depth, start, total, colour(spans[*i].service()),
                         placed.contains(&spans[*i].span_id.to_hex()),
@@ -209,7 +220,8 @@ fn row(
     html! {
         details class=(class) id={ "span-" (sid) } data-span=(sid) open[selected || placed] {
             summary {
-                span.wf-name style={ "padding-left:" (depth.min(40) as f64 * 1.1) "em" } title=(s.name) {
+                span.wf-name style={ "padding-left:" (depth.min(40) as f64 * 1.1) "em" }
+                    title={ (s.service()) " " (s.name) @if let Some(h) = hop { " — hop " (h.caller) " → " (h.callee) " " (h.operation) } } {
                     span.svc-dot style={ "--svc:" (colour) } {}
                     // The marks come first: a long name is cut off at the end, never them.
                     @if placed { span.mark.placed { "failure placed here" } " " }
@@ -221,6 +233,7 @@ fn row(
                         span.hop title=(h.operation) { "hop " (h.caller) " → " (h.callee) }
                     }
                 }
+                span.wf-dur { (layout::ms(Some(s.duration_ns() as f64 / 1e6))) }
                 span.wf-track {
                     span class=@if error { "wf-bar err" } @else { "wf-bar" }
                         style={ "--svc:" (colour) ";left:" (format!("{left:.3}")) "%;width:" (format!("{width:.3}")) "%" }
