@@ -49,15 +49,18 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &ServeConfig) -> anyhow::Result<Self> {
-        let bind = |addr: SocketAddr, what: &'static str| async move {
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for {what} on {addr}"))
+        let bind = |addr: SocketAddr, what: &'static str, flag: &'static str| async move {
+            TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "cannot listen for {what} on {addr} (is another collector running? choose \
+                     another address with {flag})"
+                )
+            })
         };
         Ok(Self {
-            grpc: bind(config.grpc_addr, "OTLP/gRPC").await?,
-            http: bind(config.http_addr, "OTLP/HTTP").await?,
-            ui: bind(config.ui_addr, "the UI and API").await?,
+            grpc: bind(config.grpc_addr, "OTLP/gRPC", "--grpc-addr").await?,
+            http: bind(config.http_addr, "OTLP/HTTP", "--http-addr").await?,
+            ui: bind(config.ui_addr, "the UI and API", "--ui-addr").await?,
         })
     }
 

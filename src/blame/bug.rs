@@ -198,6 +198,9 @@ fn mermaid(text: &str) -> String {
 fn ms(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0} ms")
+    } else if v < 1.0 {
+        // Sub-millisecond hops are common on one machine: keep their digits.
+        format!("{v:.3} ms")
     } else {
         format!("{v:.1} ms")
     }

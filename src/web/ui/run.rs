@@ -99,7 +99,7 @@ pub fn render_run_page(p: &RunPage) -> Markup {
                 div.card #failures-card { "failures" b { (report.failures.len()) } span.small { "at " (failing_hops(report)) " hops" } }
                 @if let Some(c) = &report.coverage {
                     @for (what, n) in [("edge coverage", c.edges), ("interface coverage", c.interfaces)] {
-                        div.card { (what) b { (percent(n.percent)) } span.small { (n.covered) " of " (n.expected) } }
+                        div.card { (what) b { (percent(n.percent)) } span.small { (n.covered) " of " (n.expected) " expected" } }
                     }
                     @let critical_failing = critical_failing(report);
                     div.card #critical-card { "critical exercised" b { (percent(c.critical.percent)) }
