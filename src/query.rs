@@ -382,14 +382,7 @@ pub fn bug(
     span: Option<crate::model::SpanId>,
     ctx: &ReportContext,
 ) -> Result<(crate::blame::bug::BugReport, Vec<Span>), BugQueryError> {
-    let run = match reader.with_conn(|c| runs::trace_run(c, trace_id))? {
-        Some(id) => reader.with_conn(|c| runs::get_run(c, &id))?,
-        None => None,
-    };
-    let spans = match &run {
-        Some(run) => run_spans(reader, run)?,
-        None => reader.trace(trace_id)?,
-    };
+    let (run, spans) = trace_with_its_run(reader, trace_id)?;
     let info = run.as_ref().map(|r| RunInfo {
         id: r.id.clone(),
         name: r.name.clone(),
@@ -435,11 +428,12 @@ pub struct TraceHop {
 /// The trace view's data: the trace analysed with the rest of its run (so failures that cross a
 /// span link are found as the run report finds them), or alone when it has no run. `None` when
 /// the store holds no span of it.
-pub fn trace_detail(
+/// The run a trace belongs to, and the spans to analyse it in: the whole run's (so hops and
+/// tests read as in the run's report), or the trace's alone when it has no run.
+fn trace_with_its_run(
     reader: &Reader,
     trace_id: crate::model::TraceId,
-    ctx: &ReportContext,
-) -> Result<Option<TraceDetail>, QueryError> {
+) -> Result<(Option<Run>, Vec<Span>), QueryError> {
     let run = match reader.with_conn(|c| runs::trace_run(c, trace_id))? {
         Some(id) => reader.with_conn(|c| runs::get_run(c, &id))?,
         None => None,
@@ -448,6 +442,15 @@ pub fn trace_detail(
         Some(run) => run_spans(reader, run)?,
         None => reader.trace(trace_id)?,
     };
+    Ok((run, spans))
+}
+
+pub fn trace_detail(
+    reader: &Reader,
+    trace_id: crate::model::TraceId,
+    ctx: &ReportContext,
+) -> Result<Option<TraceDetail>, QueryError> {
+    let (run, spans) = trace_with_its_run(reader, trace_id)?;
     if !spans.iter().any(|s| s.trace_id == trace_id) {
         return Ok(None);
     }

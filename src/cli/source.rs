@@ -135,15 +135,5 @@ pub fn api_error(body: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Percent-encodes a path segment (run names may hold anything).
-pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// Percent-encodes a path segment or query value (run names may hold anything).
+pub use crate::web::ui::enc as urlencode;

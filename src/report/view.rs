@@ -141,15 +141,9 @@ fn is_problem(status: &str) -> bool {
     matches!(status, "failing" | "untested")
 }
 
-/// The run's graph: every node and edge, or, above `MAX_GRAPH_NODES`, the failing and untested
-/// edges, the edges touching their ends, and those edges' other ends.
-pub fn graph(report: &Report) -> Graph<'_> {
-    let mut all: BTreeSet<&str> = report.nodes.iter().map(|n| n.id.as_str()).collect();
-    for e in &report.edges {
-        all.insert(&e.caller);
-        all.insert(&e.callee);
-    }
-    let edges: Vec<(&str, &str, &str, bool)> = report
+/// Every edge as (caller, callee, status, critical): what a drawing of the graph needs.
+pub fn edge_lines(report: &Report) -> Vec<(&str, &str, &str, bool)> {
+    report
         .edges
         .iter()
         .map(|e| {
@@ -160,7 +154,18 @@ pub fn graph(report: &Report) -> Graph<'_> {
                 e.critical == Some(true),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The run's graph: every node and edge, or, above `MAX_GRAPH_NODES`, the failing and untested
+/// edges, the edges touching their ends, and those edges' other ends.
+pub fn graph(report: &Report) -> Graph<'_> {
+    let mut all: BTreeSet<&str> = report.nodes.iter().map(|n| n.id.as_str()).collect();
+    for e in &report.edges {
+        all.insert(&e.caller);
+        all.insert(&e.callee);
+    }
+    let edges = edge_lines(report);
     let mut pruned_from = None;
     let kept_edges: Vec<_> = if all.len() > MAX_GRAPH_NODES {
         pruned_from = Some(all.len());

@@ -179,3 +179,31 @@ pub fn fixture(rel: &str) -> PathBuf {
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
+
+/// Debian's Chromium (or another Chromium on PATH), or a failure saying how to get it: the
+/// tests that need a browser must not skip.
+pub fn chromium() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .flat_map(|dir| ["chromium", "chromium-browser", "google-chrome"].map(|n| dir.join(n)))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "headless Chromium is needed by the browser tests and none was found on PATH: \
+             install Debian's `chromium` (.ci/run does: apt-get install -y chromium)"
+        )
+    })
+}
+
+/// The flags every test browser starts with: headless, no sandbox (CI runs as root), nothing
+/// fetched from the network, and (added by the caller) a fresh `--user-data-dir`.
+pub const HEADLESS_CHROMIUM: [&str; 7] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+];

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::common::repo_root;
+use crate::common::{HEADLESS_CHROMIUM, chromium, repo_root};
 use crate::python_sdk::python;
 
 /// Mermaid from npm, pinned: the version the diagrams are held to.
@@ -331,20 +331,6 @@ fn mermaid_js() -> PathBuf {
     js
 }
 
-fn chromium() -> PathBuf {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if let Ok(out) = Command::new("which").arg(name).output()
-            && out.status.success()
-        {
-            return PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        }
-    }
-    panic!(
-        "headless Chromium is needed to check the Mermaid graphs and none was found: install \
-         Debian's `chromium` (.ci/run does: apt-get install -y chromium)"
-    );
-}
-
 /// Runs `mermaid.parse` on each diagram in a local page in headless Chromium; one result per
 /// diagram, `ok` or `error: …`.
 fn parse_in_chromium(diagrams: &[String]) -> Vec<String> {
@@ -385,14 +371,8 @@ fn parse_in_chromium(diagrams: &[String]) -> Vec<String> {
     std::fs::write(&html, page).unwrap();
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(&browser)
+        .args(HEADLESS_CHROMIUM)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
             "--allow-file-access-from-files",
             // Lets the page's promises run before the DOM is dumped.
             "--virtual-time-budget=30000",

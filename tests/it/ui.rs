@@ -21,28 +21,13 @@ use tracecov::demo::{self, Fault};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-use crate::common::TestServer;
+use crate::common::{HEADLESS_CHROMIUM, TestServer, chromium};
 use crate::metrics::demo_run;
 
 const IMG: &str = "<img src=x onerror=alert(1)>";
 const SCRIPT: &str = "</script><script>alert(2)</script>";
 const BREAKOUT: &str = "\"><svg onload=alert(3)>";
 const HOSTILE_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
-
-/// The Chromium binary, or a failure saying how to get it: this test must not skip.
-fn chromium() -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .flat_map(|dir| ["chromium", "chromium-browser", "google-chrome"].map(|n| dir.join(n)))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "headless Chromium is needed to test the web UI and none was found on PATH: install \
-             Debian's `chromium` (.ci/run does: apt-get install -y chromium)"
-        )
-    })
-}
 
 fn screenshots_dir() -> PathBuf {
     // CARGO_TARGET_TMPDIR is `<target>/tmp`.
@@ -65,17 +50,8 @@ impl Browser {
     fn launch() -> Self {
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(chromium())
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-                "--window-size=1400,1000",
-            ])
+            .args(HEADLESS_CHROMIUM)
+            .args(["--remote-debugging-port=0", "--window-size=1400,1000"])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdout(Stdio::null())

@@ -124,18 +124,7 @@ pub fn model(report: &Report) -> Model {
         .iter()
         .map(|n| (n.id.as_str(), Kind::of(&n.kind)))
         .collect();
-    let edges: Vec<(&str, &str, &str, bool)> = report
-        .edges
-        .iter()
-        .map(|e| {
-            (
-                e.caller.as_str(),
-                e.callee.as_str(),
-                e.status.as_deref().unwrap_or("covered"),
-                e.critical == Some(true),
-            )
-        })
-        .collect();
+    let edges = crate::report::edge_lines(report);
     // Ends only the manifest names (no span showed them) take their kind from the id's prefix.
     for e in &edges {
         kinds.entry(e.0).or_insert_with(|| Kind::of_id(e.0));

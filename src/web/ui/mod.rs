@@ -174,7 +174,7 @@ async fn blocking(
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters: safe in a path segment and
-/// in a query value alike.
+/// in a query value alike. (The CLI builds its API URLs with the same function.)
 pub fn enc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
