@@ -706,3 +706,46 @@ async fn a_new_user_and_a_bad_link_get_a_page_that_says_what_to_do() {
     assert_eq!((status, kind.as_str()), (404, "application/json"), "{body}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_trace_view_shows_span_details_redacted() {
+    let server = TestServer::start().await;
+    let trace = "2af7651916cd43dd8448eb211c80319c";
+    let doc = json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": trace, "spanId": "3000000000000001", "name": "GET /login", "kind": 2,
+            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000005000000",
+            "attributes": [
+                {"key": "url.full", "value": {"stringValue": "https://pay.example.com/x?api_key=sk_live_1234&n=1"}},
+                {"key": "http.request.header.authorization", "value": {"stringValue": "Bearer eyJhbGciOi.secret"}},
+                {"key": "db.connection_string", "value": {"stringValue": "postgres://ann:hunter2@db:5432/shop"}},
+            ],
+            "events": [{"name": "log", "timeUnixNano": "1700000000001000000",
+                        "attributes": [{"key": "message", "value": {"stringValue": "login with password=hunter2"}}]}],
+        }]}],
+    }]});
+    let resp = server
+        .post_otlp("application/json", doc.to_string().into_bytes(), false)
+        .await;
+    assert!(resp.status().is_success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let (status, _, body) =
+            get_page(&server, &format!("/traces/{trace}?span=3000000000000001")).await;
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "the trace never arrived: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for secret in ["sk_live_1234", "eyJhbGciOi", "hunter2"] {
+        assert!(!body.contains(secret), "{secret} shown on the trace page");
+    }
+    assert!(body.contains("[REDACTED]"), "{body}");
+    assert!(
+        body.contains("pay.example.com"),
+        "redaction keeps what is not secret"
+    );
+    server.stop().await;
+}
