@@ -174,7 +174,7 @@ pub(super) fn render(id: TraceId, d: &TraceDetail, selected: Option<SpanId>) -> 
                     span.wf-track {
                         @for q in 0..=4u32 {
                             span.wf-tick style={ "left:" (q * 25) "%" } {
-                                (layout::ms(Some(total / 1e6 * f64::from(q) / 4.0)))
+                                @if q == 0 { "0" } @else { (layout::ms(Some(total / 1e6 * f64::from(q) / 4.0))) }
                             }
                         }
                     }
