@@ -83,6 +83,8 @@ pub struct AppState {
     pub queue_counters: Arc<ingest::IngestCounters>,
     /// `GET /metrics`, with its cache of the latest run's analysis.
     pub metrics: Arc<crate::metrics::Exporter>,
+    /// What the UI keeps between requests (the runs page's per-run summaries).
+    pub ui: Arc<crate::web::ui::UiCache>,
     pub addrs: Addrs,
 }
 
@@ -188,6 +190,7 @@ impl Server {
             report,
             queue_counters: queue.counters.clone(),
             metrics,
+            ui: Arc::default(),
             addrs,
         };
         let router = web::router(state);

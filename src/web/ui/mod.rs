@@ -36,6 +36,7 @@ use crate::server::AppState;
 use crate::store::StoreError;
 
 pub use run::{RunPage, render_run_page};
+pub use runs::UiCache;
 
 /// Pages may load scripts, styles and data only from this server, and run no inline script.
 /// Inline `style` attributes are allowed: the waterfall positions its bars with them, and their

@@ -1,5 +1,8 @@
 //! The runs page (`/`): every run, newest first, with its tests, coverage and gate verdict.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use axum::extract::State;
 use maud::{Markup, html};
 
@@ -16,7 +19,8 @@ use crate::server::AppState;
 const ANALYSED_RUNS: usize = 20;
 
 /// What the list shows of an analysed run.
-struct Summary {
+#[derive(Debug)]
+pub struct Summary {
     tests_total: u64,
     passed: u64,
     failed: u64,
@@ -32,19 +36,63 @@ struct Summary {
     gate_text: String,
 }
 
+/// The runs page's summaries, kept per run while the run's spans are unchanged: without it
+/// every visit to `/` would analyse the newest `ANALYSED_RUNS` runs again.
+#[derive(Debug, Default)]
+pub struct UiCache {
+    summaries: Mutex<HashMap<String, (SummaryKey, Arc<Summary>)>>,
+}
+
+/// What a summary depends on: a span arriving moves `last_ns`, a trace moving to another run
+/// or aged out changes `traces`.
+type SummaryKey = (u64, u64);
+
+impl UiCache {
+    fn summary(
+        &self,
+        run: &runs::Run,
+        compute: impl FnOnce() -> Result<Summary, UiError>,
+    ) -> Result<Arc<Summary>, UiError> {
+        let key = (run.last_ns, run.traces);
+        if let Some((k, s)) = self.summaries.lock().unwrap().get(&run.id)
+            && *k == key
+        {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(compute()?);
+        self.summaries
+            .lock()
+            .unwrap()
+            .insert(run.id.clone(), (key, s.clone()));
+        Ok(s)
+    }
+
+    /// Forgets runs no longer listed, so the cache holds at most what the page shows.
+    fn keep_only<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let keep: std::collections::HashSet<&str> = ids.into_iter().collect();
+        self.summaries
+            .lock()
+            .unwrap()
+            .retain(|id, _| keep.contains(id.as_str()));
+    }
+}
+
 pub async fn page(State(state): State<AppState>) -> Result<Page, UiError> {
     let reader = state.reader.clone();
     let ctx = state.report.clone();
     let quiet = state.config.settle;
     let addrs = state.addrs;
+    let cache = state.ui.clone();
     blocking(move || {
         let now = now_ns();
         let all = reader.with_conn(runs::list_runs)?;
+        cache.keep_only(all.iter().take(ANALYSED_RUNS).map(|r| r.id.as_str()));
         let mut rows = Vec::with_capacity(all.len());
         for (i, run) in all.into_iter().enumerate() {
             let summary = if i < ANALYSED_RUNS {
-                let a = query::analyse_run(&reader, &run, &ctx)?;
-                Some(summarise(&a))
+                Some(cache.summary(&run, || {
+                    Ok(summarise(&query::analyse_run(&reader, &run, &ctx)?))
+                })?)
             } else {
                 None
             };
@@ -87,7 +135,7 @@ fn summarise(a: &query::Analysed) -> Summary {
     }
 }
 
-fn render(rows: &[(RunStatus, Option<Summary>)], addrs: &crate::server::Addrs) -> Markup {
+fn render(rows: &[(RunStatus, Option<Arc<Summary>>)], addrs: &crate::server::Addrs) -> Markup {
     layout::page(
         "Runs",
         Body::default(),
@@ -119,7 +167,7 @@ fn render(rows: &[(RunStatus, Option<Summary>)], addrs: &crate::server::Addrs) -
                     } }
                     tbody {
                         @for (status, summary) in rows {
-                            (row(status, summary.as_ref()))
+                            (row(status, summary.as_deref()))
                         }
                     }
                 }
@@ -173,5 +221,60 @@ fn row(status: &RunStatus, s: Option<&Summary>) -> Markup {
                 a href={ "/api/runs/" (super::enc(&run.id)) "/report?format=text" } { "text" }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str, last_ns: u64, traces: u64) -> runs::Run {
+        runs::Run {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            kind: runs::RunKind::Explicit,
+            created_ns: 1,
+            closed_ns: None,
+            last_ns,
+            traces,
+        }
+    }
+
+    fn summary(failed: u64) -> Summary {
+        Summary {
+            tests_total: failed,
+            passed: 0,
+            failed,
+            failures: 0,
+            failing_hops: 0,
+            edges: None,
+            interfaces: None,
+            critical: None,
+            untested_critical: 0,
+            gate_passed: true,
+            gate_text: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_summary_is_reused_until_its_run_changes_and_dropped_when_unlisted() {
+        let cache = UiCache::default();
+        let mut computed = 0;
+        let mut get = |r: &runs::Run| {
+            cache
+                .summary(r, || {
+                    computed += 1;
+                    Ok(summary(computed))
+                })
+                .unwrap()
+                .failed
+        };
+        assert_eq!(get(&run("a", 10, 1)), 1);
+        assert_eq!(get(&run("a", 10, 1)), 1, "unchanged: reused");
+        assert_eq!(get(&run("a", 11, 1)), 2, "a span arrived: analysed again");
+        assert_eq!(get(&run("a", 11, 0)), 3, "a trace left: analysed again");
+        assert_eq!(get(&run("b", 11, 0)), 4, "per run");
+        cache.keep_only(["b"]);
+        assert_eq!(cache.summaries.lock().unwrap().len(), 1);
     }
 }
