@@ -485,6 +485,21 @@ fn drive(server: &TestServer, ui: &str, run_id: &str) {
         page.eval("document.querySelectorAll('#graph g.node.messaging[data-node=\"queue:memory/orders\"]').length"),
         json!(1)
     );
+    // Nodes are outlined by the worst edge they touch; the mocked email API is listed stubbed.
+    assert_eq!(
+        page.eval("['payments', 'queue:memory/orders', 'users'].map(n => document.querySelector(`#graph g.node[data-node=\"${n}\"]`).classList.contains('failing') ? 'failing' : document.querySelector(`#graph g.node[data-node=\"${n}\"]`).classList.contains('untested') ? 'untested' : 'fine')"),
+        json!(["failing", "untested", "fine"])
+    );
+    let stubbed =
+        page.eval("[...document.querySelectorAll('#stubbed li')].map(l => l.textContent)");
+    assert!(
+        stubbed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("notifications → ext:sendgrid")),
+        "{stubbed}"
+    );
     page.assert_nothing_injected("demo run page");
 
     // Clicking the failing cell opens its interfaces and tests.

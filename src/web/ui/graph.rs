@@ -418,7 +418,7 @@ pub fn render(report: &Report) -> Markup {
                 }
             }
         }
-        p.small { "Edges: green = covered; thick red = failing; dashed amber = untested; dotted grey = stubbed; dash-dot purple = unexpected; ★ = critical. Shapes: rounded box = service, cylinder = database, hexagon = queue, dashed ellipse = external, stacked boxes = a namespace; a red outline = an end of a failing or untested edge. Hover an edge or a node for its name and status." }
+        p.small { "Edges: green = covered; thick red = failing; dashed amber = untested; dotted grey = stubbed; dash-dot purple = unexpected; ★ = critical. Shapes: rounded box = service, cylinder = database, hexagon = queue, dashed ellipse = external, stacked boxes = a namespace; a red outline = an end of a failing edge, amber = of an untested one. Hover an edge or a node for its name and status." }
     }
 }
 
@@ -485,10 +485,15 @@ fn midpoint(path: &[(Point, Point)]) -> Point {
 }
 
 fn node(model: &Model, i: usize, n: &GNode, xy: Point, size: Point) -> Markup {
-    let problem = model
-        .edges
-        .iter()
-        .any(|e| (e.from == i || e.to == i) && is_problem(&e.status));
+    // The worst problem on an edge touching the node: failing outlines it red, untested amber.
+    let touching = || model.edges.iter().filter(|e| e.from == i || e.to == i);
+    let problem = if touching().any(|e| e.status == "failing") {
+        Some("failing")
+    } else if touching().any(|e| is_problem(&e.status)) {
+        Some("untested")
+    } else {
+        None
+    };
     let (x, y, w, h) = (xy.x, xy.y, size.x, size.y);
     let shape: Markup = match n.kind {
         Kind::Service => html! {
@@ -546,7 +551,7 @@ fn node(model: &Model, i: usize, n: &GNode, xy: Point, size: Point) -> Markup {
         .find(|e| e.from == i && e.to == i)
         .map(|e| e.status.as_str());
     html! {
-        g class={ "node " (n.kind.as_str()) @if problem { " problem" } } data-node=(n.id) {
+        g class={ "node " (n.kind.as_str()) @if let Some(p) = problem { " problem " (p) } } data-node=(n.id) {
             title {
                 (label(&n.id)) " (" (n.kind.as_str())
                 @if n.members > 1 { ", " (n.members) " nodes" }

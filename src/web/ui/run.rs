@@ -285,6 +285,23 @@ fn untested(report: &Report, run_id: &str) -> Markup {
                 }
             }
         }
+        @let stubbed: Vec<(&str, &str, Option<&str>)> = report.edges.iter()
+            .filter(|e| e.expected == Some(true))
+            .flat_map(|e| {
+                let edge = (e.status.as_deref() == Some("stubbed")).then_some((e.caller.as_str(), e.callee.as_str(), None));
+                edge.into_iter().chain(e.interfaces.iter()
+                    .filter(|i| i.status.as_deref() == Some("stubbed"))
+                    .map(|i| (e.caller.as_str(), e.callee.as_str(), Some(i.operation.as_str()))))
+            })
+            .collect();
+        @if !stubbed.is_empty() {
+            h2 #stubbed-title { "Stubbed (" (stubbed.len()) ")" }
+            p.small { "Only a mock answered these in the run: the real integration was not exercised." }
+            ul #stubbed { @for (caller, callee, op) in &stubbed {
+                li { a href=(href::edge(run_id, caller, callee)) { (caller) " → " (callee) }
+                     @if let Some(op) = op { " " code { (op) } } }
+            } }
+        }
         @if !c.unexpected.is_empty() {
             h2 { "Unexpected (" (c.unexpected.len()) ")" }
             p.small { "Observed, but declared by no source: an undeclared dependency." }
