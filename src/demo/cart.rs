@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::StatusCode;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -38,11 +39,29 @@ struct AddItem {
     quantity: i64,
 }
 
+impl From<AddItem> for Item {
+    fn from(b: AddItem) -> Item {
+        Item {
+            sku: b.sku,
+            quantity: b.quantity,
+        }
+    }
+}
+
 /// The newer schema cart expects under `cart:422`.
 #[derive(Deserialize)]
 struct AddItemV2 {
     sku: String,
     qty: i64,
+}
+
+impl From<AddItemV2> for Item {
+    fn from(b: AddItemV2) -> Item {
+        Item {
+            sku: b.sku,
+            quantity: b.qty,
+        }
+    }
 }
 
 pub(crate) fn spawn(
@@ -56,9 +75,9 @@ pub(crate) fn spawn(
         carts: Mutex::new(HashMap::new()),
     });
     let add = if faults.has(Fault::Cart422) {
-        post(add_item_v2)
+        post(add_item::<AddItemV2>)
     } else {
-        post(add_item)
+        post(add_item::<AddItem>)
     };
     let router = Router::new()
         .route("/carts/{cart_id}/items", add)
@@ -98,35 +117,14 @@ impl Carts {
     }
 }
 
-async fn add_item(
+/// `POST /carts/{id}/items` in either schema: the body is decoded as `B`, a wrong one rejected.
+async fn add_item<B: DeserializeOwned + Into<Item>>(
     State(carts): State<Arc<Carts>>,
     Path(cart_id): Path<String>,
-    body: Result<Json<AddItem>, JsonRejection>,
+    body: Result<Json<B>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(item) = body.map_err(rejected)?;
-    let cart = carts.add(
-        cart_id,
-        Item {
-            sku: item.sku,
-            quantity: item.quantity,
-        },
-    )?;
-    Ok((StatusCode::CREATED, Json(cart)))
-}
-
-async fn add_item_v2(
-    State(carts): State<Arc<Carts>>,
-    Path(cart_id): Path<String>,
-    body: Result<Json<AddItemV2>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(item) = body.map_err(rejected)?;
-    let cart = carts.add(
-        cart_id,
-        Item {
-            sku: item.sku,
-            quantity: item.qty,
-        },
-    )?;
+    let cart = carts.add(cart_id, item.into())?;
     Ok((StatusCode::CREATED, Json(cart)))
 }
 

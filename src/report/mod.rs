@@ -30,7 +30,7 @@ mod junit;
 mod markdown;
 mod text;
 mod view;
-pub use view::edge_lines;
+pub use view::{edge_lines, is_problem};
 
 pub use coverage::{
     CoverageCounts, CoverageItem, CoverageSummary, apply_coverage, build_with_coverage,

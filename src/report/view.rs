@@ -137,7 +137,8 @@ pub struct GraphEdge<'a> {
 }
 
 /// Whether an edge of this status is a problem the pruned graph must keep.
-fn is_problem(status: &str) -> bool {
+/// Failing or untested: what a reader of a coverage picture must see first.
+pub fn is_problem(status: &str) -> bool {
     matches!(status, "failing" | "untested")
 }
 

@@ -245,6 +245,12 @@ impl Page {
     /// Clicks the element `selector` names with a real mouse event at its centre, and waits
     /// for the page it opens.
     fn click_and_wait(&mut self, selector: &str) {
+        self.click(selector);
+        self.wait_event("Page.loadEventFired");
+    }
+
+    /// Clicks the element `selector` names with a real mouse event at its centre.
+    fn click(&mut self, selector: &str) {
         let sel = serde_json::to_string(selector).unwrap();
         let rect = self.eval(&format!(
             "(() => {{ const e = document.querySelector({sel}); if (!e) return null; \
@@ -260,7 +266,14 @@ impl Page {
                 json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
             );
         }
-        self.wait_event("Page.loadEventFired");
+    }
+
+    /// A command to the browser itself rather than to this page's session.
+    fn call_browser(&mut self, method: &str, params: Value) -> Value {
+        let session = std::mem::take(&mut self.session);
+        let r = self.call(method, params);
+        self.session = session;
+        r
     }
 
     fn screenshot(&mut self, name: &str) {
@@ -566,6 +579,26 @@ fn drive(server: &TestServer, ui: &str, run_id: &str) {
     ));
     let md = page.eval("document.getElementById('bug-markdown').textContent");
     assert!(md.as_str().unwrap().contains("callee_error"), "{md}");
+    // The copy button puts exactly that Markdown on the clipboard.
+    page.call_browser(
+        "Browser.grantPermissions",
+        json!({"origin": ui, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]}),
+    );
+    page.click("button[data-copy=\"bug-markdown\"]");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let label =
+            page.eval("document.querySelector('button[data-copy=\"bug-markdown\"]').textContent");
+        if label == "Copied" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the copy button never copied: {label}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(page.eval("navigator.clipboard.readText()"), md);
     page.screenshot("bug");
 
     // The hostile trace, on every page it reaches.

@@ -22,7 +22,8 @@ use layout::topo::layout::VisualGraph;
 use maud::{Markup, html};
 
 use super::heatmap::namespace;
-use crate::report::Report;
+use super::layout::severity;
+use crate::report::{Report, is_problem};
 
 /// Above this many nodes the graph is aggregated or pruned.
 pub const MAX_NODES: usize = 60;
@@ -101,20 +102,6 @@ pub struct Model {
 /// The label drawn for an id (`*`, the caller of operations expected from anyone).
 pub fn label(id: &str) -> &str {
     if id == "*" { "any caller" } else { id }
-}
-
-fn rank(status: &str) -> u8 {
-    match status {
-        "failing" => 5,
-        "untested" => 4,
-        "unexpected" => 3,
-        "stubbed" => 2,
-        _ => 1,
-    }
-}
-
-fn is_problem(status: &str) -> bool {
-    matches!(status, "failing" | "untested")
 }
 
 /// The graph to draw for a report: whole, aggregated by namespace, or pruned to its problems.
@@ -222,7 +209,7 @@ fn build(
         });
         e.count += 1;
         e.critical |= critical;
-        if rank(status) > rank(&e.status) {
+        if severity(status) > severity(&e.status) {
             e.status = (*status).to_owned();
         }
     }

@@ -15,7 +15,8 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::href;
-use crate::report::{Edge, Report};
+use super::layout::WORST_FIRST;
+use crate::report::{Edge, Report, is_problem};
 
 /// The heatmap's query parameters.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -111,10 +112,6 @@ fn ns_label(ns: &str) -> &str {
 
 fn status_of(e: &Edge) -> &str {
     e.status.as_deref().unwrap_or("covered")
-}
-
-fn is_problem(status: &str) -> bool {
-    matches!(status, "failing" | "untested")
 }
 
 /// The cell's symbol: the status in one or two characters.
@@ -402,10 +399,6 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
         }
     }
 }
-
-/// Statuses from worst to best: the order a namespace cell lists them in and takes its colour
-/// from.
-const WORST_FIRST: [&str; 5] = ["failing", "untested", "unexpected", "stubbed", "covered"];
 
 fn mark(status: &str) -> &'static str {
     match status {

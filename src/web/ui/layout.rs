@@ -40,6 +40,19 @@ pub fn status_badge(status: &str) -> Markup {
     html! { span class={ "badge st-" (status_class(status)) } { (status) } }
 }
 
+/// The coverage statuses from worst to best.
+pub const WORST_FIRST: [&str; 5] = ["failing", "untested", "unexpected", "stubbed", "covered"];
+
+/// How bad a status is, for taking the worst of several: higher is worse; an unknown status
+/// counts as covered.
+pub fn severity(status: &str) -> usize {
+    WORST_FIRST
+        .iter()
+        .rev()
+        .position(|s| *s == status)
+        .unwrap_or(0)
+}
+
 /// The CSS class suffix of a status; anything unknown gets none of the status colours.
 pub fn status_class(status: &str) -> &'static str {
     match status {

@@ -306,3 +306,97 @@ fn a_status_filter_counts_its_own_edges_dims_the_rest_and_unknown_values_are_sai
         "critical=yes keeps only critical cells"
     );
 }
+
+#[test]
+fn the_heatmap_sorts_problems_first_and_filters_by_namespace_caller_and_callee() {
+    use super::heatmap::{HeatOptions, namespace, render};
+    let report = generated_report(40, 120);
+    let rows = |html: &str| -> Vec<String> {
+        // Row headers carry the caller in `data-caller` on their <tr>.
+        html.match_indices("<tr data-caller=\"")
+            .map(|(i, m)| {
+                let rest = &html[i + m.len()..];
+                rest[..rest.find('"').unwrap()].to_owned()
+            })
+            .collect()
+    };
+    let problems_of = |caller: &str| {
+        report
+            .edges
+            .iter()
+            .filter(|e| {
+                e.caller == caller
+                    && crate::report::is_problem(e.status.as_deref().unwrap_or("covered"))
+            })
+            .count()
+    };
+
+    let sorted = rows(
+        &render(
+            &report,
+            "r",
+            &HeatOptions {
+                sort: Some("problems".into()),
+                ..HeatOptions::default()
+            },
+        )
+        .into_string(),
+    );
+    let counts: Vec<usize> = sorted.iter().map(|c| problems_of(c)).collect();
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
+    assert!(counts[0] > *counts.last().unwrap());
+
+    let by_ns = render(
+        &report,
+        "r",
+        &HeatOptions {
+            ns: Some("ns01".into()),
+            ..HeatOptions::default()
+        },
+    )
+    .into_string();
+    // A cell names its caller and callee side by side; a row names only its caller.
+    let cells: Vec<(&str, &str)> = by_ns
+        .match_indices(" data-caller=\"")
+        .filter_map(|(i, m)| {
+            let rest = &by_ns[i + m.len()..];
+            let (caller, rest) = rest.split_once('"')?;
+            let callee = rest.strip_prefix(" data-callee=\"")?.split('"').next()?;
+            Some((caller, callee))
+        })
+        .collect();
+    let want = report
+        .edges
+        .iter()
+        .filter(|e| namespace(&e.caller) == "ns01" || namespace(&e.callee) == "ns01")
+        .count();
+    assert!(want > 0);
+    assert_eq!(cells.len(), want);
+    for (c, s) in &cells {
+        assert!(
+            namespace(c) == "ns01" || namespace(s) == "ns01",
+            "{c} -> {s}"
+        );
+    }
+
+    let by_name = render(
+        &report,
+        "r",
+        &HeatOptions {
+            caller: Some("service-01".into()),
+            callee: Some("service-02".into()),
+            ..HeatOptions::default()
+        },
+    )
+    .into_string();
+    let want = report
+        .edges
+        .iter()
+        .filter(|e| e.caller.contains("service-01") && e.callee.contains("service-02"))
+        .count();
+    assert!(want > 0);
+    let callees = attr_values(&by_name, "data-callee");
+    assert_eq!(callees.len(), want);
+    assert!(callees.iter().all(|c| c.contains("service-02")));
+    assert!(rows(&by_name).iter().all(|c| c.contains("service-01")));
+}
