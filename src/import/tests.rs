@@ -1,4 +1,4 @@
-//! Importer tests on the real fixtures of `../shared/fixtures` (never edited: a fixture that does
+//! Importer tests on the real fixtures of `tests/fixtures` (never edited: a fixture that does
 //! not import is an importer bug) and on small documents written here.
 
 use std::collections::{HashMap, HashSet};
@@ -10,7 +10,7 @@ use crate::model::{SpanId, SpanKind, StatusCode, TraceId, Value};
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
+        .join("tests/fixtures")
         .join(rel)
 }
 

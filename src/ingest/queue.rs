@@ -294,8 +294,13 @@ fn writer_loop(
             }
             Err(e) => tracing::error!(error = %e, spans = n, "store write failed"),
         }
-        // Answer every export before freeing anything: the clients are waiting.
-        for ack in jobs.iter_mut().filter_map(|j| j.ack.take()) {
+        // Free the queue's permits before answering: a client that sends its next export as soon
+        // as this one is acknowledged must find the room its acknowledged spans held (answering
+        // first let a busy machine refuse that next export with "queue is full").
+        let acks: Vec<_> = jobs.iter_mut().filter_map(|j| j.ack.take()).collect();
+        drop(jobs);
+        counters.queued_spans.fetch_sub(n as u64, Ordering::Relaxed);
+        for ack in acks {
             let per_job = match &result {
                 Ok(_) => Ok(WriteSummary::default()),
                 Err(e) => Err(e.to_string()),
@@ -303,8 +308,6 @@ fn writer_loop(
             // A client that went away no longer waits for its answer; that is fine.
             let _ = ack.send(per_job);
         }
-        drop(jobs);
-        counters.queued_spans.fetch_sub(n as u64, Ordering::Relaxed);
         if last_retention.elapsed() >= config.retention_every {
             last_retention = Instant::now();
             match store.enforce_retention(config.retention, now_ns()) {

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 
-use crate::common::{TestServer, kv, request, trace_hex};
+use crate::common::{PATIENCE, TestServer, kv, request, trace_hex};
 
 /// A normal export over both protocols must still work.
 async fn still_serves(server: &TestServer, seed: u64) {
@@ -267,7 +267,7 @@ async fn a_full_queue_answers_retry_later_and_never_grows() {
     };
     // Wait until the filler holds the whole queue (a fixed sleep flaked on a busy machine).
     // (Borrowed, not cloned: a live queue handle would keep the writer from ever stopping.)
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + PATIENCE;
     while server.server.as_ref().unwrap().queue.depth_spans() < 10 {
         assert!(
             std::time::Instant::now() < deadline,
@@ -303,6 +303,9 @@ async fn a_full_queue_answers_retry_later_and_never_grows() {
         200,
         "the queued export is acknowledged"
     );
+    // An acknowledged export's spans no longer hold room in the queue: the next export is taken.
+    // (The writer used to answer before it freed the permits, and a busy machine refused this.)
+    assert_eq!(server.server.as_ref().unwrap().queue.depth_spans(), 0);
     still_serves(&server, 11).await;
     server.stop().await;
 }

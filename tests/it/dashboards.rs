@@ -11,7 +11,7 @@ use serde_json::Value;
 use tracecov::demo;
 use tracecov::ingest::{ForwardConfig, ForwardTarget};
 
-use crate::common::{TestServer, repo_root};
+use crate::common::{PATIENCE, TestServer, repo_root};
 use crate::metrics::demo_run;
 
 /// The `prometheus` binary, or a failure saying how to get it: this test must not skip.
@@ -191,7 +191,7 @@ async fn every_dashboard_query_parses_and_returns_data_from_a_real_prometheus() 
     let http = reqwest::Client::new();
 
     // Samples: a few scrapes of the run series, so rate() and increase() have two points.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let ready = match http
             .get(format!(
@@ -228,7 +228,7 @@ async fn every_dashboard_query_parses_and_returns_data_from_a_real_prometheus() 
                 .map(|r| format!("{r:?}"))
                 .unwrap_or_default();
             let log = std::fs::read_to_string(work.path().join("prometheus.log")).unwrap();
-            panic!("no samples from tracecov after 60 s; targets: {targets}\n{log}");
+            panic!("no samples from tracecov after {PATIENCE:?}; targets: {targets}\n{log}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

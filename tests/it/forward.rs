@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 use tracecov::ingest::{ForwardConfig, ForwardTarget};
 
-use crate::common::{TestServer, request, trace_hex};
+use crate::common::{PATIENCE, TestServer, request, trace_hex};
 use crate::metrics::parse_exposition;
 
 fn forward_to(url: &str) -> ForwardConfig {
@@ -61,7 +61,7 @@ async fn metrics_until(
     what: &str,
     done: impl Fn(&BTreeMap<(String, BTreeMap<String, String>), f64>) -> bool,
 ) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let text = server
             .http

@@ -1,5 +1,5 @@
 //! `tracecov import` and `tracecov export` as a user runs them, on real recorded traces
-//! (../shared/fixtures): the runs they make, the reports of those runs, bad files, the round trip
+//! (tests/fixtures): the runs they make, the reports of those runs, bad files, the round trip
 //! through an export, and import into a running server.
 
 use std::path::{Path, PathBuf};

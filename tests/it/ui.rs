@@ -21,7 +21,7 @@ use tracecov::demo::{self, Fault};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-use crate::common::{HEADLESS_CHROMIUM, TestServer, chromium};
+use crate::common::{HEADLESS_CHROMIUM, PATIENCE, TestServer, chromium};
 use crate::metrics::demo_run;
 
 const IMG: &str = "<img src=x onerror=alert(1)>";
@@ -71,8 +71,8 @@ impl Browser {
             }
         });
         let ws_url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("chromium did not print its DevTools address within 30 s");
+            .recv_timeout(PATIENCE)
+            .expect("chromium did not print its DevTools address in time");
         Self {
             child,
             _profile: profile,
@@ -168,7 +168,7 @@ impl Page {
 
     fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.send(method, params);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + PATIENCE;
         loop {
             assert!(Instant::now() < deadline, "no answer to {method}");
             let Some(v) = self.read() else { continue };
@@ -186,9 +186,12 @@ impl Page {
         if let Some(i) = self.events.iter().position(|e| e["method"] == method) {
             return self.events.remove(i);
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + PATIENCE;
         loop {
-            assert!(Instant::now() < deadline, "no {method} event within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "no {method} event within {PATIENCE:?}"
+            );
             if let Some(v) = self.read() {
                 if v["method"] == method {
                     return v;
@@ -226,7 +229,7 @@ impl Page {
             "Runtime.evaluate",
             json!({"expression": expression, "returnByValue": true}),
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + PATIENCE;
         loop {
             assert!(Instant::now() < deadline, "no answer to Runtime.evaluate");
             let Some(v) = self.read() else { continue };
@@ -407,7 +410,7 @@ async fn the_ui_shows_the_demo_run_and_executes_nothing_from_a_span() {
         )
         .await;
     assert!(resp.status().is_success(), "{:?}", resp.text().await);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let (status, body) = server
             .get_json(&format!("/api/traces/{HOSTILE_TRACE}"))
@@ -585,7 +588,7 @@ fn drive(server: &TestServer, ui: &str, run_id: &str) {
         json!({"origin": ui, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]}),
     );
     page.click("button[data-copy=\"bug-markdown\"]");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let label =
             page.eval("document.querySelector('button[data-copy=\"bug-markdown\"]').textContent");
@@ -666,7 +669,7 @@ fn drive(server: &TestServer, ui: &str, run_id: &str) {
         false,
     ));
     assert!(resp.status().is_success());
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let state = page.try_eval(&format!("[window.__before_refresh === true, {TESTS_CARD}]"));
         if state == Some(json!([false, "2"])) {
@@ -777,7 +780,7 @@ async fn the_trace_view_shows_span_details_redacted() {
         .post_otlp("application/json", doc.to_string().into_bytes(), false)
         .await;
     assert!(resp.status().is_success());
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     let body = loop {
         let (status, _, body) =
             get_page(&server, &format!("/traces/{trace}?span=3000000000000001")).await;
