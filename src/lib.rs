@@ -19,6 +19,7 @@ pub mod model;
 pub mod query;
 pub mod redact;
 pub mod report;
+pub mod results;
 pub mod runs;
 pub mod server;
 pub mod store;

@@ -97,6 +97,20 @@ pub struct Failure {
     pub circuit_open: bool,
     /// Failures of the run with the same hop and class, this one included.
     pub failed_here: usize,
+    /// The raw callee of `hop` when the address map or the set of services named it, so that
+    /// merged per-trace results can name it again with what the whole run taught (`results`).
+    pub hop_target: Option<crate::graph::Target>,
+}
+
+impl Failure {
+    /// `blamed` as DESIGN defines it for a class and a hop.
+    pub fn blamed_for(class: ErrorClass, hop: &HopName) -> String {
+        if class.blames_boundary() {
+            format!("{} -> {}", hop.caller, hop.callee)
+        } else {
+            hop.callee.clone()
+        }
+    }
 }
 
 /// Blame for a run: its failures, and the class of every hop in error.
@@ -108,6 +122,15 @@ pub struct Blame {
 }
 
 impl Blame {
+    /// Blame put together from stored per-trace results (`results::merge`); `hop_classes` is
+    /// aligned with the graph's hops.
+    pub(crate) fn from_parts(failures: Vec<Failure>, hop_classes: Vec<Option<ErrorClass>>) -> Self {
+        Self {
+            failures,
+            hop_classes,
+        }
+    }
+
     pub fn hop_class(&self, hop: usize) -> Option<ErrorClass> {
         self.hop_classes.get(hop).copied().flatten()
     }
@@ -147,21 +170,7 @@ pub fn analyze(forest: &Forest<'_>, graph: &RunGraph) -> Blame {
         failures.push(explain(forest, graph, &hops, start, None, None));
     }
 
-    failures.sort_by(|a, b| {
-        (a.test.is_none(), &a.test, a.trace_id, a.failing_span).cmp(&(
-            b.test.is_none(),
-            &b.test,
-            b.trace_id,
-            b.failing_span,
-        ))
-    });
-    let mut counts: HashMap<(ErrorClass, Option<HopName>), usize> = HashMap::new();
-    for f in &failures {
-        *counts.entry((f.class, f.hop.clone())).or_insert(0) += 1;
-    }
-    for f in &mut failures {
-        f.failed_here = counts[&(f.class, f.hop.clone())];
-    }
+    finish_failures(&mut failures);
 
     let hop_classes = graph
         .hops()
@@ -187,6 +196,26 @@ pub fn analyze(forest: &Forest<'_>, graph: &RunGraph) -> Blame {
     Blame {
         failures,
         hop_classes,
+    }
+}
+
+/// Puts a run's failures in report order (tests by name, then failures outside tests) and counts
+/// how many share each (class, hop).
+pub(crate) fn finish_failures(failures: &mut [Failure]) {
+    failures.sort_by(|a, b| {
+        (a.test.is_none(), &a.test, a.trace_id, a.failing_span).cmp(&(
+            b.test.is_none(),
+            &b.test,
+            b.trace_id,
+            b.failing_span,
+        ))
+    });
+    let mut counts: HashMap<(ErrorClass, Option<HopName>), usize> = HashMap::new();
+    for f in failures.iter() {
+        *counts.entry((f.class, f.hop.clone())).or_insert(0) += 1;
+    }
+    for f in failures.iter_mut() {
+        f.failed_here = counts[&(f.class, f.hop.clone())];
     }
 }
 
@@ -310,13 +339,8 @@ fn explain(
             })
         }
     };
-    let blamed = hop_name.as_ref().map(|h| {
-        if class.blames_boundary() {
-            format!("{} -> {}", h.caller, h.callee)
-        } else {
-            h.callee.clone()
-        }
-    });
+    let blamed = hop_name.as_ref().map(|h| Failure::blamed_for(class, h));
+    let hop_target = hop.and_then(|h| h.target.clone());
 
     let resolve = |id: Option<SpanId>| {
         hop.and_then(|h| id.and_then(|s| forest.resolve(h.trace_id, s)))
@@ -355,6 +379,7 @@ fn explain(
         origin: walk.origin.map(key),
         circuit_open,
         failed_here: 1,
+        hop_target,
     }
 }
 

@@ -130,6 +130,8 @@ fn render(text: &str) -> String {
 
 fn check(fixture: &str, expected: Expect) {
     let actual = render(fixture);
+    let (spans, opts) = parse(fixture);
+    crate::results::tests::assert_merge_identity(&spans, &opts);
     // Arrival order must not matter.
     let reversed: Vec<&str> = fixture.lines().rev().collect();
     assert_eq!(

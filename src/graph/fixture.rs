@@ -296,5 +296,7 @@ pub fn render(graph: &RunGraph) -> String {
 /// Parses, analyses and renders a fixture.
 pub fn analyze_fixture(text: &str) -> String {
     let (spans, opts) = parse(text);
+    // Every analysis fixture also holds per-trace results to the whole-run analysis.
+    crate::results::tests::assert_merge_identity(&spans, &opts);
     render(&super::analyze(&spans, &opts))
 }

@@ -29,7 +29,7 @@ use crate::model::{Span, SpanKind};
 
 use super::address::AddressMap;
 use super::forest::{Forest, SpanRef};
-use super::run::{Hop, Interner, NodeKind, OpId};
+use super::run::{Hop, Interner, NodeKind, OpId, Target};
 use super::semconv;
 use super::testcase::Attribution;
 
@@ -38,6 +38,8 @@ pub(crate) struct Extractor<'x> {
     pub operations: Interner<()>,
     pub hops: Vec<Hop>,
     pub unresolved_calls: u64,
+    /// The same count per tree of the forest (per-trace results report their own).
+    pub unresolved_per_tree: Vec<u64>,
     address: &'x mut AddressMap,
     node_buf: String,
     op_buf: String,
@@ -52,6 +54,7 @@ impl<'x> Extractor<'x> {
             operations: Interner::default(),
             hops: Vec::new(),
             unresolved_calls: 0,
+            unresolved_per_tree: Vec::new(),
             address,
             node_buf: String::new(),
             op_buf: String::new(),
@@ -143,12 +146,19 @@ impl<'x> Extractor<'x> {
                 })
             {
                 match self.callee_of(span) {
-                    Some(callee) if callee != service => {
-                        let hop = self.hop(service, callee, span, Some(span), None, None, test);
+                    Some((callee, target)) if callee != service => {
+                        let mut hop = self.hop(service, callee, span, Some(span), None, None, test);
+                        hop.target = target;
                         self.emit(hop);
                     }
                     Some(_) => {}
-                    None => self.unresolved_calls += 1,
+                    None => {
+                        self.unresolved_calls += 1;
+                        if self.unresolved_per_tree.len() <= t {
+                            self.unresolved_per_tree.resize(t + 1, 0);
+                        }
+                        self.unresolved_per_tree[t] += 1;
+                    }
                 }
             }
         }
@@ -201,6 +211,7 @@ impl<'x> Extractor<'x> {
             server_ns: server.and_then(duration),
             error: client_error || server_error,
             test,
+            target: None,
         }
     }
 
@@ -240,35 +251,53 @@ impl<'x> Extractor<'x> {
         None
     }
 
-    /// The node a calling span with no answering span calls; see the module docs, rule 4.
-    fn callee_of(&mut self, span: &Span) -> Option<NodeIndex> {
+    /// The node a calling span with no answering span calls; see the module docs, rule 4. With
+    /// it, the peer or address it was found by, when the address map or the set of services had
+    /// a say (a database or queue is named by the span alone).
+    fn callee_of(&mut self, span: &Span) -> Option<(NodeIndex, Option<Target>)> {
         let attrs = &span.attributes;
         if semconv::db_node(attrs, &mut self.node_buf) {
-            return Some(self.intern_buf(NodeKind::Database));
+            return Some((self.intern_buf(NodeKind::Database), None));
         }
         if let Some(q) = self.queue_of(span) {
-            return Some(q);
+            return Some((q, None));
         }
         if let Some(peer) = semconv::peer_service(attrs) {
-            if let Some((id, NodeKind::Service)) = self.nodes.get(peer) {
-                return Some(NodeIndex::new(id as usize));
-            }
-            if let Some(service) = self.address.lookup(peer, None) {
-                let id = self.nodes.intern(service, NodeKind::Service);
-                return Some(NodeIndex::new(id as usize));
-            }
-            self.node_buf.clear();
-            self.node_buf.push_str("ext:");
-            self.node_buf.push_str(peer);
-            return Some(self.intern_buf(NodeKind::External));
+            let target = Some(Target::Peer(peer.to_owned()));
+            return Some((self.resolve_peer(peer), target));
         }
         let (host, port) = semconv::peer_address(attrs)?;
+        let target = Some(Target::Address {
+            host: host.to_owned(),
+            port,
+        });
+        Some((self.resolve_address(host, port), target))
+    }
+
+    /// A peer name: a service of that name, else the service the address map knows by that
+    /// host, else `ext:<name>`.
+    pub fn resolve_peer(&mut self, peer: &str) -> NodeIndex {
+        if let Some((id, NodeKind::Service)) = self.nodes.get(peer) {
+            return NodeIndex::new(id as usize);
+        }
+        if let Some(service) = self.address.lookup(peer, None) {
+            let id = self.nodes.intern(service, NodeKind::Service);
+            return NodeIndex::new(id as usize);
+        }
+        self.node_buf.clear();
+        self.node_buf.push_str("ext:");
+        self.node_buf.push_str(peer);
+        self.intern_buf(NodeKind::External)
+    }
+
+    /// An address: the service the address map knows there, else `ext:<host>:<port>`.
+    pub fn resolve_address(&mut self, host: &str, port: Option<u16>) -> NodeIndex {
         if let Some(service) = self.address.lookup(host, port) {
             let id = self.nodes.intern(service, NodeKind::Service);
-            return Some(NodeIndex::new(id as usize));
+            return NodeIndex::new(id as usize);
         }
         semconv::ext_address_node(host, port, &mut self.node_buf);
-        Some(self.intern_buf(NodeKind::External))
+        self.intern_buf(NodeKind::External)
     }
 
     fn intern_buf(&mut self, kind: NodeKind) -> NodeIndex {

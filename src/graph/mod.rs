@@ -23,8 +23,8 @@
 
 mod address;
 mod forest;
-mod hops;
-mod run;
+pub(crate) mod hops;
+pub(crate) mod run;
 pub mod semconv;
 mod testcase;
 mod tree;
@@ -41,7 +41,7 @@ use crate::model::{Span, SpanKind};
 pub use address::AddressMap;
 pub use forest::{Forest, SpanRef};
 pub use run::{
-    Diagnostics, Edge, EdgeRef, Hop, Interface, Latency, Node, NodeKind, OpId, RunGraph,
+    Diagnostics, Edge, EdgeRef, Hop, Interface, Latency, Node, NodeKind, OpId, RunGraph, Target,
 };
 pub use testcase::{SESSION_ROOT_NAME, TestCase, TestId, TestOutcome, is_pytest_session_root};
 pub use tree::{SKEW_TOLERANCE_NS, TraceTree, TreeDiagnostics};
@@ -64,6 +64,15 @@ pub fn analyze(spans: &[Span], opts: &AnalysisOptions) -> RunGraph {
 
 /// As `analyze`, on a forest the caller keeps for its own walks.
 pub fn analyze_forest(forest: &Forest<'_>, opts: &AnalysisOptions) -> RunGraph {
+    analyze_forest_counted(forest, opts).0
+}
+
+/// As `analyze_forest`, with the calls that named nothing counted per tree of the forest (what
+/// per-trace results need and the run's graph only sums).
+pub(crate) fn analyze_forest_counted(
+    forest: &Forest<'_>,
+    opts: &AnalysisOptions,
+) -> (RunGraph, Vec<u64>) {
     let mut nodes = run::Interner::default();
     let mut address = AddressMap::new();
     let mut propagation_breaks: BTreeMap<String, u64> = BTreeMap::new();
@@ -110,7 +119,9 @@ pub fn analyze_forest(forest: &Forest<'_>, opts: &AnalysisOptions) -> RunGraph {
         unresolved_calls: extractor.unresolved_calls,
         propagation_breaks,
     };
-    run::assemble(run::Parts {
+    let mut unresolved = extractor.unresolved_per_tree;
+    unresolved.resize(forest.trees().len(), 0);
+    let graph = run::assemble(run::Parts {
         nodes: extractor.nodes,
         operations: extractor.operations,
         hops: extractor.hops,
@@ -118,5 +129,6 @@ pub fn analyze_forest(forest: &Forest<'_>, opts: &AnalysisOptions) -> RunGraph {
         spans,
         traces: forest.trees().len() as u64,
         diagnostics,
-    })
+    });
+    (graph, unresolved)
 }

@@ -75,6 +75,19 @@ pub struct Hop {
     /// In error as DESIGN defines it, on either side.
     pub error: bool,
     pub test: Option<TestId>,
+    /// What a calling span with no answering span named (a peer service or an address), for a
+    /// callee the address map or the set of services decided. Kept so per-trace results can
+    /// resolve it again when they are merged with what other traces taught (`results`).
+    pub target: Option<Target>,
+}
+
+/// The raw callee of a call that no span answered, before the address map resolves it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// `service.peer.name` (legacy `peer.service`).
+    Peer(String),
+    /// `server.address`/`server.port` or the URL's authority.
+    Address { host: String, port: Option<u16> },
 }
 
 /// Nearest-rank percentiles, in nanoseconds; `None` when there was no sample.
@@ -278,6 +291,11 @@ impl<T: Copy> Interner<T> {
         self.items.push((key.to_owned(), value));
         self.index.insert(key.to_owned(), id);
         id
+    }
+
+    /// The key of an id `intern` returned.
+    pub fn key(&self, id: u32) -> &str {
+        &self.items[id as usize].0
     }
 
     pub fn get(&self, key: &str) -> Option<(u32, T)> {

@@ -147,6 +147,24 @@ CREATE TABLE IF NOT EXISTS spans (
     data         BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS spans_by_key ON spans (trace_seq, span_id, hash);
+-- Per-trace results (`results/`): computed when a trace settles, from its spans and the
+-- configuration whose fingerprint they record; stale once the trace received a span after
+-- `received_ns`. Keyed by trace id, because a trace's seq may be reused after retention.
+CREATE TABLE IF NOT EXISTS trace_results (
+    trace_id     BLOB PRIMARY KEY,
+    received_ns  INTEGER NOT NULL,
+    fingerprint  INTEGER NOT NULL,
+    data         BLOB NOT NULL
+) WITHOUT ROWID;
+-- Results made stale by a linked trace that arrived after them.
+CREATE INDEX IF NOT EXISTS trace_results_stale ON trace_results (trace_id) WHERE received_ns < 0;
+-- Which trace links to which (from their results), so a trace that arrives late has the traces
+-- that linked to it recomputed with it.
+CREATE TABLE IF NOT EXISTS trace_links (
+    from_trace  BLOB NOT NULL,
+    to_trace    BLOB NOT NULL,
+    PRIMARY KEY (to_trace, from_trace)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS services (
     name           TEXT PRIMARY KEY,
     first_seen_ns  INTEGER NOT NULL,
@@ -467,6 +485,14 @@ fn resource_id(
 }
 
 fn delete_trace(tx: &rusqlite::Transaction<'_>, seq: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "DELETE FROM trace_results WHERE trace_id = (SELECT trace_id FROM traces WHERE seq = ?1)",
+    )?
+    .execute(params![seq])?;
+    tx.prepare_cached(
+        "DELETE FROM trace_links WHERE from_trace = (SELECT trace_id FROM traces WHERE seq = ?1)",
+    )?
+    .execute(params![seq])?;
     tx.prepare_cached("DELETE FROM spans WHERE trace_seq = ?1")?
         .execute(params![seq])?;
     tx.prepare_cached("DELETE FROM traces WHERE seq = ?1")?

@@ -1,0 +1,365 @@
+//! Keeping the stored per-trace results up to date, and reading them back.
+//!
+//! A trace needs results when it has none, when a span arrived after they were computed (a late
+//! span re-opens it), or when they were computed with another configuration. It gets them once it
+//! is *settled*: quiet for the settle period, or its run closed. The settle worker (a thread of
+//! `serve`) and `tracecov import` compute them; a reader that finds a trace without fresh results
+//! computes that trace itself, and stores what it computed when the trace is settled, so a store
+//! written before results existed is brought up to date by whoever reads it first.
+//!
+//! A trace is analysed with the traces linked to it either way (its component, at most
+//! `MAX_COMPONENT` traces). `trace_links` records who links to whom, so that when a trace
+//! arrives, the traces that linked to it before it existed are recomputed with it: arrival order
+//! does not change the results.
+//!
+//! Everything here blocks (SQLite, analysis): call it from a blocking thread.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::graph::AnalysisOptions;
+use crate::model::{Span, TraceId};
+use crate::store::{Reader, StoreError};
+
+use super::{TraceResult, compute, fingerprint};
+
+/// The most traces analysed together for one trace's results: links beyond are not followed.
+const MAX_COMPONENT: usize = 64;
+
+/// Traces computed per transaction by the worker.
+const BATCH_TRACES: usize = 256;
+
+/// What the worker reports (`/metrics`, `GET /api/runs/{id}`).
+#[derive(Debug, Default)]
+pub struct SettleCounters {
+    /// Traces waiting for results at the last pass: settled ones not yet computed, and ones
+    /// still receiving spans.
+    pub backlog: AtomicU64,
+    /// Traces whose results were computed and stored.
+    pub computed: AtomicU64,
+}
+
+/// Fresh results of `traces`, by trace: those stored with the current configuration and no
+/// span since. Traces missing from the answer need computing.
+pub fn fresh_results(
+    conn: &Connection,
+    traces: &[TraceId],
+    opts: &AnalysisOptions,
+) -> Result<HashMap<TraceId, TraceResult>, StoreError> {
+    let fp = fingerprint(opts);
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.data FROM trace_results r JOIN traces t ON t.trace_id = r.trace_id
+         WHERE r.trace_id = ?1 AND r.fingerprint = ?2 AND r.received_ns >= t.last_received_ns",
+    )?;
+    let mut out = HashMap::with_capacity(traces.len());
+    for &id in traces {
+        let data: Option<Vec<u8>> = stmt
+            .query_row(params![&id.as_bytes()[..], fp], |r| r.get(0))
+            .optional()?;
+        if let Some(result) = data.and_then(|d| TraceResult::decode(&d).ok()) {
+            out.insert(id, result);
+        }
+    }
+    Ok(out)
+}
+
+/// The results of `traces`: stored ones where fresh, the rest computed now (and stored when
+/// `store_settled_before` says the trace is settled: its last span arrived at or before it).
+pub fn results_of(
+    reader: &Reader,
+    traces: &[TraceId],
+    opts: &AnalysisOptions,
+    store_settled_before: Option<u64>,
+) -> Result<Vec<TraceResult>, StoreError> {
+    let mut found = reader.with_conn(|c| fresh_results(c, traces, opts))?;
+    let missing: Vec<TraceId> = traces
+        .iter()
+        .copied()
+        .filter(|t| !found.contains_key(t))
+        .collect();
+    if !missing.is_empty() {
+        let computed = compute_traces(reader, &missing, opts)?;
+        if let Some(cutoff) = store_settled_before {
+            reader.with_conn(|c| store_results(c, &computed, opts, Some(cutoff)))?;
+        }
+        for (id, r, _) in computed {
+            found.insert(id, r);
+        }
+    }
+    let mut out: Vec<TraceResult> = traces.iter().filter_map(|t| found.remove(t)).collect();
+    out.sort_by_key(|r| r.trace_id);
+    Ok(out)
+}
+
+/// Computes the results of `traces` from their spans, each with its component. Returns each
+/// trace's result with the `last_received_ns` its spans were read at.
+pub fn compute_traces(
+    reader: &Reader,
+    traces: &[TraceId],
+    opts: &AnalysisOptions,
+) -> Result<Vec<(TraceId, TraceResult, i64)>, StoreError> {
+    let mut out = Vec::with_capacity(traces.len());
+    let wanted: HashSet<TraceId> = traces.iter().copied().collect();
+    let mut done: HashSet<TraceId> = HashSet::new();
+    for &id in traces {
+        if done.contains(&id) {
+            continue;
+        }
+        // Read before the spans: a span arriving meanwhile leaves the result stale, not wrong.
+        let mut received: HashMap<TraceId, i64> = HashMap::new();
+        let (component, spans) = component_of(reader, id, &mut received)?;
+        if !received.contains_key(&id) {
+            continue;
+        }
+        // Links are symmetric here, so every trace of a component that was not cut short has
+        // this same component: one analysis serves all of them.
+        let whole = component.len() < MAX_COMPONENT;
+        for r in compute(&spans, opts) {
+            let Some(t) = r.trace() else { continue };
+            if (t == id || (whole && wanted.contains(&t))) && done.insert(t) {
+                let at = received.get(&t).copied().unwrap_or(0);
+                out.push((t, r, at));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn last_received(conn: &Connection, id: TraceId) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT last_received_ns FROM traces WHERE trace_id = ?1")?
+        .query_row(params![&id.as_bytes()[..]], |r| r.get(0))
+        .optional()?)
+}
+
+/// The trace and the traces linked to it either way, transitively, up to `MAX_COMPONENT`, with
+/// all their spans; each stored trace's `last_received_ns` lands in `received`.
+fn component_of(
+    reader: &Reader,
+    id: TraceId,
+    received: &mut HashMap<TraceId, i64>,
+) -> Result<(BTreeSet<TraceId>, Vec<Span>), StoreError> {
+    let mut component = BTreeSet::new();
+    let mut spans = Vec::new();
+    let mut queue = VecDeque::from([id]);
+    while let Some(t) = queue.pop_front() {
+        if component.len() >= MAX_COMPONENT || component.contains(&t) {
+            continue;
+        }
+        // A linked trace that is not stored contributes nothing.
+        let Some(at) = reader.with_conn(|c| last_received(c, t))? else {
+            continue;
+        };
+        component.insert(t);
+        received.insert(t, at);
+        let trace = reader.trace(t)?;
+        for span in &trace {
+            for l in &span.links {
+                if !component.contains(&l.trace_id) {
+                    queue.push_back(l.trace_id);
+                }
+            }
+        }
+        spans.extend(trace);
+        let from: Vec<TraceId> = reader.with_conn(|c| linking_to(c, t))?;
+        queue.extend(from.into_iter().filter(|f| !component.contains(f)));
+    }
+    Ok((component, spans))
+}
+
+fn linking_to(conn: &Connection, id: TraceId) -> Result<Vec<TraceId>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT from_trace FROM trace_links WHERE to_trace = ?1")?;
+    let rows = stmt.query_map(params![&id.as_bytes()[..]], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Ok(t) = TraceId::from_slice(&row?) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// Stores computed results in one transaction (only those whose spans were read at or before
+/// `settled_before`, when given), records their links, and marks stale the traces that linked to
+/// a trace whose results are new (their component has grown).
+pub fn store_results(
+    conn: &Connection,
+    computed: &[(TraceId, TraceResult, i64)],
+    opts: &AnalysisOptions,
+    settled_before: Option<u64>,
+) -> Result<u64, StoreError> {
+    let fp = fingerprint(opts);
+    let tx = conn.unchecked_transaction()?;
+    let mut stored = 0;
+    {
+        let mut had = tx.prepare_cached("SELECT 1 FROM trace_results WHERE trace_id = ?1")?;
+        let mut put = tx.prepare_cached(
+            "INSERT OR REPLACE INTO trace_results (trace_id, received_ns, fingerprint, data)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut unlink = tx.prepare_cached("DELETE FROM trace_links WHERE from_trace = ?1")?;
+        let mut link = tx.prepare_cached(
+            "INSERT OR IGNORE INTO trace_links (from_trace, to_trace) VALUES (?1, ?2)",
+        )?;
+        let mut stale = tx.prepare_cached(
+            "UPDATE trace_results SET received_ns = -1
+             WHERE trace_id IN (SELECT from_trace FROM trace_links WHERE to_trace = ?1)
+               AND trace_id != ?1",
+        )?;
+        for (id, result, received) in computed {
+            if settled_before.is_some_and(|cutoff| *received as u64 > cutoff) {
+                continue;
+            }
+            let key = &id.as_bytes()[..];
+            let first_time = had
+                .query_row(params![key], |_| Ok(()))
+                .optional()?
+                .is_none();
+            put.execute(params![key, received, fp, result.encode()])?;
+            unlink.execute(params![key])?;
+            for to in &result.links {
+                link.execute(params![key, &to[..]])?;
+            }
+            if first_time {
+                stale.execute(params![key])?;
+            }
+            stored += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(stored)
+}
+
+/// Traces that need results, with whether each is settled: quiet since `cutoff_ns`, or in a
+/// closed run. Only traces that received a span at or after `low_ns` are looked at (the caller
+/// knows that older ones had fresh results at its last pass).
+pub fn pending(
+    conn: &Connection,
+    opts: &AnalysisOptions,
+    cutoff_ns: u64,
+    low_ns: i64,
+) -> Result<Vec<(TraceId, i64, bool)>, StoreError> {
+    let fp = fingerprint(opts);
+    let mut stmt = conn.prepare_cached(
+        "SELECT t.trace_id, t.last_received_ns,
+                (t.last_received_ns <= ?2 OR ru.closed_ns IS NOT NULL)
+         FROM traces t
+         LEFT JOIN trace_results r ON r.trace_id = t.trace_id
+         LEFT JOIN trace_runs tr ON tr.trace_id = t.trace_id
+         LEFT JOIN runs ru ON ru.id = tr.run_id
+         WHERE t.last_received_ns >= ?3
+           AND (r.trace_id IS NULL OR r.fingerprint != ?1 OR r.received_ns < t.last_received_ns)
+         ORDER BY t.last_received_ns",
+    )?;
+    let rows = stmt.query_map(params![fp, cutoff_ns as i64, low_ns], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, bool>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for row in rows {
+        let (id, received, settled) = row?;
+        if let Ok(id) = TraceId::from_slice(&id)
+            && seen.insert(id)
+        {
+            out.push((id, received, settled));
+        }
+    }
+    // Traces whose results a newly arrived linked trace made stale, however old they are.
+    let mut stale = conn.prepare_cached(
+        "SELECT t.trace_id, t.last_received_ns FROM trace_results r
+         JOIN traces t ON t.trace_id = r.trace_id WHERE r.received_ns < 0",
+    )?;
+    let rows = stale.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (id, received) = row?;
+        if let Ok(id) = TraceId::from_slice(&id)
+            && seen.insert(id)
+        {
+            out.push((id, received, received as u64 <= cutoff_ns));
+        }
+    }
+    Ok(out)
+}
+
+/// Traces of `traces` without fresh results.
+pub fn count_pending(
+    conn: &Connection,
+    traces: &[TraceId],
+    opts: &AnalysisOptions,
+) -> Result<u64, StoreError> {
+    Ok(traces.len() as u64 - fresh_results(conn, traces, opts)?.len() as u64)
+}
+
+/// One pass: computes and stores the results of every settled trace that needs them. Returns the
+/// traces still pending (not settled yet) and the new low-water mark for the next pass.
+pub fn settle_pass(
+    reader: &Reader,
+    opts: &AnalysisOptions,
+    now_ns: u64,
+    quiet: Duration,
+    low_ns: i64,
+    counters: &SettleCounters,
+) -> Result<i64, StoreError> {
+    let cutoff = now_ns.saturating_sub(quiet.as_nanos() as u64);
+    let pending = reader.with_conn(|c| pending(c, opts, cutoff, low_ns))?;
+    counters
+        .backlog
+        .store(pending.len() as u64, Ordering::Relaxed);
+    // Nothing older than the oldest trace still pending (or than this pass's cutoff) can need
+    // results at the next pass unless a span arrives for it, which moves it past the mark.
+    let next_low = pending
+        .iter()
+        .filter(|(_, _, settled)| !settled)
+        .map(|(_, received, _)| *received)
+        .min()
+        .unwrap_or(cutoff as i64)
+        .min(cutoff as i64);
+    let settled: Vec<TraceId> = pending
+        .iter()
+        .filter(|(_, _, settled)| *settled)
+        .map(|(id, _, _)| *id)
+        .collect();
+    let mut left = pending.len() as u64;
+    for chunk in settled.chunks(BATCH_TRACES) {
+        let computed = compute_traces(reader, chunk, opts)?;
+        let stored = reader.with_conn(|c| store_results(c, &computed, opts, None))?;
+        counters.computed.fetch_add(stored, Ordering::Relaxed);
+        left = left.saturating_sub(chunk.len() as u64);
+        counters.backlog.store(left, Ordering::Relaxed);
+    }
+    Ok(next_low)
+}
+
+/// The settle worker: a pass every `every` until `stop` is set.
+pub fn run_worker(
+    reader: Reader,
+    opts: AnalysisOptions,
+    quiet: Duration,
+    every: Duration,
+    counters: Arc<SettleCounters>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut low = i64::MIN;
+    while !stop.load(Ordering::Relaxed) {
+        match settle_pass(
+            &reader,
+            &opts,
+            crate::ingest::now_ns(),
+            quiet,
+            low,
+            &counters,
+        ) {
+            Ok(next) => low = next,
+            Err(e) => tracing::warn!(error = %e, "computing trace results failed"),
+        }
+        std::thread::sleep(every);
+    }
+}

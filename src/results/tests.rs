@@ -1,0 +1,187 @@
+//! Identity: merging per-trace results gives the report that analysing all the spans at once
+//! gives. The analysis fixtures of `graph` and `blame` call `assert_merge_identity` on every
+//! fixture they check; the tests here add the recorded traces of `tests/fixtures` and a
+//! generated run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+
+use super::*;
+use crate::graph::Forest;
+use crate::model::Span;
+use crate::report::{self, ReportOptions, RunInfo};
+
+/// Per-trace results the way the settle worker computes them: each trace with the traces linked
+/// to it either way.
+pub(crate) fn per_trace(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
+    let mut by_trace: BTreeMap<TraceId, Vec<Span>> = BTreeMap::new();
+    for s in spans {
+        by_trace.entry(s.trace_id).or_default().push(s.clone());
+    }
+    let mut adjacent: HashMap<TraceId, BTreeSet<TraceId>> = HashMap::new();
+    for s in spans {
+        for l in &s.links {
+            if l.trace_id != s.trace_id && by_trace.contains_key(&l.trace_id) {
+                adjacent.entry(s.trace_id).or_default().insert(l.trace_id);
+                adjacent.entry(l.trace_id).or_default().insert(s.trace_id);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for &id in by_trace.keys() {
+        let mut component = BTreeSet::new();
+        let mut queue = VecDeque::from([id]);
+        while let Some(t) = queue.pop_front() {
+            if component.insert(t) {
+                queue.extend(adjacent.get(&t).into_iter().flatten().copied());
+            }
+        }
+        let spans: Vec<Span> = component
+            .iter()
+            .flat_map(|t| by_trace[t].iter().cloned())
+            .collect();
+        let mine = compute(&spans, opts)
+            .into_iter()
+            .find(|r| r.trace() == Some(id))
+            .expect("a result for every trace");
+        // What is stored is what is read back.
+        let decoded = TraceResult::decode(&mine.encode()).unwrap();
+        assert_eq!(decoded, mine);
+        out.push(decoded);
+    }
+    out
+}
+
+fn json_report(graph: &crate::graph::RunGraph, blame: &crate::blame::Blame) -> String {
+    let info = RunInfo {
+        id: "run".to_owned(),
+        name: "run".to_owned(),
+    };
+    let opts = ReportOptions::default();
+    let r = report::build_with(&info, graph, blame, &opts);
+    serde_json::to_string_pretty(&r).unwrap()
+}
+
+/// Asserts that merging the per-trace results of `spans` reports exactly what analysing them
+/// all at once reports (graph, hops with their classes, tests, failures, diagnostics).
+pub(crate) fn assert_merge_identity(spans: &[Span], opts: &AnalysisOptions) {
+    let forest = Forest::build(spans);
+    let whole = crate::graph::analyze_forest(&forest, opts);
+    let whole_blame = crate::blame::analyze(&forest, &whole);
+    let results = per_trace(spans, opts);
+    let (merged, merged_blame) = merge(&results, opts);
+    assert_eq!(
+        json_report(&merged, &merged_blame),
+        json_report(&whole, &whole_blame),
+        "merged per-trace results differ from the whole-run analysis"
+    );
+    assert_eq!(merged.hops(), whole.hops(), "hops differ");
+    assert_eq!(merged.tests(), whole.tests(), "tests differ");
+    assert_eq!(
+        merged_blame.failures, whole_blame.failures,
+        "failures differ"
+    );
+    for i in 0..whole.hops().len() {
+        assert_eq!(
+            merged_blame.hop_class(i),
+            whole_blame.hop_class(i),
+            "class of hop {i}"
+        );
+    }
+    // Arrival order does not matter: results merged in reverse give the same graph.
+    let mut reversed = results.clone();
+    reversed.reverse();
+    let (again, again_blame) = merge(&reversed, opts);
+    assert_eq!(
+        json_report(&again, &again_blame),
+        json_report(&merged, &merged_blame)
+    );
+}
+
+fn fixture_spans(rel: &str) -> Vec<Span> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel);
+    let mut spans = Vec::new();
+    crate::import::import_file(&path, None, &mut |batch: Vec<Span>| {
+        spans.extend(batch);
+        Ok(())
+    })
+    .unwrap();
+    spans
+}
+
+#[test]
+fn recorded_traces_merge_to_the_whole_run_report() {
+    let names = [
+        "zipkin-lens/ascend.json",
+        "zipkin-lens/envoy.json",
+        "zipkin-lens/messaging-kafka.json",
+        "zipkin-lens/messaging.json",
+        "zipkin-lens/messaging2.json",
+        "zipkin-lens/simple-db-p6.json",
+        "zipkin-lens/skew.json",
+        "zipkin-lens/smartthings-mobile-web-install.json",
+        "zipkin-lens/yelp.json",
+        "otlp-json/spec-example.json",
+    ];
+    let mut all = Vec::new();
+    for name in names {
+        let spans = fixture_spans(name);
+        assert!(!spans.is_empty(), "{name}");
+        assert_merge_identity(&spans, &AnalysisOptions::default());
+        all.extend(spans);
+    }
+    // All of them as one run: addresses and services learned in one file resolve calls in
+    // another, as they do when analysed together.
+    assert_merge_identity(&all, &AnalysisOptions::default());
+}
+
+#[test]
+fn a_generated_run_of_50_000_spans_merges_to_the_whole_run_report() {
+    let spans = crate::bench::analysis::generate(50_000);
+    assert!(spans.len() >= 50_000);
+    assert_merge_identity(&spans, &AnalysisOptions::default());
+}
+
+/// A call to an address that only a later trace's server span names: per trace, the caller's
+/// trace cannot know whose address it is; merged, it must land on that service.
+#[test]
+fn an_address_learned_in_another_trace_resolves_at_merge() {
+    let (spans, opts) = crate::graph::fixture::parse(
+        "t1:a - web client GET 0..40 server.address=cart server.port=8080 http.request.method=GET status=error http.response.status_code=503
+         t2:b - cart server \"GET /x\" 0..10 server.address=cart server.port=8080 http.route=/x",
+    );
+    let results = per_trace(&spans, &opts);
+    let alone = &results[0];
+    assert_eq!(
+        alone.nodes[alone.hops[0].callee as usize].0,
+        "ext:cart:8080"
+    );
+    let (merged, _) = merge(&results, &opts);
+    let edges: Vec<String> = merged
+        .edges()
+        .map(|e| format!("{} -> {}", e.caller.id, e.callee.id))
+        .collect();
+    assert_eq!(edges, ["web -> cart"]);
+    assert_merge_identity(&spans, &opts);
+}
+
+#[test]
+fn the_fingerprint_follows_the_configuration() {
+    let plain = AnalysisOptions::default();
+    let driver = AnalysisOptions {
+        test_services: vec!["driver".to_owned()],
+        aliases: Vec::new(),
+    };
+    assert_eq!(
+        fingerprint(&plain),
+        fingerprint(&AnalysisOptions::default())
+    );
+    assert_ne!(fingerprint(&plain), fingerprint(&driver));
+    let aliased = AnalysisOptions {
+        test_services: Vec::new(),
+        aliases: vec![("cart:8080".to_owned(), "cart".to_owned())],
+    };
+    assert_ne!(fingerprint(&plain), fingerprint(&aliased));
+}
