@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use crate::coverage::{self, Contract, Coverage, HopKey, Manifest, Sources};
-use crate::graph::{self, AnalysisOptions, RunGraph};
+use crate::graph::{AnalysisOptions, RunGraph};
 use crate::model::Span;
 use crate::report::{self, Report, ReportOptions, RunInfo};
+use crate::results::{self, settle};
 use crate::runs::{self, Run};
 use crate::store::{Reader, StoreError};
 
@@ -39,6 +40,9 @@ pub struct RunStatus {
     pub run: Run,
     pub open: bool,
     pub settled: bool,
+    /// Traces of the run whose results are not computed yet (`GET /api/runs/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_traces: Option<u64>,
 }
 
 impl RunStatus {
@@ -47,7 +51,19 @@ impl RunStatus {
             open: !run.is_closed(now_ns),
             settled: run.is_settled(now_ns, quiet),
             run,
+            pending_traces: None,
         }
+    }
+
+    /// With `pending_traces` counted against the stored results.
+    pub fn with_pending(
+        mut self,
+        reader: &Reader,
+        opts: &AnalysisOptions,
+    ) -> Result<Self, QueryError> {
+        let ids = reader.with_conn(|c| runs::run_traces(c, &self.run.id))?;
+        self.pending_traces = Some(reader.with_conn(|c| settle::count_pending(c, &ids, opts))?);
+        Ok(self)
     }
 }
 
@@ -80,6 +96,9 @@ pub struct ReportContext {
     /// Runs whose edges and interfaces join the expected set (`--baseline`).
     pub baselines: Vec<String>,
     pub report: ReportOptions,
+    /// The settle period: results a reader computes for a trace quiet this long are stored for
+    /// the next reader. `None` stores nothing.
+    pub settle: Option<Duration>,
 }
 
 impl ReportContext {
@@ -128,13 +147,34 @@ pub struct Analysed {
 fn graph_of(
     reader: &Reader,
     ids: Vec<crate::model::TraceId>,
-    opts: &AnalysisOptions,
+    ctx: &ReportContext,
 ) -> Result<RunGraph, QueryError> {
-    let mut spans = Vec::new();
-    for id in ids {
-        spans.extend(reader.trace(id)?);
+    Ok(merged(reader, &ids, ctx)?.0)
+}
+
+/// The graph and blame of `ids`, merged from their per-trace results (computed first for the
+/// traces that have no fresh ones).
+pub fn merged(
+    reader: &Reader,
+    ids: &[crate::model::TraceId],
+    ctx: &ReportContext,
+) -> Result<(RunGraph, crate::blame::Blame), QueryError> {
+    let store_before = ctx
+        .settle
+        .map(|quiet| crate::ingest::now_ns().saturating_sub(quiet.as_nanos() as u64));
+    let results = settle::results_of(reader, ids, &ctx.analysis, store_before)?;
+    Ok(results::merge(&results, &ctx.analysis))
+}
+
+/// The traces of runs, each once.
+fn traces_of(reader: &Reader, runs: &[Run]) -> Result<Vec<crate::model::TraceId>, QueryError> {
+    let mut ids = Vec::new();
+    for run in runs {
+        ids.extend(reader.with_conn(|c| runs::run_traces(c, &run.id))?);
     }
-    Ok(graph::analyze(&spans, opts))
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
 }
 
 /// Analyses a run completely: graph, failing-hop blame, coverage against the expected topology.
@@ -157,10 +197,7 @@ pub fn analyse_runs(
         .first()
         .cloned()
         .ok_or_else(|| QueryError::NoSuchRun(String::new()))?;
-    let mut spans = Vec::new();
-    for run in runs {
-        spans.extend(run_spans(reader, run)?);
-    }
+    let run_ids = traces_of(reader, runs)?;
     let run = &Run {
         id: runs
             .iter()
@@ -174,16 +211,14 @@ pub fn analyse_runs(
             .join(" + "),
         ..first
     };
-    let forest = graph::Forest::build(&spans);
-    let graph = graph::analyze_forest(&forest, &ctx.analysis);
-    let blame = crate::blame::analyze(&forest, &graph);
+    let (graph, blame) = merged(reader, &run_ids, ctx)?;
     let info = RunInfo {
         id: run.id.clone(),
         name: run.name.clone(),
     };
     let mut report = report::build_with(&info, &graph, &blame, &ctx.report);
 
-    let run_traces: std::collections::HashSet<_> = spans.iter().map(|s| s.trace_id).collect();
+    let run_traces: std::collections::HashSet<_> = run_ids.iter().copied().collect();
     let all_traces = reader.with_conn(runs::all_traces)?;
     let traces_outside_run = all_traces
         .iter()
@@ -195,11 +230,11 @@ pub fn analyse_runs(
     let everything = if configured {
         None
     } else {
-        Some(graph_of(reader, all_traces.clone(), &ctx.analysis)?)
+        Some(graph_of(reader, all_traces.clone(), ctx)?)
     };
     let background = if background_wanted {
         let ids = reader.with_conn(runs::traces_without_run)?;
-        Some(graph_of(reader, ids, &ctx.analysis)?)
+        Some(graph_of(reader, ids, ctx)?)
     } else {
         None
     };
@@ -210,7 +245,7 @@ pub fn analyse_runs(
             let base = resolve_run(reader, b)?;
             ids.extend(reader.with_conn(|c| runs::run_traces(c, &base.id))?);
         }
-        baseline = Some(graph_of(reader, ids, &ctx.analysis)?);
+        baseline = Some(graph_of(reader, ids, ctx)?);
     }
     let expected = coverage::expected(&Sources {
         manifest: ctx.manifest.as_ref(),
@@ -354,8 +389,8 @@ pub fn impact_run(
     ctx: &ReportContext,
     changed: &[String],
 ) -> Result<Vec<String>, QueryError> {
-    let spans = run_spans(reader, run)?;
-    let graph = graph::analyze(&spans, &ctx.analysis);
+    let ids = traces_of(reader, std::slice::from_ref(run))?;
+    let (graph, _) = merged(reader, &ids, ctx)?;
     Ok(coverage::impact(&graph, changed))
 }
 
@@ -450,13 +485,21 @@ pub fn trace_detail(
     trace_id: crate::model::TraceId,
     ctx: &ReportContext,
 ) -> Result<Option<TraceDetail>, QueryError> {
-    let (run, spans) = trace_with_its_run(reader, trace_id)?;
-    if !spans.iter().any(|s| s.trace_id == trace_id) {
+    let trace = reader.trace(trace_id)?;
+    if trace.is_empty() {
         return Ok(None);
     }
-    let forest = graph::Forest::build(&spans);
-    let graph = graph::analyze_forest(&forest, &ctx.analysis);
-    let blame = crate::blame::analyze(&forest, &graph);
+    let run = match reader.with_conn(|c| runs::trace_run(c, trace_id))? {
+        Some(id) => reader.with_conn(|c| runs::get_run(c, &id))?,
+        None => None,
+    };
+    // The trace's hops and failures as its run's report names them (callees resolved by what
+    // the whole run taught): merged from the run's stored results, not its spans.
+    let ids = match &run {
+        Some(run) => traces_of(reader, std::slice::from_ref(run))?,
+        None => vec![trace_id],
+    };
+    let (graph, blame) = merged(reader, &ids, ctx)?;
     let failures = blame
         .failures
         .iter()
@@ -476,10 +519,6 @@ pub fn trace_detail(
             operation: r.text(graph.operation(h.operation)),
             error: h.error,
         })
-        .collect();
-    let trace: Vec<Span> = spans
-        .into_iter()
-        .filter(|s| s.trace_id == trace_id)
         .collect();
     Ok(Some(TraceDetail {
         spans: r.redact_spans(&trace),

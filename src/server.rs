@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
 use crate::ingest::{self, IngestQueue, Writer};
+use crate::results::settle::{self, SettleCounters};
 use crate::runs::RunAssigner;
 use crate::store::{Reader, Store};
 use crate::web;
@@ -85,6 +87,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Exporter>,
     /// What the UI keeps between requests (the runs page's per-run summaries).
     pub ui: Arc<crate::web::ui::UiCache>,
+    /// The settle worker's backlog and progress.
+    pub results: Arc<SettleCounters>,
     pub addrs: Addrs,
 }
 
@@ -95,6 +99,7 @@ pub fn report_context(
 ) -> anyhow::Result<crate::query::ReportContext> {
     let mut ctx = crate::query::ReportContext::default();
     ctx.analysis.test_services = config.test_services.clone();
+    ctx.settle = Some(config.settle);
     let base = config.public_url.clone().unwrap_or_else(|| addrs.ui_url());
     ctx.report.links = config
         .trace_links
@@ -121,7 +126,12 @@ pub struct Server {
     /// `tasks`, whose first end stops the server.
     forward_tasks: Vec<JoinHandle<()>>,
     writer: Option<Writer>,
+    /// The settle worker and its stop flag; it stops before the writer closes the store.
+    settler: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
 }
+
+/// How often the settle worker looks for traces that settled.
+const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Server {
     /// Opens the store and starts serving on `listeners`.
@@ -177,12 +187,25 @@ impl Server {
 
         let token = shutdown.clone();
         let report = Arc::new(report_context(&config, addrs)?);
+        let settle_stop = Arc::new(AtomicBool::new(false));
+        let results = Arc::new(SettleCounters::default());
+        let settler = {
+            let (reader, opts) = (reader.clone(), report.analysis.clone());
+            let (quiet, counters, stop) = (config.settle, results.clone(), settle_stop.clone());
+            std::thread::Builder::new()
+                .name("tracecov-settle".to_owned())
+                .spawn(move || {
+                    settle::run_worker(reader, opts, quiet, SETTLE_EVERY, counters, stop)
+                })
+                .context("starting the settle worker")?
+        };
         let metrics = Arc::new(crate::metrics::Exporter::new(
             reader.clone(),
             report.clone(),
             queue.counters.clone(),
             forwarder.counters(),
             config.settle,
+            results.clone(),
         ));
         let state = AppState {
             reader: reader.clone(),
@@ -191,6 +214,7 @@ impl Server {
             queue_counters: queue.counters.clone(),
             metrics,
             ui: Arc::default(),
+            results,
             addrs,
         };
         let router = web::router(state);
@@ -209,6 +233,7 @@ impl Server {
             tasks,
             forward_tasks,
             writer: Some(writer),
+            settler: Some((settler, settle_stop)),
         })
     }
 
@@ -249,6 +274,10 @@ impl Server {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "a forwarding task failed");
             }
+        }
+        if let Some((settler, stop)) = self.settler.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(move || settler.join()).await;
         }
         // The receivers are done: dropping the last queue handle lets the writer drain and stop.
         drop(self.queue);

@@ -218,6 +218,7 @@ pub fn page_of(report: Report) -> RunPage {
             },
             open: false,
             settled: true,
+            pending_traces: None,
         },
         report,
         placed_traces,

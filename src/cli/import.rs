@@ -32,6 +32,7 @@
 mod to_otlp;
 
 use std::collections::{HashMap, VecDeque};
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,7 @@ use tokio::sync::oneshot;
 
 use super::source::{api_error, urlencode};
 use crate::config;
+use crate::graph::AnalysisOptions;
 use crate::import::{self, Format, Progress};
 use crate::ingest::{CommitHook, IngestQueue, Writer, WriterConfig, now_ns};
 use crate::model::{Attributes, KeyValue, Resource, Span};
@@ -306,9 +308,40 @@ impl Stamper {
 
 type Ack = oneshot::Receiver<Result<WriteSummary, String>>;
 
+/// Computes the results of every trace that lacks them, with a progress bar on a terminal and
+/// one line otherwise.
+pub(crate) fn compute_results(reader: &Reader, opts: &AnalysisOptions) -> anyhow::Result<()> {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} computing trace results {human_pos}/{human_len} [{elapsed}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        bar.set_style(style);
+        bar
+    });
+    let done = crate::results::settle::complete_all(reader, opts, |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    })
+    .context("computing trace results")?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if done > 0 {
+        eprintln!("tracecov: computed the results of {done} traces");
+    }
+    Ok(())
+}
+
 /// `--data`: the embedded store, written through the ingest writer with run assignment as its
 /// commit hook, the same path `serve` takes.
 struct DataTarget {
+    /// How results are computed at the end of the import (the test-driver services given).
+    analysis: AnalysisOptions,
     reader: Reader,
     queue: Option<IngestQueue>,
     writer: Option<Writer>,
@@ -321,6 +354,10 @@ impl DataTarget {
     fn open(dir: &Path, test_services: Vec<String>) -> anyhow::Result<Self> {
         let store = Store::open(dir, Durability::Process)
             .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+        let analysis = AnalysisOptions {
+            test_services: test_services.clone(),
+            ..AnalysisOptions::default()
+        };
         let mut assigner = RunAssigner::open(dir, test_services)?;
         let assign_error = Arc::new(Mutex::new(None));
         let seen = assign_error.clone();
@@ -342,6 +379,7 @@ impl DataTarget {
         };
         let (queue, writer) = Writer::start(store, config, vec![hook]);
         Ok(Self {
+            analysis,
             reader: Reader::new(dir),
             queue: Some(queue),
             writer: Some(writer),
@@ -411,6 +449,9 @@ impl Target for DataTarget {
 
     fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
         self.flush()?;
+        // Results are computed before the import ends, so the first report merges them instead
+        // of analysing spans (and a store written before results existed is brought up to date).
+        compute_results(&self.reader, &self.analysis)?;
         // Dropping the last queue handle lets the writer drain and close the store.
         self.queue = None;
         if let Some(writer) = self.writer.take() {

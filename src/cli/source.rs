@@ -69,6 +69,7 @@ impl SourceArgs {
                 test_services: self.test_services.clone(),
                 ..AnalysisOptions::default()
             },
+            settle: Some(crate::config::DEFAULT_SETTLE),
             ..ReportContext::default()
         };
         ctx.report = self

@@ -32,6 +32,7 @@ use prometheus_client::registry::Registry;
 
 use crate::ingest::{ForwardCounters, IngestCounters};
 use crate::query::ReportContext;
+use crate::results::settle::SettleCounters;
 use crate::store::Reader;
 
 /// What `/metrics` answers with: OpenMetrics text, which Prometheus negotiates and parses (its
@@ -55,6 +56,8 @@ pub struct Exporter {
     ingest: Arc<IngestCounters>,
     forward: Vec<Arc<ForwardCounters>>,
     settle: Duration,
+    /// The settle worker's backlog and progress, read fresh at every scrape.
+    results: Arc<SettleCounters>,
     ttl: Duration,
     /// The analysed part of the last scrape. A Tokio mutex held across the build, so scrapes that
     /// arrive while one is building wait for it rather than each starting their own.
@@ -75,6 +78,7 @@ impl Exporter {
         ingest: Arc<IngestCounters>,
         forward: Vec<Arc<ForwardCounters>>,
         settle: Duration,
+        results: Arc<SettleCounters>,
     ) -> Self {
         Self {
             reader,
@@ -82,6 +86,7 @@ impl Exporter {
             ingest,
             forward,
             settle,
+            results,
             ttl: CACHE_TTL,
             cached: tokio::sync::Mutex::new(None),
             build_failures: AtomicU64::new(0),
@@ -116,6 +121,18 @@ impl Exporter {
         let mut registry = Registry::default();
         health::register_counters(&mut registry, &self.ingest);
         health::register_forwarding(&mut registry, &self.forward);
+        gauge(
+            &mut registry,
+            "tracecov_settle_backlog_traces",
+            "Traces waiting for their results: settled ones not computed yet, and ones still receiving spans",
+            self.results.backlog.load(Ordering::Relaxed) as f64,
+        );
+        counter(
+            &mut registry,
+            "tracecov_trace_results_computed",
+            "Traces whose results were computed and stored by the settle worker",
+            self.results.computed.load(Ordering::Relaxed),
+        );
         counter(
             &mut registry,
             "tracecov_metrics_build_failures",

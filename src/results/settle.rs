@@ -363,3 +363,23 @@ pub fn run_worker(
         std::thread::sleep(every);
     }
 }
+
+/// Computes and stores the results of every trace in the store that lacks fresh ones, settled or
+/// not (an import is complete when it ends; a store from before results existed is brought up to
+/// date). `progress` hears (done, total) after each batch. Returns how many were computed.
+pub fn complete_all(
+    reader: &Reader,
+    opts: &AnalysisOptions,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, StoreError> {
+    let pending = reader.with_conn(|c| pending(c, opts, u64::MAX >> 1, i64::MIN))?;
+    let ids: Vec<TraceId> = pending.iter().map(|(id, _, _)| *id).collect();
+    let total = ids.len() as u64;
+    let mut done = 0;
+    for chunk in ids.chunks(BATCH_TRACES) {
+        let computed = compute_traces(reader, chunk, opts)?;
+        done += reader.with_conn(|c| store_results(c, &computed, opts, None))?;
+        progress(done, total);
+    }
+    Ok(done)
+}

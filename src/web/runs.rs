@@ -68,9 +68,10 @@ pub async fn get(
 ) -> Result<Json<RunStatus>, ApiError> {
     let reader = state.reader.clone();
     let quiet = state.config.settle;
+    let report = state.report.clone();
     let run = blocking(move || {
         let run = query::resolve_run(&reader, &id)?;
-        Ok(RunStatus::new(run, now_ns(), quiet))
+        Ok(RunStatus::new(run, now_ns(), quiet).with_pending(&reader, &report.analysis)?)
     })
     .await?;
     Ok(Json(run))
