@@ -18,5 +18,6 @@ mod otlp_clients;
 mod otlp_json;
 mod pytest_plugin;
 mod python_sdk;
+mod results;
 mod ui;
 mod verdicts;

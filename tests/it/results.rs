@@ -1,0 +1,278 @@
+//! Results kept per trace, through a real server: computed once a trace settles, computed again
+//! after a late span or when a trace it links to arrives, counted in `/metrics` and
+//! `GET /api/runs/{id}`, and computed by `tracecov import` before it exits.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{PATIENCE, TestServer, fixture};
+
+const RUN: &str = "results-run";
+const T0: u64 = 1_700_000_000_000_000_000;
+
+fn attr(key: &str, value: &str) -> Value {
+    json!({"key": key, "value": {"stringValue": value}})
+}
+
+fn span(trace: &str, id: &str, parent: &str, name: &str, kind: u8, attrs: Vec<Value>) -> Value {
+    let mut s = json!({
+        "traceId": trace, "spanId": id, "name": name, "kind": kind,
+        "startTimeUnixNano": (T0 + 1_000_000).to_string(),
+        "endTimeUnixNano": (T0 + 9_000_000).to_string(),
+        "attributes": attrs,
+    });
+    if !parent.is_empty() {
+        s["parentSpanId"] = json!(parent);
+    }
+    s
+}
+
+/// One export: (service, spans) pairs, every resource in run `RUN`.
+fn export(services: Vec<(&str, Vec<Value>)>) -> Vec<u8> {
+    let resource_spans: Vec<Value> = services
+        .into_iter()
+        .map(|(service, spans)| {
+            json!({
+                "resource": {"attributes": [attr("service.name", service), attr("tracecov.run.id", RUN)]},
+                "scopeSpans": [{"spans": spans}],
+            })
+        })
+        .collect();
+    json!({ "resourceSpans": resource_spans })
+        .to_string()
+        .into_bytes()
+}
+
+async fn post(server: &TestServer, body: Vec<u8>) {
+    let resp = server.post_otlp("application/json", body, false).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+}
+
+/// The counter of results the settle worker stored, from `/metrics`.
+async fn computed(server: &TestServer) -> u64 {
+    let text = server
+        .http
+        .get(server.api("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("tracecov_trace_results_computed_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("tracecov_trace_results_computed_total in /metrics") as u64
+}
+
+/// Waits until the settle worker has stored at least `n` results and the run has no trace
+/// pending; returns the run's JSON report.
+async fn settled(server: &TestServer, n: u64) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, run) = server.get_json(&format!("/api/runs/{RUN}")).await;
+        let done = computed(server).await;
+        if status == 200 && run["pending_traces"] == 0 && done >= n {
+            return server.get_json(&format!("/api/runs/{RUN}/report")).await.1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "results never settled: {done} computed, run {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn edges(report: &Value) -> Vec<String> {
+    report["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} -> {} {}",
+                e["caller"].as_str().unwrap(),
+                e["callee"].as_str().unwrap(),
+                e["tests"]
+            )
+        })
+        .collect()
+}
+
+const A: &str = "0af7651916cd43dd8448eb211c80319c";
+const B: &str = "1bf7651916cd43dd8448eb211c80319c";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_computed_when_a_trace_settles_and_again_after_a_late_span() {
+    let server = TestServer::start_with(|c| c.settle = Duration::from_millis(300)).await;
+    post(
+        &server,
+        export(vec![
+            (
+                "driver",
+                vec![
+                    span(
+                        A,
+                        "1000000000000001",
+                        "",
+                        "test_cart",
+                        1,
+                        vec![attr("test.case.name", "test_cart")],
+                    ),
+                    span(
+                        A,
+                        "1000000000000002",
+                        "1000000000000001",
+                        "GET",
+                        3,
+                        vec![attr("http.request.method", "GET")],
+                    ),
+                ],
+            ),
+            (
+                "cart",
+                vec![span(
+                    A,
+                    "1000000000000003",
+                    "1000000000000002",
+                    "GET /cart",
+                    2,
+                    vec![attr("http.route", "/cart")],
+                )],
+            ),
+        ]),
+    )
+    .await;
+    let report = settled(&server, 1).await;
+    assert_eq!(edges(&report), [r#"driver -> cart ["test_cart"]"#]);
+    assert_eq!(report["run"]["spans"], 3);
+
+    // A late span re-opens the trace: its results are computed again, with the new hop.
+    post(
+        &server,
+        export(vec![(
+            "cart",
+            vec![span(
+                A,
+                "1000000000000004",
+                "1000000000000003",
+                "SELECT",
+                3,
+                vec![
+                    attr("db.system.name", "postgresql"),
+                    attr("db.namespace", "shop"),
+                ],
+            )],
+        )]),
+    )
+    .await;
+    let report = settled(&server, 2).await;
+    assert_eq!(
+        edges(&report),
+        [
+            r#"cart -> db:postgresql/shop ["test_cart"]"#,
+            r#"driver -> cart ["test_cart"]"#
+        ]
+    );
+    assert_eq!(report["run"]["spans"], 4);
+    server.stop().await;
+}
+
+/// A consumer's trace that settled before the producer's trace arrived was computed without its
+/// test; when the producer's trace arrives, the consumer's results are computed again and its
+/// hops join the producer's test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_trace_that_settled_before_its_producer_arrived_joins_the_producers_test() {
+    let server = TestServer::start_with(|c| c.settle = Duration::from_millis(300)).await;
+    let mut consumer = span(
+        B,
+        "2000000000000001",
+        "",
+        "orders process",
+        5,
+        vec![
+            attr("messaging.system", "kafka"),
+            attr("messaging.destination.name", "orders"),
+        ],
+    );
+    consumer["links"] = json!([{"traceId": A, "spanId": "1000000000000002"}]);
+    post(&server, export(vec![("shipping", vec![consumer])])).await;
+    let report = settled(&server, 1).await;
+    assert_eq!(edges(&report), [r#"queue:kafka/orders -> shipping []"#]);
+
+    post(
+        &server,
+        export(vec![(
+            "checkout",
+            vec![
+                span(
+                    A,
+                    "1000000000000001",
+                    "",
+                    "test_order",
+                    1,
+                    vec![attr("test.case.name", "test_order")],
+                ),
+                span(
+                    A,
+                    "1000000000000002",
+                    "1000000000000001",
+                    "orders publish",
+                    4,
+                    vec![
+                        attr("messaging.system", "kafka"),
+                        attr("messaging.destination.name", "orders"),
+                    ],
+                ),
+            ],
+        )]),
+    )
+    .await;
+    // The producer's trace, then the consumer's again.
+    let report = settled(&server, 3).await;
+    assert_eq!(
+        edges(&report),
+        [
+            r#"checkout -> queue:kafka/orders ["test_order"]"#,
+            r#"queue:kafka/orders -> shipping ["test_order"]"#
+        ]
+    );
+    server.stop().await;
+}
+
+#[test]
+fn import_computes_every_traces_results_before_it_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_tracecov"))
+        .args(["import", "--data"])
+        .arg(&data)
+        .arg(fixture("zipkin-lens/messaging-kafka.json"))
+        .arg(fixture("zipkin-lens/smartthings-mobile-web-install.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conn = rusqlite::Connection::open(data.join("tracecov.sqlite")).unwrap();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    let traces = count("SELECT COUNT(*) FROM traces");
+    assert!(traces >= 2);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM trace_results r JOIN traces t ON t.trace_id = r.trace_id
+             WHERE r.received_ns >= t.last_received_ns"
+        ),
+        traces,
+        "every imported trace has fresh results"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("computed the results of {traces} traces")),
+        "{stderr}"
+    );
+}
