@@ -159,11 +159,57 @@ pub fn merged(
     ids: &[crate::model::TraceId],
     ctx: &ReportContext,
 ) -> Result<(RunGraph, crate::blame::Blame), QueryError> {
+    // However many requests arrive at once, at most a core's worth of merges run together: the
+    // rest wait here rather than each holding a run's results in memory.
+    let _permit = MERGES.acquire();
     let store_before = ctx
         .settle
         .map(|quiet| crate::ingest::now_ns().saturating_sub(quiet.as_nanos() as u64));
     let results = settle::results_of(reader, ids, &ctx.analysis, store_before)?;
     Ok(results::merge(&results, &ctx.analysis))
+}
+
+/// Merges (and the analyses of traces without results they may run) in flight at once.
+static MERGES: Limiter = Limiter::new();
+
+/// A counting semaphore for blocking threads, sized by the machine's cores on first use.
+struct Limiter {
+    state: std::sync::Mutex<Option<usize>>,
+    freed: std::sync::Condvar,
+}
+
+struct Permit(&'static Limiter);
+
+impl Limiter {
+    const fn new() -> Self {
+        Self {
+            state: std::sync::Mutex::new(None),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn acquire(&'static self) -> Permit {
+        let mut free = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let n = free
+                .get_or_insert_with(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            if *n > 0 {
+                *n -= 1;
+                return Permit(self);
+            }
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut free = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = free.as_mut() {
+            *n += 1;
+        }
+        self.0.freed.notify_one();
+    }
 }
 
 /// The traces of runs, each once.
@@ -526,4 +572,37 @@ pub fn trace_detail(
         failures,
         hops,
     }))
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::Limiter;
+
+    /// Sixteen concurrent merges on a machine with N cores: never more than N at once, and all
+    /// of them finish.
+    #[test]
+    fn merges_beyond_the_core_count_wait_their_turn() {
+        static LIMIT: Limiter = Limiter::new();
+        static NOW: AtomicUsize = AtomicUsize::new(0);
+        static PEAK: AtomicUsize = AtomicUsize::new(0);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let _p = LIMIT.acquire();
+                    let now = NOW.fetch_add(1, Ordering::SeqCst) + 1;
+                    PEAK.fetch_max(now, Ordering::SeqCst);
+                    std::thread::yield_now();
+                    NOW.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let peak = PEAK.load(Ordering::SeqCst);
+        assert!(peak >= 1 && peak <= cores, "peak {peak} with {cores} cores");
+    }
 }

@@ -4,4 +4,5 @@
 
 pub mod analysis;
 pub mod ingest;
+pub mod results;
 pub mod ui;

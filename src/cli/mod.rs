@@ -78,6 +78,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// A generated run written to a real store: per-trace results computed (against the durable
+    /// ingest rate), then its report from stored results against analysing its spans.
+    Results {
+        /// Spans to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        spans: usize,
+        /// Report runs; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Durable OTLP/gRPC ingest over loopback against prost decode-only speed.
     Ingest {
         /// Spans to send per run.
@@ -134,6 +144,11 @@ pub fn main() -> ExitCode {
                     crate::bench::analysis::run(spans, runs.max(1))
                 })
                 .await??;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Bench(BenchCommand::Results { spans, runs }) => {
+                tokio::task::spawn_blocking(move || crate::bench::results::run(spans, runs.max(1)))
+                    .await??;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Bench(BenchCommand::Ui {

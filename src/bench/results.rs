@@ -1,0 +1,175 @@
+//! `tracecov bench results`: what per-trace results buy, from a real store. A generated run is
+//! written through the store's writer (the durable ingest path, timed), its per-trace results
+//! are computed (timed, as analysis throughput against that ingest rate), and then the run's
+//! JSON report is built from the stored results and, as the baseline in the same run, the way
+//! every report was built before results were kept: read every span of the run and analyse them
+//! all at once.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::graph::AnalysisOptions;
+use crate::model::{Attributes, KeyValue, Resource, Span};
+use crate::query::{self, ReportContext};
+use crate::report::{self, RunInfo};
+use crate::results::settle;
+use crate::runs::{self, RunAssigner};
+use crate::store::{Durability, Reader, Store};
+
+use super::analysis::generate;
+
+const RUN: &str = "bench-results";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// The generated spans, every resource carrying the run id (as `tracecov run` hands out).
+fn spans_of_run(n: usize) -> Vec<Span> {
+    let mut spans = generate(n);
+    let mut stamped: std::collections::HashMap<*const Resource, Arc<Resource>> =
+        std::collections::HashMap::new();
+    for s in &mut spans {
+        let key = Arc::as_ptr(&s.resource);
+        let r = stamped.entry(key).or_insert_with(|| {
+            let mut attrs: Vec<KeyValue> = s.resource.attributes.0.clone();
+            attrs.push(KeyValue::new(runs::RUN_ID_ATTR, RUN));
+            Arc::new(Resource::new(Attributes(attrs)))
+        });
+        s.resource = r.clone();
+    }
+    spans
+}
+
+pub fn run(n: usize, runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let data = dir.join("data");
+    let spans = spans_of_run(n);
+    println!(
+        "results benchmark: {} spans generated, store in {}",
+        spans.len(),
+        data.display()
+    );
+
+    // Durable ingest: the writer's path (encode, group commit, run assignment).
+    let mut store = Store::open(&data, Durability::Process)?;
+    let mut assigner = RunAssigner::open(&data, Vec::new())?;
+    let start = Instant::now();
+    for batch in spans.chunks(2_000) {
+        store.write(batch, crate::ingest::now_ns())?;
+        let refs: Vec<&Span> = batch.iter().collect();
+        assigner.assign(&refs, crate::ingest::now_ns())?;
+    }
+    let ingest_s = start.elapsed().as_secs_f64();
+    drop(assigner);
+    let reader = store.reader();
+    drop(spans);
+    println!(
+        "durable ingest: {:.2} s ({:.0} spans/s)",
+        ingest_s,
+        n as f64 / ingest_s
+    );
+
+    // Per-trace analysis, as the settle worker does it.
+    let opts = AnalysisOptions::default();
+    let start = Instant::now();
+    let computed = settle::complete_all(&reader, &opts, |_, _| {})?;
+    let settle_s = start.elapsed().as_secs_f64();
+    println!(
+        "per-trace results: {computed} traces in {settle_s:.2} s ({:.0} spans/s; {:.2}x the durable ingest rate)",
+        n as f64 / settle_s,
+        ingest_s / settle_s
+    );
+
+    let ctx = ReportContext {
+        settle: None,
+        ..ReportContext::default()
+    };
+    let run = query::resolve_run(&reader, RUN)?;
+    let mut merged = Vec::new();
+    let mut whole = Vec::new();
+    for i in 1..=runs {
+        let start = Instant::now();
+        let a = query::analyse_run(&reader, &run, &ctx)?;
+        let json = report::to_json(&a.report);
+        let m = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let baseline = whole_run_report(&reader, &run)?;
+        let w = start.elapsed().as_secs_f64();
+        println!(
+            "  run {i}: report from stored results {m:.3} s, from spans (before results) {w:.3} s, ratio {:.2} ({} / {} bytes)",
+            m / w,
+            json.len(),
+            baseline
+        );
+        merged.push(m);
+        whole.push(w);
+    }
+    let (m, w) = (median(merged), median(whole));
+    println!(
+        "median: report of the {n}-span run from stored results {m:.3} s, from its spans {w:.3} s, ratio {:.2}",
+        m / w
+    );
+    println!(
+        "peak resident memory: {:.0} MiB",
+        peak_rss() as f64 / 1048576.0
+    );
+    drop(reader);
+    store.close()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The report as it was built before results were kept: every span of the run, analysed at once
+/// (with coverage against everything seen). Returns the JSON's length.
+fn whole_run_report(reader: &Reader, run: &runs::Run) -> anyhow::Result<usize> {
+    let spans = query::run_spans(reader, run)?;
+    let forest = crate::graph::Forest::build(&spans);
+    let graph = crate::graph::analyze_forest(&forest, &AnalysisOptions::default());
+    let blame = crate::blame::analyze(&forest, &graph);
+    let mut rep = report::build_with(
+        &RunInfo {
+            id: run.id.clone(),
+            name: run.name.clone(),
+        },
+        &graph,
+        &blame,
+        &report::ReportOptions::default(),
+    );
+    let expected = crate::coverage::expected(&crate::coverage::Sources {
+        everything: Some(&graph),
+        ..Default::default()
+    });
+    let failing = crate::coverage::failing_hops(&graph);
+    report::apply_coverage(
+        &mut rep,
+        &crate::coverage::coverage(&graph, &expected, &failing),
+    );
+    Ok(report::to_json(&rep).len())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "tracecov-bench-results-{}-{}",
+        std::process::id(),
+        crate::ingest::now_ns()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
