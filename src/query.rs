@@ -162,11 +162,15 @@ pub fn merged(
     // However many requests arrive at once, at most a core's worth of merges run together: the
     // rest wait here rather than each holding a run's results in memory.
     let _permit = MERGES.acquire();
-    let store_before = ctx
-        .settle
-        .map(|quiet| crate::ingest::now_ns().saturating_sub(quiet.as_nanos() as u64));
-    let results = settle::results_of(reader, ids, &ctx.analysis, store_before)?;
+    let results = settle::results_of(reader, ids, &ctx.analysis, store_before(ctx))?;
     Ok(results::merge(&results, &ctx.analysis))
+}
+
+/// Results computed by a reader are stored for traces quiet since this time (the settle period
+/// ago), when the context says a settle period.
+fn store_before(ctx: &ReportContext) -> Option<u64> {
+    ctx.settle
+        .map(|quiet| crate::ingest::now_ns().saturating_sub(quiet.as_nanos() as u64))
 }
 
 /// Merges (and the analyses of traces without results they may run) in flight at once.
@@ -264,19 +268,30 @@ pub fn analyse_runs(
     };
     let mut report = report::build_with(&info, &graph, &blame, &ctx.report);
 
-    let run_traces: std::collections::HashSet<_> = run_ids.iter().copied().collect();
-    let all_traces = reader.with_conn(runs::all_traces)?;
-    let traces_outside_run = all_traces
-        .iter()
-        .filter(|t| !run_traces.contains(t))
-        .count() as u64;
+    let traces_outside_run = reader.with_conn(|c| {
+        let all: i64 = c.query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0))?;
+        let mut inside = 0i64;
+        for r in runs {
+            inside += c.query_row(
+                "SELECT COUNT(*) FROM trace_runs tr JOIN traces t ON t.trace_id = tr.trace_id
+                 WHERE tr.run_id = ?1",
+                [&r.id],
+                |row| row.get::<_, i64>(0),
+            )?;
+        }
+        Ok((all - inside).max(0) as u64)
+    })?;
     let configured = ctx.sources_configured();
     let background_wanted =
         ctx.include_background || ctx.manifest.as_ref().is_some_and(|m| m.background);
     let everything = if configured {
         None
     } else {
-        Some(graph_of(reader, all_traces.clone(), ctx)?)
+        // Everything seen: the store-wide facts of the stored results and the traces still
+        // pending, never every result of the store.
+        let _permit = MERGES.acquire();
+        let results = settle::everything(reader, &ctx.analysis, store_before(ctx))?;
+        Some(results::merge(&results, &ctx.analysis).0)
     };
     let background = if background_wanted {
         let ids = reader.with_conn(runs::traces_without_run)?;

@@ -20,6 +20,7 @@
 //!   recomputed from the spans, never migrated.
 
 mod merge;
+pub mod seen;
 pub mod settle;
 
 #[cfg(test)]

@@ -219,6 +219,7 @@ pub fn store_results(
                 .query_row(params![key], |_| Ok(()))
                 .optional()?
                 .is_none();
+            super::seen::replace(&tx, result)?;
             put.execute(params![key, received, fp, result.encode()])?;
             unlink.execute(params![key])?;
             for to in &result.links {
@@ -382,4 +383,22 @@ pub fn complete_all(
         progress(done, total);
     }
     Ok(done)
+}
+
+/// The results that stand for everything the store has seen: every stored result's facts as one
+/// result, plus the traces without fresh results, computed now (and stored when settled, as
+/// `results_of` does).
+pub fn everything(
+    reader: &Reader,
+    opts: &AnalysisOptions,
+    store_settled_before: Option<u64>,
+) -> Result<Vec<TraceResult>, StoreError> {
+    let pending: Vec<TraceId> = reader
+        .with_conn(|c| pending(c, opts, 0, i64::MIN))?
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    let mut out = results_of(reader, &pending, opts, store_settled_before)?;
+    out.push(reader.with_conn(super::seen::as_result)?);
+    Ok(out)
 }

@@ -185,3 +185,75 @@ fn the_fingerprint_follows_the_configuration() {
     };
     assert_ne!(fingerprint(&plain), fingerprint(&aliased));
 }
+
+/// The edges and interfaces of a graph, as the expected set reads them.
+fn topology(g: &crate::graph::RunGraph) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in g.edges() {
+        for i in &e.edge.interfaces {
+            out.push(format!(
+                "{} -> {} {}",
+                e.caller.id, e.callee.id, i.operation
+            ));
+        }
+    }
+    let nodes: Vec<String> = g.nodes().map(|n| format!("node {}", n.id)).collect();
+    out.extend(nodes);
+    out
+}
+
+/// "Everything seen" from the store-wide facts equals merging every stored result, before and
+/// after retention removes traces.
+#[test]
+fn everything_seen_follows_the_stored_results_through_retention() {
+    use crate::store::{Durability, Retention, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+    let now = crate::ingest::now_ns();
+    let old = fixture_spans("zipkin-lens/smartthings-mobile-web-install.json");
+    let recent: Vec<Span> = [
+        "zipkin-lens/messaging-kafka.json",
+        "zipkin-lens/simple-db-p6.json",
+    ]
+    .iter()
+    .flat_map(|n| fixture_spans(n))
+    .collect();
+    store.write(&old, 1).unwrap();
+    store.write(&recent, now).unwrap();
+    let reader = store.reader();
+    reader.with_conn(crate::runs::init_schema).unwrap();
+    let opts = AnalysisOptions::default();
+    settle::complete_all(&reader, &opts, |_, _| {}).unwrap();
+
+    let check = |what: &str| {
+        let ids = reader.with_conn(crate::runs::all_traces).unwrap();
+        let all = settle::results_of(&reader, &ids, &opts, None).unwrap();
+        let seen = settle::everything(&reader, &opts, None).unwrap();
+        assert_eq!(
+            topology(&merge(&seen, &opts).0),
+            topology(&merge(&all, &opts).0),
+            "{what}"
+        );
+    };
+    check("before retention");
+    let removed = store
+        .enforce_retention(
+            Retention {
+                max_age: std::time::Duration::from_secs(3600),
+                max_bytes: u64::MAX,
+            },
+            now,
+        )
+        .unwrap();
+    assert!(removed >= 1);
+    check("after retention");
+    // The smartthings trace's own services are gone from what is seen.
+    let seen = settle::everything(&reader, &opts, None).unwrap();
+    let g = merge(&seen, &opts).0;
+    assert!(
+        g.nodes().all(|n| n.id != "platformapi" && n.id != "bookie"),
+        "{:?}",
+        topology(&g)
+    );
+    assert!(g.nodes().any(|n| n.id == "servicea"), "{:?}", topology(&g));
+}

@@ -156,6 +156,12 @@ CREATE TABLE IF NOT EXISTS trace_results (
     fingerprint  INTEGER NOT NULL,
     data         BLOB NOT NULL
 ) WITHOUT ROWID;
+-- Every fact (service, learned address, hop key) the stored results hold, with how many hold
+-- it (`results::seen`): the expected set of everything seen without reading every result.
+CREATE TABLE IF NOT EXISTS seen (
+    fact  BLOB PRIMARY KEY,
+    n     INTEGER NOT NULL
+) WITHOUT ROWID;
 -- Results made stale by a linked trace that arrived after them.
 CREATE INDEX IF NOT EXISTS trace_results_stale ON trace_results (trace_id) WHERE received_ns < 0;
 -- Which trace links to which (from their results), so a trace that arrives late has the traces
@@ -485,6 +491,13 @@ fn resource_id(
 }
 
 fn delete_trace(tx: &rusqlite::Transaction<'_>, seq: i64) -> Result<(), StoreError> {
+    let trace_id: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT trace_id FROM traces WHERE seq = ?1")?
+        .query_row(params![seq], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = trace_id {
+        crate::results::seen::forget(tx, &id)?;
+    }
     tx.prepare_cached(
         "DELETE FROM trace_results WHERE trace_id = (SELECT trace_id FROM traces WHERE seq = ?1)",
     )?
