@@ -83,8 +83,12 @@ pub fn results_of(
         .collect();
     if !missing.is_empty() {
         let computed = compute_traces(reader, &missing, opts)?;
-        if let Some(cutoff) = store_settled_before {
-            reader.with_conn(|c| store_results(c, &computed, opts, Some(cutoff)))?;
+        // Storing is a favour to the next reader: a failure (the store busy past the timeout)
+        // costs that reader a recomputation, never this answer.
+        if let Some(cutoff) = store_settled_before
+            && let Err(e) = reader.with_conn(|c| store_results(c, &computed, opts, Some(cutoff)))
+        {
+            tracing::warn!(error = %e, "storing trace results a reader computed failed");
         }
         for (id, r, _) in computed {
             found.insert(id, r);
@@ -125,6 +129,35 @@ pub fn compute_traces(
                 out.push((t, r, at));
             }
         }
+    }
+    Ok(out)
+}
+
+/// `compute_traces` on the machine's cores: `traces` split into one share per core, each analysed
+/// on its own thread (the analysis of one trace never needs another's), results in input order.
+pub fn compute_parallel(
+    reader: &Reader,
+    traces: &[TraceId],
+    opts: &AnalysisOptions,
+) -> Result<Vec<(TraceId, TraceResult, i64)>, StoreError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 || traces.len() < 2 * cores {
+        return compute_traces(reader, traces, opts);
+    }
+    let share = traces.len().div_ceil(cores);
+    let parts: Vec<Result<Vec<_>, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = traces
+            .chunks(share)
+            .map(|part| scope.spawn(move || compute_traces(reader, part, opts)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(StoreError::Closed)))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(traces.len());
+    for part in parts {
+        out.extend(part?);
     }
     Ok(out)
 }
@@ -193,7 +226,28 @@ pub fn store_results(
     settled_before: Option<u64>,
 ) -> Result<u64, StoreError> {
     let fp = fingerprint(opts);
-    let tx = conn.unchecked_transaction()?;
+    // IMMEDIATE: take the write lock first (waiting under the busy timeout for the span writer
+    // or another settler). A deferred transaction that read first could not upgrade once another
+    // writer committed, and would fail at once instead of waiting.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match store_in_transaction(conn, computed, fp, settled_before) {
+        Ok(stored) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(stored)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn store_in_transaction(
+    tx: &Connection,
+    computed: &[(TraceId, TraceResult, i64)],
+    fp: i64,
+    settled_before: Option<u64>,
+) -> Result<u64, StoreError> {
     let mut stored = 0;
     {
         let mut had = tx.prepare_cached("SELECT 1 FROM trace_results WHERE trace_id = ?1")?;
@@ -219,7 +273,7 @@ pub fn store_results(
                 .query_row(params![key], |_| Ok(()))
                 .optional()?
                 .is_none();
-            super::seen::replace(&tx, result)?;
+            super::seen::replace(tx, result)?;
             put.execute(params![key, received, fp, result.encode()])?;
             unlink.execute(params![key])?;
             for to in &result.links {
@@ -231,7 +285,6 @@ pub fn store_results(
             stored += 1;
         }
     }
-    tx.commit()?;
     Ok(stored)
 }
 
@@ -330,7 +383,7 @@ pub fn settle_pass(
         .collect();
     let mut left = pending.len() as u64;
     for chunk in settled.chunks(BATCH_TRACES) {
-        let computed = compute_traces(reader, chunk, opts)?;
+        let computed = compute_parallel(reader, chunk, opts)?;
         let stored = reader.with_conn(|c| store_results(c, &computed, opts, None))?;
         counters.computed.fetch_add(stored, Ordering::Relaxed);
         left = left.saturating_sub(chunk.len() as u64);
@@ -378,7 +431,7 @@ pub fn complete_all(
     let total = ids.len() as u64;
     let mut done = 0;
     for chunk in ids.chunks(BATCH_TRACES) {
-        let computed = compute_traces(reader, chunk, opts)?;
+        let computed = compute_parallel(reader, chunk, opts)?;
         done += reader.with_conn(|c| store_results(c, &computed, opts, None))?;
         progress(done, total);
     }
