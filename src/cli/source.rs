@@ -51,6 +51,8 @@ impl SourceArgs {
                 self.data.display()
             );
         }
+        crate::store::prepare_for_reading(&self.data)
+            .with_context(|| format!("cannot open the store in {}", self.data.display()))?;
         Ok(Source::Data(Reader::new(&self.data)))
     }
 

@@ -200,6 +200,15 @@ pub(crate) fn configure(conn: &Connection, durability: Durability) -> Result<(),
     Ok(())
 }
 
+/// Brings an existing store's tables up to this version before it is only read (`--data` mode of
+/// the CLI): tables added since it was written (per-trace results and what goes with them) are
+/// created empty, and a store of an incompatible version is refused as on open.
+pub fn prepare_for_reading(dir: &Path) -> Result<(), StoreError> {
+    let conn = Connection::open(db_path(dir))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    create_schema(&conn, dir)
+}
+
 /// Creates the tables in a new store, or checks that an existing one has this version's format.
 fn create_schema(conn: &Connection, dir: &Path) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -276,3 +276,45 @@ fn import_computes_every_traces_results_before_it_exits() {
         "{stderr}"
     );
 }
+
+/// A data directory written before results were kept (no `trace_results`, `trace_links` or
+/// `seen`) opens, and its reports are what they were.
+#[test]
+fn a_store_from_before_results_existed_reports_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = fixture("zipkin-lens/smartthings-mobile-web-install.json");
+    let tracecov = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tracecov"))
+            .args(args)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    tracecov(&["import", file.to_str().unwrap()]);
+    let report = |tracecov: &dyn Fn(&[&str]) -> String| {
+        tracecov(&["report", "--run", "latest", "--format", "json"])
+    };
+    let before = report(&tracecov);
+    {
+        let conn = rusqlite::Connection::open(data.join("tracecov.sqlite")).unwrap();
+        conn.execute_batch("DROP TABLE trace_results; DROP TABLE trace_links; DROP TABLE seen;")
+            .unwrap();
+    }
+    assert_eq!(report(&tracecov), before);
+    // Importing into it again brings every trace's results back.
+    tracecov(&["import", fixture("zipkin-lens/yelp.json").to_str().unwrap()]);
+    let conn = rusqlite::Connection::open(data.join("tracecov.sqlite")).unwrap();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(
+        count("SELECT COUNT(*) FROM trace_results"),
+        count("SELECT COUNT(*) FROM traces")
+    );
+}
