@@ -38,7 +38,7 @@ pub use merge::merge;
 
 /// Bumped when `TraceResult` or what `compute` puts in it changes: stored results of another
 /// version are recomputed.
-const RESULTS_VERSION: u64 = 1;
+const RESULTS_VERSION: u64 = 2;
 
 /// Identifies the configuration results were computed with: the results format and the
 /// analysis options (test-driver services, aliases). Stable across processes (FNV-1a).
@@ -218,6 +218,19 @@ pub(crate) fn kind_of(code: u8) -> NodeKind {
     }
 }
 
+/// The node a raw target names when no address map or service says otherwise.
+fn raw_name(t: &Target) -> String {
+    let mut buf = String::new();
+    match t {
+        Target::Peer(p) => {
+            buf.push_str("ext:");
+            buf.push_str(p);
+        }
+        Target::Address { host, port } => semconv::ext_address_node(host, *port, &mut buf),
+    }
+    buf
+}
+
 fn target_record(t: &Target) -> TargetRecord {
     match t {
         Target::Peer(p) => TargetRecord::Peer(p.clone()),
@@ -296,15 +309,21 @@ pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
         };
         let r = &mut out[t];
         let (nodes, ops, tests) = &mut interners[t];
-        let mut node = |ix: petgraph::graph::NodeIndex| {
-            let n = run.node(ix);
-            *nodes.entry(n.id.clone()).or_insert_with(|| {
-                r.nodes.push((n.id.clone(), kind_code(n.kind)));
+        let mut node = |id: &str, kind: NodeKind| {
+            *nodes.entry(id.to_owned()).or_insert_with(|| {
+                r.nodes.push((id.to_owned(), kind_code(kind)));
                 (r.nodes.len() - 1) as u32
             })
         };
-        let caller = node(hop.caller);
-        let callee = node(hop.callee);
+        let (c, s) = (run.node(hop.caller), run.node(hop.callee));
+        let caller = node(&c.id, c.kind);
+        // A callee named from a raw target is named again when merging; what is stored is the
+        // target's own name, so that a trace's results never depend on the traces it happened
+        // to be analysed with.
+        let callee = match &hop.target {
+            Some(t) => node(&raw_name(t), NodeKind::External),
+            None => node(&s.id, s.kind),
+        };
         let op = run.operation(hop.operation);
         let operation = *ops.entry(op.to_owned()).or_insert_with(|| {
             r.operations.push(op.to_owned());
@@ -354,10 +373,13 @@ pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
             placed_span: *f.placed_span.as_bytes(),
             test: f.test.clone(),
             class: class_code(f.class),
-            hop: f
-                .hop
-                .as_ref()
-                .map(|h| (h.caller.clone(), h.callee.clone(), h.operation.clone())),
+            hop: f.hop.as_ref().map(|h| {
+                let callee = match &f.hop_target {
+                    Some(t) => raw_name(t),
+                    None => h.callee.clone(),
+                };
+                (h.caller.clone(), callee, h.operation.clone())
+            }),
             hop_target: f.hop_target.as_ref().map(target_record),
             status_message: e.status_message.clone(),
             http_status: e.http_status,

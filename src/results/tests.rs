@@ -257,3 +257,34 @@ fn everything_seen_follows_the_stored_results_through_retention() {
     );
     assert!(g.nodes().any(|n| n.id == "servicea"), "{:?}", topology(&g));
 }
+
+/// Traces that link nowhere, analysed together as the settle worker batches them, get exactly
+/// the results each gets alone.
+#[test]
+fn unlinked_traces_analysed_together_get_the_results_they_get_alone() {
+    let mut spans = fixture_spans("zipkin-lens/smartthings-mobile-web-install.json");
+    spans.extend(fixture_spans("zipkin-lens/simple-db-p6.json"));
+    spans.extend(fixture_spans("zipkin-lens/skew.json"));
+    spans.extend(crate::bench::analysis::generate(5_000));
+    // An address one trace's server answers on and another trace calls: alone, the caller's
+    // trace cannot name it; together it could, and must not.
+    let (more, _) = crate::graph::fixture::parse(
+        "t1:a - web client GET 0..40 server.address=cart server.port=8080 http.request.method=GET
+         t2:b - cart server \"GET /x\" 0..10 server.address=cart server.port=8080 http.route=/x",
+    );
+    spans.extend(more);
+    let linked: BTreeSet<TraceId> = spans
+        .iter()
+        .flat_map(|s| s.links.iter().map(move |l| [s.trace_id, l.trace_id]))
+        .flatten()
+        .collect();
+    let unlinked: Vec<Span> = spans
+        .into_iter()
+        .filter(|s| !linked.contains(&s.trace_id))
+        .collect();
+    let opts = AnalysisOptions::default();
+    let alone = per_trace(&unlinked, &opts);
+    let together = compute(&unlinked, &opts);
+    assert!(together.len() > 100);
+    assert_eq!(together, alone);
+}
