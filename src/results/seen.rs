@@ -8,7 +8,7 @@
 //! result adds its facts (after taking away those of the result it replaces); removing a trace
 //! takes away its result's facts. Facts no result holds any more are deleted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -54,39 +54,69 @@ fn facts(r: &TraceResult) -> BTreeSet<Vec<u8>> {
     out
 }
 
-fn apply(conn: &Connection, r: &TraceResult, delta: i64) -> Result<(), StoreError> {
-    let mut add = conn.prepare_cached(
-        "INSERT INTO seen (fact, n) VALUES (?1, ?2) ON CONFLICT (fact) DO UPDATE SET n = n + ?2",
-    )?;
-    let mut drop_zero = conn.prepare_cached("DELETE FROM seen WHERE fact = ?1 AND n <= 0")?;
-    for key in facts(r) {
-        add.execute(params![key, delta])?;
-        if delta < 0 {
-            drop_zero.execute(params![key])?;
+/// Changes to the counts, summed over many results before they are written: traces share most
+/// of their facts, so a batch writes each distinct fact once.
+#[derive(Debug, Default)]
+pub(crate) struct Deltas(BTreeMap<Vec<u8>, i64>);
+
+impl Deltas {
+    fn add(&mut self, r: &TraceResult, delta: i64) {
+        for key in facts(r) {
+            *self.0.entry(key).or_insert(0) += delta;
         }
     }
-    Ok(())
+
+    /// Adds the facts of `result` and takes away those of the result stored for its trace
+    /// before (call before the row is replaced).
+    pub(crate) fn replace(
+        &mut self,
+        conn: &Connection,
+        result: &TraceResult,
+    ) -> Result<(), StoreError> {
+        if let Some(old) = stored(conn, &result.trace_id)? {
+            self.add(&old, -1);
+        }
+        self.add(result, 1);
+        Ok(())
+    }
+
+    /// Writes the summed changes; facts no result holds any more are deleted.
+    pub(crate) fn write(self, conn: &Connection) -> Result<(), StoreError> {
+        let mut add = conn.prepare_cached(
+            "INSERT INTO seen (fact, n) VALUES (?1, ?2) ON CONFLICT (fact) DO UPDATE SET n = n + ?2",
+        )?;
+        let mut drop_zero = conn.prepare_cached("DELETE FROM seen WHERE fact = ?1 AND n <= 0")?;
+        for (key, delta) in self.0 {
+            if delta == 0 {
+                continue;
+            }
+            add.execute(params![key, delta])?;
+            if delta < 0 {
+                drop_zero.execute(params![key])?;
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Adds the facts of `result`, replacing those of the result stored for its trace before (call
-/// inside the transaction that replaces the row, before replacing it).
-pub(crate) fn replace(conn: &Connection, result: &TraceResult) -> Result<(), StoreError> {
-    forget(conn, &result.trace_id)?;
-    apply(conn, result, 1)
-}
-
-/// Takes away the facts of the result stored for `trace_id`, if any (call before the row goes).
-pub fn forget(conn: &Connection, trace_id: &[u8]) -> Result<(), StoreError> {
+/// The result stored for a trace, when there is one that decodes. A row that does not decode
+/// was written by another format, whose facts cannot be named again; they stay counted (a
+/// superset of what is seen), never double-removed.
+fn stored(conn: &Connection, trace_id: &[u8]) -> Result<Option<TraceResult>, StoreError> {
     let old: Option<Vec<u8>> = conn
         .prepare_cached("SELECT data FROM trace_results WHERE trace_id = ?1")?
         .query_row(params![trace_id], |r| r.get(0))
         .optional()?;
-    // A row that does not decode was written by another format, whose facts cannot be named
-    // again; they stay counted (a superset of what is seen), never double-removed.
-    if let Some(old) = old.and_then(|d| TraceResult::decode(&d).ok()) {
-        apply(conn, &old, -1)?;
+    Ok(old.and_then(|d| TraceResult::decode(&d).ok()))
+}
+
+/// Takes away the facts of the result stored for `trace_id`, if any (call before the row goes).
+pub fn forget(conn: &Connection, trace_id: &[u8]) -> Result<(), StoreError> {
+    let mut deltas = Deltas::default();
+    if let Some(old) = stored(conn, trace_id)? {
+        deltas.add(&old, -1);
     }
-    Ok(())
+    deltas.write(conn)
 }
 
 /// Every fact seen, as one result to merge: its services, learned addresses and one hop per

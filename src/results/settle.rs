@@ -30,8 +30,8 @@ use super::{TraceResult, compute, fingerprint};
 /// The most traces analysed together for one trace's results: links beyond are not followed.
 const MAX_COMPONENT: usize = 64;
 
-/// Traces computed per transaction by the worker.
-const BATCH_TRACES: usize = 256;
+/// Traces computed per transaction by the worker (and per round of threads).
+const BATCH_TRACES: usize = 2048;
 
 /// Spans of unlinked traces analysed together.
 const BATCH_SPANS: usize = 20_000;
@@ -286,6 +286,7 @@ fn store_in_transaction(
     settled_before: Option<u64>,
 ) -> Result<u64, StoreError> {
     let mut stored = 0;
+    let mut seen = super::seen::Deltas::default();
     {
         let mut had = tx.prepare_cached("SELECT 1 FROM trace_results WHERE trace_id = ?1")?;
         let mut put = tx.prepare_cached(
@@ -310,7 +311,7 @@ fn store_in_transaction(
                 .query_row(params![key], |_| Ok(()))
                 .optional()?
                 .is_none();
-            super::seen::replace(tx, result)?;
+            seen.replace(tx, result)?;
             put.execute(params![key, received, fp, result.encode()])?;
             unlink.execute(params![key])?;
             for to in &result.links {
@@ -322,6 +323,7 @@ fn store_in_transaction(
             stored += 1;
         }
     }
+    seen.write(tx)?;
     Ok(stored)
 }
 
