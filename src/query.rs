@@ -61,8 +61,8 @@ impl RunStatus {
         reader: &Reader,
         opts: &AnalysisOptions,
     ) -> Result<Self, QueryError> {
-        let ids = reader.with_conn(|c| runs::run_traces(c, &self.run.id))?;
-        self.pending_traces = Some(reader.with_conn(|c| settle::count_pending(c, &ids, opts))?);
+        let id = &self.run.id;
+        self.pending_traces = Some(reader.with_conn(|c| settle::count_pending(c, id, opts))?);
         Ok(self)
     }
 }

@@ -382,13 +382,23 @@ pub fn pending(
     Ok(out)
 }
 
-/// Traces of `traces` without fresh results.
+/// Traces of a run without fresh results, counted in SQL (no result is read).
 pub fn count_pending(
     conn: &Connection,
-    traces: &[TraceId],
+    run_id: &str,
     opts: &AnalysisOptions,
 ) -> Result<u64, StoreError> {
-    Ok(traces.len() as u64 - fresh_results(conn, traces, opts)?.len() as u64)
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM trace_runs tr
+             JOIN traces t ON t.trace_id = tr.trace_id
+             LEFT JOIN trace_results r ON r.trace_id = tr.trace_id
+             WHERE tr.run_id = ?1
+               AND (r.trace_id IS NULL OR r.fingerprint != ?2
+                    OR r.received_ns < t.last_received_ns)",
+        )?
+        .query_row(params![run_id, fingerprint(opts)], |r| r.get(0))?;
+    Ok(n as u64)
 }
 
 /// One pass: computes and stores the results of every settled trace that needs them. Returns the
@@ -400,6 +410,7 @@ pub fn settle_pass(
     quiet: Duration,
     low_ns: i64,
     counters: &SettleCounters,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> Result<i64, StoreError> {
     let cutoff = now_ns.saturating_sub(quiet.as_nanos() as u64);
     let pending = reader.with_conn(|c| pending(c, opts, cutoff, low_ns))?;
@@ -422,6 +433,10 @@ pub fn settle_pass(
         .collect();
     let mut left = pending.len() as u64;
     for chunk in settled.chunks(BATCH_TRACES) {
+        // A large backlog (a store from before results existed) must not hold up shutdown.
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let computed = compute_parallel(reader, chunk, opts)?;
         let stored = reader.with_conn(|c| store_results(c, &computed, opts, None))?;
         counters.computed.fetch_add(stored, Ordering::Relaxed);
@@ -449,6 +464,7 @@ pub fn run_worker(
             quiet,
             low,
             &counters,
+            &stop,
         ) {
             Ok(next) => low = next,
             Err(e) => tracing::warn!(error = %e, "computing trace results failed"),
