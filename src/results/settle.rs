@@ -36,7 +36,7 @@ const BATCH_TRACES: usize = 2048;
 /// Spans of unlinked traces analysed together.
 const BATCH_SPANS: usize = 20_000;
 
-/// What the worker reports (`/metrics`, `GET /api/runs/{id}`).
+/// What the worker reports (`/metrics`).
 #[derive(Debug, Default)]
 pub struct SettleCounters {
     /// Traces waiting for results at the last pass: settled ones not yet computed, and ones
