@@ -192,8 +192,36 @@ pub fn generate(target: usize) -> Vec<Span> {
     g.spans
 }
 
+/// The whole pipeline a report took before results were kept: graph, failing-hop blame,
+/// coverage against the default expected set (everything seen: these spans), the report's
+/// structs and their JSON.
+pub(crate) fn report_from_spans(spans: &[Span], run: &str) -> report::Report {
+    let forest = graph::Forest::build(spans);
+    let graph = graph::analyze_forest(&forest, &AnalysisOptions::default());
+    let blame = crate::blame::analyze(&forest, &graph);
+    let mut rep = report::build_with(
+        &RunInfo {
+            id: run.into(),
+            name: run.into(),
+        },
+        &graph,
+        &blame,
+        &report::ReportOptions::default(),
+    );
+    let expected = crate::coverage::expected(&crate::coverage::Sources {
+        everything: Some(&graph),
+        ..Default::default()
+    });
+    let failing = crate::coverage::failing_hops(&graph);
+    report::apply_coverage(
+        &mut rep,
+        &crate::coverage::coverage(&graph, &expected, &failing),
+    );
+    rep
+}
+
 /// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
-fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
@@ -217,7 +245,7 @@ fn current_rss() -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -249,29 +277,7 @@ pub fn run(spans: usize, runs: usize) -> anyhow::Result<()> {
         drop(by_trace);
 
         let start = Instant::now();
-        // The whole pipeline a report takes: graph, failing-hop blame, coverage (against the
-        // default expected set: everything seen), the report's structs and their JSON.
-        let forest = graph::Forest::build(&data);
-        let graph = graph::analyze_forest(&forest, &AnalysisOptions::default());
-        let blame = crate::blame::analyze(&forest, &graph);
-        let mut rep = report::build_with(
-            &RunInfo {
-                id: "bench".into(),
-                name: "bench".into(),
-            },
-            &graph,
-            &blame,
-            &report::ReportOptions::default(),
-        );
-        let expected = crate::coverage::expected(&crate::coverage::Sources {
-            everything: Some(&graph),
-            ..Default::default()
-        });
-        let failing = crate::coverage::failing_hops(&graph);
-        report::apply_coverage(
-            &mut rep,
-            &crate::coverage::coverage(&graph, &expected, &failing),
-        );
+        let rep = report_from_spans(&data, "bench");
         let json = report::to_json(&rep);
         let f = start.elapsed().as_secs_f64();
         report_bytes = json.len();

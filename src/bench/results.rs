@@ -11,34 +11,14 @@ use std::time::Instant;
 use crate::graph::AnalysisOptions;
 use crate::model::{Attributes, KeyValue, Resource, Span};
 use crate::query::{self, ReportContext};
-use crate::report::{self, RunInfo};
+use crate::report;
 use crate::results::settle;
 use crate::runs::{self, RunAssigner};
 use crate::store::{Durability, Reader, Store};
 
-use super::analysis::generate;
+use super::analysis::{generate, median, peak_rss, report_from_spans};
 
 const RUN: &str = "bench-results";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or(0)
-        * 1024
-}
 
 /// The generated spans, every resource carrying the run id (as `tracecov run` hands out).
 fn spans_of_run(n: usize) -> Vec<Span> {
@@ -128,7 +108,7 @@ pub fn run(n: usize, runs: usize) -> anyhow::Result<()> {
     );
     println!(
         "peak resident memory: {:.0} MiB",
-        peak_rss() as f64 / 1048576.0
+        peak_rss().unwrap_or(0) as f64 / 1048576.0
     );
     drop(reader);
     store.close()?;
@@ -136,32 +116,11 @@ pub fn run(n: usize, runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The report as it was built before results were kept: every span of the run, analysed at once
-/// (with coverage against everything seen). Returns the JSON's length.
+/// The report as it was built before results were kept: every span of the run, analysed at once.
+/// Returns the JSON's length.
 fn whole_run_report(reader: &Reader, run: &runs::Run) -> anyhow::Result<usize> {
     let spans = query::run_spans(reader, run)?;
-    let forest = crate::graph::Forest::build(&spans);
-    let graph = crate::graph::analyze_forest(&forest, &AnalysisOptions::default());
-    let blame = crate::blame::analyze(&forest, &graph);
-    let mut rep = report::build_with(
-        &RunInfo {
-            id: run.id.clone(),
-            name: run.name.clone(),
-        },
-        &graph,
-        &blame,
-        &report::ReportOptions::default(),
-    );
-    let expected = crate::coverage::expected(&crate::coverage::Sources {
-        everything: Some(&graph),
-        ..Default::default()
-    });
-    let failing = crate::coverage::failing_hops(&graph);
-    report::apply_coverage(
-        &mut rep,
-        &crate::coverage::coverage(&graph, &expected, &failing),
-    );
-    Ok(report::to_json(&rep).len())
+    Ok(report::to_json(&report_from_spans(&spans, &run.id)).len())
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
