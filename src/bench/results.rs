@@ -19,6 +19,7 @@ use crate::store::{Durability, Reader, Store};
 use super::analysis::{generate, median, peak_rss, report_from_spans};
 
 const RUN: &str = "bench-results";
+const SMALL_RUN: &str = "bench-results-small";
 
 /// The generated spans, every resource carrying the run id (as `tracecov run` hands out).
 fn spans_of_run(n: usize) -> Vec<Span> {
@@ -106,6 +107,42 @@ pub fn run(n: usize, runs: usize) -> anyhow::Result<()> {
         "median: report of the {n}-span run from stored results {m:.3} s, from its spans {w:.3} s, ratio {:.2}",
         m / w
     );
+
+    // A small run in the same store: with no coverage source configured, its expected set is
+    // everything the store has seen, which before results were kept meant analysing the store.
+    let small = small_run();
+    let mut assigner = RunAssigner::open(&data, Vec::new())?;
+    store.write(&small, crate::ingest::now_ns())?;
+    assigner.assign(&small.iter().collect::<Vec<_>>(), crate::ingest::now_ns())?;
+    drop(assigner);
+    settle::complete_all(&reader, &opts, |_, _| {})?;
+    let run = query::resolve_run(&reader, SMALL_RUN)?;
+    let mut merged = Vec::new();
+    let mut whole = Vec::new();
+    for i in 1..=runs {
+        let start = Instant::now();
+        let a = query::analyse_run(&reader, &run, &ctx)?;
+        let json = report::to_json(&a.report);
+        let m = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let baseline = small_run_report_before(&reader, &run)?;
+        let w = start.elapsed().as_secs_f64();
+        println!(
+            "  run {i}: report of the {}-span run from stored results {m:.4} s, before results {w:.3} s, ratio {:.4} ({} / {} bytes)",
+            small.len(),
+            m / w,
+            json.len(),
+            baseline
+        );
+        merged.push(m);
+        whole.push(w);
+    }
+    let (m, w) = (median(merged), median(whole));
+    println!(
+        "median: report of the {}-span run in the {n}-span store from stored results {m:.4} s, before results {w:.3} s, ratio {:.4}",
+        small.len(),
+        m / w
+    );
     println!(
         "peak resident memory: {:.0} MiB",
         peak_rss().unwrap_or(0) as f64 / 1048576.0
@@ -121,6 +158,65 @@ pub fn run(n: usize, runs: usize) -> anyhow::Result<()> {
 fn whole_run_report(reader: &Reader, run: &runs::Run) -> anyhow::Result<usize> {
     let spans = query::run_spans(reader, run)?;
     Ok(report::to_json(&report_from_spans(&spans, &run.id)).len())
+}
+
+/// One generated trace (about 20 spans) under ids the large run does not use, in `SMALL_RUN`.
+fn small_run() -> Vec<Span> {
+    let mut spans = generate(16);
+    let mut stamped: std::collections::HashMap<*const Resource, Arc<Resource>> =
+        std::collections::HashMap::new();
+    for s in &mut spans {
+        let mut id = *s.trace_id.as_bytes();
+        id[0] ^= 0x80;
+        s.trace_id = crate::model::TraceId::from_bytes(id).expect("a non-zero id stays non-zero");
+        for l in &mut s.links {
+            let mut id = *l.trace_id.as_bytes();
+            id[0] ^= 0x80;
+            l.trace_id = crate::model::TraceId::from_bytes(id).expect("non-zero");
+        }
+        let key = Arc::as_ptr(&s.resource);
+        let r = stamped.entry(key).or_insert_with(|| {
+            let mut attrs: Vec<KeyValue> = s.resource.attributes.0.clone();
+            attrs.push(KeyValue::new(runs::RUN_ID_ATTR, SMALL_RUN));
+            Arc::new(Resource::new(Attributes(attrs)))
+        });
+        s.resource = r.clone();
+    }
+    spans
+}
+
+/// A small run's report as it was built before results were kept: its spans analysed, and every
+/// span in the store analysed for the expected set. Returns the JSON's length.
+fn small_run_report_before(reader: &Reader, run: &runs::Run) -> anyhow::Result<usize> {
+    let spans = query::run_spans(reader, run)?;
+    let mut all = Vec::new();
+    for id in reader.with_conn(runs::all_traces)? {
+        all.extend(reader.trace(id)?);
+    }
+    let everything = crate::graph::analyze(&all, &AnalysisOptions::default());
+    drop(all);
+    let forest = crate::graph::Forest::build(&spans);
+    let graph = crate::graph::analyze_forest(&forest, &AnalysisOptions::default());
+    let blame = crate::blame::analyze(&forest, &graph);
+    let mut rep = report::build_with(
+        &report::RunInfo {
+            id: run.id.clone(),
+            name: run.name.clone(),
+        },
+        &graph,
+        &blame,
+        &report::ReportOptions::default(),
+    );
+    let expected = crate::coverage::expected(&crate::coverage::Sources {
+        everything: Some(&everything),
+        ..Default::default()
+    });
+    let failing = crate::coverage::failing_hops(&graph);
+    report::apply_coverage(
+        &mut rep,
+        &crate::coverage::coverage(&graph, &expected, &failing),
+    );
+    Ok(report::to_json(&rep).len())
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
