@@ -193,9 +193,13 @@ pub fn generate(target: usize) -> Vec<Span> {
 }
 
 /// The whole pipeline a report took before results were kept: graph, failing-hop blame,
-/// coverage against the default expected set (everything seen: these spans), the report's
-/// structs and their JSON.
-pub(crate) fn report_from_spans(spans: &[Span], run: &str) -> report::Report {
+/// coverage against the default expected set (everything seen: `everything`, or these spans when
+/// they are all there is), the report's structs and their JSON.
+pub(crate) fn report_from_spans(
+    spans: &[Span],
+    run: &str,
+    everything: Option<&graph::RunGraph>,
+) -> report::Report {
     let forest = graph::Forest::build(spans);
     let graph = graph::analyze_forest(&forest, &AnalysisOptions::default());
     let blame = crate::blame::analyze(&forest, &graph);
@@ -209,7 +213,7 @@ pub(crate) fn report_from_spans(spans: &[Span], run: &str) -> report::Report {
         &report::ReportOptions::default(),
     );
     let expected = crate::coverage::expected(&crate::coverage::Sources {
-        everything: Some(&graph),
+        everything: Some(everything.unwrap_or(&graph)),
         ..Default::default()
     });
     let failing = crate::coverage::failing_hops(&graph);
@@ -277,7 +281,7 @@ pub fn run(spans: usize, runs: usize) -> anyhow::Result<()> {
         drop(by_trace);
 
         let start = Instant::now();
-        let rep = report_from_spans(&data, "bench");
+        let rep = report_from_spans(&data, "bench", None);
         let json = report::to_json(&rep);
         let f = start.elapsed().as_secs_f64();
         report_bytes = json.len();

@@ -83,26 +83,7 @@ pub fn run(n: usize, runs: usize) -> anyhow::Result<()> {
         ..ReportContext::default()
     };
     let run = query::resolve_run(&reader, RUN)?;
-    let mut merged = Vec::new();
-    let mut whole = Vec::new();
-    for i in 1..=runs {
-        let start = Instant::now();
-        let a = query::analyse_run(&reader, &run, &ctx)?;
-        let json = report::to_json(&a.report);
-        let m = start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        let baseline = whole_run_report(&reader, &run)?;
-        let w = start.elapsed().as_secs_f64();
-        println!(
-            "  run {i}: report from stored results {m:.3} s, from spans (before results) {w:.3} s, ratio {:.2} ({} / {} bytes)",
-            m / w,
-            json.len(),
-            baseline
-        );
-        merged.push(m);
-        whole.push(w);
-    }
-    let (m, w) = (median(merged), median(whole));
+    let (m, w) = compare(&reader, &run, &ctx, runs)?;
     println!(
         "median: report of the {n}-span run from stored results {m:.3} s, from its spans {w:.3} s, ratio {:.2}",
         m / w
@@ -117,27 +98,7 @@ pub fn run(n: usize, runs: usize) -> anyhow::Result<()> {
     drop(assigner);
     settle::complete_all(&reader, &opts, |_, _| {})?;
     let run = query::resolve_run(&reader, SMALL_RUN)?;
-    let mut merged = Vec::new();
-    let mut whole = Vec::new();
-    for i in 1..=runs {
-        let start = Instant::now();
-        let a = query::analyse_run(&reader, &run, &ctx)?;
-        let json = report::to_json(&a.report);
-        let m = start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        let baseline = small_run_report_before(&reader, &run)?;
-        let w = start.elapsed().as_secs_f64();
-        println!(
-            "  run {i}: report of the {}-span run from stored results {m:.4} s, before results {w:.3} s, ratio {:.4} ({} / {} bytes)",
-            small.len(),
-            m / w,
-            json.len(),
-            baseline
-        );
-        merged.push(m);
-        whole.push(w);
-    }
-    let (m, w) = (median(merged), median(whole));
+    let (m, w) = compare(&reader, &run, &ctx, runs)?;
     println!(
         "median: report of the {}-span run in the {n}-span store from stored results {m:.4} s, before results {w:.3} s, ratio {:.4}",
         small.len(),
@@ -153,11 +114,53 @@ pub fn run(n: usize, runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The report as it was built before results were kept: every span of the run, analysed at once.
+/// Times `runs` reports of `run` from stored results against the way they were built before
+/// results were kept; prints each and returns the medians (stored, before).
+fn compare(
+    reader: &Reader,
+    run: &runs::Run,
+    ctx: &ReportContext,
+    runs: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let mut merged = Vec::new();
+    let mut whole = Vec::new();
+    for i in 1..=runs {
+        let start = Instant::now();
+        let json = report::to_json(&query::analyse_run(reader, run, ctx)?.report);
+        let m = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let baseline = report_before(reader, run)?;
+        let w = start.elapsed().as_secs_f64();
+        println!(
+            "  run {i} ({}): report from stored results {m:.4} s, before results {w:.3} s, ratio {:.4} ({} / {} bytes)",
+            run.name,
+            m / w,
+            json.len(),
+            baseline
+        );
+        merged.push(m);
+        whole.push(w);
+    }
+    Ok((median(merged), median(whole)))
+}
+
+/// A run's report as it was built before results were kept: its spans analysed at once, and,
+/// when the store holds other traces, every span of the store analysed for the expected set.
 /// Returns the JSON's length.
-fn whole_run_report(reader: &Reader, run: &runs::Run) -> anyhow::Result<usize> {
+fn report_before(reader: &Reader, run: &runs::Run) -> anyhow::Result<usize> {
     let spans = query::run_spans(reader, run)?;
-    Ok(report::to_json(&report_from_spans(&spans, &run.id)).len())
+    let all_ids = reader.with_conn(runs::all_traces)?;
+    let everything = if all_ids.len() as u64 > run.traces {
+        let mut all = Vec::new();
+        for id in all_ids {
+            all.extend(reader.trace(id)?);
+        }
+        Some(crate::graph::analyze(&all, &AnalysisOptions::default()))
+    } else {
+        None
+    };
+    let rep = report_from_spans(&spans, &run.id, everything.as_ref());
+    Ok(report::to_json(&rep).len())
 }
 
 /// One generated trace (about 20 spans) under ids the large run does not use, in `SMALL_RUN`.
@@ -183,40 +186,6 @@ fn small_run() -> Vec<Span> {
         s.resource = r.clone();
     }
     spans
-}
-
-/// A small run's report as it was built before results were kept: its spans analysed, and every
-/// span in the store analysed for the expected set. Returns the JSON's length.
-fn small_run_report_before(reader: &Reader, run: &runs::Run) -> anyhow::Result<usize> {
-    let spans = query::run_spans(reader, run)?;
-    let mut all = Vec::new();
-    for id in reader.with_conn(runs::all_traces)? {
-        all.extend(reader.trace(id)?);
-    }
-    let everything = crate::graph::analyze(&all, &AnalysisOptions::default());
-    drop(all);
-    let forest = crate::graph::Forest::build(&spans);
-    let graph = crate::graph::analyze_forest(&forest, &AnalysisOptions::default());
-    let blame = crate::blame::analyze(&forest, &graph);
-    let mut rep = report::build_with(
-        &report::RunInfo {
-            id: run.id.clone(),
-            name: run.name.clone(),
-        },
-        &graph,
-        &blame,
-        &report::ReportOptions::default(),
-    );
-    let expected = crate::coverage::expected(&crate::coverage::Sources {
-        everything: Some(&everything),
-        ..Default::default()
-    });
-    let failing = crate::coverage::failing_hops(&graph);
-    report::apply_coverage(
-        &mut rep,
-        &crate::coverage::coverage(&graph, &expected, &failing),
-    );
-    Ok(report::to_json(&rep).len())
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {

@@ -50,8 +50,8 @@ async fn post(server: &TestServer, body: Vec<u8>) {
     assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
 }
 
-/// The counter of results the settle worker stored, from `/metrics`.
-async fn computed(server: &TestServer) -> u64 {
+/// The settle worker's counter of stored results and its backlog, from `/metrics`.
+async fn computed(server: &TestServer) -> (u64, u64) {
     let text = server
         .http
         .get(server.api("/metrics"))
@@ -61,10 +61,16 @@ async fn computed(server: &TestServer) -> u64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("tracecov_trace_results_computed_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .expect("tracecov_trace_results_computed_total in /metrics") as u64
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics")) as u64
+    };
+    (
+        value("tracecov_trace_results_computed_total"),
+        value("tracecov_settle_backlog_traces"),
+    )
 }
 
 /// Waits until the settle worker has stored at least `n` results and the run has no trace
@@ -73,13 +79,13 @@ async fn settled(server: &TestServer, n: u64) -> Value {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let (status, run) = server.get_json(&format!("/api/runs/{RUN}")).await;
-        let done = computed(server).await;
-        if status == 200 && run["pending_traces"] == 0 && done >= n {
+        let (done, backlog) = computed(server).await;
+        if status == 200 && run["pending_traces"] == 0 && done >= n && backlog == 0 {
             return server.get_json(&format!("/api/runs/{RUN}/report")).await.1;
         }
         assert!(
             Instant::now() < deadline,
-            "results never settled: {done} computed, run {run}"
+            "results never settled: {done} computed, {backlog} in the backlog, run {run}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
