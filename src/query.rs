@@ -144,26 +144,17 @@ pub struct Analysed {
     pub warnings: Vec<String>,
 }
 
-fn graph_of(
+/// The graph and blame of runs (by id; `""`: the traces of no run), from their rollups.
+pub fn merged_runs(
     reader: &Reader,
-    ids: Vec<crate::model::TraceId>,
-    ctx: &ReportContext,
-) -> Result<RunGraph, QueryError> {
-    Ok(merged(reader, &ids, ctx)?.0)
-}
-
-/// The graph and blame of `ids`, merged from their per-trace results (computed first for the
-/// traces that have no fresh ones).
-pub fn merged(
-    reader: &Reader,
-    ids: &[crate::model::TraceId],
+    run_ids: &[String],
     ctx: &ReportContext,
 ) -> Result<(RunGraph, crate::blame::Blame), QueryError> {
     // However many requests arrive at once, at most a core's worth of merges run together: the
     // rest wait here rather than each holding a run's results in memory.
     let _permit = MERGES.acquire();
-    let results = settle::results_of(reader, ids, &ctx.analysis, store_before(ctx))?;
-    Ok(results::merge(&results, &ctx.analysis))
+    let rollup = settle::rollup_of(reader, run_ids, &ctx.analysis, store_before(ctx))?;
+    Ok(rollup.graph(&ctx.analysis))
 }
 
 /// Results computed by a reader are stored for traces quiet since this time (the settle period
@@ -216,17 +207,6 @@ impl Drop for Permit {
     }
 }
 
-/// The traces of runs, each once.
-fn traces_of(reader: &Reader, runs: &[Run]) -> Result<Vec<crate::model::TraceId>, QueryError> {
-    let mut ids = Vec::new();
-    for run in runs {
-        ids.extend(reader.with_conn(|c| runs::run_traces(c, &run.id))?);
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    Ok(ids)
-}
-
 /// Analyses a run completely: graph, failing-hop blame, coverage against the expected topology.
 pub fn analyse_run(
     reader: &Reader,
@@ -247,7 +227,7 @@ pub fn analyse_runs(
         .first()
         .cloned()
         .ok_or_else(|| QueryError::NoSuchRun(String::new()))?;
-    let run_ids = traces_of(reader, runs)?;
+    let run_ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
     let run = &Run {
         id: runs
             .iter()
@@ -261,7 +241,7 @@ pub fn analyse_runs(
             .join(" + "),
         ..first
     };
-    let (graph, blame) = merged(reader, &run_ids, ctx)?;
+    let (graph, blame) = merged_runs(reader, &run_ids, ctx)?;
     let info = RunInfo {
         id: run.id.clone(),
         name: run.name.clone(),
@@ -294,8 +274,7 @@ pub fn analyse_runs(
         Some(results::merge(&results, &ctx.analysis).0)
     };
     let background = if background_wanted {
-        let ids = reader.with_conn(runs::traces_without_run)?;
-        Some(graph_of(reader, ids, ctx)?)
+        Some(merged_runs(reader, &[String::new()], ctx)?.0)
     } else {
         None
     };
@@ -303,10 +282,9 @@ pub fn analyse_runs(
     if !ctx.baselines.is_empty() {
         let mut ids = Vec::new();
         for b in &ctx.baselines {
-            let base = resolve_run(reader, b)?;
-            ids.extend(reader.with_conn(|c| runs::run_traces(c, &base.id))?);
+            ids.push(resolve_run(reader, b)?.id);
         }
-        baseline = Some(graph_of(reader, ids, ctx)?);
+        baseline = Some(merged_runs(reader, &ids, ctx)?.0);
     }
     let expected = coverage::expected(&Sources {
         manifest: ctx.manifest.as_ref(),
@@ -450,8 +428,7 @@ pub fn impact_run(
     ctx: &ReportContext,
     changed: &[String],
 ) -> Result<Vec<String>, QueryError> {
-    let ids = traces_of(reader, std::slice::from_ref(run))?;
-    let (graph, _) = merged(reader, &ids, ctx)?;
+    let (graph, _) = merged_runs(reader, std::slice::from_ref(&run.id), ctx)?;
     Ok(coverage::impact(&graph, changed))
 }
 
@@ -555,12 +532,18 @@ pub fn trace_detail(
         None => None,
     };
     // The trace's hops and failures as its run's report names them (callees resolved by what
-    // the whole run taught): merged from the run's stored results, not its spans.
-    let ids = match &run {
-        Some(run) => traces_of(reader, std::slice::from_ref(run))?,
-        None => vec![trace_id],
+    // the whole run taught): from the trace's stored results and its run's rollup, not spans.
+    let run_id = run.as_ref().map(|r| r.id.clone()).unwrap_or_default();
+    let rollup = {
+        let _permit = MERGES.acquire();
+        settle::rollup_of(
+            reader,
+            std::slice::from_ref(&run_id),
+            &ctx.analysis,
+            store_before(ctx),
+        )?
     };
-    let (graph, blame) = merged(reader, &ids, ctx)?;
+    let (_, blame) = rollup.graph(&ctx.analysis);
     let failures = blame
         .failures
         .iter()
@@ -568,16 +551,16 @@ pub fn trace_detail(
         .map(|f| report::failure(f, &ctx.report))
         .collect();
     let r = &ctx.report.redactor;
-    let hops = graph
-        .hops()
+    let result = settle::results_of(reader, &[trace_id], &ctx.analysis, store_before(ctx))?;
+    let hops = result
         .iter()
-        .filter(|h| h.trace_id == trace_id)
+        .flat_map(|t| results::trace_hops(t, &rollup, &ctx.analysis))
         .map(|h| TraceHop {
             client_span: h.client_span,
             server_span: h.server_span,
-            caller: r.text(&graph.node(h.caller).id),
-            callee: r.text(&graph.node(h.callee).id),
-            operation: r.text(graph.operation(h.operation)),
+            caller: r.text(&h.caller),
+            callee: r.text(&h.callee),
+            operation: r.text(&h.operation),
             error: h.error,
         })
         .collect();

@@ -201,8 +201,8 @@ pub(crate) fn report_from_spans(
     everything: Option<&graph::RunGraph>,
 ) -> report::Report {
     let forest = graph::Forest::build(spans);
-    let graph = graph::analyze_forest(&forest, &AnalysisOptions::default());
-    let blame = crate::blame::analyze(&forest, &graph);
+    let mut graph = graph::analyze_forest(&forest, &AnalysisOptions::default());
+    let blame = crate::blame::analyze(&forest, &mut graph);
     let mut rep = report::build_with(
         &RunInfo {
             id: run.into(),

@@ -87,8 +87,8 @@ pub fn bug_report(
         return Err(BugError::NoSpans(trace_id));
     }
     let forest = Forest::build(spans);
-    let graph = analyze_forest(&forest, analysis);
-    let blame = super::analyze(&forest, &graph);
+    let mut graph = analyze_forest(&forest, analysis);
+    let blame = super::analyze(&forest, &mut graph);
     let mut failures = blame.failures.iter().filter(|f| f.trace_id == trace_id);
     let failure = match span {
         None => failures.next().ok_or(BugError::NoFailure(trace_id))?,

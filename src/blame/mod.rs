@@ -29,8 +29,7 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ops::Range;
+use std::collections::{HashMap, HashSet};
 
 use crate::graph::{Forest, RunGraph, SpanRef, semconv};
 use crate::model::{Span, SpanId, SpanKind, TraceId};
@@ -117,37 +116,43 @@ impl Failure {
 #[derive(Debug, Clone, Default)]
 pub struct Blame {
     pub failures: Vec<Failure>,
-    /// Per hop of `RunGraph::hops()`, its class when the hop is in error.
+    /// Per hop of an analysed `RunGraph::hops()`, its class when the hop is in error; empty when
+    /// merged from stored results.
     hop_classes: Vec<Option<ErrorClass>>,
 }
 
 impl Blame {
-    /// Blame put together from stored per-trace results (`results::merge`); `hop_classes` is
-    /// aligned with the graph's hops.
-    pub(crate) fn from_parts(failures: Vec<Failure>, hop_classes: Vec<Option<ErrorClass>>) -> Self {
+    /// Blame put together from stored per-trace results (`results::merge`): the failures alone,
+    /// the classes being counted in the merged graph.
+    pub(crate) fn from_failures(failures: Vec<Failure>) -> Self {
         Self {
             failures,
-            hop_classes,
+            hop_classes: Vec::new(),
         }
     }
 
-    pub fn hop_class(&self, hop: usize) -> Option<ErrorClass> {
+    /// The class of an analysed hop (`RunGraph::hops`) in error.
+    pub(crate) fn hop_class(&self, hop: usize) -> Option<ErrorClass> {
         self.hop_classes.get(hop).copied().flatten()
-    }
-
-    /// `{class: count}` over a range of hops (an edge's or an interface's `hops`).
-    pub fn error_classes(&self, hops: Range<usize>) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for class in self.hop_classes.get(hops).into_iter().flatten().flatten() {
-            *out.entry(class.as_str().to_owned()).or_insert(0) += 1;
-        }
-        out
     }
 }
 
-/// Finds and explains the failures of the run in `forest`, and classifies its errors. `graph`
-/// must be `analyze_forest` of the same forest.
-pub fn analyze(forest: &Forest<'_>, graph: &RunGraph) -> Blame {
+/// Finds and explains the failures of the run in `forest`, and classifies its errors (counted
+/// into `graph`'s interfaces and edges as well). `graph` must be `analyze_forest` of the same
+/// forest.
+pub fn analyze(forest: &Forest<'_>, graph: &mut RunGraph) -> Blame {
+    let blame = analyze_hops(forest, graph);
+    let classes: Vec<Option<&'static str>> = blame
+        .hop_classes
+        .iter()
+        .map(|c| c.map(ErrorClass::as_str))
+        .collect();
+    graph.set_hop_classes(&classes);
+    blame
+}
+
+/// As `analyze`, leaving the graph as it is (per-trace results take the classes per hop).
+pub(crate) fn analyze_hops(forest: &Forest<'_>, graph: &RunGraph) -> Blame {
     let hops = HopIndex::new(graph);
     let mut failures = Vec::new();
 

@@ -62,8 +62,8 @@ pub(crate) fn parse(text: &str) -> (Vec<Span>, AnalysisOptions) {
 
 fn analyse<'a>(spans: &'a [Span], opts: &AnalysisOptions) -> (Forest<'a>, RunGraph, Blame) {
     let forest = Forest::build(spans);
-    let graph = analyze_forest(&forest, opts);
-    let blame = analyze(&forest, &graph);
+    let mut graph = analyze_forest(&forest, opts);
+    let blame = analyze(&forest, &mut graph);
     (forest, graph, blame)
 }
 
@@ -109,7 +109,7 @@ fn render(text: &str) -> String {
         let _ = writeln!(out, "  summary: {}", f.summary(&Redactor::default()));
     }
     for e in graph.edges() {
-        let classes = blame.error_classes(e.edge.hops.clone());
+        let classes = &e.edge.classes;
         if classes.is_empty() {
             continue;
         }
@@ -119,7 +119,7 @@ fn render(text: &str) -> String {
             e.caller.id, e.callee.id, e.edge.errors, classes
         );
         for i in &e.edge.interfaces {
-            let classes = blame.error_classes(i.hops.clone());
+            let classes = &i.classes;
             if !classes.is_empty() {
                 let _ = writeln!(out, "  {:?}: {} {:?}", i.operation, i.errors, classes);
             }

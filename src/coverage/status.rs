@@ -68,18 +68,19 @@ pub struct HopKey {
     pub operation: Option<String>,
 }
 
-/// The default failing keys: every hop in error inside a failed test.
+/// The default failing keys: every interface with a hop in error inside a failed test.
 pub fn failing_hops(graph: &RunGraph) -> BTreeSet<HopKey> {
-    graph
-        .hops()
-        .iter()
-        .filter(|h| h.error && h.test.is_some_and(|t| graph.test(t).failed()))
-        .map(|h| HopKey {
-            caller: graph.node(h.caller).id.clone(),
-            callee: graph.node(h.callee).id.clone(),
-            operation: Some(graph.operation(h.operation).to_owned()),
-        })
-        .collect()
+    let mut out = BTreeSet::new();
+    for e in graph.edges() {
+        for i in e.edge.interfaces.iter().filter(|i| i.failing_errors > 0) {
+            out.insert(HopKey {
+                caller: e.caller.id.clone(),
+                callee: e.callee.id.clone(),
+                operation: Some(i.operation.clone()),
+            });
+        }
+    }
+    out
 }
 
 /// Expected and covered counts of one kind of item.

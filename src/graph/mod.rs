@@ -26,6 +26,7 @@ mod forest;
 pub(crate) mod hops;
 pub(crate) mod run;
 pub mod semconv;
+pub mod sketch;
 mod testcase;
 mod tree;
 
@@ -41,8 +42,10 @@ use crate::model::{Span, SpanKind};
 pub use address::AddressMap;
 pub use forest::{Forest, SpanRef};
 pub use run::{
-    Diagnostics, Edge, EdgeRef, Hop, Interface, Latency, Node, NodeKind, OpId, RunGraph, Target,
+    Diagnostics, Edge, EdgeRef, Hop, HopSample, Interface, Latency, Node, NodeKind, OpId, RunGraph,
+    SAMPLES, Target,
 };
+pub use sketch::Sketch;
 pub use testcase::{SESSION_ROOT_NAME, TestCase, TestId, TestOutcome, is_pytest_session_root};
 pub use tree::{SKEW_TOLERANCE_NS, TraceTree, TreeDiagnostics};
 

@@ -11,13 +11,16 @@
 //! interface can name its hops as a range.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
 
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 
 use crate::model::{SpanId, TraceId};
 
+use super::sketch::Sketch;
 use super::testcase::{TestCase, TestId};
+
+/// Error examples an interface keeps (`Interface::samples`).
+pub const SAMPLES: usize = 10;
 
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,29 +122,49 @@ fn nearest_rank(sorted: &[u64], pct: usize) -> Option<u64> {
     Some(sorted[rank - 1])
 }
 
-/// All hops with one (caller, callee, operation).
+/// A hop in error, kept as an example of an interface's errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopSample {
+    pub trace_id: TraceId,
+    /// The answering span, else the calling one.
+    pub span_id: SpanId,
+    /// Its error class (`ErrorClass::as_str`), once blame classified it.
+    pub class: Option<&'static str>,
+    pub test: Option<TestId>,
+}
+
+/// All hops with one (caller, callee, operation).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Interface {
     pub operation: String,
     pub calls: u64,
     pub errors: u64,
+    /// Hops in error by error class (`ErrorClass::as_str`); empty until blame classified them.
+    pub classes: BTreeMap<&'static str, u64>,
     /// Names of the tests that exercised it, sorted, deduplicated.
     pub tests: Vec<String>,
-    /// Its hops in `RunGraph::hops()`.
-    pub hops: Range<usize>,
+    /// Hops in error inside a failed test.
+    pub failing_errors: u64,
+    /// Durations of the calling and of the answering spans.
+    pub client: Sketch,
+    pub server: Sketch,
+    /// Up to `SAMPLES` of its hops in error: those first by (trace id, span id).
+    pub samples: Vec<HopSample>,
 }
 
 /// All hops with one (caller, callee).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Edge {
     pub calls: u64,
     pub errors: u64,
+    pub classes: BTreeMap<&'static str, u64>,
     pub tests: Vec<String>,
     pub client_latency: Latency,
     pub server_latency: Latency,
+    pub client: Sketch,
+    pub server: Sketch,
     /// Sorted by operation.
     pub interfaces: Vec<Interface>,
-    pub hops: Range<usize>,
 }
 
 /// An edge with its end nodes.
@@ -232,8 +255,10 @@ impl RunGraph {
         }
     }
 
-    /// All hops, grouped by edge then interface (see `Edge::hops`).
-    pub fn hops(&self) -> &[Hop] {
+    /// The hops of a graph analysed from spans, sorted by (caller, callee, operation) and in trace
+    /// order within; empty for a graph merged from stored results, which keeps only what its
+    /// edges and interfaces say. Only analysis (blame, per-trace results) reads them.
+    pub(crate) fn hops(&self) -> &[Hop] {
         &self.hops
     }
 
@@ -332,16 +357,122 @@ pub(crate) struct Parts {
     pub diagnostics: Diagnostics,
 }
 
+/// What is known of one interface before the graph is assembled: from its hops (analysis), or
+/// from a rollup of stored results.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InterfaceParts {
+    pub calls: u64,
+    pub errors: u64,
+    pub classes: BTreeMap<&'static str, u64>,
+    pub client: Sketch,
+    pub server: Sketch,
+    /// The tests of its hops with how many of their hops were in error (a test may repeat).
+    pub tests: Vec<(TestId, u64)>,
+    /// Candidates for `Interface::samples`, any number, any order.
+    pub samples: Vec<HopSample>,
+}
+
+impl InterfaceParts {
+    fn add_hop(&mut self, hop: &Hop) {
+        self.calls += 1;
+        if let Some(ns) = hop.client_ns {
+            self.client.record(ns);
+        }
+        if let Some(ns) = hop.server_ns {
+            self.server.record(ns);
+        }
+        if let Some(t) = hop.test {
+            self.tests.push((t, u64::from(hop.error)));
+        }
+        if hop.error {
+            self.errors += 1;
+            if let Some(span_id) = hop.server_span.or(hop.client_span) {
+                self.samples.push(HopSample {
+                    trace_id: hop.trace_id,
+                    span_id,
+                    class: None,
+                    test: hop.test,
+                });
+            }
+        }
+    }
+
+    /// Another part with the same (caller, callee, operation).
+    pub fn absorb(&mut self, other: InterfaceParts) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        for (c, n) in other.classes {
+            *self.classes.entry(c).or_insert(0) += n;
+        }
+        self.client.add(&other.client);
+        self.server.add(&other.server);
+        self.tests.extend(other.tests);
+        self.samples.extend(other.samples);
+    }
+}
+
+/// The graph of analysed hops (kept, for blame and per-trace results).
 pub(crate) fn assemble(parts: Parts) -> RunGraph {
+    let mut interfaces: HashMap<(u32, u32, u32), InterfaceParts> = HashMap::new();
+    for hop in &parts.hops {
+        interfaces
+            .entry((
+                hop.caller.index() as u32,
+                hop.callee.index() as u32,
+                hop.operation.0,
+            ))
+            .or_default()
+            .add_hop(hop);
+    }
     let Parts {
         nodes,
         operations,
-        mut hops,
+        hops,
         tests,
         spans,
         traces,
         diagnostics,
     } = parts;
+    assemble_interfaces(
+        Totals {
+            nodes,
+            operations,
+            tests,
+            spans,
+            traces,
+            diagnostics,
+        },
+        interfaces.into_iter().collect(),
+        hops,
+    )
+}
+
+/// What a graph holds besides its interfaces; `tests` sorted by (name, trace id, span id), as
+/// `TestId`s index them.
+pub(crate) struct Totals {
+    pub nodes: Interner<NodeKind>,
+    pub operations: Interner<()>,
+    pub tests: Vec<TestCase>,
+    pub spans: u64,
+    pub traces: u64,
+    pub diagnostics: Diagnostics,
+}
+
+/// The graph from its interfaces, keyed by (caller, callee, operation) interner ids; `hops`
+/// (those of an analysis, or none) use the same ids.
+pub(crate) fn assemble_interfaces(
+    totals: Totals,
+    interfaces: Vec<((u32, u32, u32), InterfaceParts)>,
+    mut hops: Vec<Hop>,
+) -> RunGraph {
+    let Totals {
+        nodes,
+        operations,
+        tests,
+        spans,
+        traces,
+        diagnostics,
+    } = totals;
     let (nodes, node_remap) = nodes.into_sorted();
     let (operations, op_remap) = operations.into_sorted();
     let operations: Vec<String> = operations.into_iter().map(|(s, ())| s).collect();
@@ -352,56 +483,71 @@ pub(crate) fn assemble(parts: Parts) -> RunGraph {
     }
     // Stable: hops of one interface stay in trace order.
     hops.sort_by_key(|h| (h.caller, h.callee, h.operation));
+    let mut interfaces: Vec<((u32, u32, u32), InterfaceParts)> = interfaces
+        .into_iter()
+        .map(|((a, b, op), p)| {
+            (
+                (
+                    node_remap[a as usize],
+                    node_remap[b as usize],
+                    op_remap[op as usize],
+                ),
+                p,
+            )
+        })
+        .collect();
+    interfaces.sort_by_key(|(k, _)| *k);
 
     let mut graph = DiGraph::with_capacity(nodes.len(), 0);
     for (id, kind) in nodes {
         graph.add_node(Node { id, kind });
     }
 
-    let mut samples = Vec::new();
-    let mut start = 0;
-    while start < hops.len() {
-        let key = (hops[start].caller, hops[start].callee);
-        let end = start + hops[start..].partition_point(|h| (h.caller, h.callee) == key);
-        let edge_hops = &hops[start..end];
-
-        let mut interfaces = Vec::new();
-        let mut at = start;
-        while at < end {
-            let op = hops[at].operation;
-            let op_end = at + hops[at..end].partition_point(|h| h.operation == op);
-            let group = &hops[at..op_end];
-            interfaces.push(Interface {
-                operation: operations[op.index()].clone(),
-                calls: group.len() as u64,
-                errors: group.iter().filter(|h| h.error).count() as u64,
-                tests: test_names(group, &tests),
-                hops: at..op_end,
-            });
-            at = op_end;
+    let mut parts = interfaces.into_iter().peekable();
+    while let Some(((caller, callee, op), first)) = parts.next() {
+        let mut group = vec![(op, first)];
+        while let Some(((a, b, op), _)) = parts.peek() {
+            if (*a, *b) != (caller, callee) {
+                break;
+            }
+            let op = *op;
+            if let Some((_, p)) = parts.next() {
+                group.push((op, p));
+            }
         }
-
-        samples.clear();
-        samples.extend(edge_hops.iter().filter_map(|h| h.client_ns));
-        let client_latency = Latency::from_samples(&mut samples);
-        samples.clear();
-        samples.extend(edge_hops.iter().filter_map(|h| h.server_ns));
-        let server_latency = Latency::from_samples(&mut samples);
-
+        let mut edge = Edge {
+            calls: 0,
+            errors: 0,
+            classes: BTreeMap::new(),
+            tests: Vec::new(),
+            client_latency: Latency::default(),
+            server_latency: Latency::default(),
+            client: Sketch::default(),
+            server: Sketch::default(),
+            interfaces: Vec::with_capacity(group.len()),
+        };
+        for (op, p) in group {
+            let iface = finish_interface(operations[op as usize].clone(), p, &tests);
+            edge.calls += iface.calls;
+            edge.errors += iface.errors;
+            for (c, n) in &iface.classes {
+                *edge.classes.entry(c).or_insert(0) += n;
+            }
+            edge.client.add(&iface.client);
+            edge.server.add(&iface.server);
+            edge.tests.extend(iface.tests.iter().cloned());
+            edge.interfaces.push(iface);
+        }
+        // Tests are sorted by name, so names sort as their ids do.
+        edge.tests.sort_unstable();
+        edge.tests.dedup();
+        edge.client_latency = edge.client.latency();
+        edge.server_latency = edge.server.latency();
         graph.add_edge(
-            key.0,
-            key.1,
-            Edge {
-                calls: edge_hops.len() as u64,
-                errors: edge_hops.iter().filter(|h| h.error).count() as u64,
-                tests: test_names(edge_hops, &tests),
-                client_latency,
-                server_latency,
-                interfaces,
-                hops: start..end,
-            },
+            NodeIndex::new(caller as usize),
+            NodeIndex::new(callee as usize),
+            edge,
         );
-        start = end;
     }
 
     RunGraph {
@@ -415,10 +561,33 @@ pub(crate) fn assemble(parts: Parts) -> RunGraph {
     }
 }
 
+fn finish_interface(operation: String, p: InterfaceParts, tests: &[TestCase]) -> Interface {
+    let failing_errors = p
+        .tests
+        .iter()
+        .filter(|(t, _)| tests[t.index()].failed())
+        .map(|(_, e)| e)
+        .sum();
+    let mut samples = p.samples;
+    samples.sort_by_key(|s| (s.trace_id, s.span_id));
+    samples.dedup_by_key(|s| (s.trace_id, s.span_id));
+    samples.truncate(SAMPLES);
+    Interface {
+        operation,
+        calls: p.calls,
+        errors: p.errors,
+        classes: p.classes,
+        tests: test_names(p.tests.into_iter().map(|(t, _)| t).collect(), tests),
+        failing_errors,
+        client: p.client,
+        server: p.server,
+        samples,
+    }
+}
+
 /// Tests are sorted by name, so sorting their ids sorts their names; names repeat when a test ran
 /// more than once (retries, several traces), hence the second dedup.
-fn test_names(hops: &[Hop], tests: &[TestCase]) -> Vec<String> {
-    let mut ids: Vec<TestId> = hops.iter().filter_map(|h| h.test).collect();
+fn test_names(mut ids: Vec<TestId>, tests: &[TestCase]) -> Vec<String> {
     ids.sort_unstable();
     ids.dedup();
     let mut names: Vec<String> = Vec::with_capacity(ids.len());
@@ -429,6 +598,38 @@ fn test_names(hops: &[Hop], tests: &[TestCase]) -> Vec<String> {
         }
     }
     names
+}
+
+impl RunGraph {
+    /// Counts blame's classes of the analysed hops into their interfaces and edges, and onto the
+    /// samples (`classes` is aligned with `hops()`).
+    pub(crate) fn set_hop_classes(&mut self, classes: &[Option<&'static str>]) {
+        for (hop, class) in self.hops.iter().zip(classes) {
+            let Some(class) = *class else { continue };
+            let Some(e) = self.graph.find_edge(hop.caller, hop.callee) else {
+                continue;
+            };
+            let op = self.operations[hop.operation.index()].as_str();
+            let edge = &mut self.graph[e];
+            *edge.classes.entry(class).or_insert(0) += 1;
+            let Ok(i) = edge
+                .interfaces
+                .binary_search_by(|i| i.operation.as_str().cmp(op))
+            else {
+                continue;
+            };
+            let iface = &mut edge.interfaces[i];
+            *iface.classes.entry(class).or_insert(0) += 1;
+            if let Some(span) = hop.server_span.or(hop.client_span)
+                && let Some(s) = iface
+                    .samples
+                    .iter_mut()
+                    .find(|s| s.trace_id == hop.trace_id && s.span_id == span)
+            {
+                s.class = Some(class);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

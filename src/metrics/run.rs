@@ -20,12 +20,13 @@
 
 use std::collections::BTreeMap;
 
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::graph::NodeKind;
+use crate::graph::{NodeKind, Sketch};
 use crate::query::Analysed;
 use crate::runs::Run;
 
@@ -52,8 +53,54 @@ pub fn connection_type(caller: NodeKind, callee: NodeKind) -> &'static str {
     }
 }
 
-fn histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
+/// A histogram of `LATENCY_BUCKETS` filled from latency sketches: a run's hops are counted into
+/// the buckets from its edges' sketches, never observed one by one. The sum is exact; a sample
+/// lies in the bucket of its sketch value (within the sketch's stated error, see `graph::sketch`).
+#[derive(Debug, Clone, Default)]
+pub struct SketchHistogram {
+    inner: std::sync::Arc<std::sync::Mutex<HistogramCounts>>,
+}
+
+#[derive(Debug, Default)]
+struct HistogramCounts {
+    sum_ns: u128,
+    count: u64,
+    /// Per bound of `LATENCY_BUCKETS`, then +Inf: samples in that bucket alone.
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+}
+
+impl SketchHistogram {
+    pub fn observe_sketch(&self, sketch: &Sketch) {
+        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        c.sum_ns += u128::from(sketch.sum());
+        c.count += sketch.count();
+        for (ns, n) in sketch.buckets() {
+            let secs = ns as f64 / 1e9;
+            let at = LATENCY_BUCKETS.partition_point(|&le| le < secs);
+            c.buckets[at] += n;
+        }
+    }
+}
+
+impl TypedMetric for SketchHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for SketchHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(c.buckets.iter().copied())
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(c.sum_ns as f64 / 1e9, c.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// Registers every series of `analysed`, the analysis of `run`.
@@ -66,8 +113,8 @@ fn service_graph(registry: &mut Registry, analysed: &Analysed) {
     let graph = &analysed.graph;
     let total = Family::<Labels, Counter>::default();
     let failed = Family::<Labels, Counter>::default();
-    let server = Family::<Labels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
-    let client = Family::<Labels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+    let server = Family::<Labels, SketchHistogram>::default();
+    let client = Family::<Labels, SketchHistogram>::default();
     for e in graph.edges() {
         let labels: Labels = vec![
             ("client", e.caller.id.clone()),
@@ -80,16 +127,8 @@ fn service_graph(registry: &mut Registry, analysed: &Analysed) {
         total.get_or_create(&labels).inc_by(e.edge.calls);
         // Every edge gets a failed series, zero or not, so error ratios need no `or vector(0)`.
         failed.get_or_create(&labels).inc_by(e.edge.errors);
-        let server_h = server.get_or_create(&labels);
-        let client_h = client.get_or_create(&labels);
-        for hop in &graph.hops()[e.edge.hops.clone()] {
-            if let Some(ns) = hop.server_ns {
-                server_h.observe(ns as f64 / 1e9);
-            }
-            if let Some(ns) = hop.client_ns {
-                client_h.observe(ns as f64 / 1e9);
-            }
-        }
+        server.get_or_create(&labels).observe_sketch(&e.edge.server);
+        client.get_or_create(&labels).observe_sketch(&e.edge.client);
     }
     registry.register(
         "traces_service_graph_request",

@@ -53,8 +53,8 @@ edges:
 pub fn report() -> Report {
     let (spans, opts) = fixture::parse(&fixture());
     let forest = Forest::build(&spans);
-    let graph = analyze_forest(&forest, &opts);
-    let blame = crate::blame::analyze(&forest, &graph);
+    let mut graph = analyze_forest(&forest, &opts);
+    let blame = crate::blame::analyze(&forest, &mut graph);
     let run = RunInfo {
         id: "r-7".to_owned(),
         name: "ci".to_owned(),

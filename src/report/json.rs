@@ -161,13 +161,17 @@ pub struct Exception {
 pub fn build_with(run: &RunInfo, graph: &RunGraph, blame: &Blame, opts: &ReportOptions) -> Report {
     let mut report = build(run, graph);
     for (edge, e) in report.edges.iter_mut().zip(graph.edges()) {
-        edge.error_classes = blame.error_classes(e.edge.hops.clone());
+        edge.error_classes = classes(&e.edge.classes);
         for (iface, i) in edge.interfaces.iter_mut().zip(&e.edge.interfaces) {
-            iface.error_classes = blame.error_classes(i.hops.clone());
+            iface.error_classes = classes(&i.classes);
         }
     }
     report.failures = blame.failures.iter().map(|f| failure(f, opts)).collect();
     report
+}
+
+fn classes(counts: &BTreeMap<&'static str, u64>) -> BTreeMap<String, u64> {
+    counts.iter().map(|(c, n)| ((*c).to_owned(), *n)).collect()
 }
 
 /// A failure as the report writes it: redacted, with its link.

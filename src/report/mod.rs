@@ -65,8 +65,8 @@ pub fn from_spans(
     opts: &ReportOptions,
 ) -> Report {
     let forest = crate::graph::Forest::build(spans);
-    let graph = crate::graph::analyze_forest(&forest, analysis);
-    let blame = crate::blame::analyze(&forest, &graph);
+    let mut graph = crate::graph::analyze_forest(&forest, analysis);
+    let blame = crate::blame::analyze(&forest, &mut graph);
     build_with(run, &graph, &blame, opts)
 }
 

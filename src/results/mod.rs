@@ -20,6 +20,7 @@
 //!   recomputed from the spans, never migrated.
 
 mod merge;
+pub mod rollup;
 pub mod seen;
 pub mod settle;
 
@@ -34,11 +35,12 @@ use crate::blame::{self, ErrorClass};
 use crate::graph::{self, AnalysisOptions, Forest, NodeKind, Target, TestOutcome, semconv};
 use crate::model::{Span, SpanId, SpanKind, TraceId};
 
-pub use merge::merge;
+pub use merge::{NamedHop, merge, trace_hops};
+pub use rollup::Rollup;
 
-/// Bumped when `TraceResult` or what `compute` puts in it changes: stored results of another
-/// version are recomputed.
-const RESULTS_VERSION: u64 = 2;
+/// Bumped when `TraceResult`, `Rollup` or what `compute` puts in them changes: stored results
+/// and rollups of another version are recomputed (the fingerprint changes with it).
+const RESULTS_VERSION: u64 = 3;
 
 /// Identifies the configuration results were computed with: the results format and the
 /// analysis options (test-driver services, aliases). Stable across processes (FNV-1a).
@@ -129,7 +131,7 @@ pub struct HopRecord {
     pub test: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TargetRecord {
     Peer(String),
     Address(String, Option<u16>),
@@ -169,7 +171,7 @@ pub struct FailureRecord {
 /// same version, or damaged): it is recomputed from the spans.
 #[derive(Debug, thiserror::Error)]
 #[error("unreadable trace result: {0}")]
-pub struct DecodeError(String);
+pub struct DecodeError(pub(crate) String);
 
 impl TraceResult {
     pub fn encode(&self) -> Vec<u8> {
@@ -250,7 +252,7 @@ type TableIndex = (
 pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
     let forest = Forest::build(spans);
     let (run, unresolved) = graph::analyze_forest_counted(&forest, opts);
-    let blame = blame::analyze(&forest, &run);
+    let blame = blame::analyze_hops(&forest, &run);
 
     let mut by_trace: HashMap<TraceId, usize> = HashMap::new();
     let mut out: Vec<TraceResult> = Vec::with_capacity(forest.trees().len());

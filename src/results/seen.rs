@@ -66,18 +66,13 @@ impl Deltas {
         }
     }
 
-    /// Adds the facts of `result` and takes away those of the result stored for its trace
-    /// before (call before the row is replaced).
-    pub(crate) fn replace(
-        &mut self,
-        conn: &Connection,
-        result: &TraceResult,
-    ) -> Result<(), StoreError> {
-        if let Some(old) = stored(conn, &result.trace_id)? {
-            self.add(&old, -1);
+    /// Adds the facts of `result` and takes away those of `old`, the result stored for its trace
+    /// before.
+    pub(crate) fn replace(&mut self, old: Option<&TraceResult>, result: &TraceResult) {
+        if let Some(old) = old {
+            self.add(old, -1);
         }
         self.add(result, 1);
-        Ok(())
     }
 
     /// Writes the summed changes; facts no result holds any more are deleted.
@@ -102,7 +97,10 @@ impl Deltas {
 /// The result stored for a trace, when there is one that decodes. A row that does not decode
 /// was written by another format, whose facts cannot be named again; they stay counted (a
 /// superset of what is seen), never double-removed.
-fn stored(conn: &Connection, trace_id: &[u8]) -> Result<Option<TraceResult>, StoreError> {
+pub(crate) fn stored(
+    conn: &Connection,
+    trace_id: &[u8],
+) -> Result<Option<TraceResult>, StoreError> {
     let old: Option<Vec<u8>> = conn
         .prepare_cached("SELECT data FROM trace_results WHERE trace_id = ?1")?
         .query_row(params![trace_id], |r| r.get(0))
@@ -110,12 +108,10 @@ fn stored(conn: &Connection, trace_id: &[u8]) -> Result<Option<TraceResult>, Sto
     Ok(old.and_then(|d| TraceResult::decode(&d).ok()))
 }
 
-/// Takes away the facts of the result stored for `trace_id`, if any (call before the row goes).
-pub fn forget(conn: &Connection, trace_id: &[u8]) -> Result<(), StoreError> {
+/// Takes away the facts of `old`, a trace's stored result that is going.
+pub(crate) fn forget(conn: &Connection, old: &TraceResult) -> Result<(), StoreError> {
     let mut deltas = Deltas::default();
-    if let Some(old) = stored(conn, trace_id)? {
-        deltas.add(&old, -1);
-    }
+    deltas.add(old, -1);
     deltas.write(conn)
 }
 

@@ -25,7 +25,7 @@ use crate::graph::AnalysisOptions;
 use crate::model::{Span, TraceId};
 use crate::store::{Reader, StoreError};
 
-use super::{TraceResult, compute, fingerprint};
+use super::{Rollup, TraceResult, compute, fingerprint};
 
 /// The most traces analysed together for one trace's results: links beyond are not followed.
 const MAX_COMPONENT: usize = 64;
@@ -84,21 +84,168 @@ pub fn results_of(
         .copied()
         .filter(|t| !found.contains_key(t))
         .collect();
-    if !missing.is_empty() {
-        let computed = compute_traces(reader, &missing, opts)?;
-        // Storing is a favour to the next reader: a failure (the store busy past the timeout)
-        // costs that reader a recomputation, never this answer.
-        if let Some(cutoff) = store_settled_before
-            && let Err(e) = reader.with_conn(|c| store_results(c, &computed, opts, Some(cutoff)))
-        {
-            tracing::warn!(error = %e, "storing trace results a reader computed failed");
-        }
-        for (id, r, _) in computed {
-            found.insert(id, r);
-        }
+    let (computed, _) = compute_and_store(reader, &missing, opts, store_settled_before)?;
+    for (id, r) in computed {
+        found.insert(id, r);
     }
     let mut out: Vec<TraceResult> = traces.iter().filter_map(|t| found.remove(t)).collect();
     out.sort_by_key(|r| r.trace_id);
+    Ok(out)
+}
+
+/// Results computed by a reader, and the traces among them whose results were stored.
+pub type Computed = (Vec<(TraceId, TraceResult)>, HashSet<TraceId>);
+
+/// Computes the results of `traces` and stores those settled before `store_settled_before`.
+/// Returns every computed result, and the traces whose results were stored.
+pub fn compute_and_store(
+    reader: &Reader,
+    traces: &[TraceId],
+    opts: &AnalysisOptions,
+    store_settled_before: Option<u64>,
+) -> Result<Computed, StoreError> {
+    if traces.is_empty() {
+        return Ok((Vec::new(), HashSet::new()));
+    }
+    let computed = compute_traces(reader, traces, opts)?;
+    let mut stored = HashSet::new();
+    if let Some(cutoff) = store_settled_before {
+        // Storing is a favour to the next reader: a failure (the store busy past the timeout)
+        // costs that reader a recomputation, never this answer.
+        match reader.with_conn(|c| store_results(c, &computed, opts, Some(cutoff))) {
+            Ok(_) => stored.extend(
+                computed
+                    .iter()
+                    .filter(|(_, _, at)| *at as u64 <= cutoff)
+                    .map(|(id, _, _)| *id),
+            ),
+            Err(e) => tracing::warn!(error = %e, "storing trace results a reader computed failed"),
+        }
+    }
+    Ok((
+        computed.into_iter().map(|(id, r, _)| (id, r)).collect(),
+        stored,
+    ))
+}
+
+/// Traces of a run (`""`: the traces of no run) without fresh results.
+pub fn pending_in_run(
+    conn: &Connection,
+    run_id: &str,
+    opts: &AnalysisOptions,
+) -> Result<Vec<TraceId>, StoreError> {
+    let sql = if run_id.is_empty() {
+        "SELECT t.trace_id FROM traces t
+         LEFT JOIN trace_runs tr ON tr.trace_id = t.trace_id
+         LEFT JOIN trace_results r ON r.trace_id = t.trace_id
+         WHERE tr.trace_id IS NULL AND ?1 = ''
+           AND (r.trace_id IS NULL OR r.fingerprint != ?2 OR r.received_ns < t.last_received_ns)"
+    } else {
+        "SELECT tr.trace_id FROM trace_runs tr
+         JOIN traces t ON t.trace_id = tr.trace_id
+         LEFT JOIN trace_results r ON r.trace_id = tr.trace_id
+         WHERE tr.run_id = ?1
+           AND (r.trace_id IS NULL OR r.fingerprint != ?2 OR r.received_ns < t.last_received_ns)"
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![run_id, fingerprint(opts)], |r| {
+        r.get::<_, Vec<u8>>(0)
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Ok(t) = TraceId::from_slice(&row?) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// The rollup of runs (by id; `""`: the traces of no run) as of now: their stored rollups, with
+/// the traces still without fresh results computed first. Those settled are stored (which
+/// updates the stored rollups); the others stand in for whatever they stored before.
+pub fn rollup_of(
+    reader: &Reader,
+    run_ids: &[String],
+    opts: &AnalysisOptions,
+    store_settled_before: Option<u64>,
+) -> Result<Rollup, StoreError> {
+    let mut pending = Vec::new();
+    for run in run_ids {
+        pending.extend(reader.with_conn(|c| pending_in_run(c, run, opts))?);
+    }
+    let (computed, stored) = compute_and_store(reader, &pending, opts, store_settled_before)?;
+    let fp = fingerprint(opts);
+    let rollup = reader.with_conn(|c| {
+        // One read transaction: the rollups and the results they hold are seen as of one moment.
+        c.execute_batch("BEGIN")?;
+        let read = || -> Result<Option<Rollup>, StoreError> {
+            let mut total = Rollup::default();
+            for run in run_ids {
+                if let Some(r) = load_rollup(c, run, fp)? {
+                    total.add(&r);
+                }
+            }
+            for (id, result) in computed.iter().filter(|(id, _)| !stored.contains(id)) {
+                let key = &id.as_bytes()[..];
+                let member: Option<(String, i64)> = c
+                    .prepare_cached(
+                        "SELECT run_id, fingerprint FROM trace_rollups WHERE trace_id = ?1",
+                    )?
+                    .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                if let Some((run, f)) = member
+                    && f == fp
+                    && run_ids.contains(&run)
+                {
+                    // What the rollup holds for the trace must come out before its new results
+                    // go in; when it cannot be read back, neither can the rollup be trusted.
+                    match super::seen::stored(c, key)? {
+                        Some(old) => total.subtract(&old),
+                        None => return Ok(None),
+                    }
+                }
+                total.add(&Rollup::of(result));
+            }
+            Ok(Some(total))
+        };
+        let out = read();
+        let _ = c.execute_batch("COMMIT");
+        out
+    })?;
+    match rollup {
+        Some(r) => Ok(r),
+        None => {
+            tracing::warn!(runs = ?run_ids, "a stored rollup is out of step with its results; merging the results instead");
+            let mut traces = Vec::new();
+            for run in run_ids {
+                traces.extend(reader.with_conn(|c| traces_in_run(c, run))?);
+            }
+            Ok(Rollup::of_all(&results_of(
+                reader,
+                &traces,
+                opts,
+                store_settled_before,
+            )?))
+        }
+    }
+}
+
+/// The traces of a run (`""`: of no run).
+fn traces_in_run(conn: &Connection, run_id: &str) -> Result<Vec<TraceId>, StoreError> {
+    let sql = if run_id.is_empty() {
+        "SELECT t.trace_id FROM traces t LEFT JOIN trace_runs tr ON tr.trace_id = t.trace_id
+         WHERE tr.trace_id IS NULL AND ?1 = ''"
+    } else {
+        "SELECT trace_id FROM trace_runs WHERE run_id = ?1"
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![run_id], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Ok(t) = TraceId::from_slice(&row?) {
+            out.push(t);
+        }
+    }
     Ok(out)
 }
 
@@ -287,6 +434,7 @@ fn store_in_transaction(
 ) -> Result<u64, StoreError> {
     let mut stored = 0;
     let mut seen = super::seen::Deltas::default();
+    let mut rollups = RollupEdits::default();
     {
         let mut had = tx.prepare_cached("SELECT 1 FROM trace_results WHERE trace_id = ?1")?;
         let mut put = tx.prepare_cached(
@@ -311,7 +459,10 @@ fn store_in_transaction(
                 .query_row(params![key], |_| Ok(()))
                 .optional()?
                 .is_none();
-            seen.replace(tx, result)?;
+            let old = super::seen::stored(tx, key)?;
+            seen.replace(old.as_ref(), result);
+            rollups.take_away(tx, key, old.as_ref())?;
+            rollups.put(tx, key, result, fp)?;
             put.execute(params![key, received, fp, result.encode()])?;
             unlink.execute(params![key])?;
             for to in &result.links {
@@ -324,7 +475,123 @@ fn store_in_transaction(
         }
     }
     seen.write(tx)?;
+    rollups.write(tx)?;
     Ok(stored)
+}
+
+/// The rollups one transaction changes, each read once and written back once at its end.
+#[derive(Default)]
+pub struct RollupEdits {
+    loaded: HashMap<(String, i64), Rollup>,
+}
+
+impl RollupEdits {
+    fn rollup(&mut self, conn: &Connection, run: &str, fp: i64) -> Result<&mut Rollup, StoreError> {
+        let key = (run.to_owned(), fp);
+        if !self.loaded.contains_key(&key) {
+            let r = load_rollup(conn, run, fp)?.unwrap_or_default();
+            self.loaded.insert(key.clone(), r);
+        }
+        Ok(self.loaded.entry(key).or_default())
+    }
+
+    /// Takes `old`, the result stored for `trace` that is being replaced or removed, out of the
+    /// rollup it was added to.
+    fn take_away(
+        &mut self,
+        conn: &Connection,
+        trace: &[u8],
+        old: Option<&TraceResult>,
+    ) -> Result<(), StoreError> {
+        let member: Option<(String, i64)> = conn
+            .prepare_cached("SELECT run_id, fingerprint FROM trace_rollups WHERE trace_id = ?1")?
+            .query_row(params![trace], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((run, fp)) = member {
+            conn.prepare_cached("DELETE FROM trace_rollups WHERE trace_id = ?1")?
+                .execute(params![trace])?;
+            match old {
+                Some(old) => self.rollup(conn, &run, fp)?.subtract(old),
+                // What was added cannot be taken away (the stored result is damaged or gone):
+                // the rollup is dropped and its traces' results made stale, so that they are
+                // computed and added again.
+                None => {
+                    conn.prepare_cached(
+                        "UPDATE trace_results SET received_ns = -1 WHERE trace_id IN
+                           (SELECT trace_id FROM trace_rollups WHERE run_id = ?1 AND fingerprint = ?2)",
+                    )?
+                    .execute(params![run, fp])?;
+                    conn.prepare_cached(
+                        "DELETE FROM trace_rollups WHERE run_id = ?1 AND fingerprint = ?2",
+                    )?
+                    .execute(params![run, fp])?;
+                    self.loaded.insert((run, fp), Rollup::default());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `result`, about to be stored for `trace`, to the rollup of the trace's run.
+    fn put(
+        &mut self,
+        conn: &Connection,
+        trace: &[u8],
+        result: &TraceResult,
+        fp: i64,
+    ) -> Result<(), StoreError> {
+        let run: String = conn
+            .prepare_cached("SELECT run_id FROM trace_runs WHERE trace_id = ?1")?
+            .query_row(params![trace], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default();
+        self.rollup(conn, &run, fp)?.add(&Rollup::of(result));
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO trace_rollups (trace_id, run_id, fingerprint) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![trace, run, fp])?;
+        Ok(())
+    }
+
+    pub fn write(self, conn: &Connection) -> Result<(), StoreError> {
+        for ((run, fp), r) in self.loaded {
+            if r.traces == 0 {
+                conn.prepare_cached(
+                    "DELETE FROM run_rollups WHERE run_id = ?1 AND fingerprint = ?2",
+                )?
+                .execute(params![run, fp])?;
+            } else {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO run_rollups (run_id, fingerprint, data) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![run, fp, r.encode()])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rollup stored for a run (`""`: the traces of no run) and fingerprint.
+pub fn load_rollup(conn: &Connection, run: &str, fp: i64) -> Result<Option<Rollup>, StoreError> {
+    let data: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT data FROM run_rollups WHERE run_id = ?1 AND fingerprint = ?2")?
+        .query_row(params![run, fp], |r| r.get(0))
+        .optional()?;
+    Ok(data.and_then(|d| Rollup::decode(&d).ok()))
+}
+
+/// Takes a trace's stored result out of everything kept beside it (the facts seen, its run's
+/// rollup) before retention removes the trace.
+pub fn forget(
+    conn: &Connection,
+    trace: &[u8],
+    rollups: &mut RollupEdits,
+) -> Result<(), StoreError> {
+    let old = super::seen::stored(conn, trace)?;
+    if let Some(old) = &old {
+        super::seen::forget(conn, old)?;
+    }
+    rollups.take_away(conn, trace, old.as_ref())
 }
 
 /// Traces that need results, with whether each is settled: quiet since `cutoff_ns`, or in a

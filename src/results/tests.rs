@@ -62,12 +62,21 @@ fn json_report(graph: &crate::graph::RunGraph, blame: &crate::blame::Blame) -> S
     serde_json::to_string_pretty(&r).unwrap()
 }
 
+/// The edges of a graph with everything they hold (counts, classes, tests, latency sketches,
+/// error examples).
+fn edges(g: &crate::graph::RunGraph) -> Vec<(String, String, crate::graph::Edge)> {
+    g.edges()
+        .map(|e| (e.caller.id.clone(), e.callee.id.clone(), e.edge.clone()))
+        .collect()
+}
+
 /// Asserts that merging the per-trace results of `spans` reports exactly what analysing them
-/// all at once reports (graph, hops with their classes, tests, failures, diagnostics).
+/// all at once reports (graph with its latency sketches, classes and examples, tests, failures,
+/// diagnostics), in any order, and after every trace's contribution was replaced.
 pub(crate) fn assert_merge_identity(spans: &[Span], opts: &AnalysisOptions) {
     let forest = Forest::build(spans);
-    let whole = crate::graph::analyze_forest(&forest, opts);
-    let whole_blame = crate::blame::analyze(&forest, &whole);
+    let mut whole = crate::graph::analyze_forest(&forest, opts);
+    let whole_blame = crate::blame::analyze(&forest, &mut whole);
     let results = per_trace(spans, opts);
     let (merged, merged_blame) = merge(&results, opts);
     assert_eq!(
@@ -75,19 +84,12 @@ pub(crate) fn assert_merge_identity(spans: &[Span], opts: &AnalysisOptions) {
         json_report(&whole, &whole_blame),
         "merged per-trace results differ from the whole-run analysis"
     );
-    assert_eq!(merged.hops(), whole.hops(), "hops differ");
+    assert_eq!(edges(&merged), edges(&whole), "edges differ");
     assert_eq!(merged.tests(), whole.tests(), "tests differ");
     assert_eq!(
         merged_blame.failures, whole_blame.failures,
         "failures differ"
     );
-    for i in 0..whole.hops().len() {
-        assert_eq!(
-            merged_blame.hop_class(i),
-            whole_blame.hop_class(i),
-            "class of hop {i}"
-        );
-    }
     // Arrival order does not matter: results merged in reverse give the same graph.
     let mut reversed = results.clone();
     reversed.reverse();
@@ -95,6 +97,21 @@ pub(crate) fn assert_merge_identity(spans: &[Span], opts: &AnalysisOptions) {
     assert_eq!(
         json_report(&again, &again_blame),
         json_report(&merged, &merged_blame)
+    );
+    // A stored rollup survives every trace being re-opened: its contribution taken away and
+    // added again, one trace at a time, and through its stored form.
+    let mut rollup = Rollup::of_all(&results);
+    for r in &results {
+        rollup.subtract(r);
+        rollup.add(&Rollup::of(r));
+    }
+    let rollup = Rollup::decode(&rollup.encode()).unwrap();
+    let (replaced, replaced_blame) = rollup.graph(opts);
+    assert_eq!(edges(&replaced), edges(&whole), "edges after replacing");
+    assert_eq!(
+        json_report(&replaced, &replaced_blame),
+        json_report(&whole, &whole_blame),
+        "report after replacing every trace"
     );
 }
 
@@ -202,8 +219,8 @@ fn topology(g: &crate::graph::RunGraph) -> Vec<String> {
     out
 }
 
-/// "Everything seen" from the store-wide facts equals merging every stored result, before and
-/// after retention removes traces.
+/// "Everything seen" from the store-wide facts, and the stored rollup, equal merging every
+/// stored result, before and after retention removes traces.
 #[test]
 fn everything_seen_follows_the_stored_results_through_retention() {
     use crate::store::{Durability, Retention, Store};
@@ -234,6 +251,15 @@ fn everything_seen_follows_the_stored_results_through_retention() {
             topology(&merge(&all, &opts).0),
             "{what}"
         );
+        // The rollup kept beside the results (these traces have no run) is their merge.
+        let kept = reader
+            .with_conn(|c| settle::load_rollup(c, "", fingerprint(&opts)))
+            .unwrap()
+            .unwrap();
+        let (g, b) = kept.graph(&opts);
+        let (mg, mb) = merge(&all, &opts);
+        assert_eq!(json_report(&g, &b), json_report(&mg, &mb), "rollup {what}");
+        assert_eq!(edges(&g), edges(&mg), "rollup {what}");
     };
     check("before retention");
     let removed = store

@@ -162,6 +162,21 @@ CREATE TABLE IF NOT EXISTS seen (
     fact  BLOB PRIMARY KEY,
     n     INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Per run and fingerprint, the sum of its traces' stored results (`results::rollup`), kept in
+-- the transactions that store or remove results; run '' holds the traces of no run.
+CREATE TABLE IF NOT EXISTS run_rollups (
+    run_id       TEXT NOT NULL,
+    fingerprint  INTEGER NOT NULL,
+    data         BLOB NOT NULL,
+    PRIMARY KEY (run_id, fingerprint)
+) WITHOUT ROWID;
+-- Which rollup a trace's stored result was added to, so replacing or removing the result takes
+-- it away from the same one even if the trace changed runs since.
+CREATE TABLE IF NOT EXISTS trace_rollups (
+    trace_id     BLOB PRIMARY KEY,
+    run_id       TEXT NOT NULL,
+    fingerprint  INTEGER NOT NULL
+) WITHOUT ROWID;
 -- Results made stale by a linked trace that arrived after them.
 CREATE INDEX IF NOT EXISTS trace_results_stale ON trace_results (trace_id) WHERE received_ns < 0;
 -- Which trace links to which (from their results), so a trace that arrives late has the traces
@@ -421,6 +436,7 @@ impl Store {
         let cutoff = now_ns.saturating_sub(retention.max_age.as_nanos() as u64) as i64;
         let tx = self.conn.transaction()?;
         let mut removed = 0u64;
+        let mut rollups = crate::results::settle::RollupEdits::default();
         // By age: every trace whose newest span arrived before the cutoff.
         let old: Vec<i64> = {
             let mut stmt = tx.prepare("SELECT seq FROM traces WHERE last_received_ns < ?1")?;
@@ -428,7 +444,7 @@ impl Store {
                 .collect::<Result<_, _>>()?
         };
         for seq in old {
-            delete_trace(&tx, seq)?;
+            delete_trace(&tx, seq, &mut rollups)?;
             removed += 1;
         }
         // By size: drop oldest-received traces until under the limit.
@@ -453,10 +469,11 @@ impl Store {
                 out
             };
             for seq in victims {
-                delete_trace(&tx, seq)?;
+                delete_trace(&tx, seq, &mut rollups)?;
                 removed += 1;
             }
         }
+        rollups.write(&tx)?;
         tx.commit()?;
         Ok(removed)
     }
@@ -499,13 +516,17 @@ fn resource_id(
     Ok(id)
 }
 
-fn delete_trace(tx: &rusqlite::Transaction<'_>, seq: i64) -> Result<(), StoreError> {
+fn delete_trace(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    rollups: &mut crate::results::settle::RollupEdits,
+) -> Result<(), StoreError> {
     let trace_id: Option<Vec<u8>> = tx
         .prepare_cached("SELECT trace_id FROM traces WHERE seq = ?1")?
         .query_row(params![seq], |r| r.get(0))
         .optional()?;
     if let Some(id) = trace_id {
-        crate::results::seen::forget(tx, &id)?;
+        crate::results::settle::forget(tx, &id, rollups)?;
     }
     tx.prepare_cached(
         "DELETE FROM trace_results WHERE trace_id = (SELECT trace_id FROM traces WHERE seq = ?1)",

@@ -14,9 +14,6 @@ use super::{UiError, blocking, href};
 use crate::query;
 use crate::server::AppState;
 
-/// Error traces listed per interface; the rest are counted.
-const ERROR_TRACES: usize = 10;
-
 #[derive(Debug, Deserialize)]
 pub struct EdgeQuery {
     caller: String,
@@ -58,34 +55,23 @@ pub async fn page(
                 format!("run {} has no edge {} → {}", run.name, q.caller, q.callee),
             ));
         };
-        // Errors per operation, from the hops of the edge in error.
-        let mut errors: BTreeMap<String, (usize, Vec<ErrorTrace>)> = BTreeMap::new();
+        // Errors per operation, with the examples each interface keeps (`graph::SAMPLES`).
+        let mut errors: BTreeMap<String, (u64, Vec<ErrorTrace>)> = BTreeMap::new();
         if let Some(g) = a.graph.edge(&q.caller, &q.callee) {
-            for iface in &g.edge.interfaces {
-                for i in iface.hops.clone() {
-                    let hop = &a.graph.hops()[i];
-                    if !hop.error {
-                        continue;
-                    }
-                    let entry = errors.entry(iface.operation.clone()).or_default();
-                    entry.0 += 1;
-                    if entry.1.len() < ERROR_TRACES
-                        && let Some(span) = hop.server_span.or(hop.client_span)
-                    {
-                        entry.1.push(ErrorTrace {
-                            trace_id: hop.trace_id.to_hex(),
-                            span_id: span.to_hex(),
-                            class: a
-                                .blame
-                                .hop_class(i)
-                                .map_or("error", |c| c.as_str())
-                                .to_owned(),
-                            test: hop
-                                .test
-                                .map(|t| ctx.report.redactor.text(&a.graph.test(t).name)),
-                        });
-                    }
-                }
+            for iface in g.edge.interfaces.iter().filter(|i| i.errors > 0) {
+                let traces = iface
+                    .samples
+                    .iter()
+                    .map(|s| ErrorTrace {
+                        trace_id: s.trace_id.to_hex(),
+                        span_id: s.span_id.to_hex(),
+                        class: s.class.unwrap_or("error").to_owned(),
+                        test: s
+                            .test
+                            .map(|t| ctx.report.redactor.text(&a.graph.test(t).name)),
+                    })
+                    .collect();
+                errors.insert(iface.operation.clone(), (iface.errors, traces));
             }
         }
         let failures: Vec<(usize, &crate::report::Failure)> = a
@@ -115,7 +101,7 @@ fn render(
     e: &crate::report::Edge,
     failures: &[(usize, &crate::report::Failure)],
     placed: &[String],
-    errors: &BTreeMap<String, (usize, Vec<ErrorTrace>)>,
+    errors: &BTreeMap<String, (u64, Vec<ErrorTrace>)>,
 ) -> Markup {
     let status = e.status.as_deref().unwrap_or("covered");
     let critical = e.critical == Some(true);
@@ -196,7 +182,7 @@ fn render(
                             @if let Some(test) = &t.test { " in " (test) }
                         }
                     } }
-                    @if *count > traces.len() { p.small { (count - traces.len()) " more not listed." } }
+                    @if *count > traces.len() as u64 { p.small { (count - traces.len() as u64) " more not listed." } }
                 }
             }
         },

@@ -1,0 +1,519 @@
+//! A run's rollup: the sum of its traces' stored results, kept so that a question about the run
+//! costs as much as the run has edges, interfaces, tests and failures, never as much as it has
+//! spans.
+//!
+//! Owns `Rollup`: per (caller, callee as the trace named it, operation) the calls, errors, error
+//! classes, latency sketches, tests and error examples; the run's tests, failures, services,
+//! learned addresses and diagnostics. Everything in it can be added and taken away again, so a
+//! re-opened trace's contribution is replaced rather than added twice (`subtract` then `add`).
+//! `graph` turns it into the run's `RunGraph` and `Blame` the way analysing all the spans at once
+//! would: what only the whole run knows (the address map resolving raw callees, which test a
+//! hop's test span is, how many failures share a hop) is decided there, from what the rollup
+//! holds.
+//!
+//! Rollups are stored per (run, fingerprint) by `settle` in the same transaction as the results
+//! they sum; this module does no I/O.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::blame::{Blame, Evidence, ExceptionInfo, Failure, HopName};
+use crate::graph::hops::Extractor;
+use crate::graph::run::{InterfaceParts, Interner, Totals, assemble_interfaces};
+use crate::graph::{
+    AddressMap, AnalysisOptions, Diagnostics, HopSample, NodeKind, RunGraph, SAMPLES, Sketch,
+    Target, TestCase, TestId, TestOutcome,
+};
+use crate::model::{SpanId, TraceId};
+
+use super::{Counts, FailureRecord, TargetRecord, TraceResult, class_of, kind_of};
+
+/// A test case or a span by its ids.
+type SpanKey = ([u8; 16], [u8; 8]);
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rollup {
+    /// Traces summed.
+    pub traces: u64,
+    spans: u64,
+    diagnostics: Counts,
+    propagation_breaks: BTreeMap<String, u64>,
+    /// Services with the number of traces they produced spans in.
+    services: BTreeMap<String, u64>,
+    learned: BTreeMap<(String, Option<u16>, String), u64>,
+    groups: BTreeMap<GroupKey, Group>,
+    /// Test cases: name and whether it failed.
+    tests: BTreeMap<SpanKey, (String, bool)>,
+    /// Failures by (trace, failing span).
+    failures: BTreeMap<SpanKey, FailureRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct GroupKey {
+    /// (node id, kind code)
+    caller: (String, u8),
+    callee: Callee,
+    operation: String,
+}
+
+/// The callee as a trace's results named it: a node, or a raw target the address map names
+/// when the graph is built.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Callee {
+    Node(String, u8),
+    Target(TargetRecord),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Group {
+    calls: u64,
+    errors: u64,
+    /// By class code.
+    classes: BTreeMap<u8, u64>,
+    client: Sketch,
+    server: Sketch,
+    /// Per test (its span), the calls and errors of its hops here.
+    tests: BTreeMap<SpanKey, (u64, u64)>,
+    /// Hops in error, the first `SAMPLES` by (trace, span).
+    samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Sample {
+    trace: [u8; 16],
+    span: [u8; 8],
+    class: Option<u8>,
+    test: Option<SpanKey>,
+}
+
+fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, n: u64, add: bool) {
+    if add {
+        *map.entry(key).or_insert(0) += n;
+    } else if let Some(v) = map.get_mut(&key) {
+        *v = v.saturating_sub(n);
+        if *v == 0 {
+            map.remove(&key);
+        }
+    }
+}
+
+fn counts(a: &mut Counts, b: &Counts, add: bool) {
+    let f = |x: &mut u64, y: u64| *x = if add { *x + y } else { x.saturating_sub(y) };
+    f(&mut a.orphans, b.orphans);
+    f(&mut a.duplicate_span_ids, b.duplicate_span_ids);
+    f(&mut a.parent_cycles, b.parent_cycles);
+    f(&mut a.missing_end_times, b.missing_end_times);
+    f(&mut a.clock_skew, b.clock_skew);
+    f(&mut a.unresolved_calls, b.unresolved_calls);
+}
+
+impl Group {
+    fn add(&mut self, other: &Group) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        for (&c, &n) in &other.classes {
+            bump(&mut self.classes, c, n, true);
+        }
+        self.client.add(&other.client);
+        self.server.add(&other.server);
+        for (k, (c, e)) in &other.tests {
+            let t = self.tests.entry(*k).or_insert((0, 0));
+            t.0 += c;
+            t.1 += e;
+        }
+        self.samples.extend(other.samples.iter().cloned());
+        self.samples.sort_by_key(|s| (s.trace, s.span));
+        self.samples.dedup_by_key(|s| (s.trace, s.span));
+        self.samples.truncate(SAMPLES);
+    }
+
+    fn subtract(&mut self, other: &Group, trace: &[u8; 16]) {
+        self.calls = self.calls.saturating_sub(other.calls);
+        self.errors = self.errors.saturating_sub(other.errors);
+        for (&c, &n) in &other.classes {
+            bump(&mut self.classes, c, n, false);
+        }
+        self.client.subtract(&other.client);
+        self.server.subtract(&other.server);
+        for (k, (c, e)) in &other.tests {
+            if let Some(t) = self.tests.get_mut(k) {
+                t.0 = t.0.saturating_sub(*c);
+                t.1 = t.1.saturating_sub(*e);
+                if t.0 == 0 {
+                    self.tests.remove(k);
+                }
+            }
+        }
+        // The trace's examples go with it (another trace's errors may now be missing from the
+        // examples; they come back when the group is rebuilt).
+        self.samples.retain(|s| &s.trace != trace);
+    }
+}
+
+impl Rollup {
+    /// The rollup of one trace's results.
+    pub fn of(r: &TraceResult) -> Rollup {
+        let mut out = Rollup {
+            traces: 1,
+            spans: r.spans,
+            diagnostics: r.diagnostics,
+            ..Rollup::default()
+        };
+        for (s, n) in &r.propagation_breaks {
+            bump(&mut out.propagation_breaks, s.clone(), *n, true);
+        }
+        for s in &r.services {
+            out.services.insert(s.clone(), 1);
+        }
+        for l in &r.learned {
+            out.learned.insert(l.clone(), 1);
+        }
+        let node = |i: u32| r.nodes.get(i as usize).cloned().unwrap_or_default();
+        for h in &r.hops {
+            let key = GroupKey {
+                caller: node(h.caller),
+                callee: match &h.target {
+                    Some(t) => Callee::Target(t.clone()),
+                    None => {
+                        let (id, kind) = node(h.callee);
+                        Callee::Node(id, kind)
+                    }
+                },
+                operation: r
+                    .operations
+                    .get(h.operation as usize)
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            let g = out.groups.entry(key).or_default();
+            g.calls += 1;
+            if let Some(ns) = h.client_ns {
+                g.client.record(ns);
+            }
+            if let Some(ns) = h.server_ns {
+                g.server.record(ns);
+            }
+            let test = h.test.and_then(|t| r.hop_tests.get(t as usize)).copied();
+            if let Some(t) = test {
+                let e = g.tests.entry(t).or_insert((0, 0));
+                e.0 += 1;
+                e.1 += u64::from(h.error);
+            }
+            if h.error {
+                g.errors += 1;
+                if let Some(c) = h.class {
+                    bump(&mut g.classes, c, 1, true);
+                }
+                if let Some(span) = h.server_span.or(h.client_span) {
+                    g.samples.push(Sample {
+                        trace: r.trace_id,
+                        span,
+                        class: h.class,
+                        test,
+                    });
+                }
+            }
+        }
+        for g in out.groups.values_mut() {
+            g.samples.sort_by_key(|s| (s.trace, s.span));
+            g.samples.dedup_by_key(|s| (s.trace, s.span));
+            g.samples.truncate(SAMPLES);
+        }
+        for t in &r.tests {
+            out.tests
+                .insert((r.trace_id, t.span_id), (t.name.clone(), t.failed));
+        }
+        for f in &r.failures {
+            out.failures.insert((r.trace_id, f.failing_span), f.clone());
+        }
+        out
+    }
+
+    /// The rollup of many traces' results (any order).
+    pub fn of_all(results: &[TraceResult]) -> Rollup {
+        let mut out = Rollup::default();
+        for r in results {
+            out.add(&Rollup::of(r));
+        }
+        out
+    }
+
+    /// Adds another rollup: another trace, or another run (a report of several runs).
+    pub fn add(&mut self, other: &Rollup) {
+        self.traces += other.traces;
+        self.spans += other.spans;
+        counts(&mut self.diagnostics, &other.diagnostics, true);
+        for (s, n) in &other.propagation_breaks {
+            bump(&mut self.propagation_breaks, s.clone(), *n, true);
+        }
+        for (s, n) in &other.services {
+            bump(&mut self.services, s.clone(), *n, true);
+        }
+        for (l, n) in &other.learned {
+            bump(&mut self.learned, l.clone(), *n, true);
+        }
+        for (k, g) in &other.groups {
+            match self.groups.get_mut(k) {
+                Some(mine) => mine.add(g),
+                None => {
+                    self.groups.insert(k.clone(), g.clone());
+                }
+            }
+        }
+        for (k, t) in &other.tests {
+            self.tests.insert(*k, t.clone());
+        }
+        for (k, f) in &other.failures {
+            self.failures.insert(*k, f.clone());
+        }
+    }
+
+    /// Takes away one trace's results, added before.
+    pub fn subtract(&mut self, r: &TraceResult) {
+        let other = Rollup::of(r);
+        self.traces = self.traces.saturating_sub(1);
+        self.spans = self.spans.saturating_sub(other.spans);
+        counts(&mut self.diagnostics, &other.diagnostics, false);
+        for (s, n) in &other.propagation_breaks {
+            bump(&mut self.propagation_breaks, s.clone(), *n, false);
+        }
+        for (s, n) in &other.services {
+            bump(&mut self.services, s.clone(), *n, false);
+        }
+        for (l, n) in &other.learned {
+            bump(&mut self.learned, l.clone(), *n, false);
+        }
+        for (k, g) in &other.groups {
+            if let Some(mine) = self.groups.get_mut(k) {
+                mine.subtract(g, &r.trace_id);
+                if mine.calls == 0 {
+                    self.groups.remove(k);
+                }
+            }
+        }
+        self.tests.retain(|(t, _), _| *t != r.trace_id);
+        self.failures.retain(|(t, _), _| *t != r.trace_id);
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding plain owned data into a Vec cannot fail.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, super::DecodeError> {
+        postcard::from_bytes(bytes).map_err(|e| super::DecodeError(e.to_string()))
+    }
+
+    /// The address map the run's server spans taught, with the aliases over it.
+    pub fn address_map(&self, opts: &AnalysisOptions) -> AddressMap {
+        let mut address = AddressMap::new();
+        for (host, port, service) in self.learned.keys() {
+            address.learn(host, *port, service);
+        }
+        for (addr, service) in &opts.aliases {
+            address.alias(addr, service);
+        }
+        address
+    }
+
+    /// The services of the run.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.services.keys().map(String::as_str)
+    }
+
+    /// The run's graph and blame.
+    pub fn graph(&self, opts: &AnalysisOptions) -> (RunGraph, Blame) {
+        let mut nodes: Interner<NodeKind> = Interner::default();
+        for s in self.services.keys() {
+            nodes.intern(s, NodeKind::Service);
+        }
+        let mut address = self.address_map(opts);
+
+        let mut tests: Vec<TestCase> = self
+            .tests
+            .iter()
+            .filter_map(|(&(t, s), (name, failed))| {
+                Some(TestCase {
+                    name: name.clone(),
+                    trace_id: TraceId::from_bytes(t).ok()?,
+                    span_id: SpanId::from_bytes(s).ok()?,
+                    outcome: if *failed {
+                        TestOutcome::Failed
+                    } else {
+                        TestOutcome::Passed
+                    },
+                })
+            })
+            .collect();
+        tests.sort_by(|a, b| {
+            (&a.name, a.trace_id, a.span_id).cmp(&(&b.name, b.trace_id, b.span_id))
+        });
+        let test_ids: HashMap<SpanKey, TestId> = tests
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                (
+                    (*t.trace_id.as_bytes(), *t.span_id.as_bytes()),
+                    TestId(i as u32),
+                )
+            })
+            .collect();
+
+        let mut ex = Extractor::new(nodes, &mut address);
+        let mut interfaces: HashMap<(u32, u32, u32), InterfaceParts> = HashMap::new();
+        for (key, g) in &self.groups {
+            let caller = ex.nodes.intern(&key.caller.0, kind_of(key.caller.1));
+            let callee = match &key.callee {
+                Callee::Node(id, kind) => ex.nodes.intern(id, kind_of(*kind)),
+                Callee::Target(TargetRecord::Peer(p)) => ex.resolve_peer(p).index() as u32,
+                Callee::Target(TargetRecord::Address(host, port)) => {
+                    ex.resolve_address(host, *port).index() as u32
+                }
+            };
+            let op = ex.operations.intern(&key.operation, ());
+            let parts = InterfaceParts {
+                calls: g.calls,
+                errors: g.errors,
+                classes: g
+                    .classes
+                    .iter()
+                    .map(|(&c, &n)| (class_of(c).as_str(), n))
+                    .collect(),
+                client: g.client.clone(),
+                server: g.server.clone(),
+                tests: g
+                    .tests
+                    .iter()
+                    .filter_map(|(k, &(_, errors))| Some((*test_ids.get(k)?, errors)))
+                    .collect(),
+                samples: g
+                    .samples
+                    .iter()
+                    .filter_map(|s| {
+                        Some(HopSample {
+                            trace_id: TraceId::from_bytes(s.trace).ok()?,
+                            span_id: SpanId::from_bytes(s.span).ok()?,
+                            class: s.class.map(|c| class_of(c).as_str()),
+                            test: s.test.and_then(|k| test_ids.get(&k).copied()),
+                        })
+                    })
+                    .collect(),
+            };
+            interfaces
+                .entry((caller, callee, op))
+                .or_default()
+                .absorb(parts);
+        }
+
+        let mut failures: Vec<Failure> = self
+            .failures
+            .iter()
+            .filter_map(|(&(trace, _), f)| failure(trace, f, &mut ex))
+            .collect();
+        crate::blame::finish_failures(&mut failures);
+
+        let d = &self.diagnostics;
+        let diagnostics = Diagnostics {
+            orphans: d.orphans,
+            duplicate_span_ids: d.duplicate_span_ids,
+            parent_cycles: d.parent_cycles,
+            missing_end_times: d.missing_end_times,
+            clock_skew: d.clock_skew,
+            unresolved_calls: d.unresolved_calls,
+            propagation_breaks: self.propagation_breaks.clone(),
+        };
+        let Extractor {
+            nodes, operations, ..
+        } = ex;
+        let graph = assemble_interfaces(
+            Totals {
+                nodes,
+                operations,
+                tests,
+                spans: self.spans,
+                traces: self.traces,
+                diagnostics,
+            },
+            interfaces.into_iter().collect(),
+            Vec::new(),
+        );
+        (graph, Blame::from_failures(failures))
+    }
+}
+
+pub(super) fn target(t: &TargetRecord) -> Target {
+    match t {
+        TargetRecord::Peer(p) => Target::Peer(p.clone()),
+        TargetRecord::Address(host, port) => Target::Address {
+            host: host.clone(),
+            port: *port,
+        },
+    }
+}
+
+/// A stored failure with its hop's callee named by the run's address map.
+fn failure(trace: [u8; 16], f: &FailureRecord, ex: &mut Extractor<'_>) -> Option<Failure> {
+    let trace = TraceId::from_bytes(trace).ok()?;
+    let failing = SpanId::from_bytes(f.failing_span).ok()?;
+    let placed_trace = TraceId::from_bytes(f.placed_trace).ok()?;
+    let placed_span = SpanId::from_bytes(f.placed_span).ok()?;
+    let class = class_of(f.class);
+    let hop_target = f.hop_target.as_ref().map(target);
+    let hop = f.hop.as_ref().map(|(caller, callee, operation)| {
+        let callee = match &hop_target {
+            Some(Target::Peer(p)) => {
+                let ix = ex.resolve_peer(p);
+                ex.nodes.key(ix.index() as u32).to_owned()
+            }
+            Some(Target::Address { host, port }) => {
+                let ix = ex.resolve_address(host, *port);
+                ex.nodes.key(ix.index() as u32).to_owned()
+            }
+            None => callee.clone(),
+        };
+        HopName {
+            caller: caller.clone(),
+            callee,
+            operation: operation.clone(),
+        }
+    });
+    let pair = |(t, s): ([u8; 16], [u8; 8])| {
+        Some((TraceId::from_bytes(t).ok()?, SpanId::from_bytes(s).ok()?))
+    };
+    Some(Failure {
+        trace_id: trace,
+        failing_span: failing,
+        placed_trace,
+        placed_span,
+        test: f.test.clone(),
+        class,
+        blamed: hop.as_ref().map(|h| Failure::blamed_for(class, h)),
+        hop,
+        evidence: Evidence {
+            status_message: f.status_message.clone(),
+            http_status: f.http_status,
+            rpc_status: f.rpc_status.clone(),
+            exception: f
+                .exception
+                .as_ref()
+                .map(|(kind, message, stacktrace)| ExceptionInfo {
+                    kind: kind.clone(),
+                    message: message.clone(),
+                    stacktrace: stacktrace.clone(),
+                }),
+            client_ns: f.client_ns,
+            server_ns: f.server_ns,
+        },
+        collateral: f
+            .collateral
+            .iter()
+            .filter_map(|&s| SpanId::from_bytes(s).ok())
+            .collect(),
+        path: f.path.iter().filter_map(|&p| pair(p)).collect(),
+        origin: f.origin.and_then(pair),
+        circuit_open: f.circuit_open,
+        failed_here: 1,
+        hop_target,
+    })
+}
