@@ -150,6 +150,12 @@ impl Gen {
 
 /// Generates about `target` spans.
 pub fn generate(target: usize) -> Vec<Span> {
+    generate_from(1, target).0
+}
+
+/// Generates about `target` spans in traces numbered from `first` on; returns them and the
+/// number of the next trace, so a large run can be generated (and sent) a part at a time.
+pub fn generate_from(first: u64, target: usize) -> (Vec<Span>, u64) {
     let resources = (0..=SERVICES)
         .map(|i| {
             let name = if i == SERVICES {
@@ -164,12 +170,12 @@ pub fn generate(target: usize) -> Vec<Span> {
         })
         .collect();
     let mut g = Gen {
-        rng: Rng(0x9e37_79b9_7f4a_7c15),
+        rng: Rng(0x9e37_79b9_7f4a_7c15 ^ (first - 1).wrapping_mul(0x2545_f491_4f6c_dd1d)),
         resources,
-        next_span: 0,
+        next_span: (first - 1) << 24,
         spans: Vec::with_capacity(target + 64),
     };
-    let mut t: u64 = 0;
+    let mut t: u64 = first - 1;
     while g.spans.len() < target {
         t += 1;
         let trace = TraceId::from_bytes(u128::from(t).to_be_bytes()).expect("non-zero trace id");
@@ -189,7 +195,7 @@ pub fn generate(target: usize) -> Vec<Span> {
         }
         g.call(trace, test, SERVICES, 6, start + 1_000);
     }
-    g.spans
+    (g.spans, t + 1)
 }
 
 /// The whole pipeline a report took before results were kept: graph, failing-hop blame,

@@ -5,4 +5,5 @@
 pub mod analysis;
 pub mod ingest;
 pub mod results;
+pub mod served;
 pub mod ui;

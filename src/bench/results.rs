@@ -38,9 +38,9 @@ fn spans_of_run(n: usize) -> Vec<Span> {
     spans
 }
 
-pub fn run(n: usize, runs: usize) -> anyhow::Result<()> {
+pub fn run(n: usize, runs: usize, keep: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
-    let data = dir.join("data");
+    let data = keep.clone().unwrap_or_else(|| dir.join("data"));
     let spans = spans_of_run(n);
     println!(
         "results benchmark: {} spans generated, store in {}",
@@ -111,6 +111,9 @@ pub fn run(n: usize, runs: usize) -> anyhow::Result<()> {
     drop(reader);
     store.close()?;
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(kept) = keep {
+        println!("store kept in {}", kept.display());
+    }
     Ok(())
 }
 

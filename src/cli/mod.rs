@@ -69,8 +69,24 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// A generated run's spans to its JSON report, against one grouping pass; peak memory.
+    /// What users wait for, from a real `tracecov serve`: a generated run ingested over OTLP and
+    /// settled (per-trace results against the ingest rate), then its JSON report, run page and
+    /// `/metrics`, and a small run's report in a large store; the server's peak memory.
     Analysis {
+        /// Spans in the generated run.
+        #[arg(long, default_value_t = 1_000_000)]
+        spans: usize,
+        /// Spans in the store (the run, then other traffic) before the small run's report is
+        /// timed; no larger than `--spans` skips that stage.
+        #[arg(long, default_value_t = 10_000_000)]
+        store_spans: usize,
+        /// Requests per figure; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// A generated run's spans to its JSON report in memory, against one grouping pass; peak
+    /// memory (the whole-run analysis, which per-trace results replaced).
+    Pipeline {
         /// Spans to generate.
         #[arg(long, default_value_t = 1_000_000)]
         spans: usize,
@@ -87,6 +103,10 @@ pub enum BenchCommand {
         /// Report runs; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Keep the store in this directory (new or empty) for `--data` afterwards, instead of
+        /// a temporary one that is removed.
+        #[arg(long)]
+        keep: Option<std::path::PathBuf>,
     },
     /// Durable OTLP/gRPC ingest over loopback against prost decode-only speed.
     Ingest {
@@ -139,16 +159,31 @@ pub fn main() -> ExitCode {
             Command::Bug(args) => verdicts::bug(args).await,
             Command::Import(args) => import::run(args).await,
             Command::Export(args) => export::run(args).await,
-            Command::Bench(BenchCommand::Analysis { spans, runs }) => {
+            Command::Bench(BenchCommand::Analysis {
+                spans,
+                store_spans,
+                runs,
+            }) => {
+                crate::bench::served::run(crate::bench::served::Args {
+                    spans,
+                    store_spans,
+                    runs: runs.max(1),
+                })
+                .await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Bench(BenchCommand::Pipeline { spans, runs }) => {
                 tokio::task::spawn_blocking(move || {
                     crate::bench::analysis::run(spans, runs.max(1))
                 })
                 .await??;
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Bench(BenchCommand::Results { spans, runs }) => {
-                tokio::task::spawn_blocking(move || crate::bench::results::run(spans, runs.max(1)))
-                    .await??;
+            Command::Bench(BenchCommand::Results { spans, runs, keep }) => {
+                tokio::task::spawn_blocking(move || {
+                    crate::bench::results::run(spans, runs.max(1), keep)
+                })
+                .await??;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Bench(BenchCommand::Ui {

@@ -3,30 +3,37 @@
 //!
 //! Owns `Sketch`. A key design decision: a sketch keeps its samples exactly while it holds at
 //! most `EXACT_SAMPLES` of them (a test run's interfaces mostly carry a handful of calls, and
-//! their percentiles stay the exact nearest-rank values), and past that moves them into an HDR
-//! histogram (the `hdrhistogram` crate) with `SIGNIFICANT_DIGITS` significant digits. A
-//! percentile read from the histogram is the highest value of the bucket holding the exact
-//! nearest-rank sample, so it is at most `RELATIVE_ERROR` above the exact value and never below
-//! it. Adding and subtracting are exact on the counts, so a run's rollup can take a re-opened
-//! trace's contribution away; the count and the sum are exact always.
+//! their percentiles stay the exact nearest-rank values), and past that counts them in the
+//! buckets of an HDR histogram with `SIGNIFICANT_DIGITS` significant digits (the `hdrhistogram`
+//! crate decides the buckets). Only the buckets that hold samples are kept, sorted, so a
+//! sketch costs what it holds and merging two is a merge of sorted lists. A percentile read from
+//! the buckets is the highest value of the bucket holding the exact nearest-rank sample (what
+//! `Histogram::value_at_quantile` answers), so it is at most `RELATIVE_ERROR` above the exact
+//! value and never below it. Adding and subtracting are exact on the counts, so a run's rollup
+//! can take a re-opened trace's contribution away; the count and the sum are exact always.
 //!
 //! Values are nanoseconds. This module does no I/O; its stored form is `SketchRecord`.
+
+use std::sync::OnceLock;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::Latency;
 
-/// Samples kept exactly before a sketch becomes a histogram.
+/// Samples kept exactly before a sketch counts them in buckets.
 pub const EXACT_SAMPLES: usize = 64;
 
-/// Significant decimal digits the histogram keeps: buckets are at most 1/128 of their value
-/// wide.
+/// Significant decimal digits the buckets keep: a bucket is at most 1/128 of its value wide.
 const SIGNIFICANT_DIGITS: u8 = 2;
 
-/// How far above the exact nearest-rank value a percentile from the histogram can be (0.78 %,
+/// How far above the exact nearest-rank value a percentile from the buckets can be (0.78 %,
 /// said as 1 % in the README and the report schema).
 pub const RELATIVE_ERROR: f64 = 1.0 / 128.0;
+
+/// Samples beyond this (about 53 days in nanoseconds) count as this: bucket arithmetic stays far
+/// from overflow.
+const MAX_VALUE: u64 = 1 << 62;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(from = "SketchRecord", into = "SketchRecord")]
@@ -39,7 +46,8 @@ pub struct Sketch {
 #[derive(Debug, Clone)]
 enum Repr {
     Exact(Vec<u64>),
-    Histogram(Box<Histogram<u64>>),
+    /// (highest value of the bucket, samples in it), ascending, no empty bucket.
+    Buckets(Vec<(u64, u64)>),
 }
 
 impl Default for Repr {
@@ -56,17 +64,79 @@ impl PartialEq for Sketch {
     }
 }
 
-/// Records `n` samples of `ns`, growing the histogram to hold it (`saturating_record` would
-/// clamp to the histogram's current top instead).
-fn put(h: &mut Histogram<u64>, ns: u64, n: u64) {
-    if h.record_n(ns, n).is_err() {
-        h.saturating_record_n(ns, n);
+/// The bucket of a value: the highest value equivalent to it in an HDR histogram of
+/// `SIGNIFICANT_DIGITS` digits (which depends on the precision only, not on what it holds).
+fn bucket(ns: u64) -> u64 {
+    static TEMPLATE: OnceLock<Histogram<u64>> = OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            Histogram::new(SIGNIFICANT_DIGITS).expect("2 significant digits is a valid histogram")
+        })
+        .highest_equivalent(ns.min(MAX_VALUE))
+}
+
+/// Adds (or takes away) `n` samples of bucket `b` in a sorted bucket list.
+fn put(buckets: &mut Vec<(u64, u64)>, b: u64, n: u64, add: bool) {
+    match buckets.binary_search_by_key(&b, |&(k, _)| k) {
+        Ok(i) if add => buckets[i].1 += n,
+        Ok(i) => {
+            buckets[i].1 = buckets[i].1.saturating_sub(n);
+            if buckets[i].1 == 0 {
+                buckets.remove(i);
+            }
+        }
+        Err(i) if add => buckets.insert(i, (b, n)),
+        Err(_) => {}
     }
 }
 
-fn histogram() -> Histogram<u64> {
-    // Only fails for more than 5 significant digits.
-    Histogram::new(SIGNIFICANT_DIGITS).expect("2 significant digits is a valid histogram")
+/// Two sorted bucket lists as one.
+fn merged(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push((a[i].0, a[i].1 + b[j].1));
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+/// Exact samples as (value, count), ascending.
+fn counted(values: &[u64]) -> Vec<(u64, u64)> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for ns in sorted {
+        match out.last_mut() {
+            Some((last, n)) if *last == ns => *n += 1,
+            _ => out.push((ns, 1)),
+        }
+    }
+    out
+}
+
+/// Exact samples counted into buckets.
+fn bucketed(values: &[u64]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &ns in values {
+        put(&mut out, bucket(ns), 1, true);
+    }
+    out
 }
 
 impl Sketch {
@@ -77,20 +147,10 @@ impl Sketch {
             Repr::Exact(v) => {
                 v.push(ns);
                 if v.len() > EXACT_SAMPLES {
-                    self.promote();
+                    self.repr = Repr::Buckets(bucketed(v));
                 }
             }
-            Repr::Histogram(h) => put(h, ns, 1),
-        }
-    }
-
-    fn promote(&mut self) {
-        if let Repr::Exact(v) = &self.repr {
-            let mut h = histogram();
-            for &ns in v {
-                put(&mut h, ns, 1);
-            }
-            self.repr = Repr::Histogram(Box::new(h));
+            Repr::Buckets(b) => put(b, bucket(ns), 1, true),
         }
     }
 
@@ -112,22 +172,30 @@ impl Sketch {
         if other.count == 0 {
             return;
         }
-        match &other.repr {
-            Repr::Exact(v) => {
-                for &ns in v {
-                    self.record(ns);
+        if let (Repr::Exact(mine), Repr::Exact(theirs)) = (&mut self.repr, &other.repr)
+            && mine.len() + theirs.len() <= EXACT_SAMPLES
+        {
+            mine.extend_from_slice(theirs);
+            self.count += other.count;
+            self.sum = self.sum.saturating_add(other.sum);
+            return;
+        }
+        if let Repr::Exact(v) = &self.repr {
+            self.repr = Repr::Buckets(bucketed(v));
+        }
+        if let Repr::Buckets(mine) = &mut self.repr {
+            match &other.repr {
+                // A trace's few samples into a run's buckets, the common case: in place.
+                Repr::Exact(theirs) => {
+                    for &ns in theirs {
+                        put(mine, bucket(ns), 1, true);
+                    }
                 }
-            }
-            Repr::Histogram(o) => {
-                self.count += other.count;
-                self.sum = self.sum.saturating_add(other.sum);
-                self.promote();
-                if let Repr::Histogram(h) = &mut self.repr {
-                    // Auto-resizing histograms of one precision always add.
-                    let _ = h.add(o.as_ref());
-                }
+                Repr::Buckets(theirs) => *mine = merged(mine, theirs),
             }
         }
+        self.count += other.count;
+        self.sum = self.sum.saturating_add(other.sum);
     }
 
     /// Takes away samples that an earlier `add` or `record` put in (a trace's contribution to a
@@ -146,21 +214,19 @@ impl Sketch {
                     }
                 }
             }
-            (Repr::Histogram(h), theirs) => {
-                for (ns, n) in other_buckets(theirs) {
-                    // The bucket of `ns`, never below zero.
-                    let held = h.count_at(ns);
-                    let take = held.min(n);
-                    if take > 0 {
-                        let mut one = histogram();
-                        put(&mut one, ns, take);
-                        let _ = h.subtract(&one);
-                    }
+            (Repr::Buckets(mine), Repr::Exact(theirs)) => {
+                for &ns in theirs {
+                    put(mine, bucket(ns), 1, false);
                 }
             }
-            // An exact sketch never held a histogram's worth of samples: nothing of `other` can
-            // be in it beyond what the counts say.
-            (Repr::Exact(mine), Repr::Histogram(_)) => mine.clear(),
+            (Repr::Buckets(mine), Repr::Buckets(theirs)) => {
+                for &(b, n) in theirs {
+                    put(mine, b, n, false);
+                }
+            }
+            // An exact sketch never held a bucketed sketch's worth of samples: nothing of
+            // `other` can be in it beyond what the counts say.
+            (Repr::Exact(mine), Repr::Buckets(_)) => mine.clear(),
         }
         if self.count == 0 {
             self.repr = Repr::default();
@@ -172,19 +238,33 @@ impl Sketch {
     pub fn latency(&self) -> Latency {
         match &self.repr {
             Repr::Exact(v) => Latency::from_samples(&mut v.clone()),
-            Repr::Histogram(h) if h.is_empty() => Latency::default(),
-            Repr::Histogram(h) => Latency {
-                p50: Some(h.value_at_quantile(0.50)),
-                p95: Some(h.value_at_quantile(0.95)),
-                p99: Some(h.value_at_quantile(0.99)),
-            },
+            Repr::Buckets(b) => {
+                let total: u64 = b.iter().map(|(_, n)| n).sum();
+                let at = |pct: u64| -> Option<u64> {
+                    // The smallest bucket with at least pct% of the samples at or below it.
+                    let rank = (pct * total).div_ceil(100).max(1);
+                    let mut seen = 0;
+                    b.iter().find_map(|&(v, n)| {
+                        seen += n;
+                        (seen >= rank).then_some(v)
+                    })
+                };
+                Latency {
+                    p50: at(50),
+                    p95: at(95),
+                    p99: at(99),
+                }
+            }
         }
     }
 
     /// (value, count) pairs in ascending value: the exact samples, or each non-empty bucket by its
     /// highest value.
     pub fn buckets(&self) -> Vec<(u64, u64)> {
-        other_buckets(&self.repr)
+        match &self.repr {
+            Repr::Exact(v) => counted(v),
+            Repr::Buckets(b) => b.clone(),
+        }
     }
 
     /// The stored form.
@@ -198,44 +278,30 @@ impl Sketch {
     }
 
     pub fn from_record(r: &SketchRecord) -> Self {
-        let mut s = Sketch::default();
-        if r.exact {
+        let repr = if r.exact {
             let mut v = Vec::with_capacity(r.values.len());
             for &(ns, n) in &r.values {
                 v.extend(std::iter::repeat_n(ns, n as usize));
             }
-            s.repr = Repr::Exact(v);
+            Repr::Exact(v)
         } else {
-            let mut h = histogram();
-            for &(ns, n) in &r.values {
-                put(&mut h, ns, n);
-            }
-            s.repr = Repr::Histogram(Box::new(h));
-        }
-        s.count = r.count;
-        s.sum = r.sum;
-        s
-    }
-}
-
-fn other_buckets(repr: &Repr) -> Vec<(u64, u64)> {
-    match repr {
-        Repr::Exact(v) => {
-            let mut sorted = v.clone();
-            sorted.sort_unstable();
-            let mut out: Vec<(u64, u64)> = Vec::new();
-            for ns in sorted {
-                match out.last_mut() {
-                    Some((last, n)) if *last == ns => *n += 1,
-                    _ => out.push((ns, 1)),
+            let mut b = r.values.clone();
+            b.sort_unstable();
+            b.dedup_by(|next, kept| {
+                let same = next.0 == kept.0;
+                if same {
+                    kept.1 += next.1;
                 }
-            }
-            out
+                same
+            });
+            b.retain(|&(_, n)| n > 0);
+            Repr::Buckets(b)
+        };
+        Sketch {
+            count: r.count,
+            sum: r.sum,
+            repr,
         }
-        Repr::Histogram(h) => h
-            .iter_recorded()
-            .map(|v| (v.value_iterated_to(), v.count_at_value()))
-            .collect(),
     }
 }
 
@@ -301,6 +367,23 @@ mod tests {
                 "{a} vs exact {e}"
             );
         }
+    }
+
+    /// The buckets answer what an HDR histogram of the same precision answers.
+    #[test]
+    fn percentiles_are_what_the_hdr_histogram_answers() {
+        let samples: Vec<u64> = (0..5_000u64)
+            .map(|i| 700 + (i * 104_729) % 90_000_000)
+            .collect();
+        let s = of(samples.iter().copied());
+        let mut h = Histogram::<u64>::new(SIGNIFICANT_DIGITS).unwrap();
+        for &v in &samples {
+            h.record(v).unwrap();
+        }
+        let l = s.latency();
+        assert_eq!(l.p50, Some(h.value_at_quantile(0.50)));
+        assert_eq!(l.p95, Some(h.value_at_quantile(0.95)));
+        assert_eq!(l.p99, Some(h.value_at_quantile(0.99)));
     }
 
     #[test]

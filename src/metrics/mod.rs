@@ -135,6 +135,18 @@ impl Exporter {
         );
         counter(
             &mut registry,
+            "tracecov_trace_results_spans",
+            "Spans of the traces whose results the settle worker computed and stored",
+            self.results.spans.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut registry,
+            "tracecov_settle_busy_seconds",
+            "Time the settle worker has spent computing and storing results since start (spans over busy time is its throughput)",
+            self.results.busy_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        );
+        counter(
+            &mut registry,
             "tracecov_metrics_build_failures",
             "Builds of the analysed metrics that failed (the scrape then lacks the run series)",
             self.build_failures.load(Ordering::Relaxed),

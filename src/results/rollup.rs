@@ -73,8 +73,10 @@ struct Group {
     classes: BTreeMap<u8, u64>,
     client: Sketch,
     server: Sketch,
-    /// Per test (its span), the calls and errors of its hops here.
-    tests: BTreeMap<SpanKey, (u64, u64)>,
+    /// Per test (its span), the calls and errors of its hops here; sorted by test. A sorted list
+    /// rather than a map: it is most of a large run's rollup, and reads back without a lookup
+    /// per entry.
+    tests: Vec<(SpanKey, u64, u64)>,
     /// Hops in error, the first `SAMPLES` by (trace, span).
     samples: Vec<Sample>,
 }
@@ -85,6 +87,32 @@ struct Sample {
     span: [u8; 8],
     class: Option<u8>,
     test: Option<SpanKey>,
+}
+
+/// Two sorted per-test lists as one.
+fn merge_tests(a: &[(SpanKey, u64, u64)], b: &[(SpanKey, u64, u64)]) -> Vec<(SpanKey, u64, u64)> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push((a[i].0, a[i].1 + b[j].1, a[i].2 + b[j].2));
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, n: u64, add: bool) {
@@ -117,10 +145,19 @@ impl Group {
         }
         self.client.add(&other.client);
         self.server.add(&other.server);
-        for (k, (c, e)) in &other.tests {
-            let t = self.tests.entry(*k).or_insert((0, 0));
-            t.0 += c;
-            t.1 += e;
+        if other.tests.len() <= 16 {
+            // One trace's tests into a run's: in place.
+            for &(k, c, e) in &other.tests {
+                match self.tests.binary_search_by_key(&k, |t| t.0) {
+                    Ok(i) => {
+                        self.tests[i].1 += c;
+                        self.tests[i].2 += e;
+                    }
+                    Err(i) => self.tests.insert(i, (k, c, e)),
+                }
+            }
+        } else {
+            self.tests = merge_tests(&self.tests, &other.tests);
         }
         self.samples.extend(other.samples.iter().cloned());
         self.samples.sort_by_key(|s| (s.trace, s.span));
@@ -136,12 +173,13 @@ impl Group {
         }
         self.client.subtract(&other.client);
         self.server.subtract(&other.server);
-        for (k, (c, e)) in &other.tests {
-            if let Some(t) = self.tests.get_mut(k) {
-                t.0 = t.0.saturating_sub(*c);
-                t.1 = t.1.saturating_sub(*e);
-                if t.0 == 0 {
-                    self.tests.remove(k);
+        for (k, c, e) in &other.tests {
+            if let Ok(i) = self.tests.binary_search_by_key(k, |t| t.0) {
+                let t = &mut self.tests[i];
+                t.1 = t.1.saturating_sub(*c);
+                t.2 = t.2.saturating_sub(*e);
+                if t.1 == 0 {
+                    self.tests.remove(i);
                 }
             }
         }
@@ -196,9 +234,7 @@ impl Rollup {
             }
             let test = h.test.and_then(|t| r.hop_tests.get(t as usize)).copied();
             if let Some(t) = test {
-                let e = g.tests.entry(t).or_insert((0, 0));
-                e.0 += 1;
-                e.1 += u64::from(h.error);
+                g.tests.push((t, 1, u64::from(h.error)));
             }
             if h.error {
                 g.errors += 1;
@@ -216,6 +252,15 @@ impl Rollup {
             }
         }
         for g in out.groups.values_mut() {
+            g.tests.sort_by_key(|t| t.0);
+            g.tests.dedup_by(|next, kept| {
+                let same = next.0 == kept.0;
+                if same {
+                    kept.1 += next.1;
+                    kept.2 += next.2;
+                }
+                same
+            });
             g.samples.sort_by_key(|s| (s.trace, s.span));
             g.samples.dedup_by_key(|s| (s.trace, s.span));
             g.samples.truncate(SAMPLES);
@@ -385,7 +430,7 @@ impl Rollup {
                 tests: g
                     .tests
                     .iter()
-                    .filter_map(|(k, &(_, errors))| Some((*test_ids.get(k)?, errors)))
+                    .filter_map(|(k, _, errors)| Some((*test_ids.get(k)?, *errors)))
                     .collect(),
                 samples: g
                     .samples

@@ -31,7 +31,7 @@ use super::{Rollup, TraceResult, compute, fingerprint};
 const MAX_COMPONENT: usize = 64;
 
 /// Traces computed per transaction by the worker (and per round of threads).
-const BATCH_TRACES: usize = 2048;
+const BATCH_TRACES: usize = 8192;
 
 /// Spans of unlinked traces analysed together.
 const BATCH_SPANS: usize = 20_000;
@@ -44,6 +44,11 @@ pub struct SettleCounters {
     pub backlog: AtomicU64,
     /// Traces whose results were computed and stored.
     pub computed: AtomicU64,
+    /// Spans of those traces.
+    pub spans: AtomicU64,
+    /// Time spent computing and storing them, in nanoseconds: spans over this is the worker's
+    /// throughput, to hold against the ingest rate.
+    pub busy_ns: AtomicU64,
 }
 
 /// Fresh results of `traces`, by trace: those stored with the current configuration and no
@@ -182,7 +187,11 @@ pub fn rollup_of(
             let mut total = Rollup::default();
             for run in run_ids {
                 if let Some(r) = load_rollup(c, run, fp)? {
-                    total.add(&r);
+                    if total.traces == 0 {
+                        total = r;
+                    } else {
+                        total.add(&r);
+                    }
                 }
             }
             for (id, result) in computed.iter().filter(|(id, _)| !stored.contains(id)) {
@@ -704,9 +713,17 @@ pub fn settle_pass(
         if stop.load(Ordering::Relaxed) {
             break;
         }
+        let started = std::time::Instant::now();
         let computed = compute_parallel(reader, chunk, opts)?;
         let stored = reader.with_conn(|c| store_results(c, &computed, opts, None))?;
         counters.computed.fetch_add(stored, Ordering::Relaxed);
+        counters.spans.fetch_add(
+            computed.iter().map(|(_, r, _)| r.spans).sum(),
+            Ordering::Relaxed,
+        );
+        counters
+            .busy_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         left = left.saturating_sub(chunk.len() as u64);
         counters.backlog.store(left, Ordering::Relaxed);
     }
