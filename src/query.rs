@@ -67,6 +67,23 @@ impl RunStatus {
     }
 }
 
+/// Traces of an open run without fresh results that are not settled yet (a span arrived within
+/// the settle period): what a report of the run would have to take as it is. A reader computes
+/// the settled ones itself.
+pub fn unsettled_traces(
+    reader: &Reader,
+    run: &Run,
+    ctx: &ReportContext,
+) -> Result<u64, QueryError> {
+    let now = crate::ingest::now_ns();
+    if run.is_closed(now) {
+        return Ok(0);
+    }
+    let quiet = ctx.settle.unwrap_or(crate::config::DEFAULT_SETTLE);
+    let cutoff = now.saturating_sub(quiet.as_nanos() as u64);
+    Ok(reader.with_conn(|c| settle::count_unsettled(c, &run.id, &ctx.analysis, cutoff))?)
+}
+
 pub fn resolve_run(reader: &Reader, what: &str) -> Result<Run, QueryError> {
     reader
         .with_conn(|c| runs::find_run(c, what))?

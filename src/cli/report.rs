@@ -125,9 +125,11 @@ pub fn render(report: &report::Report, format: Format, color: bool) -> String {
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.open()?;
-    let report = source
-        .report(&args.run, args.source.report_context()?)
+    let ctx = args.source.report_context()?;
+    source
+        .wait_for_results(&args.run, &ctx, args.source.wait)
         .await?;
+    let report = source.report(&args.run, ctx).await?;
     match &args.out {
         Some(path) => std::fs::write(path, render(&report, args.format, false))
             .with_context(|| format!("cannot write {}", path.display()))?,

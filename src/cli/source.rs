@@ -27,6 +27,10 @@ pub struct SourceArgs {
     /// The manifest describing the expected topology (default: ./tracecov.yaml when present).
     #[arg(long, env = "TRACECOV_MANIFEST")]
     pub manifest: Option<PathBuf>,
+    /// How long to wait for the run's traces still receiving spans (or still being analysed by
+    /// the server) before answering with what is ready (e.g. 60s, 0s).
+    #[arg(long, env = "TRACECOV_WAIT", default_value = "60s", value_parser = super::serve::parse_duration_arg)]
+    pub wait: std::time::Duration,
     #[command(flatten)]
     pub output: super::output::OutputArgs,
 }
@@ -85,6 +89,64 @@ impl SourceArgs {
 }
 
 impl Source {
+    /// Waits up to `wait` until no trace of the runs in `what` is pending: still receiving spans
+    /// (for the store on disk), or without results yet (for a server, whose settle worker is
+    /// computing them). Returns how many still are, and says so on standard error.
+    pub async fn wait_for_results(
+        &self,
+        what: &[String],
+        ctx: &ReportContext,
+        wait: std::time::Duration,
+    ) -> anyhow::Result<u64> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let pending = self.pending(what, ctx).await?;
+            if pending == 0 {
+                return Ok(0);
+            }
+            if std::time::Instant::now() >= deadline {
+                eprintln!(
+                    "tracecov: {pending} trace(s) of {} still pending after waiting {} (--wait): \
+                     the answer covers them as far as their spans arrived",
+                    what.join(" + "),
+                    humantime(wait)
+                );
+                return Ok(pending);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn pending(&self, what: &[String], ctx: &ReportContext) -> anyhow::Result<u64> {
+        match self {
+            Source::Data(reader) => {
+                let reader = reader.clone();
+                let what = what.to_vec();
+                let ctx = ctx.clone();
+                tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+                    let mut n = 0;
+                    for w in &what {
+                        let run = query::resolve_run(&reader, w)?;
+                        n += query::unsettled_traces(&reader, &run, &ctx)?;
+                    }
+                    Ok(n)
+                })
+                .await?
+            }
+            Source::Server { base, http } => {
+                let mut n = 0;
+                for w in what {
+                    let url = format!("{base}/api/runs/{}", urlencode(w));
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&api_get(http, &url).await?)
+                            .context("the server's run is not valid JSON")?;
+                    n += body["pending_traces"].as_u64().unwrap_or(0);
+                }
+                Ok(n)
+            }
+        }
+    }
+
     /// The JSON report of a run (`what` is an id, a name or `latest`).
     pub async fn report(&self, what: &[String], ctx: ReportContext) -> anyhow::Result<Report> {
         match self {
@@ -111,6 +173,10 @@ impl Source {
             }
         }
     }
+}
+
+fn humantime(d: std::time::Duration) -> String {
+    format!("{}s", d.as_secs_f64())
 }
 
 /// GETs an API URL: the body of a success, else an error carrying the API's message.

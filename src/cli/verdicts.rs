@@ -116,7 +116,15 @@ pub async fn gate(args: GateCmd) -> anyhow::Result<ExitCode> {
             "give at least one condition: --min-edge-coverage, --min-interface-coverage, --critical or --no-failures"
         );
     }
-    let verdict = match args.source.open()? {
+    let source = args.source.open()?;
+    source
+        .wait_for_results(
+            std::slice::from_ref(&args.run),
+            &args.source.report_context()?,
+            args.source.wait,
+        )
+        .await?;
+    let verdict = match source {
         Source::Data(reader) => {
             let mut ctx = args.source.report_context()?;
             ctx.baselines = args.gate.baseline.clone();

@@ -444,6 +444,7 @@ fn store_in_transaction(
     let mut stored = 0;
     let mut seen = super::seen::Deltas::default();
     let mut rollups = RollupEdits::default();
+    let mut other_fingerprint = false;
     {
         let mut had = tx.prepare_cached("SELECT 1 FROM trace_results WHERE trace_id = ?1")?;
         let mut put = tx.prepare_cached(
@@ -469,6 +470,15 @@ fn store_in_transaction(
                 .optional()?
                 .is_none();
             let old = super::seen::stored(tx, key)?;
+            if !first_time {
+                other_fingerprint |= tx
+                    .prepare_cached(
+                        "SELECT 1 FROM trace_results WHERE trace_id = ?1 AND fingerprint != ?2",
+                    )?
+                    .query_row(params![key, fp], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+            }
             seen.replace(old.as_ref(), result);
             rollups.take_away(tx, key, old.as_ref())?;
             rollups.put(tx, key, result, fp)?;
@@ -485,6 +495,12 @@ fn store_in_transaction(
     }
     seen.write(tx)?;
     rollups.write(tx)?;
+    if other_fingerprint {
+        // Traces that had fresh results under another configuration now do not: its mark no
+        // longer holds.
+        tx.prepare_cached("DELETE FROM settle_marks WHERE fingerprint != ?1")?
+            .execute(params![fp])?;
+    }
     Ok(stored)
 }
 
@@ -677,6 +693,28 @@ pub fn count_pending(
     Ok(n as u64)
 }
 
+/// Traces of a run without fresh results whose last span arrived after `cutoff_ns` (not settled).
+pub fn count_unsettled(
+    conn: &Connection,
+    run_id: &str,
+    opts: &AnalysisOptions,
+    cutoff_ns: u64,
+) -> Result<u64, StoreError> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM trace_runs tr
+             JOIN traces t ON t.trace_id = tr.trace_id
+             LEFT JOIN trace_results r ON r.trace_id = tr.trace_id
+             WHERE tr.run_id = ?1 AND t.last_received_ns > ?3
+               AND (r.trace_id IS NULL OR r.fingerprint != ?2
+                    OR r.received_ns < t.last_received_ns)",
+        )?
+        .query_row(params![run_id, fingerprint(opts), cutoff_ns as i64], |r| {
+            r.get(0)
+        })?;
+    Ok(n as u64)
+}
+
 /// One pass: computes and stores the results of every settled trace that needs them. Returns the
 /// traces still pending (not settled yet) and the new low-water mark for the next pass.
 pub fn settle_pass(
@@ -711,7 +749,7 @@ pub fn settle_pass(
     for chunk in settled.chunks(BATCH_TRACES) {
         // A large backlog (a store from before results existed) must not hold up shutdown.
         if stop.load(Ordering::Relaxed) {
-            break;
+            return Ok(low_ns);
         }
         let started = std::time::Instant::now();
         let computed = compute_parallel(reader, chunk, opts)?;
@@ -726,6 +764,9 @@ pub fn settle_pass(
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         left = left.saturating_sub(chunk.len() as u64);
         counters.backlog.store(left, Ordering::Relaxed);
+    }
+    if next_low > low_ns {
+        reader.with_conn(|c| set_mark(c, opts, next_low))?;
     }
     Ok(next_low)
 }
@@ -765,6 +806,8 @@ pub fn complete_all(
     opts: &AnalysisOptions,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, StoreError> {
+    // Spans that arrive from here on are received at or after this time.
+    let started = crate::ingest::now_ns() as i64;
     let pending = reader.with_conn(|c| pending(c, opts, u64::MAX >> 1, i64::MIN))?;
     let ids: Vec<TraceId> = pending.iter().map(|(id, _, _)| *id).collect();
     let total = ids.len() as u64;
@@ -774,7 +817,28 @@ pub fn complete_all(
         done += reader.with_conn(|c| store_results(c, &computed, opts, None))?;
         progress(done, total);
     }
+    reader.with_conn(|c| set_mark(c, opts, started))?;
     Ok(done)
+}
+
+/// Records that every trace received before `low_ns` has fresh results under `opts` (or is marked
+/// stale).
+fn set_mark(conn: &Connection, opts: &AnalysisOptions, low_ns: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO settle_marks (fingerprint, low_ns) VALUES (?1, ?2)
+         ON CONFLICT (fingerprint) DO UPDATE SET low_ns = excluded.low_ns",
+    )?
+    .execute(params![fingerprint(opts), low_ns])?;
+    Ok(())
+}
+
+/// The time before which every trace has fresh results under `opts`, when one was recorded.
+fn mark(conn: &Connection, opts: &AnalysisOptions) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT low_ns FROM settle_marks WHERE fingerprint = ?1")?
+        .query_row(params![fingerprint(opts)], |r| r.get(0))
+        .optional()?
+        .unwrap_or(i64::MIN))
 }
 
 /// The results that stand for everything the store has seen: every stored result's facts as one
@@ -786,7 +850,10 @@ pub fn everything(
     store_settled_before: Option<u64>,
 ) -> Result<Vec<TraceResult>, StoreError> {
     let pending: Vec<TraceId> = reader
-        .with_conn(|c| pending(c, opts, 0, i64::MIN))?
+        .with_conn(|c| {
+            let low = mark(c, opts)?;
+            pending(c, opts, 0, low)
+        })?
         .into_iter()
         .map(|(id, _, _)| id)
         .collect();

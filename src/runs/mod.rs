@@ -318,7 +318,9 @@ impl RunAssigner {
             }
             f.has_test |= looks_like_test(span, &self.test_services);
         }
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (trace_id, f) in facts {
             let key = &trace_id.as_bytes()[..];
             let current: Option<(String, bool)> = tx

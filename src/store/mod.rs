@@ -177,6 +177,13 @@ CREATE TABLE IF NOT EXISTS trace_rollups (
     run_id       TEXT NOT NULL,
     fingerprint  INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Per fingerprint, a time before which every trace has fresh results (or is marked stale):
+-- written by whoever completed them (`results::settle`), so that finding the traces without
+-- results reads only those received since, not the whole store.
+CREATE TABLE IF NOT EXISTS settle_marks (
+    fingerprint  INTEGER PRIMARY KEY,
+    low_ns       INTEGER NOT NULL
+);
 -- Results made stale by a linked trace that arrived after them.
 CREATE INDEX IF NOT EXISTS trace_results_stale ON trace_results (trace_id) WHERE received_ns < 0;
 -- Which trace links to which (from their results), so a trace that arrives late has the traces
@@ -340,7 +347,12 @@ impl Store {
         received_ns: u64,
     ) -> Result<WriteSummary, StoreError> {
         let received = received_ns as i64;
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: take the write lock first, waiting under the busy timeout. A deferred
+        // transaction reads first, and fails at once (no wait) when another connection (the
+        // settle worker storing results) committed between its first read and its first write.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut summary = WriteSummary::default();
         // Per-trace tallies: one row update per trace and commit, not per span.
         let mut traces: HashMap<TraceId, TraceTally> = HashMap::new();
@@ -434,7 +446,12 @@ impl Store {
         now_ns: u64,
     ) -> Result<u64, StoreError> {
         let cutoff = now_ns.saturating_sub(retention.max_age.as_nanos() as u64) as i64;
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: take the write lock first, waiting under the busy timeout. A deferred
+        // transaction reads first, and fails at once (no wait) when another connection (the
+        // settle worker storing results) committed between its first read and its first write.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut removed = 0u64;
         let mut rollups = crate::results::settle::RollupEdits::default();
         // By age: every trace whose newest span arrived before the cutoff.

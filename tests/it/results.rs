@@ -315,11 +315,11 @@ fn a_store_from_before_results_existed_reports_the_same() {
     };
     drop(
         "DROP TABLE trace_results; DROP TABLE trace_links; DROP TABLE seen;
-         DROP TABLE run_rollups; DROP TABLE trace_rollups;",
+         DROP TABLE run_rollups; DROP TABLE trace_rollups; DROP TABLE settle_marks;",
     );
     assert_eq!(report(&tracecov), before);
     // Rollups whose results are gone (a damaged store) are not trusted: the report is the same.
-    drop("DELETE FROM trace_results;");
+    drop("DELETE FROM trace_results; DELETE FROM settle_marks;");
     assert_eq!(report(&tracecov), before);
     // Importing into it again brings every trace's results back.
     tracecov(&["import", fixture("zipkin-lens/yelp.json").to_str().unwrap()]);
@@ -328,5 +328,76 @@ fn a_store_from_before_results_existed_reports_the_same() {
     assert_eq!(
         count("SELECT COUNT(*) FROM trace_results"),
         count("SELECT COUNT(*) FROM traces")
+    );
+}
+
+/// `tracecov report --server` waits for the run's traces that have no results yet (`--wait`):
+/// past the wait it answers with what is ready and says how many are missing; once the run is
+/// closed the settle worker computes them and the report waits for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_waits_for_pending_traces_and_says_what_is_missing() {
+    // A settle period no test outlasts: the trace stays pending until its run closes.
+    let server = TestServer::start_with(|c| c.settle = Duration::from_secs(3600)).await;
+    post(
+        &server,
+        export(vec![(
+            "driver",
+            vec![span(
+                A,
+                "1000000000000001",
+                "",
+                "test_cart",
+                1,
+                vec![attr("test.case.name", "test_cart")],
+            )],
+        )]),
+    )
+    .await;
+    let base = server.api("");
+    let report = |wait: &'static str| {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_tracecov"))
+                .args(["report", "--run", RUN, "--format", "json", "--server"])
+                .arg(base.trim_end_matches('/'))
+                .args(["--wait", wait])
+                .output()
+                .unwrap()
+        })
+    };
+    let started = Instant::now();
+    let out = report("1s").await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 trace(s) of results-run still pending after waiting 1s"),
+        "{stderr}"
+    );
+    let ready: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        ready["run"]["tests"]["total"], 1,
+        "what is ready is reported"
+    );
+
+    let (status, _) = server.get_json(&format!("/api/runs/{RUN}")).await;
+    assert_eq!(status, 200);
+    let closed = server
+        .http
+        .post(server.api(&format!("/api/runs/{RUN}/close")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 200);
+    let out = report("90s").await.unwrap();
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("pending"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
