@@ -324,6 +324,7 @@ pub fn analyse_runs(
     }
     let cov = coverage::coverage(&graph, &expected, &failing);
     report::apply_coverage(&mut report, &cov);
+    attach_examples(reader, &run_ids, ctx, &mut report)?;
     let warnings = match &ctx.manifest {
         Some(m) => {
             let services = reader.with_conn(|c| {
@@ -354,6 +355,73 @@ pub fn analyse_runs(
         traces_outside_run,
         warnings,
     })
+}
+
+/// Gives each untested item of `report` its `example`: the recorded trace outside `runs` that
+/// crossed it, its hop named as everything seen names it; a test's request is preferred over
+/// background traffic.
+fn attach_examples(
+    reader: &Reader,
+    runs: &[String],
+    ctx: &ReportContext,
+    report: &mut Report,
+) -> Result<(), QueryError> {
+    let Some(cov) = report.coverage.as_mut() else {
+        return Ok(());
+    };
+    if cov.untested.is_empty() {
+        return Ok(());
+    }
+    let (examples, seen) = reader.with_conn(|c| {
+        Ok((
+            results::seen::examples_outside(c, runs)?,
+            results::seen::as_result(c)?,
+        ))
+    })?;
+    let naming = results::Rollup::of(&seen);
+    type Key = (String, String, Option<String>);
+    let mut best: std::collections::HashMap<Key, &results::seen::Example> =
+        std::collections::HashMap::new();
+    for ex in &examples {
+        for h in results::trace_hops(&ex.result_hop, &naming, &ctx.analysis) {
+            for key in [
+                (
+                    h.caller.clone(),
+                    h.callee.clone(),
+                    Some(h.operation.clone()),
+                ),
+                (h.caller.clone(), h.callee.clone(), None),
+            ] {
+                let better = |old: &&results::seen::Example| {
+                    (ex.test.is_some(), ex.trace_id) > (old.test.is_some(), old.trace_id)
+                };
+                if best.get(&key).is_none_or(better) {
+                    best.insert(key, ex);
+                }
+            }
+        }
+    }
+    let r = &ctx.report.redactor;
+    for item in &mut cov.untested {
+        let key = (
+            item.caller.clone(),
+            item.callee.clone(),
+            item.operation.clone(),
+        );
+        let Some(ex) = best.get(&key) else { continue };
+        let (Ok(trace), Ok(span)) = (
+            crate::model::TraceId::from_bytes(ex.trace_id),
+            crate::model::SpanId::from_bytes(ex.span_id),
+        ) else {
+            continue;
+        };
+        item.example = Some(report::CoverageExample {
+            trace_id: trace.to_hex(),
+            test: ex.test.as_deref().map(|t| r.text(t)),
+            link: ctx.report.links.render(trace, span),
+        });
+    }
+    Ok(())
 }
 
 /// The JSON report of a run.

@@ -118,6 +118,7 @@ pub fn generated_report(services: usize, edges: usize) -> Report {
                     callee: callee.clone(),
                     operation: None,
                     critical,
+                    example: None,
                 });
             }
             let errors = if status == "failing" { calls / 2 } else { 0 };

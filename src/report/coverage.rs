@@ -44,6 +44,19 @@ pub struct CoverageItem {
     /// `null` for an edge.
     pub operation: Option<String>,
     pub critical: bool,
+    /// For an untested item, a recent trace outside the run that crossed it (another run or
+    /// background traffic): a real request to copy into the missing test. `null` when the store
+    /// holds none.
+    #[serde(default)]
+    pub example: Option<CoverageExample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoverageExample {
+    pub trace_id: String,
+    /// The test whose request it was; `null` for background traffic.
+    pub test: Option<String>,
+    pub link: String,
 }
 
 /// The report of one run with its coverage; `None` is `build`.
@@ -119,6 +132,7 @@ pub fn apply_coverage(report: &mut Report, c: &Coverage) {
                 callee: i.callee.clone(),
                 operation: i.operation.clone(),
                 critical: i.critical,
+                example: None,
             })
             .collect()
     };
@@ -173,19 +187,29 @@ pub(super) fn text(report: &Report, paint: super::text::Paint) -> String {
             if critical { " (critical)" } else { "" }
         )
     };
+    let with_example = |i: &CoverageItem| {
+        let mut l = line(&i.caller, &i.callee, i.operation.as_deref(), i.critical);
+        if let Some(e) = &i.example {
+            l.pop();
+            let _ = writeln!(
+                l,
+                "  e.g. {}{}",
+                e.link,
+                e.test
+                    .as_deref()
+                    .map(|t| format!(" (from {t})"))
+                    .unwrap_or_default()
+            );
+        }
+        l
+    };
     let mut section = |title: &str, lines: Vec<String>| {
         if !lines.is_empty() {
             let _ = writeln!(out, "  {} ({}):", paint.status(title), lines.len());
             lines.iter().for_each(|l| out.push_str(l));
         }
     };
-    section(
-        "untested",
-        c.untested
-            .iter()
-            .map(|i| line(&i.caller, &i.callee, i.operation.as_deref(), i.critical))
-            .collect(),
-    );
+    section("untested", c.untested.iter().map(with_example).collect());
     for status in ["stubbed", "failing"] {
         let mut lines = Vec::new();
         for e in report.edges.iter().filter(|e| e.expected == Some(true)) {
@@ -335,18 +359,21 @@ edges:
                   "callee": "checkout",
                   "caller": "driver",
                   "critical": false,
+                  "example": null,
                   "operation": null
                 },
                 {
                   "callee": "checkout",
                   "caller": "driver",
                   "critical": false,
+                  "example": null,
                   "operation": "GET"
                 },
                 {
                   "callee": "checkout",
                   "caller": "driver",
                   "critical": false,
+                  "example": null,
                   "operation": "POST"
                 }
               ],
@@ -355,12 +382,14 @@ edges:
                   "callee": "payments",
                   "caller": "*",
                   "critical": false,
+                  "example": null,
                   "operation": "POST /refunds"
                 },
                 {
                   "callee": "inventory",
                   "caller": "checkout",
                   "critical": true,
+                  "example": null,
                   "operation": null
                 }
               ]

@@ -213,8 +213,8 @@ fn html_report() {
         </table>
         <h2>Untested (1)</h2>
         <table>
-        <tr><th>caller</th><th>callee</th><th>operation</th><th>critical</th></tr>
-        <tr><td>checkout</td><td>inventory</td><td>(the edge)</td><td>critical</td></tr>
+        <tr><th>caller</th><th>callee</th><th>operation</th><th>critical</th><th>example</th></tr>
+        <tr><td>checkout</td><td>inventory</td><td>(the edge)</td><td>critical</td><td></td></tr>
         </table>
         <h2>Graph</h2>
         <svg xmlns="http://www.w3.org/2000/svg" width="700" height="290" viewBox="0 0 700 290" role="img" aria-label="call graph of the run">

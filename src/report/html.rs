@@ -250,7 +250,7 @@ fn untested(report: &Report, out: &mut String) {
     }
     let _ = writeln!(out, "<h2>Untested ({})</h2>", c.untested.len());
     out.push_str(
-        "<table>\n<tr><th>caller</th><th>callee</th><th>operation</th><th>critical</th></tr>\n",
+        "<table>\n<tr><th>caller</th><th>callee</th><th>operation</th><th>critical</th><th>example</th></tr>\n",
     );
     let mut items: Vec<_> = c.untested.iter().collect();
     // Critical items first: they are what a gate refuses.
@@ -258,11 +258,22 @@ fn untested(report: &Report, out: &mut String) {
     for i in items {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             h(view::node_label(&i.caller)),
             h(&i.callee),
             h(i.operation.as_deref().unwrap_or("(the edge)")),
-            if i.critical { "critical" } else { "" }
+            if i.critical { "critical" } else { "" },
+            i.example
+                .as_ref()
+                .map(|e| format!(
+                    "<a href=\"{}\">a request that crossed it</a>{}",
+                    h(&e.link),
+                    e.test
+                        .as_deref()
+                        .map(|t| format!(" ({})", h(t)))
+                        .unwrap_or_default()
+                ))
+                .unwrap_or_default()
         );
     }
     out.push_str("</table>\n");

@@ -165,9 +165,12 @@ fn case(report: &Report, item: &Item<'_>) -> Case {
                 failed(&failures)
             }
         }
-        "untested" => {
-            Outcome::Skipped(format!("untested{critical}: no test exercised this {what}"))
-        }
+        "untested" => Outcome::Skipped(format!(
+            "untested{critical}: no test exercised this {what}{}",
+            view::example_of(report, item.caller, item.callee, item.operation)
+                .map(|e| format!("; a request that crossed it: {}", e.link))
+                .unwrap_or_default()
+        )),
         "stubbed" => Outcome::Skipped(format!(
             "stubbed{critical}: only a mock answered this {what}, never the real service"
         )),

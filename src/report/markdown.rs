@@ -75,8 +75,9 @@ pub fn markdown(report: &Report) -> String {
         for i in &critical {
             let _ = writeln!(
                 out,
-                "- {}",
-                item(&i.caller, &i.callee, i.operation.as_deref())
+                "- {}{}",
+                item(&i.caller, &i.callee, i.operation.as_deref()),
+                example(i)
             );
         }
         out.push('\n');
@@ -92,8 +93,9 @@ pub fn markdown(report: &Report) -> String {
             for i in others {
                 let _ = writeln!(
                     out,
-                    "- {}",
-                    item(&i.caller, &i.callee, i.operation.as_deref())
+                    "- {}{}",
+                    item(&i.caller, &i.callee, i.operation.as_deref()),
+                    example(i)
                 );
             }
             out.push_str("\n</details>\n\n");
@@ -130,6 +132,19 @@ pub fn markdown(report: &Report) -> String {
 }
 
 /// `caller → callee operation`, escaped.
+/// ` — [a request that crossed it](link)`, when the store holds one.
+fn example(i: &super::CoverageItem) -> String {
+    i.example
+        .as_ref()
+        .map(|e| {
+            format!(
+                " — [a request that crossed it]({})",
+                escape::markdown_url(&e.link)
+            )
+        })
+        .unwrap_or_default()
+}
+
 fn item(caller: &str, callee: &str, operation: Option<&str>) -> String {
     let mut s = format!(
         "{} → {}",

@@ -33,7 +33,8 @@ mod view;
 pub use view::{edge_lines, is_problem};
 
 pub use coverage::{
-    CoverageCounts, CoverageItem, CoverageSummary, apply_coverage, build_with_coverage,
+    CoverageCounts, CoverageExample, CoverageItem, CoverageSummary, apply_coverage,
+    build_with_coverage,
 };
 pub use escape::strip_controls;
 pub use html::html;

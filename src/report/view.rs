@@ -86,6 +86,23 @@ pub fn untested_critical(report: &Report) -> Vec<&super::CoverageItem> {
         .collect()
 }
 
+/// The example request recorded for an untested item (`operation` `None`: the edge).
+pub fn example_of<'r>(
+    report: &'r Report,
+    caller: &str,
+    callee: &str,
+    operation: Option<&str>,
+) -> Option<&'r super::CoverageExample> {
+    report
+        .coverage
+        .as_ref()?
+        .untested
+        .iter()
+        .find(|i| i.caller == caller && i.callee == callee && i.operation.as_deref() == operation)?
+        .example
+        .as_ref()
+}
+
 /// The verdict in words, without markup: `failed: 1 of 2 tests failed, 1 failure; …`.
 pub fn verdict(report: &Report) -> String {
     let t = &report.run.tests;

@@ -26,6 +26,19 @@ enum Fact {
     Hop((String, u8), (String, u8), Option<TargetRecord>, String),
 }
 
+fn hop_fact(r: &TraceResult, h: &HopRecord) -> Fact {
+    let node = |i: u32| r.nodes.get(i as usize).cloned().unwrap_or_default();
+    Fact::Hop(
+        node(h.caller),
+        node(h.callee),
+        h.target.clone(),
+        r.operations
+            .get(h.operation as usize)
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
 fn facts(r: &TraceResult) -> BTreeSet<Vec<u8>> {
     let mut out = BTreeSet::new();
     let mut put = |f: Fact| {
@@ -40,18 +53,138 @@ fn facts(r: &TraceResult) -> BTreeSet<Vec<u8>> {
         put(Fact::Learned(host.clone(), *port, service.clone()));
     }
     for h in &r.hops {
-        let node = |i: u32| r.nodes.get(i as usize).cloned().unwrap_or_default();
-        put(Fact::Hop(
-            node(h.caller),
-            node(h.callee),
-            h.target.clone(),
-            r.operations
-                .get(h.operation as usize)
-                .cloned()
-                .unwrap_or_default(),
-        ));
+        put(hop_fact(r, h));
     }
     out
+}
+
+/// The latest trace per (hop fact, run) among results being stored, written once per batch.
+#[derive(Debug, Default)]
+pub(crate) struct Examples(BTreeMap<(Vec<u8>, String), ExampleRow>);
+
+/// (trace, span, test) of an example.
+type ExampleRow = ([u8; 16], [u8; 8], Option<String>);
+
+impl Examples {
+    /// Notes `r`, stored for a trace of `run` (`""`: none), as the example of its hops.
+    pub(crate) fn note(&mut self, r: &TraceResult, run: &str) {
+        for h in &r.hops {
+            let Some(span) = h.server_span.or(h.client_span) else {
+                continue;
+            };
+            let Ok(key) = postcard::to_stdvec(&hop_fact(r, h)) else {
+                continue;
+            };
+            // The test, when its span is in this trace (a linked producer's test is not named).
+            let test = h
+                .test
+                .and_then(|t| r.hop_tests.get(t as usize))
+                .filter(|(trace, _)| *trace == r.trace_id)
+                .and_then(|(_, s)| r.tests.iter().find(|t| t.span_id == *s))
+                .map(|t| t.name.clone());
+            self.0
+                .insert((key, run.to_owned()), (r.trace_id, span, test));
+        }
+    }
+
+    pub(crate) fn write(self, conn: &Connection) -> Result<(), StoreError> {
+        let mut put = conn.prepare_cached(
+            "INSERT OR REPLACE INTO seen_examples (fact, run_id, trace_id, span_id, test)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for ((fact, run), (trace, span, test)) in self.0 {
+            put.execute(params![fact, run, &trace[..], &span[..], test])?;
+        }
+        Ok(())
+    }
+}
+
+/// Drops the examples a trace gave (its results are being replaced, or it is going).
+pub(crate) fn forget_examples(conn: &Connection, trace_id: &[u8]) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM seen_examples WHERE trace_id = ?1")?
+        .execute(params![trace_id])?;
+    Ok(())
+}
+
+/// A recorded example: the hop as its trace named it, with the trace, span, run and test.
+pub struct Example {
+    pub result_hop: TraceResult,
+    pub run_id: String,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub test: Option<String>,
+}
+
+/// Every recorded example whose run is not one of `runs`, each as a one-hop result (named like
+/// any trace's hops, with the address map of everything seen).
+pub fn examples_outside(conn: &Connection, runs: &[String]) -> Result<Vec<Example>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT fact, run_id, trace_id, span_id, test FROM seen_examples")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+            r.get::<_, Vec<u8>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (fact, run_id, trace, span, test) = row?;
+        if runs.contains(&run_id) {
+            continue;
+        }
+        let (Ok(Fact::Hop(caller, callee, target, op)), Ok(trace_id), Ok(span_id)) = (
+            postcard::from_bytes::<Fact>(&fact),
+            <[u8; 16]>::try_from(trace.as_slice()),
+            <[u8; 8]>::try_from(span.as_slice()),
+        ) else {
+            continue;
+        };
+        let mut r = empty(trace_id);
+        r.nodes = vec![caller, callee];
+        r.operations = vec![op];
+        r.hops.push(HopRecord {
+            caller: 0,
+            callee: 1,
+            target,
+            operation: 0,
+            client_span: None,
+            server_span: Some(span_id),
+            client_ns: None,
+            server_ns: None,
+            error: false,
+            class: None,
+            test: None,
+        });
+        out.push(Example {
+            result_hop: r,
+            run_id,
+            trace_id,
+            span_id,
+            test,
+        });
+    }
+    Ok(out)
+}
+
+fn empty(trace_id: [u8; 16]) -> TraceResult {
+    TraceResult {
+        trace_id,
+        spans: 0,
+        services: Vec::new(),
+        learned: Vec::new(),
+        propagation_breaks: Vec::new(),
+        diagnostics: Counts::default(),
+        nodes: Vec::new(),
+        operations: Vec::new(),
+        hops: Vec::new(),
+        tests: Vec::new(),
+        hop_tests: Vec::new(),
+        failures: Vec::new(),
+        links: Vec::new(),
+    }
 }
 
 /// Changes to the counts, summed over many results before they are written: traces share most
@@ -120,22 +253,8 @@ pub(crate) fn forget(conn: &Connection, old: &TraceResult) -> Result<(), StoreEr
 pub fn as_result(conn: &Connection) -> Result<TraceResult, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT fact FROM seen")?;
     let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-    let mut r = TraceResult {
-        // Any valid id: the merged graph's hops are only read for their edges and interfaces.
-        trace_id: [0xff; 16],
-        spans: 0,
-        services: Vec::new(),
-        learned: Vec::new(),
-        propagation_breaks: Vec::new(),
-        diagnostics: Counts::default(),
-        nodes: Vec::new(),
-        operations: Vec::new(),
-        hops: Vec::new(),
-        tests: Vec::new(),
-        hop_tests: Vec::new(),
-        failures: Vec::new(),
-        links: Vec::new(),
-    };
+    // Any valid id: the merged graph's hops are only read for their edges and interfaces.
+    let mut r = empty([0xff; 16]);
     for row in rows {
         let Ok(fact) = postcard::from_bytes::<Fact>(&row?) else {
             continue;

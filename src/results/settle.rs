@@ -445,6 +445,7 @@ fn store_in_transaction(
     let mut seen = super::seen::Deltas::default();
     let mut rollups = RollupEdits::default();
     let mut other_fingerprint = false;
+    let mut examples = super::seen::Examples::default();
     {
         let mut had = tx.prepare_cached("SELECT 1 FROM trace_results WHERE trace_id = ?1")?;
         let mut put = tx.prepare_cached(
@@ -481,7 +482,12 @@ fn store_in_transaction(
             }
             seen.replace(old.as_ref(), result);
             rollups.take_away(tx, key, old.as_ref())?;
-            rollups.put(tx, key, result, fp)?;
+            let run = run_of(tx, key)?;
+            rollups.put(tx, key, &run, result, fp)?;
+            if !first_time {
+                super::seen::forget_examples(tx, key)?;
+            }
+            examples.note(result, &run);
             put.execute(params![key, received, fp, result.encode()])?;
             unlink.execute(params![key])?;
             for to in &result.links {
@@ -495,6 +501,7 @@ fn store_in_transaction(
     }
     seen.write(tx)?;
     rollups.write(tx)?;
+    examples.write(tx)?;
     if other_fingerprint {
         // Traces that had fresh results under another configuration now do not: its mark no
         // longer holds.
@@ -562,15 +569,11 @@ impl RollupEdits {
         &mut self,
         conn: &Connection,
         trace: &[u8],
+        run: &str,
         result: &TraceResult,
         fp: i64,
     ) -> Result<(), StoreError> {
-        let run: String = conn
-            .prepare_cached("SELECT run_id FROM trace_runs WHERE trace_id = ?1")?
-            .query_row(params![trace], |r| r.get(0))
-            .optional()?
-            .unwrap_or_default();
-        self.rollup(conn, &run, fp)?.add(&Rollup::of(result));
+        self.rollup(conn, run, fp)?.add(&Rollup::of(result));
         conn.prepare_cached(
             "INSERT OR REPLACE INTO trace_rollups (trace_id, run_id, fingerprint) VALUES (?1, ?2, ?3)",
         )?
@@ -596,6 +599,15 @@ impl RollupEdits {
     }
 }
 
+/// The run of a trace, `""` for none.
+fn run_of(conn: &Connection, trace: &[u8]) -> Result<String, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT run_id FROM trace_runs WHERE trace_id = ?1")?
+        .query_row(params![trace], |r| r.get(0))
+        .optional()?
+        .unwrap_or_default())
+}
+
 /// The rollup stored for a run (`""`: the traces of no run) and fingerprint.
 pub fn load_rollup(conn: &Connection, run: &str, fp: i64) -> Result<Option<Rollup>, StoreError> {
     let data: Option<Vec<u8>> = conn
@@ -616,6 +628,7 @@ pub fn forget(
     if let Some(old) = &old {
         super::seen::forget(conn, old)?;
     }
+    super::seen::forget_examples(conn, trace)?;
     rollups.take_away(conn, trace, old.as_ref())
 }
 

@@ -184,6 +184,17 @@ CREATE TABLE IF NOT EXISTS settle_marks (
     fingerprint  INTEGER PRIMARY KEY,
     low_ns       INTEGER NOT NULL
 );
+-- For each hop fact of `seen`, per run ('' for no run), the latest trace that crossed it: the
+-- `example` of an untested item (a real request another run or the background made).
+CREATE TABLE IF NOT EXISTS seen_examples (
+    fact         BLOB NOT NULL,
+    run_id       TEXT NOT NULL,
+    trace_id     BLOB NOT NULL,
+    span_id      BLOB NOT NULL,
+    test         TEXT,
+    PRIMARY KEY (fact, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_examples_by_trace ON seen_examples (trace_id);
 -- Results made stale by a linked trace that arrived after them.
 CREATE INDEX IF NOT EXISTS trace_results_stale ON trace_results (trace_id) WHERE received_ns < 0;
 -- Which trace links to which (from their results), so a trace that arrives late has the traces

@@ -31,11 +31,16 @@ fn span(trace: &str, id: &str, parent: &str, name: &str, kind: u8, attrs: Vec<Va
 
 /// One export: (service, spans) pairs, every resource in run `RUN`.
 fn export(services: Vec<(&str, Vec<Value>)>) -> Vec<u8> {
+    export_in(RUN, services)
+}
+
+/// One export with every resource in `run`.
+fn export_in(run: &str, services: Vec<(&str, Vec<Value>)>) -> Vec<u8> {
     let resource_spans: Vec<Value> = services
         .into_iter()
         .map(|(service, spans)| {
             json!({
-                "resource": {"attributes": [attr("service.name", service), attr("tracecov.run.id", RUN)]},
+                "resource": {"attributes": [attr("service.name", service), attr("tracecov.run.id", run)]},
                 "scopeSpans": [{"spans": spans}],
             })
         })
@@ -400,4 +405,82 @@ async fn report_waits_for_pending_traces_and_says_what_is_missing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// An integration another run exercised, untested in this one, carries that run's request as its
+/// `example` (the trace, the test that made it, a link), in the JSON report and in the text one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untested_items_carry_a_request_from_another_run_as_their_example() {
+    let server = TestServer::start_with(|c| c.settle = Duration::from_millis(300)).await;
+    let test = |trace: &str, name: &str, calls_cart: bool| {
+        let mut driver = vec![span(
+            trace,
+            "3000000000000001",
+            "",
+            name,
+            1,
+            vec![attr("test.case.name", name)],
+        )];
+        let mut services = Vec::new();
+        if calls_cart {
+            driver.push(span(
+                trace,
+                "3000000000000002",
+                "3000000000000001",
+                "GET",
+                3,
+                vec![attr("http.request.method", "GET")],
+            ));
+            services.push((
+                "cart",
+                vec![span(
+                    trace,
+                    "3000000000000003",
+                    "3000000000000002",
+                    "GET /cart",
+                    2,
+                    vec![attr("http.route", "/cart")],
+                )],
+            ));
+        }
+        services.insert(0, ("driver", driver));
+        services
+    };
+    // The earlier run called the cart; this run (`RUN`) did not.
+    post(
+        &server,
+        export_in("earlier-run", test(A, "test_cart", true)),
+    )
+    .await;
+    post(&server, export(test(B, "test_home", false))).await;
+    let report = settled(&server, 2).await;
+    let untested = report["coverage"]["untested"].as_array().unwrap();
+    let item = untested
+        .iter()
+        .find(|i| i["caller"] == "driver" && i["callee"] == "cart" && i["operation"] == "GET /cart")
+        .unwrap_or_else(|| panic!("driver -> cart GET /cart is untested: {untested:?}"));
+    assert_eq!(item["example"]["trace_id"], A);
+    assert_eq!(item["example"]["test"], "test_cart");
+    let link = item["example"]["link"].as_str().unwrap();
+    assert!(link.contains(A), "{link}");
+    // The edge itself carries one too.
+    let edge = untested
+        .iter()
+        .find(|i| i["caller"] == "driver" && i["callee"] == "cart" && i["operation"].is_null())
+        .unwrap();
+    assert_eq!(edge["example"]["trace_id"], A);
+
+    let resp = server
+        .http
+        .get(server.api(&format!("/api/runs/{RUN}/report?format=text")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains(&format!("e.g. {link} (from test_cart)")),
+        "{text}"
+    );
+    server.stop().await;
 }

@@ -272,7 +272,7 @@ fn untested(report: &Report, run_id: &str) -> Markup {
         @if items.is_empty() { p { "Every expected edge and interface was exercised." } }
         @else {
             table #untested {
-                thead { tr { th { "caller" } th { "callee" } th { "operation" } th { "critical" } } }
+                thead { tr { th { "caller" } th { "callee" } th { "operation" } th { "critical" } th { "how to test it" } } }
                 tbody {
                     @for i in items {
                         tr {
@@ -280,6 +280,10 @@ fn untested(report: &Report, run_id: &str) -> Markup {
                             td { (i.callee) }
                             td { @match &i.operation { Some(op) => code { (op) }, None => span.muted { "(the edge)" } } }
                             td { @if i.critical { span.critical-mark { "★ critical" } } }
+                            td { @if let Some(e) = &i.example {
+                                a.example href=(href::trace(&e.trace_id, None)) { "a request that crossed it" }
+                                @if let Some(t) = &e.test { " (from " (t) ")" }
+                            } }
                         }
                     }
                 }
