@@ -532,31 +532,39 @@ impl From<StoreError> for BugQueryError {
     }
 }
 
-/// The bug report of a failure in `trace_id`, and the spans it was found in (the trace's run's
-/// spans when it has a run, so links into other traces can be followed; else the trace alone).
+/// The bug report of a failure in `trace_id`, and the trace's spans. The failure is the one its
+/// run's report holds (from the run's rollup); only the traces on its path are read for the
+/// report's body.
 pub fn bug(
     reader: &Reader,
     trace_id: crate::model::TraceId,
     span: Option<crate::model::SpanId>,
     ctx: &ReportContext,
 ) -> Result<(crate::blame::bug::BugReport, Vec<Span>), BugQueryError> {
-    let (run, spans) = trace_with_its_run(reader, trace_id)?;
+    let trace_spans = reader.trace(trace_id)?;
+    if trace_spans.is_empty() {
+        return Err(crate::blame::bug::BugError::NoSpans(trace_id).into());
+    }
+    let run = match reader.with_conn(|c| runs::trace_run(c, trace_id))? {
+        Some(id) => reader.with_conn(|c| runs::get_run(c, &id))?,
+        None => None,
+    };
+    let run_id = run.as_ref().map(|r| r.id.clone()).unwrap_or_default();
+    let (_, blame) = merged_runs(reader, std::slice::from_ref(&run_id), ctx)?;
+    let failure = crate::blame::bug::pick(&blame.failures, trace_id, span)?;
+    let mut spans = Vec::new();
+    let mut read = std::collections::BTreeSet::from([trace_id]);
+    for &(t, _) in &failure.path {
+        if read.insert(t) {
+            spans.extend(reader.trace(t)?);
+        }
+    }
+    spans.extend(trace_spans.iter().cloned());
     let info = run.as_ref().map(|r| RunInfo {
         id: r.id.clone(),
         name: r.name.clone(),
     });
-    let bug = crate::blame::bug::bug_report(
-        &spans,
-        trace_id,
-        span,
-        &ctx.analysis,
-        info.as_ref(),
-        &ctx.report,
-    )?;
-    let trace_spans = spans
-        .into_iter()
-        .filter(|s| s.trace_id == trace_id)
-        .collect();
+    let bug = crate::blame::bug::bug_report_for(failure, &spans, info.as_ref(), &ctx.report);
     Ok((bug, trace_spans))
 }
 
@@ -583,26 +591,9 @@ pub struct TraceHop {
     pub error: bool,
 }
 
-/// The trace view's data: the trace analysed with the rest of its run (so failures that cross a
-/// span link are found as the run report finds them), or alone when it has no run. `None` when
-/// the store holds no span of it.
-/// The run a trace belongs to, and the spans to analyse it in: the whole run's (so hops and
-/// tests read as in the run's report), or the trace's alone when it has no run.
-fn trace_with_its_run(
-    reader: &Reader,
-    trace_id: crate::model::TraceId,
-) -> Result<(Option<Run>, Vec<Span>), QueryError> {
-    let run = match reader.with_conn(|c| runs::trace_run(c, trace_id))? {
-        Some(id) => reader.with_conn(|c| runs::get_run(c, &id))?,
-        None => None,
-    };
-    let spans = match &run {
-        Some(run) => run_spans(reader, run)?,
-        None => reader.trace(trace_id)?,
-    };
-    Ok((run, spans))
-}
-
+/// The trace view's data: the trace's spans, its hops named as its run names them and the
+/// failures placed in it (from its stored results and its run's rollup). `None` when the store
+/// holds no span of it.
 pub fn trace_detail(
     reader: &Reader,
     trace_id: crate::model::TraceId,

@@ -20,7 +20,7 @@ use crate::model::{Span, SpanId, SpanKind, StatusCode, TraceId};
 use crate::redact::Redactor;
 use crate::report::{self, ReportOptions, RunInfo};
 
-use super::{classify, grpc_code, grpc_name};
+use super::{Failure, classify, grpc_code, grpc_name};
 
 /// Why there is no bug report to write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,17 +89,37 @@ pub fn bug_report(
     let forest = Forest::build(spans);
     let mut graph = analyze_forest(&forest, analysis);
     let blame = super::analyze(&forest, &mut graph);
-    let mut failures = blame.failures.iter().filter(|f| f.trace_id == trace_id);
-    let failure = match span {
-        None => failures.next().ok_or(BugError::NoFailure(trace_id))?,
+    let failure = pick(&blame.failures, trace_id, span)?;
+    Ok(bug_report_for(failure, spans, run, opts))
+}
+
+/// The failure of `trace_id` placed on (or starting at) `span`, or its first failure.
+pub fn pick(
+    failures: &[Failure],
+    trace_id: TraceId,
+    span: Option<SpanId>,
+) -> Result<&Failure, BugError> {
+    let mut failures = failures.iter().filter(|f| f.trace_id == trace_id);
+    match span {
+        None => failures.next().ok_or(BugError::NoFailure(trace_id)),
         Some(id) => failures
             .find(|f| f.placed_span == id || f.failing_span == id)
             .ok_or(BugError::NoFailureAtSpan {
                 trace: trace_id,
                 span: id,
-            })?,
-    };
+            }),
+    }
+}
 
+/// The bug report of a failure found before (a run's blame), written from the spans of the
+/// traces on its path (`spans`; more do no harm).
+pub fn bug_report_for(
+    failure: &Failure,
+    spans: &[Span],
+    run: Option<&RunInfo>,
+    opts: &ReportOptions,
+) -> BugReport {
+    let forest = Forest::build(spans);
     let r = &opts.redactor;
     let mut path = Vec::new();
     let mut services: Vec<ServiceFacts> = Vec::new();
@@ -138,14 +158,14 @@ pub fn bug_report(
     let failing = forest
         .resolve(failure.trace_id, failure.failing_span)
         .map(|f| forest.span(f));
-    Ok(BugReport {
+    BugReport {
         failure: report::failure(failure, opts),
         run: run.cloned(),
         path,
         services,
         failing_link: opts.links.render(failure.trace_id, failure.failing_span),
         failing_ms: failing.and_then(duration_ms),
-    })
+    }
 }
 
 fn duration_ms(span: &Span) -> Option<f64> {
