@@ -4,6 +4,7 @@
 //! Everything here blocks (SQLite reads, CPU-bound analysis): async callers run it on the
 //! blocking pool.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::coverage::{self, Contract, Coverage, HopKey, Manifest, Sources};
@@ -116,6 +117,52 @@ pub struct ReportContext {
     /// The settle period: results a reader computes for a trace quiet this long are stored for
     /// the next reader. `None` stores nothing.
     pub settle: Option<Duration>,
+    /// Analyses kept while nothing they depend on changed (`serve` sets one: the run page of an
+    /// open run reloads itself, and the API, the UI and `/metrics` ask about the same runs).
+    pub cache: Option<Arc<AnalysisCache>>,
+}
+
+/// Recent analyses, each with the stamp of the store it was made from: the results' generation
+/// (bumped by every transaction that stores or removes results), the newest span received, and
+/// the runs as resolved. A hit is exactly what analysing again would give.
+#[derive(Debug, Default)]
+pub struct AnalysisCache {
+    entries: std::sync::Mutex<Vec<(String, Arc<Analysed>)>>,
+}
+
+/// Analyses kept at once: a large run's analysis is tens of megabytes.
+const CACHED_ANALYSES: usize = 4;
+
+impl AnalysisCache {
+    fn get(&self, key: &str) -> Option<Arc<Analysed>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, a)| a.clone())
+    }
+
+    fn put(&self, key: String, analysed: Arc<Analysed>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|(k, _)| *k != key);
+        if entries.len() >= CACHED_ANALYSES {
+            entries.remove(0);
+        }
+        entries.push((key, analysed));
+    }
+}
+
+/// What an analysis of `runs` depends on in the store, as a cache key.
+fn stamp(reader: &Reader, runs: &[Run]) -> Result<String, QueryError> {
+    let (generation, newest): (i64, i64) = reader.with_conn(|c| {
+        Ok(c.query_row(
+            "SELECT (SELECT COALESCE(MAX(n), 0) FROM results_generation),
+                    (SELECT COALESCE(MAX(last_received_ns), 0) FROM traces)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    })?;
+    Ok(format!("{generation} {newest} {runs:?}"))
 }
 
 impl ReportContext {
@@ -147,6 +194,7 @@ impl ReportContext {
 }
 
 /// A run analysed: its graph, blame and coverage, and the report built from them.
+#[derive(Debug)]
 pub struct Analysed {
     pub report: Report,
     pub graph: RunGraph,
@@ -229,17 +277,32 @@ pub fn analyse_run(
     reader: &Reader,
     run: &Run,
     ctx: &ReportContext,
-) -> Result<Analysed, QueryError> {
+) -> Result<Arc<Analysed>, QueryError> {
     analyse_runs(reader, std::slice::from_ref(run), ctx)
 }
 
 /// Analyses the union of several runs as one (`tracecov report --run A --run B`): their spans
-/// together, reported under their ids joined with `+` and names with ` + `.
+/// together, reported under their ids joined with `+` and names with ` + `. From the context's
+/// cache when nothing changed since.
 pub fn analyse_runs(
     reader: &Reader,
     runs: &[Run],
     ctx: &ReportContext,
-) -> Result<Analysed, QueryError> {
+) -> Result<Arc<Analysed>, QueryError> {
+    let Some(cache) = &ctx.cache else {
+        return Ok(Arc::new(analyse_now(reader, runs, ctx)?));
+    };
+    let key = stamp(reader, runs)?;
+    if let Some(hit) = cache.get(&key) {
+        return Ok(hit);
+    }
+    let analysed = Arc::new(analyse_now(reader, runs, ctx)?);
+    // Stamped before analysing: anything that arrived meanwhile makes the next stamp differ.
+    cache.put(key, analysed.clone());
+    Ok(analysed)
+}
+
+fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Analysed, QueryError> {
     let first = runs
         .first()
         .cloned()
@@ -426,7 +489,7 @@ fn attach_examples(
 
 /// The JSON report of a run.
 pub fn run_report(reader: &Reader, run: &Run, ctx: &ReportContext) -> Result<Report, QueryError> {
-    Ok(analyse_run(reader, run, ctx)?.report)
+    Ok(analyse_run(reader, run, ctx)?.report.clone())
 }
 
 /// The JSON report of the union of runs given by id, name or `latest`.
@@ -435,7 +498,7 @@ pub fn runs_report(
     what: &[String],
     ctx: &ReportContext,
 ) -> Result<Report, QueryError> {
-    Ok(analyse_named(reader, what, ctx)?.report)
+    Ok(analyse_named(reader, what, ctx)?.report.clone())
 }
 
 /// `analyse_runs` of runs given by id, name or `latest`.
@@ -443,7 +506,7 @@ pub fn analyse_named(
     reader: &Reader,
     what: &[String],
     ctx: &ReportContext,
-) -> Result<Analysed, QueryError> {
+) -> Result<Arc<Analysed>, QueryError> {
     let runs = what
         .iter()
         .map(|w| resolve_run(reader, w))

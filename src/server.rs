@@ -100,6 +100,7 @@ pub fn report_context(
     let mut ctx = crate::query::ReportContext::default();
     ctx.analysis.test_services = config.test_services.clone();
     ctx.settle = Some(config.settle);
+    ctx.cache = Some(Arc::default());
     let base = config.public_url.clone().unwrap_or_else(|| addrs.ui_url());
     ctx.report.links = config
         .trace_links

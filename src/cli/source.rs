@@ -158,7 +158,7 @@ impl Source {
                     for w in &analysed.warnings {
                         eprintln!("tracecov: warning: {w}");
                     }
-                    Ok(analysed.report)
+                    Ok(analysed.report.clone())
                 })
                 .await?
             }

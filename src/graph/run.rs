@@ -130,7 +130,8 @@ pub struct HopSample {
     pub span_id: SpanId,
     /// Its error class (`ErrorClass::as_str`), once blame classified it.
     pub class: Option<&'static str>,
-    pub test: Option<TestId>,
+    /// The name of the test it was part of.
+    pub test: Option<String>,
 }
 
 /// All hops with one (caller, callee, operation).
@@ -368,12 +369,14 @@ pub(crate) struct InterfaceParts {
     pub server: Sketch,
     /// The tests of its hops with how many of their hops were in error (a test may repeat).
     pub tests: Vec<(TestId, u64)>,
+    /// Tests known by name only (a rollup's), with their hops in error inside a failed test.
+    pub named_tests: Vec<(String, u64)>,
     /// Candidates for `Interface::samples`, any number, any order.
     pub samples: Vec<HopSample>,
 }
 
 impl InterfaceParts {
-    fn add_hop(&mut self, hop: &Hop) {
+    fn add_hop(&mut self, hop: &Hop, tests: &[TestCase]) {
         self.calls += 1;
         if let Some(ns) = hop.client_ns {
             self.client.record(ns);
@@ -391,7 +394,7 @@ impl InterfaceParts {
                     trace_id: hop.trace_id,
                     span_id,
                     class: None,
-                    test: hop.test,
+                    test: hop.test.map(|t| tests[t.index()].name.clone()),
                 });
             }
         }
@@ -407,6 +410,7 @@ impl InterfaceParts {
         self.client.add(&other.client);
         self.server.add(&other.server);
         self.tests.extend(other.tests);
+        self.named_tests.extend(other.named_tests);
         self.samples.extend(other.samples);
     }
 }
@@ -422,7 +426,7 @@ pub(crate) fn assemble(parts: Parts) -> RunGraph {
                 hop.operation.0,
             ))
             .or_default()
-            .add_hop(hop);
+            .add_hop(hop, &parts.tests);
     }
     let Parts {
         nodes,
@@ -567,17 +571,24 @@ fn finish_interface(operation: String, p: InterfaceParts, tests: &[TestCase]) ->
         .iter()
         .filter(|(t, _)| tests[t.index()].failed())
         .map(|(_, e)| e)
+        .chain(p.named_tests.iter().map(|(_, e)| e))
         .sum();
     let mut samples = p.samples;
     samples.sort_by_key(|s| (s.trace_id, s.span_id));
     samples.dedup_by_key(|s| (s.trace_id, s.span_id));
     samples.truncate(SAMPLES);
+    let mut names = test_names(p.tests.into_iter().map(|(t, _)| t).collect(), tests);
+    if !p.named_tests.is_empty() {
+        names.extend(p.named_tests.into_iter().map(|(n, _)| n));
+        names.sort_unstable();
+        names.dedup();
+    }
     Interface {
         operation,
         calls: p.calls,
         errors: p.errors,
         classes: p.classes,
-        tests: test_names(p.tests.into_iter().map(|(t, _)| t).collect(), tests),
+        tests: names,
         failing_errors,
         client: p.client,
         server: p.server,

@@ -194,7 +194,10 @@ impl Exporter {
 fn latest_run(
     reader: &Reader,
     ctx: &ReportContext,
-) -> Result<Option<(crate::runs::Run, crate::query::Analysed)>, crate::query::QueryError> {
+) -> Result<
+    Option<(crate::runs::Run, std::sync::Arc<crate::query::Analysed>)>,
+    crate::query::QueryError,
+> {
     let Some(run) = reader.with_conn(|c| crate::runs::find_run(c, "latest"))? else {
         return Ok(None);
     };

@@ -40,7 +40,7 @@ pub use rollup::Rollup;
 
 /// Bumped when `TraceResult`, `Rollup` or what `compute` puts in them changes: stored results
 /// and rollups of another version are recomputed (the fingerprint changes with it).
-const RESULTS_VERSION: u64 = 3;
+const RESULTS_VERSION: u64 = 4;
 
 /// Identifies the configuration results were computed with: the results format and the
 /// analysis options (test-driver services, aliases). Stable across processes (FNV-1a).
@@ -94,6 +94,9 @@ pub struct TraceResult {
     pub tests: Vec<TestRecord>,
     /// The tests the hops belong to, by their span (in this trace or a linked one).
     pub hop_tests: Vec<([u8; 16], [u8; 8])>,
+    /// Aligned with `hop_tests`: each test's name and whether it failed, as the trace's
+    /// component knew them (what a run's rollup counts its interfaces' tests by).
+    pub hop_test_names: Vec<(String, bool)>,
     /// Failures whose failing span (test case or entry request) is in this trace.
     pub failures: Vec<FailureRecord>,
     /// Traces this one links to, sorted.
@@ -299,6 +302,7 @@ pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
             hops: Vec::new(),
             tests: Vec::new(),
             hop_tests: Vec::new(),
+            hop_test_names: Vec::new(),
             failures: Vec::new(),
             links: links.into_iter().collect(),
         });
@@ -336,6 +340,8 @@ pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
             *tests.entry((tc.trace_id, tc.span_id)).or_insert_with(|| {
                 r.hop_tests
                     .push((*tc.trace_id.as_bytes(), *tc.span_id.as_bytes()));
+                r.hop_test_names
+                    .push((tc.name.clone(), tc.outcome == TestOutcome::Failed));
                 (r.hop_tests.len() - 1) as u32
             })
         });

@@ -23,14 +23,14 @@ use crate::graph::hops::Extractor;
 use crate::graph::run::{InterfaceParts, Interner, Totals, assemble_interfaces};
 use crate::graph::{
     AddressMap, AnalysisOptions, Diagnostics, HopSample, NodeKind, RunGraph, SAMPLES, Sketch,
-    Target, TestCase, TestId, TestOutcome,
+    Target, TestCase, TestOutcome,
 };
 use crate::model::{SpanId, TraceId};
 
 use super::{Counts, FailureRecord, TargetRecord, TraceResult, class_of, kind_of};
 
 /// A test case or a span by its ids.
-type SpanKey = ([u8; 16], [u8; 8]);
+pub type SpanKey = ([u8; 16], [u8; 8]);
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rollup {
@@ -43,7 +43,10 @@ pub struct Rollup {
     services: BTreeMap<String, u64>,
     learned: BTreeMap<(String, Option<u16>, String), u64>,
     groups: BTreeMap<GroupKey, Group>,
-    /// Test cases: name and whether it failed.
+    /// Test cases: name and whether it failed. Stored apart, one row a test case (`run_tests`):
+    /// a long run has hundreds of thousands, and storing a trace's results must not rewrite
+    /// them all.
+    #[serde(skip)]
     tests: BTreeMap<SpanKey, (String, bool)>,
     /// Failures by (trace, failing span).
     failures: BTreeMap<SpanKey, FailureRecord>,
@@ -73,10 +76,10 @@ struct Group {
     classes: BTreeMap<u8, u64>,
     client: Sketch,
     server: Sketch,
-    /// Per test (its span), the calls and errors of its hops here; sorted by test. A sorted list
-    /// rather than a map: it is most of a large run's rollup, and reads back without a lookup
-    /// per entry.
-    tests: Vec<(SpanKey, u64, u64)>,
+    /// Per test name, the calls of its hops here and those in error inside a failed test; sorted
+    /// by name. By name, not by test case: a run's thousands of test cases repeat a few hundred
+    /// names, and the report lists names.
+    tests: Vec<(String, u64, u64)>,
     /// Hops in error, the first `SAMPLES` by (trace, span).
     samples: Vec<Sample>,
 }
@@ -86,25 +89,25 @@ struct Sample {
     trace: [u8; 16],
     span: [u8; 8],
     class: Option<u8>,
-    test: Option<SpanKey>,
+    test: Option<String>,
 }
 
 /// Two sorted per-test lists as one.
-fn merge_tests(a: &[(SpanKey, u64, u64)], b: &[(SpanKey, u64, u64)]) -> Vec<(SpanKey, u64, u64)> {
+fn merge_tests(a: &[(String, u64, u64)], b: &[(String, u64, u64)]) -> Vec<(String, u64, u64)> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         match a[i].0.cmp(&b[j].0) {
             std::cmp::Ordering::Less => {
-                out.push(a[i]);
+                out.push(a[i].clone());
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
-                out.push(b[j]);
+                out.push(b[j].clone());
                 j += 1;
             }
             std::cmp::Ordering::Equal => {
-                out.push((a[i].0, a[i].1 + b[j].1, a[i].2 + b[j].2));
+                out.push((a[i].0.clone(), a[i].1 + b[j].1, a[i].2 + b[j].2));
                 i += 1;
                 j += 1;
             }
@@ -147,13 +150,13 @@ impl Group {
         self.server.add(&other.server);
         if other.tests.len() <= 16 {
             // One trace's tests into a run's: in place.
-            for &(k, c, e) in &other.tests {
-                match self.tests.binary_search_by_key(&k, |t| t.0) {
+            for (k, c, e) in &other.tests {
+                match self.tests.binary_search_by(|t| t.0.as_str().cmp(k)) {
                     Ok(i) => {
                         self.tests[i].1 += c;
                         self.tests[i].2 += e;
                     }
-                    Err(i) => self.tests.insert(i, (k, c, e)),
+                    Err(i) => self.tests.insert(i, (k.clone(), *c, *e)),
                 }
             }
         } else {
@@ -174,7 +177,7 @@ impl Group {
         self.client.subtract(&other.client);
         self.server.subtract(&other.server);
         for (k, c, e) in &other.tests {
-            if let Ok(i) = self.tests.binary_search_by_key(k, |t| t.0) {
+            if let Ok(i) = self.tests.binary_search_by(|t| t.0.as_str().cmp(k)) {
                 let t = &mut self.tests[i];
                 t.1 = t.1.saturating_sub(*c);
                 t.2 = t.2.saturating_sub(*e);
@@ -232,10 +235,15 @@ impl Rollup {
             if let Some(ns) = h.server_ns {
                 g.server.record(ns);
             }
-            let test = h.test.and_then(|t| r.hop_tests.get(t as usize)).copied();
-            if let Some(t) = test {
-                g.tests.push((t, 1, u64::from(h.error)));
+            let test = h
+                .test
+                .and_then(|t| r.hop_test_names.get(t as usize))
+                .cloned();
+            if let Some((name, failed)) = &test {
+                g.tests
+                    .push((name.clone(), 1, u64::from(h.error && *failed)));
             }
+            let test = test.map(|(name, _)| name);
             if h.error {
                 g.errors += 1;
                 if let Some(c) = h.class {
@@ -252,7 +260,7 @@ impl Rollup {
             }
         }
         for g in out.groups.values_mut() {
-            g.tests.sort_by_key(|t| t.0);
+            g.tests.sort_by(|a, b| a.0.cmp(&b.0));
             g.tests.dedup_by(|next, kept| {
                 let same = next.0 == kept.0;
                 if same {
@@ -362,6 +370,16 @@ impl Rollup {
         address
     }
 
+    /// The test cases summed (kept apart when stored: see `tests`).
+    pub fn test_cases(&self) -> impl Iterator<Item = (&SpanKey, &(String, bool))> {
+        self.tests.iter()
+    }
+
+    /// Puts back a stored test case.
+    pub fn put_test_case(&mut self, key: SpanKey, name: String, failed: bool) {
+        self.tests.insert(key, (name, failed));
+    }
+
     /// The services of the run.
     pub fn services(&self) -> impl Iterator<Item = &str> {
         self.services.keys().map(String::as_str)
@@ -394,16 +412,6 @@ impl Rollup {
         tests.sort_by(|a, b| {
             (&a.name, a.trace_id, a.span_id).cmp(&(&b.name, b.trace_id, b.span_id))
         });
-        let test_ids: HashMap<SpanKey, TestId> = tests
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                (
-                    (*t.trace_id.as_bytes(), *t.span_id.as_bytes()),
-                    TestId(i as u32),
-                )
-            })
-            .collect();
 
         let mut ex = Extractor::new(nodes, &mut address);
         let mut interfaces: HashMap<(u32, u32, u32), InterfaceParts> = HashMap::new();
@@ -427,10 +435,11 @@ impl Rollup {
                     .collect(),
                 client: g.client.clone(),
                 server: g.server.clone(),
-                tests: g
+                tests: Vec::new(),
+                named_tests: g
                     .tests
                     .iter()
-                    .filter_map(|(k, _, errors)| Some((*test_ids.get(k)?, *errors)))
+                    .map(|(name, _, failing)| (name.clone(), *failing))
                     .collect(),
                 samples: g
                     .samples
@@ -440,7 +449,7 @@ impl Rollup {
                             trace_id: TraceId::from_bytes(s.trace).ok()?,
                             span_id: SpanId::from_bytes(s.span).ok()?,
                             class: s.class.map(|c| class_of(c).as_str()),
-                            test: s.test.and_then(|k| test_ids.get(&k).copied()),
+                            test: s.test.clone(),
                         })
                     })
                     .collect(),

@@ -182,6 +182,7 @@ fn empty(trace_id: [u8; 16]) -> TraceResult {
         hops: Vec::new(),
         tests: Vec::new(),
         hop_tests: Vec::new(),
+        hop_test_names: Vec::new(),
         failures: Vec::new(),
         links: Vec::new(),
     }

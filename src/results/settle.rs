@@ -515,13 +515,16 @@ fn store_in_transaction(
 #[derive(Default)]
 pub struct RollupEdits {
     loaded: HashMap<(String, i64), Rollup>,
+    /// A trace's results were removed or replaced (what was derived from the store changed).
+    touched: bool,
 }
 
 impl RollupEdits {
     fn rollup(&mut self, conn: &Connection, run: &str, fp: i64) -> Result<&mut Rollup, StoreError> {
         let key = (run.to_owned(), fp);
         if !self.loaded.contains_key(&key) {
-            let r = load_rollup(conn, run, fp)?.unwrap_or_default();
+            // Without its test cases: they are stored (and changed) a row at a time.
+            let r = load_rollup_body(conn, run, fp)?.unwrap_or_default();
             self.loaded.insert(key.clone(), r);
         }
         Ok(self.loaded.entry(key).or_default())
@@ -535,12 +538,15 @@ impl RollupEdits {
         trace: &[u8],
         old: Option<&TraceResult>,
     ) -> Result<(), StoreError> {
+        self.touched = true;
         let member: Option<(String, i64)> = conn
             .prepare_cached("SELECT run_id, fingerprint FROM trace_rollups WHERE trace_id = ?1")?
             .query_row(params![trace], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         if let Some((run, fp)) = member {
             conn.prepare_cached("DELETE FROM trace_rollups WHERE trace_id = ?1")?
+                .execute(params![trace])?;
+            conn.prepare_cached("DELETE FROM run_tests WHERE trace_id = ?1")?
                 .execute(params![trace])?;
             match old {
                 Some(old) => self.rollup(conn, &run, fp)?.subtract(old),
@@ -555,6 +561,10 @@ impl RollupEdits {
                     .execute(params![run, fp])?;
                     conn.prepare_cached(
                         "DELETE FROM trace_rollups WHERE run_id = ?1 AND fingerprint = ?2",
+                    )?
+                    .execute(params![run, fp])?;
+                    conn.prepare_cached(
+                        "DELETE FROM run_tests WHERE run_id = ?1 AND fingerprint = ?2",
                     )?
                     .execute(params![run, fp])?;
                     self.loaded.insert((run, fp), Rollup::default());
@@ -574,6 +584,13 @@ impl RollupEdits {
         fp: i64,
     ) -> Result<(), StoreError> {
         self.rollup(conn, run, fp)?.add(&Rollup::of(result));
+        let mut test = conn.prepare_cached(
+            "INSERT OR REPLACE INTO run_tests (run_id, fingerprint, trace_id, span_id, name, failed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for t in &result.tests {
+            test.execute(params![run, fp, trace, &t.span_id[..], t.name, t.failed])?;
+        }
         conn.prepare_cached(
             "INSERT OR REPLACE INTO trace_rollups (trace_id, run_id, fingerprint) VALUES (?1, ?2, ?3)",
         )?
@@ -582,6 +599,13 @@ impl RollupEdits {
     }
 
     pub fn write(self, conn: &Connection) -> Result<(), StoreError> {
+        if self.touched || !self.loaded.is_empty() {
+            conn.prepare_cached(
+                "INSERT INTO results_generation (id, n) VALUES (0, 1)
+                 ON CONFLICT (id) DO UPDATE SET n = n + 1",
+            )?
+            .execute([])?;
+        }
         for ((run, fp), r) in self.loaded {
             if r.traces == 0 {
                 conn.prepare_cached(
@@ -608,8 +632,35 @@ fn run_of(conn: &Connection, trace: &[u8]) -> Result<String, StoreError> {
         .unwrap_or_default())
 }
 
-/// The rollup stored for a run (`""`: the traces of no run) and fingerprint.
+/// The rollup stored for a run (`""`: the traces of no run) and fingerprint, with its test
+/// cases.
 pub fn load_rollup(conn: &Connection, run: &str, fp: i64) -> Result<Option<Rollup>, StoreError> {
+    let Some(mut rollup) = load_rollup_body(conn, run, fp)? else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT trace_id, span_id, name, failed FROM run_tests
+         WHERE run_id = ?1 AND fingerprint = ?2",
+    )?;
+    let rows = stmt.query_map(params![run, fp], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, bool>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (trace, span, name, failed) = row?;
+        if let (Ok(trace), Ok(span)) = (<[u8; 16]>::try_from(trace), <[u8; 8]>::try_from(span)) {
+            rollup.put_test_case((trace, span), name, failed);
+        }
+    }
+    Ok(Some(rollup))
+}
+
+/// The rollup's own row, without its test cases.
+fn load_rollup_body(conn: &Connection, run: &str, fp: i64) -> Result<Option<Rollup>, StoreError> {
     let data: Option<Vec<u8>> = conn
         .prepare_cached("SELECT data FROM run_rollups WHERE run_id = ?1 AND fingerprint = ?2")?
         .query_row(params![run, fp], |r| r.get(0))

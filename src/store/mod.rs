@@ -170,6 +170,18 @@ CREATE TABLE IF NOT EXISTS run_rollups (
     data         BLOB NOT NULL,
     PRIMARY KEY (run_id, fingerprint)
 ) WITHOUT ROWID;
+-- The test cases of each rollup, one row a test case: kept apart from the rollup's row so that
+-- storing a trace's results writes its own test cases, not the run's.
+CREATE TABLE IF NOT EXISTS run_tests (
+    run_id       TEXT NOT NULL,
+    fingerprint  INTEGER NOT NULL,
+    trace_id     BLOB NOT NULL,
+    span_id      BLOB NOT NULL,
+    name         TEXT NOT NULL,
+    failed       INTEGER NOT NULL,
+    PRIMARY KEY (run_id, fingerprint, trace_id, span_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS run_tests_by_trace ON run_tests (trace_id);
 -- Which rollup a trace's stored result was added to, so replacing or removing the result takes
 -- it away from the same one even if the trace changed runs since.
 CREATE TABLE IF NOT EXISTS trace_rollups (
@@ -195,6 +207,12 @@ CREATE TABLE IF NOT EXISTS seen_examples (
     PRIMARY KEY (fact, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_examples_by_trace ON seen_examples (trace_id);
+-- Bumped by every transaction that stores or removes results: what a cached analysis was made
+-- from (`query::AnalysisCache`).
+CREATE TABLE IF NOT EXISTS results_generation (
+    id  INTEGER PRIMARY KEY,
+    n   INTEGER NOT NULL
+);
 -- Results made stale by a linked trace that arrived after them.
 CREATE INDEX IF NOT EXISTS trace_results_stale ON trace_results (trace_id) WHERE received_ns < 0;
 -- Which trace links to which (from their results), so a trace that arrives late has the traces

@@ -66,9 +66,7 @@ pub async fn page(
                         trace_id: s.trace_id.to_hex(),
                         span_id: s.span_id.to_hex(),
                         class: s.class.unwrap_or("error").to_owned(),
-                        test: s
-                            .test
-                            .map(|t| ctx.report.redactor.text(&a.graph.test(t).name)),
+                        test: s.test.as_deref().map(|t| ctx.report.redactor.text(t)),
                     })
                     .collect();
                 errors.insert(iface.operation.clone(), (iface.errors, traces));

@@ -47,8 +47,8 @@ pub async fn page(
                 .iter()
                 .map(|f| f.placed_trace.to_hex())
                 .collect(),
-            report: a.report,
-            warnings: a.warnings,
+            report: a.report.clone(),
+            warnings: a.warnings.clone(),
             heat,
         };
         Ok(render_run_page(&page))

@@ -91,7 +91,7 @@ pub async fn page(State(state): State<AppState>) -> Result<Page, UiError> {
         for (i, run) in all.into_iter().enumerate() {
             let summary = if i < ANALYSED_RUNS {
                 Some(cache.summary(&run, || {
-                    Ok(summarise(&query::analyse_run(&reader, &run, &ctx)?))
+                    Ok(summarise(&*query::analyse_run(&reader, &run, &ctx)?))
                 })?)
             } else {
                 None
