@@ -1,4 +1,4 @@
-//! `tracecov bench analysis`: time from a run's spans to its JSON report, and peak memory, on a
+//! `tracecov bench pipeline`: time from a run's spans to its JSON report, and peak memory, on a
 //! generated run shaped like a real system (about 50 services, call depth up to 6, databases and
 //! queues, one test case per trace).
 //!

@@ -122,7 +122,7 @@ pub struct Blame {
 }
 
 impl Blame {
-    /// Blame put together from stored per-trace results (`results::merge`): the failures alone,
+    /// Blame put together from a run's rollup (`results::Rollup::graph`): the failures alone,
     /// the classes being counted in the merged graph.
     pub(crate) fn from_failures(failures: Vec<Failure>) -> Self {
         Self {

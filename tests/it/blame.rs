@@ -56,10 +56,30 @@ async fn stored_spans(faults: Vec<Fault>) -> Vec<Span> {
     spans
 }
 
+/// The demo run's graph and blame, analysed at once; and, since a run's report is built from
+/// its per-trace results, asserted equal to them merged (the identity of issue #15 over the
+/// demo's runs with each fault).
 fn analyse(spans: &[Span]) -> (RunGraph, Blame) {
+    let opts = AnalysisOptions::default();
     let forest = Forest::build(spans);
-    let mut graph = analyze_forest(&forest, &AnalysisOptions::default());
+    let mut graph = analyze_forest(&forest, &opts);
     let blame = blame::analyze(&forest, &mut graph);
+    let (merged, merged_blame) =
+        tracecov::results::merge(&tracecov::results::compute(spans, &opts), &opts);
+    let json = |g: &RunGraph, b: &Blame| {
+        let info = tracecov::report::RunInfo {
+            id: "demo".into(),
+            name: "demo".into(),
+        };
+        let r = tracecov::report::build_with(&info, g, b, &Default::default());
+        tracecov::report::to_json(&r)
+    };
+    assert_eq!(
+        json(&merged, &merged_blame),
+        json(&graph, &blame),
+        "the report merged from per-trace results differs from the whole-run analysis"
+    );
+    assert_eq!(merged_blame.failures, blame.failures);
     (graph, blame)
 }
 
