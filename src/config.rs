@@ -36,6 +36,9 @@ pub struct ServeConfig {
     pub redactor: crate::redact::Redactor,
     /// Collectors every acknowledged export is sent on to (`--forward`), unredacted.
     pub forward: Vec<crate::ingest::ForwardConfig>,
+    /// Host names the HTTP listeners answer to besides their own address (`--allow-host`; see
+    /// `web::exposure`).
+    pub allow_hosts: Vec<String>,
 }
 
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
@@ -67,6 +70,7 @@ impl ServeConfig {
             trace_links: None,
             redactor: crate::redact::Redactor::default(),
             forward: Vec::new(),
+            allow_hosts: Vec::new(),
         }
     }
 }

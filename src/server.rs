@@ -178,7 +178,16 @@ impl Server {
         }));
 
         let token = shutdown.clone();
-        let router = ingest::http::router(queue.clone(), forwarder.clone(), config.max_body_bytes);
+        let router = ingest::http::router(queue.clone(), forwarder.clone(), config.max_body_bytes)
+            .layer(axum::middleware::from_fn_with_state(
+                web::exposure::Exposure::new(
+                    addrs.http,
+                    config.public_url.as_deref(),
+                    &config.allow_hosts,
+                    false,
+                ),
+                web::exposure::guard,
+            ));
         tasks.push(tokio::spawn(async move {
             axum::serve(listeners.http, router)
                 .with_graceful_shutdown(token.cancelled_owned())
@@ -218,7 +227,16 @@ impl Server {
             results,
             addrs,
         };
-        let router = web::router(state);
+        let exposure = web::exposure::Exposure::new(
+            addrs.ui,
+            state.config.public_url.as_deref(),
+            &state.config.allow_hosts,
+            true,
+        );
+        let router = web::router(state).layer(axum::middleware::from_fn_with_state(
+            exposure,
+            web::exposure::guard,
+        ));
         tasks.push(tokio::spawn(async move {
             axum::serve(listeners.ui, router)
                 .with_graceful_shutdown(token.cancelled_owned())

@@ -624,7 +624,8 @@ impl Target for ServerTarget {
                 let id = run["id"].as_str().context("the server gave no run id")?;
                 let closed = self.call(
                     self.http
-                        .post(self.api(&format!("/api/runs/{}/close", urlencode(id)))),
+                        .post(self.api(&format!("/api/runs/{}/close", urlencode(id))))
+                        .header("x-tracecov", "1"),
                 )?;
                 self.expect_success("closing the new run", closed)?;
                 run

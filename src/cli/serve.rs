@@ -69,6 +69,16 @@ pub struct ServeArgs {
     /// The manifest describing the expected topology (`tracecov.yaml`).
     #[arg(long, env = "TRACECOV_MANIFEST")]
     pub manifest: Option<PathBuf>,
+    /// A host name the HTTP listeners answer to besides the address they are bound to,
+    /// `localhost` and `--public-url`'s host (requests naming any other host get 403, a guard
+    /// against DNS rebinding); repeatable.
+    #[arg(
+        long = "allow-host",
+        value_name = "NAME",
+        env = "TRACECOV_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allow_hosts: Vec<String>,
     /// Send every acknowledged export on to another collector, unredacted: `grpc://host:port`
     /// (OTLP/gRPC) or `http://host:port[/path]` (OTLP/HTTP protobuf, to /v1/traces unless a
     /// path is given); repeatable. A slow or dead destination never delays acknowledgements.
@@ -159,6 +169,7 @@ impl ServeArgs {
                 .report_options(config::DEFAULT_UI_ADDR)?
                 .redactor,
             forward,
+            allow_hosts: self.allow_hosts.clone(),
         })
     }
 }

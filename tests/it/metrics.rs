@@ -125,6 +125,7 @@ pub async fn demo_run(server: &TestServer, name: &str, faults: Vec<Fault>) -> Va
     let resp = server
         .http
         .post(server.api(&format!("/api/runs/{run_id}/close")))
+        .header("x-tracecov", "1")
         .send()
         .await
         .unwrap();

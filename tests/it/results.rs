@@ -394,6 +394,7 @@ async fn report_waits_for_pending_traces_and_says_what_is_missing() {
     let closed = server
         .http
         .post(server.api(&format!("/api/runs/{RUN}/close")))
+        .header("x-tracecov", "1")
         .send()
         .await
         .unwrap();

@@ -1,0 +1,90 @@
+//! DESIGN's "Exposure" rules against a real server: a cross-site form cannot open or close a
+//! run, and a page that re-pointed its own name at 127.0.0.1 (DNS rebinding) cannot read the API
+//! or export spans; the server's own names, and `--allow-host` ones, still work.
+
+use crate::common::{TestServer, request};
+
+/// What a browser on another site can send without a preflight: a text/plain POST, or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_posts_cannot_open_or_close_runs() {
+    let server = TestServer::start().await;
+    let post = |path: &str| server.http.post(server.api(path));
+    for forged in [
+        post("/api/runs")
+            .header("content-type", "text/plain")
+            .body("{\"name\": \"forged\"}"),
+        post("/api/runs"),
+        post("/api/runs/latest/close")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("a=b"),
+    ] {
+        let resp = forged.send().await.unwrap();
+        assert_eq!(resp.status(), 403);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("X-Tracecov: 1"),
+            "{body}"
+        );
+    }
+    let (_, runs) = server.get_json("/api/runs").await;
+    assert_eq!(
+        runs.as_array().map(Vec::len),
+        Some(0),
+        "no run was opened: {runs}"
+    );
+
+    // Our own clients: JSON, or the marker header.
+    let opened = post("/api/runs")
+        .json(&serde_json::json!({"name": "real"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 201);
+    let closed = post("/api/runs/latest/close")
+        .header("x-tracecov", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_host_name_is_refused_on_every_http_listener() {
+    let server = TestServer::start_with(|c| c.allow_hosts = vec!["ci-box.internal".into()]).await;
+    let port = server.addrs.ui.port();
+    let get = |host: &str| {
+        server
+            .http
+            .get(server.api("/api/runs"))
+            .header("host", host.to_owned())
+            .send()
+    };
+    for refused in ["attacker.example", &format!("attacker.example:{port}")] {
+        let resp = get(refused).await.unwrap();
+        assert_eq!(resp.status(), 403, "{refused}");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("--allow-host"), "{text}");
+    }
+    for allowed in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "ci-box.internal".to_owned(),
+    ] {
+        assert_eq!(get(&allowed).await.unwrap().status(), 200, "{allowed}");
+    }
+    // OTLP/HTTP too: a rebinding page cannot push spans either.
+    let body = prost::Message::encode_to_vec(&request("svc", 1, 1));
+    let export = |host: &'static str| {
+        server
+            .http
+            .post(server.traces_url())
+            .header("content-type", "application/x-protobuf")
+            .header("host", host)
+            .body(body.clone())
+            .send()
+    };
+    assert_eq!(export("attacker.example").await.unwrap().status(), 403);
+    assert_eq!(export("localhost").await.unwrap().status(), 200);
+    server.stop().await;
+}
