@@ -198,7 +198,8 @@ pub fn bug_json(bug: &BugReport) -> String {
         path: bug.path.iter().map(|p| p.span_id.to_hex()).collect(),
     };
     // Plain structs of strings and numbers: serializing cannot fail.
-    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    let mut out =
+        report::json_escape_controls(serde_json::to_string_pretty(&doc).unwrap_or_default());
     out.push('\n');
     out
 }

@@ -156,10 +156,13 @@ impl Exporter {
         // Writing into a String cannot fail.
         let _ = encode_registry(&mut out, &registry);
         let _ = encode_eof(&mut out);
-        out
+        without_controls(out)
     }
 
     /// The part that reads the store and analyses the latest run (blocking).
+    ///
+    /// Label values come from span text (node ids, operations, test names); the exposition
+    /// format escapes only `\\`, `"` and newlines, so `without_controls` drops the rest.
     fn analysed(&self) -> String {
         let started = Instant::now();
         let mut registry = Registry::default();
@@ -203,6 +206,17 @@ fn latest_run(
     };
     let analysed = crate::query::analyse_run(reader, &run, ctx)?;
     Ok(Some((run, analysed)))
+}
+
+/// The exposition text without control characters other than newlines: they can only come
+/// from span text in label values, and a terminal or a log showing the scrape would act on them.
+fn without_controls(text: String) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\n') {
+        return text;
+    }
+    text.chars()
+        .filter(|&c| !c.is_control() || c == '\n')
+        .collect()
 }
 
 /// Registers one unlabelled counter.

@@ -15,6 +15,25 @@ use super::json::Report;
 /// The text without terminal control sequences: ANSI escape sequences (CSI, OSC and other
 /// ESC-introduced sequences) are removed whole, and the remaining C0 and C1 control
 /// characters and DEL are dropped, except newline. A tab becomes a space.
+/// JSON text with every DEL and C1 control character written as a `\u` escape: JSON allows them
+/// raw inside strings, and a terminal that shows the JSON would act on them. (C0 controls are
+/// escaped by every JSON serializer already.) They can only occur inside strings, so the text is
+/// rewritten character by character.
+pub fn json_escape_controls(json: String) -> String {
+    if !json.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if ('\u{7f}'..='\u{9f}').contains(&c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn strip_controls(text: &str) -> String {
     if !text.chars().any(is_control) {
         return text.to_owned();

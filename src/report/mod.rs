@@ -36,7 +36,7 @@ pub use coverage::{
     CoverageCounts, CoverageExample, CoverageItem, CoverageSummary, apply_coverage,
     build_with_coverage,
 };
-pub use escape::strip_controls;
+pub use escape::{json_escape_controls, strip_controls};
 pub use html::html;
 pub use json::{
     Diagnostics, Edge, Evidence, Exception, Failure, FailureHop, Interface, LatencyMs, Node,
@@ -81,7 +81,7 @@ pub struct RunInfo {
 /// The JSON report as pretty-printed text, with a trailing newline.
 pub fn to_json(report: &Report) -> String {
     // Serializing plain structs of strings, numbers and maps with string keys cannot fail.
-    let mut out = serde_json::to_string_pretty(report).unwrap_or_default();
+    let mut out = json_escape_controls(serde_json::to_string_pretty(report).unwrap_or_default());
     out.push('\n');
     out
 }

@@ -75,7 +75,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<crate::store::S
 pub async fn trace(
     State(state): State<AppState>,
     Path(trace_id): Path<String>,
-) -> Result<Json<TraceJson>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let id = TraceId::from_hex_padded(trace_id.trim()).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -90,7 +90,20 @@ pub async fn trace(
             format!("no trace {id} in the store"),
         ));
     }
-    Ok(Json(TraceJson::new(id, &spans)))
+    // Redacted like every other output; `?redact=false` exists only on the exports.
+    let spans = state.report.report.redactor.redact_spans(&spans);
+    Ok(json_response(&TraceJson::new(id, &spans)))
+}
+
+/// A JSON answer whose text carries no raw control character (`report::json_escape_controls`).
+pub fn json_response(value: &impl Serialize) -> axum::response::Response {
+    let body =
+        crate::report::json_escape_controls(serde_json::to_string(value).unwrap_or_default());
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// A trace as the API returns it.

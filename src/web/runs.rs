@@ -137,7 +137,7 @@ pub async fn report(
             crate::report::text(&report),
         )
             .into_response(),
-        _ => Json(report).into_response(),
+        _ => super::api::json_response(&report),
     })
 }
 

@@ -88,3 +88,53 @@ async fn a_rebound_host_name_is_refused_on_every_http_listener() {
     assert_eq!(export("localhost").await.unwrap().status(), 200);
     server.stop().await;
 }
+
+/// `GET /api/traces/{id}` redacts like every other output, and no JSON answer or scrape carries a
+/// raw control character from span text (a terminal showing it would act on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_json_is_redacted_and_no_output_carries_raw_controls() {
+    let server = TestServer::start_with(|c| c.settle = std::time::Duration::from_millis(200)).await;
+    let trace = "5bf7651916cd43dd8448eb211c80319c";
+    let kv = |k: &str, v: &str| serde_json::json!({"key": k, "value": {"stringValue": v}});
+    let evil = "cart\u{9b}31m\u{1b}[2J";
+    let body = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [kv("service.name", "shop"), kv("tracecov.run.id", "exposure")]},
+        "scopeSpans": [{"spans": [
+            {"traceId": trace, "spanId": "5000000000000001", "name": "test_x", "kind": 1,
+             "startTimeUnixNano": "1000", "endTimeUnixNano": "9000",
+             "attributes": [kv("test.case.name", "test_x"), kv("db.password", "hunter2-SECRET")]},
+            {"traceId": trace, "spanId": "5000000000000002", "parentSpanId": "5000000000000001",
+             "name": "GET", "kind": 3, "startTimeUnixNano": "2000", "endTimeUnixNano": "8000",
+             "attributes": [kv("peer.service", evil), kv("http.request.method", "GET")]}
+        ]}]
+    }]});
+    let resp = server
+        .post_otlp("application/json", body.to_string().into_bytes(), false)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let text = |path: String| {
+        let http = server.http.clone();
+        let url = server.api(&path);
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let raw_control = |s: &str| s.chars().any(|c| c.is_control() && c != '\n');
+    let trace_json = text(format!("/api/traces/{trace}")).await;
+    assert!(!trace_json.contains("hunter2"), "{trace_json}");
+    assert!(trace_json.contains("[REDACTED]"), "{trace_json}");
+    assert!(!raw_control(&trace_json), "{trace_json:?}");
+    assert!(
+        trace_json.contains("\\u009b"),
+        "kept as an escape: {trace_json}"
+    );
+
+    let report = text("/api/runs/exposure/report".to_owned()).await;
+    assert!(report.contains("\\u009b"), "{report}");
+    assert!(!raw_control(&report), "{report:?}");
+    let metrics = text("/metrics".to_owned()).await;
+    assert!(
+        metrics.contains("traces_service_graph_request_total"),
+        "{metrics}"
+    );
+    assert!(!raw_control(&metrics), "{metrics:?}");
+    server.stop().await;
+}
