@@ -327,6 +327,7 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         name: run.name.clone(),
     };
     let mut report = report::build_with(&info, &graph, &blame, &ctx.report);
+    report.run.aged_out_traces = runs.iter().map(|r| r.aged_out).sum();
 
     let traces_outside_run = reader.with_conn(|c| {
         let all: i64 = c.query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0))?;

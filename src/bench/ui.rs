@@ -175,6 +175,7 @@ pub fn generated_report(services: usize, edges: usize) -> Report {
             name: "bench".to_owned(),
             spans: 1_000_000,
             traces: 20_000,
+            aged_out_traces: 0,
             tests: TestCounts {
                 total: 2_000,
                 passed: 2_000 - failures.len() as u64,
@@ -216,6 +217,7 @@ pub fn page_of(report: Report) -> RunPage {
                 closed_ns: Some(1_700_000_060_000_000_000),
                 last_ns: 1_700_000_060_000_000_000,
                 traces: report.run.traces,
+                aged_out: 0,
             },
             open: false,
             settled: true,

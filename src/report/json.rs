@@ -32,6 +32,10 @@ pub struct Run {
     pub name: String,
     pub spans: u64,
     pub traces: u64,
+    /// Traces of the run that retention removed before this report (absent when none): the
+    /// report covers what is left.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub aged_out_traces: u64,
     pub tests: TestCounts,
     pub diagnostics: Diagnostics,
 }
@@ -156,6 +160,10 @@ pub struct Exception {
     pub stacktrace: Option<String>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The report of one run, with failures and error classes from `blame` (which must be
 /// `blame::analyze` of the forest `graph` was built from), links and redaction from `opts`.
 pub fn build_with(run: &RunInfo, graph: &RunGraph, blame: &Blame, opts: &ReportOptions) -> Report {
@@ -221,6 +229,7 @@ pub fn build(run: &RunInfo, graph: &RunGraph) -> Report {
             name: run.name.clone(),
             spans: graph.span_count(),
             traces: graph.trace_count(),
+            aged_out_traces: 0,
             tests: TestCounts {
                 total,
                 passed: total - failed,

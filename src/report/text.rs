@@ -55,6 +55,13 @@ pub fn text_styled(report: &Report, color: bool) -> String {
         "run {} ({}): {} spans in {} traces",
         run.name, run.id, run.spans, run.traces
     );
+    if run.aged_out_traces > 0 {
+        let _ = writeln!(
+            out,
+            "note: {} more traces of this run were removed by retention; this report covers the rest",
+            run.aged_out_traces
+        );
+    }
     let _ = writeln!(
         out,
         "tests: {} total, {} passed, {} failed",

@@ -318,3 +318,55 @@ fn unlinked_traces_analysed_together_get_the_results_they_get_alone() {
     assert!(together.len() > 100);
     assert_eq!(together, alone);
 }
+
+/// Retention removes a run's old trace with its run assignment, and the run's report says part of
+/// it aged out (before, the run still counted the removed trace).
+#[test]
+fn a_run_whose_trace_aged_out_says_so() {
+    use crate::model::{Attributes, KeyValue, Resource};
+    use crate::runs::RunAssigner;
+    use crate::store::{Durability, Retention, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+    let mut assigner = RunAssigner::open(dir.path(), Vec::new()).unwrap();
+    let resource = std::sync::Arc::new(Resource::new(Attributes(vec![
+        KeyValue::new("service.name", "shop"),
+        KeyValue::new(crate::runs::RUN_ID_ATTR, "aging"),
+    ])));
+    let trace = |n: u8, received: u64| {
+        let mut s = Span::new(
+            TraceId::from_bytes([n; 16]).unwrap(),
+            SpanId::from_bytes([n; 8]).unwrap(),
+            "work",
+        );
+        s.resource = resource.clone();
+        s.end_ns = 10;
+        (vec![s], received)
+    };
+    let now = crate::ingest::now_ns();
+    for (spans, received) in [trace(1, 1), trace(2, now)] {
+        store.write(&spans, received).unwrap();
+        assigner
+            .assign(&spans.iter().collect::<Vec<_>>(), received)
+            .unwrap();
+    }
+    let reader = store.reader();
+    let run = crate::query::resolve_run(&reader, "aging").unwrap();
+    assert_eq!((run.traces, run.aged_out), (2, 0));
+    store
+        .enforce_retention(
+            Retention {
+                max_age: std::time::Duration::from_secs(3600),
+                max_bytes: u64::MAX,
+            },
+            now,
+        )
+        .unwrap();
+    let run = crate::query::resolve_run(&reader, "aging").unwrap();
+    assert_eq!((run.traces, run.aged_out), (1, 1));
+    let ctx = crate::query::ReportContext::default();
+    let report = crate::query::run_report(&reader, &run, &ctx).unwrap();
+    assert_eq!(report.run.traces, 1);
+    assert_eq!(report.run.aged_out_traces, 1);
+    assert!(crate::report::text(&report).contains("1 more traces of this run were removed"));
+}

@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS trace_runs (
     last_ns      INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS trace_runs_by_run ON trace_runs (run_id);
+-- Traces of a run that retention removed, so that its report can say part of it aged out.
+CREATE TABLE IF NOT EXISTS run_aged_out (
+    run_id  TEXT PRIMARY KEY,
+    traces  INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// How a run came to be.
@@ -98,6 +103,8 @@ pub struct Run {
     /// When a span of the run last arrived (or the run was opened).
     pub last_ns: u64,
     pub traces: u64,
+    /// Traces of the run that retention removed.
+    pub aged_out: u64,
 }
 
 impl Run {
@@ -112,6 +119,25 @@ impl Run {
     pub fn is_settled(&self, now_ns: u64, quiet: Duration) -> bool {
         self.closed_ns.is_some() || now_ns.saturating_sub(self.last_ns) >= quiet.as_nanos() as u64
     }
+}
+
+/// Forgets a trace that retention removes: its run assignment goes, and its run counts it as
+/// aged out.
+pub fn forget_trace(conn: &Connection, trace_id: &[u8]) -> Result<(), StoreError> {
+    let run: Option<String> = conn
+        .prepare_cached("SELECT run_id FROM trace_runs WHERE trace_id = ?1")?
+        .query_row(params![trace_id], |r| r.get(0))
+        .optional()?;
+    if let Some(run) = run {
+        conn.prepare_cached(
+            "INSERT INTO run_aged_out (run_id, traces) VALUES (?1, 1)
+             ON CONFLICT (run_id) DO UPDATE SET traces = traces + 1",
+        )?
+        .execute(params![run])?;
+        conn.prepare_cached("DELETE FROM trace_runs WHERE trace_id = ?1")?
+            .execute(params![trace_id])?;
+    }
+    Ok(())
 }
 
 pub fn init_schema(conn: &Connection) -> Result<(), StoreError> {
@@ -136,11 +162,13 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         closed_ns: row.get::<_, Option<i64>>(4)?.map(|v| v as u64),
         last_ns: row.get::<_, i64>(5)? as u64,
         traces: row.get::<_, i64>(6)? as u64,
+        aged_out: row.get::<_, i64>(7)? as u64,
     })
 }
 
 const RUN_COLUMNS: &str = "r.id, r.name, r.kind, r.created_ns, r.closed_ns, r.last_ns,
-    (SELECT COUNT(*) FROM trace_runs t WHERE t.run_id = r.id)";
+    (SELECT COUNT(*) FROM trace_runs t WHERE t.run_id = r.id),
+    (SELECT COALESCE(MAX(a.traces), 0) FROM run_aged_out a WHERE a.run_id = r.id)";
 
 /// Opens a run. Also used by the import command for the run a file becomes.
 pub fn create_run(

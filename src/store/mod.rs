@@ -282,6 +282,8 @@ fn create_schema(conn: &Connection, dir: &Path) -> Result<(), StoreError> {
         });
     }
     conn.execute_batch(SCHEMA)?;
+    // The run tables live in the same file, and retention removes traces from them.
+    crate::runs::init_schema(conn)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
@@ -573,6 +575,7 @@ fn delete_trace(
         .optional()?;
     if let Some(id) = trace_id {
         crate::results::settle::forget(tx, &id, rollups)?;
+        crate::runs::forget_trace(tx, &id)?;
     }
     tx.prepare_cached(
         "DELETE FROM trace_results WHERE trace_id = (SELECT trace_id FROM traces WHERE seq = ?1)",

@@ -237,6 +237,7 @@ mod tests {
             closed_ns: None,
             last_ns,
             traces,
+            aged_out: 0,
         }
     }
 
