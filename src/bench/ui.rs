@@ -189,6 +189,7 @@ pub fn generated_report(services: usize, edges: usize) -> Report {
                 clock_skew: 1,
                 unresolved_calls: 0,
                 propagation_breaks: BTreeMap::from([("ns03/service-031".to_owned(), 2)]),
+                walks_cut_short: 0,
             },
         },
         nodes,

@@ -94,6 +94,9 @@ pub struct Failure {
     pub origin: Option<(TraceId, SpanId)>,
     /// An open circuit breaker refused the call.
     pub circuit_open: bool,
+    /// The origin walk (or a timeout's critical path) stopped at its depth limit: the origin
+    /// may be deeper than the span named (counted in the report's diagnostics).
+    pub cut_short: bool,
     /// Failures of the run with the same hop and class, this one included.
     pub failed_here: usize,
     /// The raw callee of `hop` when the address map or the set of services named it, so that
@@ -296,6 +299,7 @@ fn explain(
     let walk = walk::Walker::new(forest, driver, &makes_hop).walk(start);
     let mut path = walk.path;
     let mut collateral = walk.collateral;
+    let mut cut_short = walk.cut_short;
 
     let (class, placed, circuit_open) = match walk.origin {
         None => (ErrorClass::Silent, start, false),
@@ -303,7 +307,8 @@ fn explain(
             let verdict = classify::classify(forest, origin);
             let mut placed = origin;
             if verdict.class == ErrorClass::Timeout {
-                let held = walk::held_time(forest, origin);
+                let (held, cut) = walk::held_time(forest, origin);
+                cut_short |= cut;
                 if let Some(&deepest) = held.last() {
                     path.extend(&held);
                     placed = deepest;
@@ -385,6 +390,7 @@ fn explain(
         circuit_open,
         failed_here: 1,
         hop_target,
+        cut_short,
     }
 }
 

@@ -822,3 +822,42 @@ fn report_with_blame_lists_failures_and_classes_errors() {
         diagnostics: 0 orphans, 0 duplicate span ids, 0 parent cycles, 0 missing end times, 0 clock skew, 0 unresolved calls
     "#]].assert_eq(&report::text(&report));
 }
+
+/// A chain of spans in error deeper than the walk's limit: the failure names where the walk
+/// stopped, and the report says the walk was cut short (it used to say nothing).
+#[test]
+fn an_origin_walk_cut_short_is_a_diagnostic() {
+    use crate::model::{SpanId, SpanKind, Status, StatusCode, TraceId};
+    let trace = TraceId::from_bytes([7; 16]).unwrap();
+    let mut spans = Vec::new();
+    let depth = 1_000u64;
+    for i in 0..depth {
+        let mut s = Span::new(
+            trace,
+            SpanId::from_bytes((i + 1).to_be_bytes()).unwrap(),
+            "hop",
+        );
+        s.parent_span_id = (i > 0).then(|| SpanId::from_bytes(i.to_be_bytes()).unwrap());
+        s.kind = if i == 0 {
+            SpanKind::Server
+        } else {
+            SpanKind::Internal
+        };
+        s.start_ns = i;
+        s.end_ns = 2 * depth - i;
+        s.status = Status {
+            code: StatusCode::Error,
+            message: String::new(),
+        };
+        spans.push(s);
+    }
+    let forest = Forest::build(&spans);
+    let mut graph = analyze_forest(&forest, &AnalysisOptions::default());
+    let blame = analyze(&forest, &mut graph);
+    assert_eq!(blame.failures.len(), 1);
+    assert!(blame.failures[0].cut_short);
+    let info = crate::report::RunInfo::default();
+    let report = crate::report::build_with(&info, &graph, &blame, &Default::default());
+    assert_eq!(report.run.diagnostics.walks_cut_short, 1);
+    assert!(crate::report::text(&report).contains("origin walks cut short at depth 512: 1"));
+}

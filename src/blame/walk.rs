@@ -24,6 +24,9 @@ pub(crate) struct Walk {
     /// Errors that are consequences: spans in error on the way down, later siblings in error
     /// and everything in error below them, and cancellations.
     pub collateral: Vec<SpanRef>,
+    /// The walk stopped at `MAX_DEPTH` with spans in error still below: the origin may be
+    /// deeper than the one named.
+    pub cut_short: bool,
 }
 
 pub(crate) struct Walker<'f, 'a> {
@@ -34,6 +37,7 @@ pub(crate) struct Walker<'f, 'a> {
     /// Whether a span is a calling span that makes a hop (the driver's calls into the system).
     makes_hop: &'f dyn Fn(SpanRef) -> bool,
     visited: HashSet<SpanRef>,
+    cut_short: bool,
 }
 
 impl<'f, 'a> Walker<'f, 'a> {
@@ -47,6 +51,7 @@ impl<'f, 'a> Walker<'f, 'a> {
             driver,
             makes_hop,
             visited: HashSet::new(),
+            cut_short: false,
         }
     }
 
@@ -73,6 +78,7 @@ impl<'f, 'a> Walker<'f, 'a> {
             path,
             origin,
             collateral,
+            cut_short: self.cut_short,
         }
     }
 
@@ -120,6 +126,9 @@ impl<'f, 'a> Walker<'f, 'a> {
             }
         }
         let mut chosen: Option<(usize, Vec<SpanRef>)> = None;
+        if depth >= MAX_DEPTH && !errors.is_empty() {
+            self.cut_short = true;
+        }
         if depth < MAX_DEPTH {
             for (i, &c) in errors.iter().enumerate() {
                 let mut below = Vec::new();
@@ -170,11 +179,12 @@ impl<'f, 'a> Walker<'f, 'a> {
 
 /// A timeout's critical path: from `from` down through the child that used up its parent's
 /// time (at least three quarters of it), whatever that child's status, to the deepest span that
-/// held the time. Returns the spans below `from` on that path.
-pub(crate) fn held_time(forest: &Forest<'_>, from: SpanRef) -> Vec<SpanRef> {
+/// held the time. Returns the spans below `from` on that path, and whether it stopped at
+/// `MAX_DEPTH` with a deeper span still holding the time.
+pub(crate) fn held_time(forest: &Forest<'_>, from: SpanRef) -> (Vec<SpanRef>, bool) {
     let mut path = Vec::new();
     let mut at = from;
-    while path.len() < MAX_DEPTH {
+    loop {
         let tree = forest.tree(at.tree);
         let held = tree.span(at.span).duration_ns();
         if held == 0 {
@@ -189,11 +199,14 @@ pub(crate) fn held_time(forest: &Forest<'_>, from: SpanRef) -> Vec<SpanRef> {
         if (tree.span(longest).duration_ns() as u128) * 4 < (held as u128) * 3 {
             break;
         }
+        if path.len() >= MAX_DEPTH {
+            return (path, true);
+        }
         at = SpanRef {
             tree: at.tree,
             span: longest,
         };
         path.push(at);
     }
-    path
+    (path, false)
 }

@@ -58,6 +58,10 @@ pub struct Diagnostics {
     pub unresolved_calls: u64,
     /// Per service, its SERVER spans with no parent.
     pub propagation_breaks: BTreeMap<String, u64>,
+    /// Failures whose origin walk stopped at its depth limit (a chain of spans in error deeper
+    /// than 512): their origin may be deeper than the span named.
+    #[serde(default)]
+    pub walks_cut_short: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +179,8 @@ pub fn build_with(run: &RunInfo, graph: &RunGraph, blame: &Blame, opts: &ReportO
         }
     }
     report.failures = blame.failures.iter().map(|f| failure(f, opts)).collect();
+    report.run.diagnostics.walks_cut_short =
+        blame.failures.iter().filter(|f| f.cut_short).count() as u64;
     report
 }
 
@@ -243,6 +249,7 @@ pub fn build(run: &RunInfo, graph: &RunGraph) -> Report {
                 clock_skew: d.clock_skew,
                 unresolved_calls: d.unresolved_calls,
                 propagation_breaks: d.propagation_breaks.clone(),
+                walks_cut_short: 0,
             },
         },
         nodes: graph

@@ -51,7 +51,8 @@ fn json_report() {
               "unresolved_calls": 0,
               "propagation_breaks": {
                 "frontend": 1
-              }
+              },
+              "walks_cut_short": 0
             }
           },
           "nodes": [

@@ -158,6 +158,13 @@ pub fn text_styled(report: &Report, color: bool) -> String {
             breaks.join(", ")
         );
     }
+    if d.walks_cut_short > 0 {
+        let _ = writeln!(
+            out,
+            "origin walks cut short at depth 512: {} (their origin may be deeper than the span named)",
+            d.walks_cut_short
+        );
+    }
     out
 }
 

@@ -168,6 +168,7 @@ pub struct FailureRecord {
     pub path: Vec<([u8; 16], [u8; 8])>,
     pub origin: Option<([u8; 16], [u8; 8])>,
     pub circuit_open: bool,
+    pub cut_short: bool,
 }
 
 /// A stored result that cannot be read back (written by a build with another format under the
@@ -406,6 +407,7 @@ pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
                 .collect(),
             origin: f.origin.map(|(t, s)| (*t.as_bytes(), *s.as_bytes())),
             circuit_open: f.circuit_open,
+            cut_short: f.cut_short,
         });
     }
     out.sort_by_key(|r| r.trace_id);

@@ -567,6 +567,7 @@ fn failure(trace: [u8; 16], f: &FailureRecord, ex: &mut Extractor<'_>) -> Option
         path: f.path.iter().filter_map(|&p| pair(p)).collect(),
         origin: f.origin.and_then(pair),
         circuit_open: f.circuit_open,
+        cut_short: f.cut_short,
         failed_here: 1,
         hop_target,
     })
