@@ -4,9 +4,10 @@
 //! - the value of an attribute whose key names a secret: authorization, cookie (set-cookie),
 //!   token, secret, password, api-key — any case, any separator, any prefix
 //!   (`http.request.header.x-api-key`, `db.password`, `AccessToken`);
-//! - in any text: the value of a query parameter (or any `name=value` pair, or a JSON
-//!   `"name": "value"` pair) with such a name, the credentials of a URL (`scheme://user:pass@`),
-//!   and bearer tokens (`Bearer abc…`);
+//! - in any text, for such a name: the value of a query parameter or any `name=value` pair
+//!   (quoted or not, spaces around `=` as in SQL), a JSON `"name": value` or a language repr's
+//!   `'name': value` (strings and numbers), and a header line `Name: value` to its end; and the
+//!   credentials of a URL (`scheme://user:pass@`) and bearer tokens (`Bearer abc…`);
 //! - matches of the configured extra patterns (regular expressions), and values of attributes
 //!   with the configured extra key names.
 //!
@@ -46,11 +47,27 @@ static URL_CREDENTIALS: LazyLock<Regex> = LazyLock::new(|| {
 static BEARER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(bearer)(\s+|%20|\+)[A-Za-z0-9\-._~+/]+=*").expect("valid regex")
 });
+/// `name=value`, `name = 'value'`, `name="value"` (query strings, logs, SQL, keyword arguments).
 static KEY_VALUE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"([A-Za-z0-9_.\-\[\]]+)=([^&\s,;"'#)<>]*)"#).expect("valid regex")
+    Regex::new(
+        r#"([A-Za-z0-9_.\-\[\]]+)([ \t]*=[ \t]*)('[^'\n]*'|"(?:[^"\\\n]|\\.)*"|[^&\s,;"'#)<>]*)"#,
+    )
+    .expect("valid regex")
 });
+/// `"name": "value"` and `"name": 1234` (JSON).
 static JSON_PAIR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#""([^"\s]{1,64})"(\s*:\s*)"((?:[^"\\]|\\.)*)""#).expect("valid regex")
+    Regex::new(r#""([^"\s]{1,64})"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+\-]*|true|false)"#)
+        .expect("valid regex")
+});
+/// `'name': 'value'` and `'name': 1234` (Python and other language reprs).
+static REPR_PAIR: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"'([^'\s]{1,64})'(\s*:\s*)('(?:[^'\\]|\\.)*'|-?[0-9][0-9.eE+\-]*)"#)
+        .expect("valid regex")
+});
+/// `Name: value` to the end of the line (HTTP headers in logs and messages).
+static HEADER_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?m)(^|[\s{\[(,;])([A-Za-z][A-Za-z0-9_\-]*)([ \t]*:[ \t]*)([^\r\n]+)"#)
+        .expect("valid regex")
 });
 
 /// How to redact; from the CLI flags or the manifest.
@@ -165,8 +182,8 @@ impl Redactor {
             format!("{}{}{REDACTED}", &c[1], &c[2])
         });
         replace(&mut out, &KEY_VALUE, |c: &Captures| {
-            if self.is_secret_key(&c[1]) && &c[2] != REDACTED {
-                format!("{}={REDACTED}", &c[1])
+            if self.is_secret_key(&c[1]) && &c[3] != REDACTED {
+                format!("{}{}{REDACTED}", &c[1], &c[2])
             } else {
                 c[0].to_owned()
             }
@@ -174,6 +191,20 @@ impl Redactor {
         replace(&mut out, &JSON_PAIR, |c: &Captures| {
             if self.is_secret_key(&c[1]) {
                 format!("\"{}\"{}\"{REDACTED}\"", &c[1], &c[2])
+            } else {
+                c[0].to_owned()
+            }
+        });
+        replace(&mut out, &REPR_PAIR, |c: &Captures| {
+            if self.is_secret_key(&c[1]) {
+                format!("'{}'{}'{REDACTED}'", &c[1], &c[2])
+            } else {
+                c[0].to_owned()
+            }
+        });
+        replace(&mut out, &HEADER_LINE, |c: &Captures| {
+            if self.is_secret_key(&c[2]) && !c[4].contains(REDACTED) {
+                format!("{}{}{}{REDACTED}", &c[1], &c[2], &c[3])
             } else {
                 c[0].to_owned()
             }
@@ -394,6 +425,91 @@ mod tests {
             "Bearer abc",
             "the opt-out changes nothing"
         );
+    }
+
+    /// Realistic leaks, one per row: none of the secrets may survive, and the text around them
+    /// stays readable.
+    #[test]
+    fn realistic_leaks_are_all_redacted() {
+        let r = Redactor::default();
+        let rows: &[(&str, &str, &str)] = &[
+            // (where it shows up, the text, a secret in it)
+            (
+                "quoted query value",
+                "login?password='SECRET3'&next=/",
+                "SECRET3",
+            ),
+            (
+                "double-quoted kwarg",
+                r#"login(user="ann", password="pw-9")"#,
+                "pw-9",
+            ),
+            (
+                "python dict repr",
+                "{'user': 'ann', 'password': 'x-secret-1'}",
+                "x-secret-1",
+            ),
+            ("python repr, number", "{'pin_password': 4321}", "4321"),
+            (
+                "json number",
+                r#"{"user": "ann", "password": 1234567}"#,
+                "1234567",
+            ),
+            (
+                "json nested",
+                r#"{"auth": {"client_secret": "cs-1"}}"#,
+                "cs-1",
+            ),
+            ("header line", "sent X-Auth-Token: tok-abc123", "tok-abc123"),
+            (
+                "basic auth header",
+                "Authorization: Basic dXNlcjpwYXNz",
+                "dXNlcjpwYXNz",
+            ),
+            (
+                "cookie header",
+                "Cookie: session=s3cr3t; theme=dark",
+                "s3cr3t",
+            ),
+            (
+                "sql literal",
+                "UPDATE users SET password = 'hunter2' WHERE id = 1",
+                "hunter2",
+            ),
+            (
+                "sql double-quoted",
+                r#"INSERT INTO t (api_key) VALUES (1) -- api_key="k-77""#,
+                "k-77",
+            ),
+            (
+                "url credentials",
+                "GET https://ann:pa55@shop.example/cart",
+                "pa55",
+            ),
+            ("url query", "https://x.example/cb?api_key=K1&x=1", "K1"),
+            (
+                "log line",
+                "connecting with token=abc123def to db",
+                "abc123def",
+            ),
+            ("bearer", "failed: Bearer eyJhbGciOi.J9.x", "eyJhbGciOi"),
+        ];
+        for (what, text, secret) in rows {
+            let out = r.text(text);
+            assert!(!out.contains(secret), "{what}: {text:?} became {out:?}");
+            assert!(out.contains(REDACTED), "{what}: {out:?}");
+        }
+        // What is not secret stays.
+        assert_eq!(
+            r.text("UPDATE users SET password = 'hunter2' WHERE id = 1"),
+            "UPDATE users SET password = [REDACTED] WHERE id = 1"
+        );
+        assert_eq!(r.text("{'user': 'ann', 'n': 2}"), "{'user': 'ann', 'n': 2}");
+        assert_eq!(
+            r.text("Content-Type: application/json"),
+            "Content-Type: application/json"
+        );
+        assert_eq!(r.text("used input_tokens: 5"), "used input_tokens: 5");
     }
 
     #[test]
