@@ -12,6 +12,12 @@
 //! the log over. The WAL stays bounded under any load (unless a reader holds a snapshot open
 //! for that long, as with SQLite's own checkpoints).
 //!
+//! Both thresholds count the log itself (its frames, as SQLite reports them after each commit),
+//! not the span bytes committed: a commit of one small span still writes whole pages, and
+//! counting spans let two clients exporting one span at a time grow the log to gigabytes. The
+//! writer's connection also sets `journal_size_limit`, so a log that grew during a long reader
+//! snapshot is cut back once it starts over.
+//!
 //! Durability does not depend on any of this: a commit is durable once it is in the WAL.
 
 use std::path::Path;
@@ -23,13 +29,12 @@ use rusqlite::Connection;
 
 use super::{Durability, StoreError, configure};
 
-/// When checkpoints run, in bytes of committed spans (the WAL holds somewhat more: index and
-/// trace pages, frame headers).
+/// When checkpoints run, in bytes of write-ahead log.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    /// Wake the background checkpointer after this much.
+    /// Wake the background checkpointer each time the log grew this much.
     pub wake_every_bytes: u64,
-    /// Have the writer finish a checkpoint and restart the log after this much.
+    /// Have the writer finish a checkpoint and restart the log once it is this long.
     pub restart_every_bytes: u64,
 }
 
@@ -50,18 +55,36 @@ pub(crate) struct Checkpointer {
     /// background one instead of finding SQLite's checkpoint lock taken and giving up.
     gate: Arc<Mutex<()>>,
     limits: Limits,
-    /// Bytes committed since the thread was last woken.
-    since_wake: u64,
-    /// Bytes committed since the log last started over.
-    since_restart: u64,
+    /// Frames in the log after the writer's last commit (its WAL hook writes it).
+    frames: Arc<std::sync::atomic::AtomicU64>,
+    /// The log's length when the thread was last woken.
+    woken_at: u64,
 }
 
+/// Bytes a WAL frame takes: a page and its 24-byte header.
+const FRAME_BYTES: u64 = super::PAGE_SIZE as u64 + 24;
+
 impl Checkpointer {
+    /// Starts the thread; `writer` is the writer's connection, whose commits it follows.
     pub(crate) fn start(
         path: &Path,
+        writer: &mut Connection,
         durability: Durability,
         limits: Limits,
     ) -> Result<Self, StoreError> {
+        let frames = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = frames.clone();
+        // Registered after `wal_autocheckpoint` is set: that pragma replaces the hook.
+        writer.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            seen.store(pages.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }))?;
+        // A log that grew past twice the restart length is cut back when it starts over.
+        writer.pragma_update(
+            None,
+            "journal_size_limit",
+            (limits.restart_every_bytes * 2) as i64,
+        )?;
         let conn = Connection::open(path)?;
         configure(&conn, durability)?;
         // One pending wake-up is enough: a checkpoint copies everything committed before it.
@@ -77,18 +100,25 @@ impl Checkpointer {
             handle: Some(handle),
             gate,
             limits,
-            since_wake: 0,
-            since_restart: 0,
+            frames,
+            woken_at: 0,
         })
     }
 
-    /// Called by the writer after each commit of about `bytes`, with its own connection and no
-    /// transaction open.
-    pub(crate) fn committed(&mut self, writer: &Connection, bytes: u64) {
-        self.since_wake += bytes;
-        self.since_restart += bytes;
-        if self.since_wake >= self.limits.wake_every_bytes {
-            self.since_wake = 0;
+    /// The write-ahead log's length after the writer's last commit.
+    pub(crate) fn wal_bytes(&self) -> u64 {
+        self.frames.load(std::sync::atomic::Ordering::Relaxed) * FRAME_BYTES
+    }
+
+    /// Called by the writer after each commit, with its own connection and no transaction open.
+    pub(crate) fn committed(&mut self, writer: &Connection) {
+        let wal = self.wal_bytes();
+        if wal < self.woken_at {
+            // The log started over.
+            self.woken_at = 0;
+        }
+        if wal - self.woken_at >= self.limits.wake_every_bytes {
+            self.woken_at = wal;
             if let Some(wake) = &self.wake {
                 // Full means a wake-up is already pending, and it will see these commits too;
                 // disconnected means the thread is gone, and the writer's own checkpoints below
@@ -96,9 +126,10 @@ impl Checkpointer {
                 let _ = wake.try_send(());
             }
         }
-        if self.since_restart >= self.limits.restart_every_bytes {
+        if wal >= self.limits.restart_every_bytes {
             match self.finish(writer) {
-                Ok(true) => self.since_restart = 0,
+                // The next commit starts the log over.
+                Ok(true) => {}
                 // A reader's old snapshot kept some frames; try again after the next commit.
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
@@ -160,6 +191,38 @@ mod tests {
     use super::*;
     use crate::model::{Attributes, KeyValue, Resource, Span, SpanId, TraceId};
     use crate::store::{Stats, Store};
+
+    /// One small span per commit: each commit writes whole pages, so counting span bytes let
+    /// the log grow about a hundred times past its limit (two clients exporting one span at a
+    /// time once made an 8 GB log). The log's own length decides now.
+    #[test]
+    fn one_span_commits_keep_the_wal_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            wake_every_bytes: 256 << 10,
+            restart_every_bytes: 1 << 20,
+        };
+        let mut store = Store::open_with(dir.path(), Durability::Process, limits).unwrap();
+        let resource = Arc::new(Resource::new(Attributes(vec![KeyValue::new(
+            "service.name",
+            "a",
+        )])));
+        let mut max_wal = 0;
+        for n in 1..=1_500u64 {
+            let trace = TraceId::from_bytes(u128::from(n).to_be_bytes()).unwrap();
+            let mut s = Span::new(trace, SpanId::from_bytes(n.to_be_bytes()).unwrap(), "op");
+            s.resource = resource.clone();
+            store.write([&s], n).unwrap();
+            max_wal = max_wal.max(store.checkpointer.wal_bytes());
+        }
+        // 1,500 commits of several 16 KiB pages each: about 70 MB of log without the limit.
+        let file = std::fs::metadata(dir.path().join("tracecov.sqlite-wal"))
+            .unwrap()
+            .len();
+        assert!(max_wal < 2 << 20, "the log reached {max_wal} bytes");
+        assert!(file < 3 << 20, "the log file grew to {file} bytes");
+        assert_eq!(store.reader().stats().unwrap().spans, 1_500);
+    }
 
     #[test]
     fn the_wal_stays_bounded_and_every_span_survives_checkpointing() {

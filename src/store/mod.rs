@@ -229,7 +229,7 @@ CREATE TABLE IF NOT EXISTS services (
 ) WITHOUT ROWID;
 ";
 
-const PAGE_SIZE: i64 = 16_384;
+pub(crate) const PAGE_SIZE: i64 = 16_384;
 
 pub(crate) fn db_path(dir: &Path) -> PathBuf {
     dir.join("tracecov.sqlite")
@@ -319,13 +319,14 @@ impl Store {
             path: dir.to_owned(),
             source,
         })?;
-        let conn = Connection::open(db_path(dir))?;
+        let mut conn = Connection::open(db_path(dir))?;
         configure(&conn, durability)?;
         create_schema(&conn, dir)?;
         // The checkpointer thread copies the WAL into the database; the writer never does it
         // inside a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = checkpoint::Checkpointer::start(&db_path(dir), durability, limits)?;
+        let checkpointer =
+            checkpoint::Checkpointer::start(&db_path(dir), &mut conn, durability, limits)?;
         Ok(Self {
             conn,
             dir: dir.to_owned(),
@@ -362,10 +363,7 @@ impl Store {
     ) -> Result<WriteSummary, StoreError> {
         let result = self.write_in_transaction(batches, received_ns);
         match &result {
-            Ok(_) => {
-                let bytes = batches.iter().map(|b| b.encoded_bytes() as u64).sum();
-                self.checkpointer.committed(&self.conn, bytes);
-            }
+            Ok(_) => self.checkpointer.committed(&self.conn),
             // The transaction rolled back, and with it any resource rows it added.
             Err(_) => self.resource_ids.clear(),
         }
@@ -495,11 +493,28 @@ impl Store {
             delete_trace(&tx, seq, &mut rollups)?;
             removed += 1;
         }
-        // By size: drop oldest-received traces until under the limit.
-        let mut total: i64 =
+        // By size, as the store takes on disk (spans with their indexes, results, rollups): drop
+        // oldest-received traces until under the limit. A trace's share of the disk is its span
+        // bytes scaled by the store's whole-to-spans ratio.
+        let spans_bytes: i64 =
             tx.query_row("SELECT COALESCE(SUM(bytes), 0) FROM traces", [], |r| {
                 r.get(0)
             })?;
+        let pages: i64 = tx.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let free: i64 = tx.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        // An empty store still takes a page per table and index (and the header page).
+        let fixed: i64 = tx.query_row(
+            "SELECT COUNT(*) + 1 FROM sqlite_master WHERE rootpage > 0",
+            [],
+            |r| r.get(0),
+        )?;
+        let data_pages = (pages - free - fixed).max(0);
+        let scale = if spans_bytes > 0 {
+            ((data_pages * PAGE_SIZE) as f64 / spans_bytes as f64).max(1.0)
+        } else {
+            1.0
+        };
+        let mut total = fixed * PAGE_SIZE + (spans_bytes as f64 * scale) as i64;
         if total as u64 > retention.max_bytes {
             let victims: Vec<i64> = {
                 let mut stmt =
@@ -511,7 +526,7 @@ impl Store {
                         break;
                     }
                     let bytes: i64 = row.get(1)?;
-                    total -= bytes;
+                    total -= (bytes as f64 * scale) as i64;
                     out.push(row.get(0)?);
                 }
                 out
@@ -918,5 +933,60 @@ mod tests {
         // Over the size limit: the oldest (T2) goes first, then T1, until under the limit.
         assert_eq!(store.enforce_retention(by_size, 7_000).unwrap(), 2);
         assert_eq!(reader.stats().unwrap().traces, 0);
+    }
+
+    /// The size limit counts what the store takes on disk, not only span bytes: a limit above
+    /// the span bytes but below the disk they take still removes the oldest traces (it used to
+    /// remove nothing while the disk filled).
+    #[test]
+    fn size_retention_counts_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let r = resource("a");
+        let padding = "p".repeat(2_000);
+        for i in 0..200u64 {
+            let trace = format!("{:032x}", i + 1);
+            let mut s = span(&trace, "0000000000000001", &r);
+            s.attributes.push("padding", padding.as_str());
+            store.write(&[s], 1_000 + i).unwrap();
+        }
+        let spans_bytes: i64 = store
+            .conn
+            .query_row("SELECT SUM(bytes) FROM traces", [], |r| r.get(0))
+            .unwrap();
+        let pages: i64 = store
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let on_disk = pages * PAGE_SIZE;
+        assert!(
+            on_disk > spans_bytes * 5 / 4,
+            "{on_disk} on disk, {spans_bytes} of spans"
+        );
+        // Between the span bytes and what they take on disk.
+        let limit = Retention {
+            max_age: std::time::Duration::from_secs(3600),
+            max_bytes: (spans_bytes + (on_disk - spans_bytes) / 4) as u64,
+        };
+        let removed = store.enforce_retention(limit, 2_000).unwrap();
+        assert!(
+            removed > 0 && removed < 200,
+            "{removed} removed with {on_disk} bytes on disk, {spans_bytes} of spans"
+        );
+        // The oldest went first.
+        let reader = store.reader();
+        assert!(
+            reader
+                .trace(TraceId::from_hex(&format!("{:032x}", 1)).unwrap())
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            reader
+                .trace(TraceId::from_hex(&format!("{:032x}", 200)).unwrap())
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }
