@@ -38,8 +38,9 @@ pub(crate) struct EncodedResource {
 pub struct EncodedSpans {
     pub(crate) spans: Vec<EncodedSpan>,
     pub(crate) resources: Vec<EncodedResource>,
-    /// Resource content hash → index in `resources`: an export may carry many resources.
-    resource_index: HashMap<u64, usize>,
+    /// Resource content hash → indexes in `resources` (more than one only when two contents
+    /// share a hash): an export may carry many resources.
+    resource_index: HashMap<u64, Vec<usize>>,
     /// Every span's encoding, back to back: one allocation per batch, not one per span.
     buf: Vec<u8>,
 }
@@ -89,14 +90,17 @@ impl EncodedSpans {
         let mut data = Vec::new();
         codec::encode_resource(resource, &mut data);
         let hash = codec::content_hash(&data);
-        *self.resource_index.entry(hash).or_insert_with(|| {
-            self.resources.push(EncodedResource {
-                hash,
-                data,
-                service: resource.service().to_owned(),
-            });
-            self.resources.len() - 1
-        })
+        let same = self.resource_index.entry(hash).or_default();
+        if let Some(&i) = same.iter().find(|&&i| self.resources[i].data == data) {
+            return i;
+        }
+        self.resources.push(EncodedResource {
+            hash,
+            data,
+            service: resource.service().to_owned(),
+        });
+        same.push(self.resources.len() - 1);
+        self.resources.len() - 1
     }
 
     /// The stored encoding of the span at `span`.

@@ -10,9 +10,12 @@
 //!   happens before (`EncodedSpans`), checkpointing beside it (`checkpoint`), so that thread does
 //!   nothing but commits.
 //! - The table layout makes a commit write few pages: see `SCHEMA`.
-//! - A span is unique by (trace, span id, content hash). An exact re-delivery (a client's retry)
-//!   is ignored, so writes are idempotent; a *different* span reusing an id is kept, because
+//! - A span is unique by (trace, span id, content). An exact re-delivery (a client's retry) is
+//!   ignored, so writes are idempotent; a *different* span reusing an id is kept, because
 //!   duplicate ids are something analysis must see and report, not something storage may hide.
+//!   The content hash in the key only narrows the search: bytes are compared, and different
+//!   content that shares a hash (by chance or crafted) takes the next free hash value, as a
+//!   resource does.
 //! - Resources are stored once per distinct content and referenced by id: an export typically has
 //!   one resource for hundreds of spans.
 //! - Retention ages count from when a span was received (`received_ns`), never from the span's
@@ -300,8 +303,8 @@ pub struct Store {
     conn: Connection,
     dir: PathBuf,
     checkpointer: checkpoint::Checkpointer,
-    /// Resource content hash → row id, so a batch does not ask SQLite for each span's resource.
-    resource_ids: HashMap<u64, i64>,
+    /// Resource content → row id, so a batch does not ask SQLite for each span's resource.
+    resource_ids: HashMap<Vec<u8>, i64>,
 }
 
 impl Store {
@@ -396,6 +399,9 @@ impl Store {
                    (trace_seq, span_id, hash, resource_id, received_ns, data)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut same_span = tx.prepare_cached(
+                "SELECT data FROM spans WHERE trace_seq = ?1 AND span_id = ?2 AND hash = ?3",
+            )?;
             let mut upsert_service = tx.prepare_cached(
                 "INSERT INTO services (name, first_seen_ns, last_seen_ns) VALUES (?1, ?2, ?2)
                  ON CONFLICT (name) DO UPDATE SET last_seen_ns = excluded.last_seen_ns",
@@ -433,15 +439,36 @@ impl Store {
                         }
                     };
                     let data = batch.data(span);
-                    let n = insert_span.execute(params![
-                        tally.seq,
-                        &span.span_id.as_bytes()[..],
-                        span.hash as i64,
-                        resource_ids[span.resource],
-                        received,
-                        data
-                    ])?;
-                    if n == 1 {
+                    // The hash only narrows the search: a span is a duplicate when a stored one
+                    // has the same ids and the same bytes. Another span whose content happens to
+                    // (or was made to) share the hash takes the next free hash value.
+                    let mut stored = false;
+                    let mut hash = span.hash;
+                    for _ in 0..MAX_PROBES {
+                        if insert_span.execute(params![
+                            tally.seq,
+                            &span.span_id.as_bytes()[..],
+                            hash as i64,
+                            resource_ids[span.resource],
+                            received,
+                            data
+                        ])? == 1
+                        {
+                            stored = true;
+                            break;
+                        }
+                        let same: Option<Vec<u8>> = same_span
+                            .query_row(
+                                params![tally.seq, &span.span_id.as_bytes()[..], hash as i64],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        if same.as_deref() == Some(data) {
+                            break;
+                        }
+                        hash = hash.wrapping_add(1);
+                    }
+                    if stored {
                         summary.inserted += 1;
                         tally.spans += 1;
                         tally.bytes += data.len() as i64;
@@ -551,32 +578,47 @@ impl Store {
     }
 }
 
-/// The row id of the resource with this content, storing it when new. `cache` (content hash →
-/// row id) spares a query per export: resources never change once stored.
+/// Hash values tried for one content before giving up (each one taken by different content).
+const MAX_PROBES: u64 = 64;
+
+/// The row id of the resource with this content, storing it when new. `cache` (content →
+/// row id) spares a query per export: resources never change once stored. The hash only
+/// narrows the search: a stored resource is this one when its bytes are, and different content
+/// that shares the hash takes the next free hash value.
 fn resource_id(
     tx: &rusqlite::Transaction<'_>,
-    cache: &mut HashMap<u64, i64>,
+    cache: &mut HashMap<Vec<u8>, i64>,
     hash: u64,
     data: &[u8],
 ) -> Result<i64, StoreError> {
-    if let Some(id) = cache.get(&hash) {
+    if let Some(id) = cache.get(data) {
         return Ok(*id);
     }
-    let hash_col = hash as i64;
-    let found = tx
-        .prepare_cached("SELECT id FROM resources WHERE hash = ?1")?
-        .query_row(params![hash_col], |r| r.get::<_, i64>(0))
-        .optional()?;
-    let id = match found {
-        Some(id) => id,
-        None => {
-            tx.prepare_cached("INSERT INTO resources (hash, data) VALUES (?1, ?2)")?
-                .execute(params![hash_col, data])?;
-            tx.last_insert_rowid()
-        }
-    };
-    cache.insert(hash, id);
-    Ok(id)
+    let mut hash = hash;
+    for _ in 0..MAX_PROBES {
+        let found: Option<(i64, Vec<u8>)> = tx
+            .prepare_cached("SELECT id, data FROM resources WHERE hash = ?1")?
+            .query_row(params![hash as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let id = match found {
+            Some((id, stored)) if stored == data => id,
+            Some(_) => {
+                hash = hash.wrapping_add(1);
+                continue;
+            }
+            None => {
+                tx.prepare_cached("INSERT INTO resources (hash, data) VALUES (?1, ?2)")?
+                    .execute(params![hash as i64, data])?;
+                tx.last_insert_rowid()
+            }
+        };
+        cache.insert(data.to_vec(), id);
+        return Ok(id);
+    }
+    Err(StoreError::Corrupt(codec::CorruptRow {
+        what: "resource",
+        reason: format!("{MAX_PROBES} different resources share one content hash"),
+    }))
 }
 
 fn delete_trace(
@@ -933,6 +975,47 @@ mod tests {
         // Over the size limit: the oldest (T2) goes first, then T1, until under the limit.
         assert_eq!(store.enforce_retention(by_size, 7_000).unwrap(), 2);
         assert_eq!(reader.stats().unwrap().traces, 0);
+    }
+
+    /// Two different spans with the same ids whose content hashes collide (a crafted collision
+    /// once made an acknowledged span vanish as a "duplicate"), and two different resources
+    /// sharing a hash: all are stored and read back as they were; an exact re-delivery is still
+    /// a duplicate.
+    #[test]
+    fn colliding_hashes_never_drop_a_span_or_mix_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let a = span(T1, "0000000000000001", &resource("cart"));
+        let mut b = span(T1, "0000000000000001", &resource("payments"));
+        b.name = "a different span with the same ids".to_owned();
+        let first = EncodedSpans::encode([&a]);
+        let mut second = EncodedSpans::encode([&b]);
+        second.spans[0].hash = first.spans[0].hash;
+        second.resources[0].hash = first.resources[0].hash;
+        assert_eq!(store.write_encoded(&[&first], 1).unwrap().inserted, 1);
+        let w = store.write_encoded(&[&second], 2).unwrap();
+        assert_eq!((w.inserted, w.duplicates), (1, 0));
+        // A fresh writer (no cached resource ids) finds each resource by its bytes.
+        drop(store);
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let w = store.write_encoded(&[&second], 3).unwrap();
+        assert_eq!((w.inserted, w.duplicates), (0, 1), "an exact re-delivery");
+        let mut spans = store
+            .reader()
+            .trace(TraceId::from_hex(T1).unwrap())
+            .unwrap();
+        spans.sort_by(|x, y| x.name.cmp(&y.name));
+        let got: Vec<(&str, &str)> = spans
+            .iter()
+            .map(|s| (s.name.as_str(), s.service()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a different span with the same ids", "payments"),
+                (a.name.as_str(), "cart")
+            ]
+        );
     }
 
     /// The size limit counts what the store takes on disk, not only span bytes: a limit above
