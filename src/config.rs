@@ -39,7 +39,14 @@ pub struct ServeConfig {
     /// Host names the HTTP listeners answer to besides their own address (`--allow-host`; see
     /// `web::exposure`).
     pub allow_hosts: Vec<String>,
+    /// How long an OTLP/HTTP request may take to arrive and be answered, and an API request's
+    /// body to arrive (`--request-timeout`): a client that stops sending is answered 408 and
+    /// its connection freed.
+    pub request_timeout: Duration,
 }
+
+/// The default `--request-timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
 
@@ -71,6 +78,7 @@ impl ServeConfig {
             redactor: crate::redact::Redactor::default(),
             forward: Vec::new(),
             allow_hosts: Vec::new(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }

@@ -187,6 +187,10 @@ impl Server {
                     false,
                 ),
                 web::exposure::guard,
+            ))
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                config.request_timeout,
             ));
         tasks.push(tokio::spawn(async move {
             axum::serve(listeners.http, router)
@@ -227,16 +231,22 @@ impl Server {
             results,
             addrs,
         };
+        let request_timeout = state.config.request_timeout;
         let exposure = web::exposure::Exposure::new(
             addrs.ui,
             state.config.public_url.as_deref(),
             &state.config.allow_hosts,
             true,
         );
-        let router = web::router(state).layer(axum::middleware::from_fn_with_state(
-            exposure,
-            web::exposure::guard,
-        ));
+        let router = web::router(state)
+            .layer(axum::middleware::from_fn_with_state(
+                exposure,
+                web::exposure::guard,
+            ))
+            // The body only: an analysis may take its time, a client's upload may not.
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                request_timeout,
+            ));
         tasks.push(tokio::spawn(async move {
             axum::serve(listeners.ui, router)
                 .with_graceful_shutdown(token.cancelled_owned())

@@ -79,6 +79,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_hosts: Vec<String>,
+    /// How long an OTLP/HTTP request may take to arrive and be answered (and an API request's
+    /// body to arrive) before it is answered 408 and its connection freed.
+    #[arg(long, env = "TRACECOV_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg)]
+    pub request_timeout: Duration,
     /// Send every acknowledged export on to another collector, unredacted: `grpc://host:port`
     /// (OTLP/gRPC) or `http://host:port[/path]` (OTLP/HTTP protobuf, to /v1/traces unless a
     /// path is given); repeatable. A slow or dead destination never delays acknowledgements.
@@ -170,6 +174,7 @@ impl ServeArgs {
                 .redactor,
             forward,
             allow_hosts: self.allow_hosts.clone(),
+            request_timeout: self.request_timeout,
         })
     }
 }

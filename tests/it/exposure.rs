@@ -138,3 +138,30 @@ async fn trace_json_is_redacted_and_no_output_carries_raw_controls() {
     assert!(!raw_control(&metrics), "{metrics:?}");
     server.stop().await;
 }
+
+/// A client that sends half a body and stops is answered 408 once `--request-timeout` passes,
+/// and its connection is closed (2,000 such connections once stayed open indefinitely).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_export_is_timed_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server =
+        TestServer::start_with(|c| c.request_timeout = std::time::Duration::from_millis(500)).await;
+    let mut conn = tokio::net::TcpStream::connect(server.addrs.http)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\n",
+        server.addrs.http.port()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&[0u8; 10]).await.unwrap();
+    // The answer comes without sending anything more; then the server closes the connection.
+    let mut answer = Vec::new();
+    tokio::time::timeout(crate::common::PATIENCE, conn.read_to_end(&mut answer))
+        .await
+        .expect("the server answered and closed within the patience")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    server.stop().await;
+}
