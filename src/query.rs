@@ -131,7 +131,7 @@ pub struct AnalysisCache {
 }
 
 /// Analyses kept at once: a large run's analysis is tens of megabytes.
-const CACHED_ANALYSES: usize = 4;
+const CACHED_ANALYSES: usize = 2;
 
 impl AnalysisCache {
     fn get(&self, key: &str) -> Option<Arc<Analysed>> {
