@@ -52,6 +52,13 @@ CREATE TABLE IF NOT EXISTS trace_runs (
     last_ns      INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS trace_runs_by_run ON trace_runs (run_id);
+-- Traces whose spans were committed and whose run assignment has not succeeded yet: written in
+-- the spans' own transaction, removed in the assignment's, retried until it succeeds (also after
+-- a restart). An export is never refused for its assignment, and no assignment is lost.
+CREATE TABLE IF NOT EXISTS pending_assignments (
+    trace_id     BLOB PRIMARY KEY,
+    received_ns  INTEGER NOT NULL
+) WITHOUT ROWID;
 -- Traces of a run that retention removed, so that its report can say part of it aged out.
 CREATE TABLE IF NOT EXISTS run_aged_out (
     run_id  TEXT PRIMARY KEY,
@@ -318,6 +325,45 @@ pub struct RunAssigner {
 }
 
 impl RunAssigner {
+    /// Whether assignments of earlier commits are still waiting (one failed).
+    pub fn has_pending(&self) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pending_assignments)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Assigns the traces whose assignment is still waiting, reading their spans back from
+    /// the store. Returns how many were assigned.
+    pub fn retry_pending(&mut self, reader: &crate::store::Reader) -> Result<u64, StoreError> {
+        let pending: Vec<(Vec<u8>, i64)> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT trace_id, received_ns FROM pending_assignments")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut done = 0;
+        for (id, received) in pending {
+            let Ok(trace) = TraceId::from_slice(&id) else {
+                continue;
+            };
+            let spans = reader.trace(trace)?;
+            if spans.is_empty() {
+                // Removed by retention meanwhile: nothing to assign.
+                self.conn.execute(
+                    "DELETE FROM pending_assignments WHERE trace_id = ?1",
+                    params![id],
+                )?;
+                continue;
+            }
+            self.assign(&spans.iter().collect::<Vec<_>>(), received as u64)?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
     pub fn open(dir: &Path, test_services: Vec<String>) -> Result<Self, StoreError> {
         let conn = Connection::open(crate::store::db_path(dir))?;
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -351,6 +397,11 @@ impl RunAssigner {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (trace_id, f) in facts {
             let key = &trace_id.as_bytes()[..];
+            // Done with this trace once this transaction commits.
+            tx.execute(
+                "DELETE FROM pending_assignments WHERE trace_id = ?1",
+                params![key],
+            )?;
             let current: Option<(String, bool)> = tx
                 .query_row(
                     "SELECT run_id, explicit FROM trace_runs WHERE trace_id = ?1",

@@ -481,10 +481,15 @@ impl Store {
                 "UPDATE traces SET last_received_ns = ?2, spans = spans + ?3, bytes = bytes + ?4
                  WHERE seq = ?1",
             )?;
+            let mut pending_assignment = tx.prepare_cached(
+                "INSERT OR REPLACE INTO pending_assignments (trace_id, received_ns) VALUES (?1, ?2)",
+            )?;
             // A trace that only received re-deliveries keeps its age: retention counts from the
             // last span that was new.
-            for tally in traces.values().filter(|t| t.spans > 0) {
+            for (trace_id, tally) in traces.iter().filter(|(_, t)| t.spans > 0) {
                 update_trace.execute(params![tally.seq, received, tally.spans, tally.bytes])?;
+                // Its run assignment (`runs::RunAssigner`) is owed until it succeeds.
+                pending_assignment.execute(params![&trace_id.as_bytes()[..], received])?;
             }
             for name in services {
                 upsert_service.execute(params![name, received])?;

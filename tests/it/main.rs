@@ -20,5 +20,6 @@ mod otlp_json;
 mod pytest_plugin;
 mod python_sdk;
 mod results;
+mod run_assignment;
 mod ui;
 mod verdicts;
