@@ -152,10 +152,17 @@ pub fn pending_in_run(
          WHERE tr.run_id = ?1
            AND (r.trace_id IS NULL OR r.fingerprint != ?2 OR r.received_ns < t.last_received_ns)"
     };
+    trace_ids(conn, sql, params![run_id, fingerprint(opts)])
+}
+
+/// The trace ids a query's first column yields.
+fn trace_ids(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<TraceId>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params![run_id, fingerprint(opts)], |r| {
-        r.get::<_, Vec<u8>>(0)
-    })?;
+    let rows = stmt.query_map(params, |r| r.get::<_, Vec<u8>>(0))?;
     let mut out = Vec::new();
     for row in rows {
         if let Ok(t) = TraceId::from_slice(&row?) {
@@ -247,15 +254,7 @@ fn traces_in_run(conn: &Connection, run_id: &str) -> Result<Vec<TraceId>, StoreE
     } else {
         "SELECT trace_id FROM trace_runs WHERE run_id = ?1"
     };
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params![run_id], |r| r.get::<_, Vec<u8>>(0))?;
-    let mut out = Vec::new();
-    for row in rows {
-        if let Ok(t) = TraceId::from_slice(&row?) {
-            out.push(t);
-        }
-    }
-    Ok(out)
+    trace_ids(conn, sql, params![run_id])
 }
 
 /// Computes the results of `traces` from their spans, each with its component. Returns each
@@ -398,15 +397,11 @@ fn component_of(
 }
 
 fn linking_to(conn: &Connection, id: TraceId) -> Result<Vec<TraceId>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT from_trace FROM trace_links WHERE to_trace = ?1")?;
-    let rows = stmt.query_map(params![&id.as_bytes()[..]], |r| r.get::<_, Vec<u8>>(0))?;
-    let mut out = Vec::new();
-    for row in rows {
-        if let Ok(t) = TraceId::from_slice(&row?) {
-            out.push(t);
-        }
-    }
-    Ok(out)
+    trace_ids(
+        conn,
+        "SELECT from_trace FROM trace_links WHERE to_trace = ?1",
+        params![&id.as_bytes()[..]],
+    )
 }
 
 /// Stores computed results in one transaction (only those whose spans were read at or before
