@@ -124,14 +124,16 @@ pub(crate) fn analyze_forest_counted(
     };
     let mut unresolved = extractor.unresolved_per_tree;
     unresolved.resize(forest.trees().len(), 0);
-    let graph = run::assemble(run::Parts {
-        nodes: extractor.nodes,
-        operations: extractor.operations,
-        hops: extractor.hops,
-        tests: attribution.tests,
-        spans,
-        traces: forest.trees().len() as u64,
-        diagnostics,
-    });
+    let graph = run::assemble(
+        run::Totals {
+            nodes: extractor.nodes,
+            operations: extractor.operations,
+            tests: attribution.tests,
+            spans,
+            traces: forest.trees().len() as u64,
+            diagnostics,
+        },
+        extractor.hops,
+    );
     (graph, unresolved)
 }

@@ -346,18 +346,6 @@ impl<T: Copy> Interner<T> {
     }
 }
 
-/// Everything analysis found, before aggregation. Hops refer to nodes and operations by interner
-/// id.
-pub(crate) struct Parts {
-    pub nodes: Interner<NodeKind>,
-    pub operations: Interner<()>,
-    pub hops: Vec<Hop>,
-    pub tests: Vec<TestCase>,
-    pub spans: u64,
-    pub traces: u64,
-    pub diagnostics: Diagnostics,
-}
-
 /// What is known of one interface before the graph is assembled: from its hops (analysis), or
 /// from a rollup of stored results.
 #[derive(Debug, Clone, Default)]
@@ -415,10 +403,11 @@ impl InterfaceParts {
     }
 }
 
-/// The graph of analysed hops (kept, for blame and per-trace results).
-pub(crate) fn assemble(parts: Parts) -> RunGraph {
+/// The graph of analysed hops (kept, for blame and per-trace results), which refer to nodes and
+/// operations by interner id.
+pub(crate) fn assemble(totals: Totals, hops: Vec<Hop>) -> RunGraph {
     let mut interfaces: HashMap<(u32, u32, u32), InterfaceParts> = HashMap::new();
-    for hop in &parts.hops {
+    for hop in &hops {
         interfaces
             .entry((
                 hop.caller.index() as u32,
@@ -426,29 +415,9 @@ pub(crate) fn assemble(parts: Parts) -> RunGraph {
                 hop.operation.0,
             ))
             .or_default()
-            .add_hop(hop, &parts.tests);
+            .add_hop(hop, &totals.tests);
     }
-    let Parts {
-        nodes,
-        operations,
-        hops,
-        tests,
-        spans,
-        traces,
-        diagnostics,
-    } = parts;
-    assemble_interfaces(
-        Totals {
-            nodes,
-            operations,
-            tests,
-            spans,
-            traces,
-            diagnostics,
-        },
-        interfaces.into_iter().collect(),
-        hops,
-    )
+    assemble_interfaces(totals, interfaces.into_iter().collect(), hops)
 }
 
 /// What a graph holds besides its interfaces; `tests` sorted by (name, trace id, span id), as

@@ -739,17 +739,7 @@ pub fn count_pending(
     run_id: &str,
     opts: &AnalysisOptions,
 ) -> Result<u64, StoreError> {
-    let n: i64 = conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM trace_runs tr
-             JOIN traces t ON t.trace_id = tr.trace_id
-             LEFT JOIN trace_results r ON r.trace_id = tr.trace_id
-             WHERE tr.run_id = ?1
-               AND (r.trace_id IS NULL OR r.fingerprint != ?2
-                    OR r.received_ns < t.last_received_ns)",
-        )?
-        .query_row(params![run_id, fingerprint(opts)], |r| r.get(0))?;
-    Ok(n as u64)
+    count_received_after(conn, run_id, opts, i64::MIN)
 }
 
 /// Traces of a run without fresh results whose last span arrived after `cutoff_ns` (not settled).
@@ -758,6 +748,16 @@ pub fn count_unsettled(
     run_id: &str,
     opts: &AnalysisOptions,
     cutoff_ns: u64,
+) -> Result<u64, StoreError> {
+    count_received_after(conn, run_id, opts, cutoff_ns as i64)
+}
+
+/// Traces of a run without fresh results whose last span arrived after `after_ns`.
+fn count_received_after(
+    conn: &Connection,
+    run_id: &str,
+    opts: &AnalysisOptions,
+    after_ns: i64,
 ) -> Result<u64, StoreError> {
     let n: i64 = conn
         .prepare_cached(
@@ -768,9 +768,7 @@ pub fn count_unsettled(
                AND (r.trace_id IS NULL OR r.fingerprint != ?2
                     OR r.received_ns < t.last_received_ns)",
         )?
-        .query_row(params![run_id, fingerprint(opts), cutoff_ns as i64], |r| {
-            r.get(0)
-        })?;
+        .query_row(params![run_id, fingerprint(opts), after_ns], |r| r.get(0))?;
     Ok(n as u64)
 }
 
