@@ -43,7 +43,16 @@ pub struct ServeConfig {
     /// body to arrive (`--request-timeout`): a client that stops sending is answered 408 and
     /// its connection freed.
     pub request_timeout: Duration,
+    /// The memory exports in flight may take together, decided before their bodies are read
+    /// (`--max-request-memory`; see `ingest::admission`).
+    pub max_request_memory: usize,
+    /// Connections each listener holds open at once (`--max-connections`); more wait to be
+    /// accepted.
+    pub max_connections: usize,
 }
+
+/// The default `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// The default `--request-timeout`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,6 +88,8 @@ impl ServeConfig {
             forward: Vec::new(),
             allow_hosts: Vec::new(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_request_memory: crate::ingest::admission::DEFAULT_BUDGET,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod links;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod query;
 pub mod redact;
 pub mod report;

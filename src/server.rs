@@ -193,33 +193,50 @@ impl Server {
         let mut tasks = Vec::new();
         let (forwarder, forward_tasks) = ingest::Forwarder::start(&config.forward, &shutdown);
 
+        // One memory budget for both receivers' exports, and a bound on each listener's
+        // connections.
+        let admission = ingest::admission::Admission::new(config.max_request_memory);
+        let gauges: [Arc<crate::net::ConnectionGauge>; 3] = Default::default();
+        let limited = |listener, gauge: &Arc<crate::net::ConnectionGauge>| {
+            crate::net::Limited::new(listener, config.max_connections, gauge.clone())
+        };
+        let grpc_listener = limited(listeners.grpc, &gauges[0]).with_nodelay();
+        let http_listener = limited(listeners.http, &gauges[1]);
+        let ui_listener = limited(listeners.ui, &gauges[2]);
+
         let token = shutdown.clone();
         let q = queue.clone();
         let f = forwarder.clone();
+        let a = admission.clone();
         let max = config.max_body_bytes;
         tasks.push(tokio::spawn(async move {
-            ingest::grpc::serve(listeners.grpc, q, f, max, token.cancelled_owned())
+            ingest::grpc::serve(grpc_listener, q, f, a, max, token.cancelled_owned())
                 .await
                 .context("OTLP/gRPC receiver failed")
         }));
 
         let token = shutdown.clone();
-        let router = ingest::http::router(queue.clone(), forwarder.clone(), config.max_body_bytes)
-            .layer(axum::middleware::from_fn_with_state(
-                web::exposure::Exposure::new(
-                    addrs.http,
-                    config.public_url.as_deref(),
-                    &config.allow_hosts,
-                    false,
-                ),
-                web::exposure::guard,
-            ))
-            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                axum::http::StatusCode::REQUEST_TIMEOUT,
-                config.request_timeout,
-            ));
+        let router = ingest::http::router(
+            queue.clone(),
+            forwarder.clone(),
+            admission.clone(),
+            config.max_body_bytes,
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            web::exposure::Exposure::new(
+                addrs.http,
+                config.public_url.as_deref(),
+                &config.allow_hosts,
+                false,
+            ),
+            web::exposure::guard,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ));
         tasks.push(tokio::spawn(async move {
-            axum::serve(listeners.http, router)
+            axum::serve(http_listener, router)
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
                 .context("OTLP/HTTP receiver failed")
@@ -239,14 +256,24 @@ impl Server {
                 })
                 .context("starting the settle worker")?
         };
-        let metrics = Arc::new(crate::metrics::Exporter::new(
-            reader.clone(),
-            report.clone(),
-            queue.counters.clone(),
-            forwarder.counters(),
-            config.settle,
-            results.clone(),
-        ));
+        let metrics = Arc::new(
+            crate::metrics::Exporter::new(
+                reader.clone(),
+                report.clone(),
+                queue.counters.clone(),
+                forwarder.counters(),
+                config.settle,
+                results.clone(),
+            )
+            .with_limits(crate::metrics::Limits {
+                admission,
+                connections: vec![
+                    ("otlp_grpc", gauges[0].clone()),
+                    ("otlp_http", gauges[1].clone()),
+                    ("ui", gauges[2].clone()),
+                ],
+            }),
+        );
         let state = AppState {
             reader: reader.clone(),
             config: Arc::new(config.clone()),
@@ -274,7 +301,7 @@ impl Server {
                 request_timeout,
             ));
         tasks.push(tokio::spawn(async move {
-            axum::serve(listeners.ui, router)
+            axum::serve(ui_listener, router)
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
                 .context("UI/API server failed")

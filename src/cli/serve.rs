@@ -83,6 +83,15 @@ pub struct ServeArgs {
     /// body to arrive) before it is answered 408 and its connection freed.
     #[arg(long, env = "TRACECOV_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg)]
     pub request_timeout: Duration,
+    /// Memory that OTLP exports in flight may take together (their bodies, decoded requests and
+    /// queued spans), reserved before a body is read; an export that finds no room is refused
+    /// at once as retryable (HTTP 503 / gRPC UNAVAILABLE).
+    #[arg(long, env = "TRACECOV_MAX_REQUEST_MEMORY", default_value = "320MiB", value_parser = parse_size)]
+    pub max_request_memory: u64,
+    /// Connections each listener (OTLP/gRPC, OTLP/HTTP, UI) holds open at once; further ones
+    /// wait to be accepted until one closes.
+    #[arg(long, env = "TRACECOV_MAX_CONNECTIONS", default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Send every acknowledged export on to another collector, unredacted: `grpc://host:port`
     /// (OTLP/gRPC) or `http://host:port[/path]` (OTLP/HTTP protobuf, to /v1/traces unless a
     /// path is given); repeatable. A slow or dead destination never delays acknowledgements.
@@ -120,6 +129,13 @@ impl ServeArgs {
             .ok_or_else(|| {
                 anyhow::anyhow!("--max-body must be between 1 byte and the address space")
             })?;
+        if self.max_connections == 0 {
+            anyhow::bail!("--max-connections must be at least 1");
+        }
+        let max_request_memory = usize::try_from(self.max_request_memory)
+            .ok()
+            .filter(|b| *b >= crate::ingest::admission::MIN_RESERVATION)
+            .ok_or_else(|| anyhow::anyhow!("--max-request-memory must be at least 64KiB"))?;
         if self.queue_spans == 0 {
             anyhow::bail!("--queue-spans must be at least 1");
         }
@@ -175,6 +191,8 @@ impl ServeArgs {
             forward,
             allow_hosts: self.allow_hosts.clone(),
             request_timeout: self.request_timeout,
+            max_request_memory,
+            max_connections: self.max_connections,
         })
     }
 }

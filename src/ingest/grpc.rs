@@ -4,7 +4,9 @@
 //! Answers, all retryable ones marked so by OTLP's rules:
 //! - undecodable message → INVALID_ARGUMENT, with tonic's description of what failed;
 //! - message over the limit (after decompression too) → RESOURCE_EXHAUSTED;
-//! - ingest queue full, or shutting down → UNAVAILABLE (retryable);
+//! - ingest queue full, no room in the request memory budget (decided from the message's length
+//!   prefix, before the message is read; see `admission`), or shutting down → UNAVAILABLE
+//!   (retryable);
 //! - some spans invalid → OK with `partial_success`.
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
@@ -19,14 +21,24 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use tonic::codec::CompressionEncoding;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use http_body_util::BodyExt as _;
+use prost::Message as _;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
+use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
+use tonic_prost::ProstEncoder;
+
+use super::admission::{Admission, Inflate, Reservation, Wire, inflate};
 
 use super::convert::convert_request;
 use super::forward::{Forwarder, span_count};
@@ -38,21 +50,36 @@ struct Traces {
     forward: Forwarder,
 }
 
-#[tonic::async_trait]
-impl TraceService for Traces {
+/// The one method of OTLP's trace service: `/opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// Every OTLP collector service's paths start so; the admission layer guards them all.
+const OTLP_SERVICES: &str = "/opentelemetry.proto.collector.";
+
+impl Traces {
+    /// One export: its message arrives as raw bytes (`RawCodec`), is decoded and converted on a
+    /// blocking thread (CPU work kept off the async workers), then queued for the store.
     async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
+        self: Arc<Self>,
+        mut request: Request<Bytes>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let request = request.into_inner();
-        // Encoded again only when someone downstream wants it; sent on after our own commit.
-        let forwarded = (!self.forward.is_empty()).then(|| {
-            (
-                bytes::Bytes::from(prost::Message::encode_to_vec(&request)),
-                span_count(&request),
-            )
-        });
-        let converted = convert_request(request);
+        // Held until the export is answered (see `admission`); absent only if the layer let the
+        // request through without one (a malformed frame tonic itself refuses).
+        let _reservation = request
+            .extensions_mut()
+            .remove::<Admitted>()
+            .and_then(|a| a.0.lock().ok()?.take());
+        let body = request.into_inner();
+        let forward = !self.forward.is_empty();
+        let (converted, forwarded) = tokio::task::spawn_blocking(move || {
+            let request = ExportTraceServiceRequest::decode(&body[..]).map_err(|e| {
+                Status::invalid_argument(format!("failed to decode the OTLP protobuf message: {e}"))
+            })?;
+            // What is forwarded is the message as received.
+            let forwarded = forward.then(|| (body.clone(), span_count(&request)));
+            Ok::<_, Status>((convert_request(request), forwarded))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("decoding failed: {e}")))??;
         let rejected = converted.rejected;
         let message = converted.error_message();
         if rejected > 0 {
@@ -78,6 +105,252 @@ impl TraceService for Traces {
             partial_success,
         }))
     }
+}
+
+/// A codec whose requests are the message's bytes, undecoded: tonic would otherwise decode on
+/// the async worker that polls the connection.
+#[derive(Default)]
+struct RawCodec;
+
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = ProstEncoder<ExportTraceServiceResponse>;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+/// The trace service, written out rather than generated so that it can use `RawCodec`.
+#[derive(Clone)]
+struct TraceServer {
+    traces: Arc<Traces>,
+    max_message_bytes: usize,
+}
+
+impl NamedService for TraceServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+struct ExportMethod(Arc<Traces>);
+
+impl UnaryService<Bytes> for ExportMethod {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<'static, Result<Response<ExportTraceServiceResponse>, Status>>;
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        Box::pin(self.0.clone().export(request))
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for TraceServer
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if req.uri().path() != TRACE_EXPORT {
+                return Ok(Status::unimplemented("no such method").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(this.max_message_bytes);
+            Ok(grpc.unary(ExportMethod(this.traces), req).await)
+        })
+    }
+}
+
+/// The reservation an export was admitted with, handed from the admission layer to the service
+/// through the request's extensions (which must be `Clone`).
+#[derive(Clone)]
+struct Admitted(Arc<Mutex<Option<Reservation>>>);
+
+/// Admits OTLP exports by their message's length before reading it (see `admission`). The
+/// length is in the first five bytes of a gRPC message, so only those are read here: no room
+/// answers UNAVAILABLE at once. A gzip message is read whole (its compressed size is admitted)
+/// and inflated here, on a blocking thread, growing the reservation as it inflates; tonic then
+/// sees it uncompressed.
+#[derive(Clone)]
+struct AdmitLayer {
+    admission: Admission,
+    max_message_bytes: usize,
+}
+
+impl<S> tower::Layer<S> for AdmitLayer {
+    type Service = Admit<S>;
+    fn layer(&self, inner: S) -> Admit<S> {
+        Admit {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Admit<S> {
+    inner: S,
+    layer: AdmitLayer,
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Admit<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    S::Error: Send,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        // The clone is the one made ready; the original stays for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            if !req.uri().path().starts_with(OTLP_SERVICES) {
+                return inner.call(req).await;
+            }
+            match layer.admit(req).await {
+                Ok(req) => inner.call(req).await,
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+impl AdmitLayer {
+    async fn admit(
+        &self,
+        req: http::Request<tonic::body::Body>,
+    ) -> Result<http::Request<tonic::body::Body>, Status> {
+        let (mut parts, mut body) = req.into_parts();
+        let mut head = BytesMut::new();
+        let read_error = |e: Status| Status::cancelled(format!("reading the request failed: {e}"));
+        while head.len() < 5 {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        head.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(read_error(e)),
+                None => break,
+            }
+        }
+        let len = (head.len() >= 5)
+            .then(|| u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize);
+        let Some(len) = len.filter(|&n| n <= self.max_message_bytes) else {
+            // Too short, or over the limit: tonic answers it from the first bytes alone.
+            return Ok(http::Request::from_parts(
+                parts,
+                prefixed(head.freeze(), body),
+            ));
+        };
+        let mut reservation = self
+            .admission
+            .try_admit(len, Wire::Protobuf)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let gzip = head[0] == 1
+            && parts
+                .headers
+                .get("grpc-encoding")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let body = if gzip {
+            while head.len() < 5 + len {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            head.extend_from_slice(&data);
+                        }
+                    }
+                    Some(Err(e)) => return Err(read_error(e)),
+                    None => break,
+                }
+            }
+            if head.len() < 5 + len {
+                return Err(Status::invalid_argument(
+                    "the request ended inside its message",
+                ));
+            }
+            let mut head = head.freeze();
+            let compressed = head.slice(5..5 + len);
+            let rest = head.split_off(5 + len);
+            let max = self.max_message_bytes;
+            let (message, kept) = tokio::task::spawn_blocking(move || {
+                let out = inflate(&compressed, max, &mut reservation);
+                (out, reservation)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("decompression failed: {e}")))?;
+            reservation = kept;
+            let message = message.map_err(|e| match e {
+                Inflate::TooLarge => Status::resource_exhausted(format!(
+                    "the message inflates past the limit of {max} bytes"
+                )),
+                Inflate::NoRoom(e) => Status::unavailable(e.to_string()),
+                Inflate::Invalid(e) => {
+                    Status::invalid_argument(format!("invalid gzip message: {e}"))
+                }
+            })?;
+            parts.headers.remove("grpc-encoding");
+            let mut framed = BytesMut::with_capacity(5 + message.len() + rest.len());
+            framed.put_u8(0);
+            framed.put_u32(message.len() as u32);
+            framed.extend_from_slice(&message);
+            framed.extend_from_slice(&rest);
+            drop(message);
+            prefixed(framed.freeze(), body)
+        } else {
+            prefixed(head.freeze(), body)
+        };
+        parts
+            .extensions
+            .insert(Admitted(Arc::new(Mutex::new(Some(reservation)))));
+        Ok(http::Request::from_parts(parts, body))
+    }
+}
+
+/// `head`, then the rest of `body`.
+fn prefixed(head: Bytes, body: tonic::body::Body) -> tonic::body::Body {
+    let rest = body.into_data_stream();
+    let all = futures::stream::once(async move { Ok::<_, Status>(head) })
+        .chain(rest)
+        .map(|chunk| chunk.map(http_body::Frame::data));
+    tonic::body::Body::new(http_body_util::StreamBody::new(all))
 }
 
 pub(crate) fn ingest_status(e: IngestError) -> Status {
@@ -154,16 +427,17 @@ fn remap_codec_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
 
 /// Serves OTLP/gRPC on `listener` until `shutdown` resolves; in-flight exports finish first.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::net::Limited,
     queue: IngestQueue,
     forward: Forwarder,
+    admission: Admission,
     max_message_bytes: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let traces = TraceServiceServer::new(Traces { queue, forward })
-        .max_decoding_message_size(max_message_bytes)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip);
+    let traces = TraceServer {
+        traces: Arc::new(Traces { queue, forward }),
+        max_message_bytes,
+    };
     let metrics = MetricsServiceServer::new(Discard)
         .max_decoding_message_size(max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip);
@@ -172,15 +446,19 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip);
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(remap_codec_status))
+        .layer(AdmitLayer {
+            admission,
+            max_message_bytes,
+        })
         .add_service(traces)
         .add_service(metrics)
         .add_service(logs)
         .serve_with_incoming_shutdown(
-            // TCP_NODELAY: tonic sets it on connections it binds itself, not on a listener handed
-            // to it. Without it Nagle's algorithm holds back the small reply frames of an export
-            // until the client's delayed ACK, and an exporter with one request in flight (every
-            // SDK's batch processor) waits tens of milliseconds per export for nothing.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            // The listener sets TCP_NODELAY (`with_nodelay`): tonic sets it only on connections
+            // it binds itself. Without it Nagle's algorithm holds back the small reply frames of
+            // an export until the client's delayed ACK, and an exporter with one request in
+            // flight (every SDK's batch processor) waits tens of milliseconds per export.
+            listener.into_stream(),
             shutdown,
         )
         .await

@@ -10,11 +10,12 @@
 //! - 413 body over the limit, before or after decompression (a gzip bomb is cut off at the limit,
 //!   never inflated whole);
 //! - 415 unsupported content type or content encoding;
-//! - 503 with `Retry-After` when the ingest queue is full (retryable per OTLP).
+//! - 503 with `Retry-After` when the ingest queue is full or the export finds no room in the
+//!   request memory budget (retryable per OTLP; see `admission`: decided before the body is
+//!   read).
 //!
 //! Error bodies are a `google.rpc.Status` in the request's encoding where it has one.
 
-use std::io::Read;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
@@ -29,6 +30,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
+use super::admission::{Admission, Inflate, NoRoom, Reservation, Wire, inflate};
 use super::convert::convert_request;
 use super::forward::{Forwarder, span_count};
 use super::otlp_json;
@@ -38,6 +40,7 @@ use super::queue::{IngestError, IngestQueue, SubmitError};
 struct HttpState {
     queue: IngestQueue,
     forward: Forwarder,
+    admission: Admission,
     max_body_bytes: usize,
 }
 
@@ -134,65 +137,130 @@ fn content_encoding(headers: &HeaderMap) -> Result<Option<Encoding>, Refusal> {
     }
 }
 
-/// Reads the whole body, refusing it once it passes `limit` bytes, and inflates gzip into at
-/// most `limit` bytes.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
-    let gzip = match headers
+fn too_large(limit: usize) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        tonic::Code::ResourceExhausted,
+        format!("request body exceeds the limit of {limit} bytes"),
+    )
+}
+
+fn no_room(e: NoRoom) -> Refusal {
+    let mut r = Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        tonic::Code::Unavailable,
+        e.to_string(),
+    );
+    r.retry_after = true;
+    r
+}
+
+fn gzip_encoded(headers: &HeaderMap) -> Result<bool, Refusal> {
+    match headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
     {
-        None => false,
-        Some(e) if e.is_empty() || e == "identity" => false,
-        Some(e) if e == "gzip" || e == "x-gzip" => true,
-        Some(e) => {
-            return Err(Refusal::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                tonic::Code::InvalidArgument,
-                format!("unsupported Content-Encoding {e:?}: use gzip or none"),
-            ));
-        }
-    };
-    let too_large = move || {
-        Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            tonic::Code::ResourceExhausted,
-            format!("request body exceeds the limit of {limit} bytes"),
-        )
-    };
-    let raw = http_body_util::Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                too_large()
-            } else {
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    tonic::Code::InvalidArgument,
-                    format!("could not read the request body: {e}"),
-                )
-            }
-        })?
-        .to_bytes();
-    if !gzip {
-        return Ok(raw);
+        None => Ok(false),
+        Some(e) if e.is_empty() || e == "identity" => Ok(false),
+        Some(e) if e == "gzip" || e == "x-gzip" => Ok(true),
+        Some(e) => Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            tonic::Code::InvalidArgument,
+            format!("unsupported Content-Encoding {e:?}: use gzip or none"),
+        )),
     }
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::with_capacity((raw.len() * 4).min(limit));
-        let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]).take(limit as u64 + 1);
-        decoder.read_to_end(&mut out).map_err(|e| {
+}
+
+/// The declared body length, if the client sent one.
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Admits an export by its declared size before a byte of its body is read (see `admission`).
+/// A body declared over the limit is refused 413 at once; one that finds no room is read and
+/// thrown away chunk by chunk (an HTTP/1.1 client that is still sending would otherwise see its
+/// connection reset instead of the answer) and answered 503 with `Retry-After`.
+async fn admit(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    encoding: Encoding,
+) -> Result<(Reservation, Body), Refusal> {
+    let declared = content_length(headers);
+    if declared.is_some_and(|n| n > state.max_body_bytes) {
+        return Err(too_large(state.max_body_bytes));
+    }
+    let wire = match encoding {
+        Encoding::Protobuf => Wire::Protobuf,
+        Encoding::Json => Wire::Json,
+    };
+    match state.admission.try_admit(declared.unwrap_or(0), wire) {
+        Ok(reservation) => Ok((reservation, body)),
+        Err(e) => {
+            let mut body = body;
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, Bytes::len);
+                if seen > state.max_body_bytes {
+                    break;
+                }
+            }
+            Err(no_room(e))
+        }
+    }
+}
+
+/// Reads the whole body within the export's reservation, growing it as a body of undeclared
+/// length arrives, refusing it once it passes `limit` bytes, and inflates gzip into at most
+/// `limit` bytes (growing the reservation as it inflates, off the async workers).
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+    mut reservation: Reservation,
+) -> Result<(Bytes, Reservation), Refusal> {
+    let gzip = gzip_encoded(headers)?;
+    let mut raw = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
                 tonic::Code::InvalidArgument,
-                format!("invalid gzip body: {e}"),
+                format!("could not read the request body: {e}"),
             )
         })?;
-        if out.len() > limit {
-            return Err(too_large());
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if raw.len() + data.len() > limit {
+            return Err(too_large(limit));
         }
-        Ok(Bytes::from(out))
+        reservation
+            .try_grow_to(raw.len() + data.len())
+            .map_err(no_room)?;
+        raw.extend_from_slice(&data);
+    }
+    let raw = raw.freeze();
+    if !gzip {
+        return Ok((raw, reservation));
+    }
+    tokio::task::spawn_blocking(move || {
+        let out = inflate(&raw, limit, &mut reservation).map_err(|e| match e {
+            Inflate::TooLarge => too_large(limit),
+            Inflate::NoRoom(e) => no_room(e),
+            Inflate::Invalid(e) => Refusal::new(
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                format!("invalid gzip body: {e}"),
+            ),
+        })?;
+        Ok((out, reservation))
     })
     .await
     .map_err(|e| {
@@ -281,7 +349,9 @@ async fn handle_traces(
     encoding: Option<Encoding>,
 ) -> Result<Response, Refusal> {
     let encoding = encoding.unwrap_or(Encoding::Protobuf);
-    let body = read_body(headers, body, state.max_body_bytes).await?;
+    let (reservation, body) = admit(state, headers, body, encoding).await?;
+    // Held until the export is answered: its spans' wait in the queue is inside the budget.
+    let (body, _reservation) = read_body(headers, body, state.max_body_bytes, reservation).await?;
     // Decoding a large body is CPU work: keep it off the async workers. What is forwarded is
     // OTLP protobuf: a protobuf body as received, a JSON one encoded once here.
     let forward = !state.forward.is_empty();
@@ -355,7 +425,20 @@ async fn export_discard(
         Ok(e) => e,
         Err(r) => return r.into_response(None),
     };
-    if let Err(r) = read_body(&headers, body, state.max_body_bytes).await {
+    let read = match admit(
+        &state,
+        &headers,
+        body,
+        encoding.unwrap_or(Encoding::Protobuf),
+    )
+    .await
+    {
+        Ok((reservation, body)) => {
+            read_body(&headers, body, state.max_body_bytes, reservation).await
+        }
+        Err(r) => Err(r),
+    };
+    if let Err(r) = read {
         return r.into_response(encoding);
     }
     match encoding {
@@ -370,7 +453,12 @@ async fn export_discard(
 }
 
 /// The OTLP/HTTP routes.
-pub fn router(queue: IngestQueue, forward: Forwarder, max_body_bytes: usize) -> Router {
+pub fn router(
+    queue: IngestQueue,
+    forward: Forwarder,
+    admission: Admission,
+    max_body_bytes: usize,
+) -> Router {
     Router::new()
         .route("/v1/traces", post(export_traces))
         .route("/v1/metrics", post(export_discard))
@@ -380,6 +468,7 @@ pub fn router(queue: IngestQueue, forward: Forwarder, max_body_bytes: usize) -> 
         .with_state(HttpState {
             queue,
             forward,
+            admission,
             max_body_bytes,
         })
 }

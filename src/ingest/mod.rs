@@ -6,6 +6,7 @@
 //! except through the bounded queue; no input panics the process (bad input is answered with a
 //! precise status and the receiver keeps serving).
 
+pub mod admission;
 pub mod convert;
 pub mod forward;
 pub mod grpc;

@@ -246,3 +246,36 @@ pub fn register_forwarding(
             .map(|d| (dest(d), get(&d.queued_exports) as f64)),
     );
 }
+
+/// The request memory budget and the listeners' connections.
+pub fn register_limits(registry: &mut Registry, limits: &super::Limits) {
+    counter(
+        registry,
+        "tracecov_exports_refused_memory",
+        "OTLP exports refused before their body was read because the request memory budget (--max-request-memory) had no room (retryable)",
+        limits.admission.refused(),
+    );
+    gauge(
+        registry,
+        "tracecov_request_memory_bytes",
+        "Memory reserved by OTLP exports in flight (bodies, decoded requests and queued spans)",
+        limits.admission.reserved_bytes() as f64,
+    );
+    gauge(
+        registry,
+        "tracecov_request_memory_limit_bytes",
+        "The request memory budget (--max-request-memory)",
+        limits.admission.capacity_bytes() as f64,
+    );
+    super::gauges(
+        registry,
+        "tracecov_open_connections",
+        "Connections each listener holds open (at most --max-connections; more wait to be accepted)",
+        limits.connections.iter().map(|(listener, g)| {
+            (
+                vec![("listener", (*listener).to_owned())],
+                g.open.load(Ordering::Relaxed) as f64,
+            )
+        }),
+    );
+}

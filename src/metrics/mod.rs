@@ -64,6 +64,16 @@ pub struct Exporter {
     cached: tokio::sync::Mutex<Option<Cached>>,
     /// Builds of the analysed part that failed (a store error); the scrape then has only the rest.
     build_failures: AtomicU64,
+    /// The request memory budget and each listener's connections (a server's; none in tests
+    /// that build an exporter alone).
+    limits: Option<Limits>,
+}
+
+/// What bounds a server's intake, for its health series.
+pub struct Limits {
+    pub admission: crate::ingest::admission::Admission,
+    /// Per listener (`otlp_grpc`, `otlp_http`, `ui`), its open connections and their bound.
+    pub connections: Vec<(&'static str, Arc<crate::net::ConnectionGauge>)>,
 }
 
 struct Cached {
@@ -90,7 +100,14 @@ impl Exporter {
             ttl: CACHE_TTL,
             cached: tokio::sync::Mutex::new(None),
             build_failures: AtomicU64::new(0),
+            limits: None,
         }
+    }
+
+    /// Adds the server's intake bounds to the health series.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// The whole exposition, ending in `# EOF`.
@@ -121,6 +138,9 @@ impl Exporter {
         let mut registry = Registry::default();
         health::register_counters(&mut registry, &self.ingest);
         health::register_forwarding(&mut registry, &self.forward);
+        if let Some(limits) = &self.limits {
+            health::register_limits(&mut registry, limits);
+        }
         gauge(
             &mut registry,
             "tracecov_settle_backlog_traces",

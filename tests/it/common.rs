@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -212,3 +214,71 @@ pub const HEADLESS_CHROMIUM: [&str; 7] = [
     "--disable-sync",
     "--no-first-run",
 ];
+
+/// A `tracecov serve` process (the real binary), for what only a process shows: SIGKILL, its
+/// memory.
+pub struct Running {
+    pub child: Child,
+    /// `http://…` of OTLP/HTTP, and of the UI.
+    pub http: String,
+    pub ui: String,
+    /// `host:port` of OTLP/gRPC.
+    pub grpc: String,
+}
+
+impl Running {
+    /// The process's peak resident memory so far (Linux's VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kb * 1024
+    }
+}
+
+/// Starts `tracecov serve` on free ports with `extra` flags and reads the bound addresses from
+/// its output.
+pub fn spawn_serve(data: &Path, extra: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracecov"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--ui-addr", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut http, mut ui, mut grpc) = (None, None, None);
+    while http.is_none() || ui.is_none() || grpc.is_none() {
+        let line = lines
+            .next()
+            .expect("serve exited before printing its addresses")
+            .unwrap();
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("OTLP/HTTP"), Some(addr)) => http = Some(addr.to_owned()),
+            (Some("OTLP/gRPC"), Some(addr)) => grpc = Some(addr.to_owned()),
+            (Some("UI"), Some("&")) => ui = words.nth(1).map(str::to_owned),
+            _ => {}
+        }
+    }
+    // Keep reading so the server never writes into a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Running {
+        child,
+        http: http.unwrap(),
+        ui: ui.unwrap(),
+        grpc: grpc.unwrap(),
+    }
+}

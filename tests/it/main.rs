@@ -14,6 +14,7 @@ mod formats;
 mod forward;
 mod graph_e2e;
 mod import;
+mod limits;
 mod metrics;
 mod otlp_clients;
 mod otlp_json;
