@@ -49,6 +49,30 @@ pub struct ServeConfig {
     /// Connections each listener holds open at once (`--max-connections`); more wait to be
     /// accepted.
     pub max_connections: usize,
+    /// The bearer token OTLP exports must carry (`--ingest-token`).
+    pub ingest_token: Option<Secret>,
+    /// The bearer token the UI, the API and `/metrics` require (`--token`).
+    pub token: Option<Secret>,
+    /// The PEM certificate chain and key every listener serves TLS with (`--tls-cert`,
+    /// `--tls-key`).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A secret given on the command line: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Where the TLS certificate chain and key are.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The default `--max-connections`.
@@ -90,6 +114,9 @@ impl ServeConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_request_memory: crate::ingest::admission::DEFAULT_BUDGET,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            ingest_token: None,
+            token: None,
+            tls: None,
         }
     }
 }

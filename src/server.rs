@@ -27,17 +27,22 @@ pub struct Addrs {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub ui: SocketAddr,
+    /// Whether the listeners serve TLS (their URLs are then `https://`).
+    pub tls: bool,
 }
 
 impl Addrs {
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
     pub fn otlp_http_url(&self) -> String {
-        format!("http://{}", self.http)
+        format!("{}://{}", self.scheme(), self.http)
     }
     pub fn otlp_grpc_url(&self) -> String {
-        format!("http://{}", self.grpc)
+        format!("{}://{}", self.scheme(), self.grpc)
     }
     pub fn ui_url(&self) -> String {
-        format!("http://{}", self.ui)
+        format!("{}://{}", self.scheme(), self.ui)
     }
 }
 
@@ -71,6 +76,7 @@ impl Listeners {
             grpc: self.grpc.local_addr()?,
             http: self.http.local_addr()?,
             ui: self.ui.local_addr()?,
+            tls: false,
         })
     }
 }
@@ -116,6 +122,32 @@ pub fn report_context(
     Ok(ctx)
 }
 
+/// Says what is open to others when a listener binds beyond loopback without a token.
+fn warn_about_exposure(config: &ServeConfig, addrs: Addrs) {
+    let open = |addr: SocketAddr| !addr.ip().is_loopback();
+    if config.ingest_token.is_none() && (open(addrs.grpc) || open(addrs.http)) {
+        tracing::warn!(
+            "the OTLP receivers listen beyond this machine without --ingest-token: anyone who \
+             can reach them can write spans into your runs"
+        );
+    }
+    if config.token.is_none() && open(addrs.ui) {
+        tracing::warn!(
+            "the UI and API listen beyond this machine without --token: anyone who can reach \
+             them can read every stored span (unredacted through the export API) and open or \
+             close runs"
+        );
+    }
+    if config.tls.is_none()
+        && (config.token.is_some() || config.ingest_token.is_some())
+        && [addrs.grpc, addrs.http, addrs.ui].into_iter().any(open)
+    {
+        tracing::warn!(
+            "tokens travel in clear text beyond this machine without --tls-cert/--tls-key"
+        );
+    }
+}
+
 /// A started server.
 pub struct Server {
     pub addrs: Addrs,
@@ -137,7 +169,9 @@ const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 impl Server {
     /// Opens the store and starts serving on `listeners`.
     pub async fn start(config: ServeConfig, listeners: Listeners) -> anyhow::Result<Server> {
-        let addrs = listeners.addrs()?;
+        let mut addrs = listeners.addrs()?;
+        addrs.tls = config.tls.is_some();
+        warn_about_exposure(&config, addrs);
         let data_dir = config.data_dir.clone();
         let durability = config.durability;
         let store =
@@ -200,41 +234,70 @@ impl Server {
         let limited = |listener, gauge: &Arc<crate::net::ConnectionGauge>| {
             crate::net::Limited::new(listener, config.max_connections, gauge.clone())
         };
-        let grpc_listener = limited(listeners.grpc, &gauges[0]).with_nodelay();
-        let http_listener = limited(listeners.http, &gauges[1]);
-        let ui_listener = limited(listeners.ui, &gauges[2]);
+        let tls = match &config.tls {
+            Some(files) => Some(crate::net::Tls::load(&files.cert, &files.key)?),
+            None => None,
+        };
+        // gRPC needs HTTP/2, which TLS clients ask for by ALPN (grpc-go refuses a server that
+        // does not answer "h2").
+        let grpc_listener = crate::net::Incoming::new(
+            limited(listeners.grpc, &gauges[0]).with_nodelay(),
+            tls.as_ref(),
+            &[b"h2"],
+        )?;
+        let web = [&b"h2"[..], &b"http/1.1"[..]];
+        let http_listener =
+            crate::net::Incoming::new(limited(listeners.http, &gauges[1]), tls.as_ref(), &web)?;
+        let ui_listener =
+            crate::net::Incoming::new(limited(listeners.ui, &gauges[2]), tls.as_ref(), &web)?;
+        let ingest_token = config
+            .ingest_token
+            .as_ref()
+            .map(|t| web::auth::Token::new(&t.0, tls.is_some()));
+        let api_token = config
+            .token
+            .as_ref()
+            .map(|t| web::auth::Token::new(&t.0, tls.is_some()));
 
         let token = shutdown.clone();
         let q = queue.clone();
         let f = forwarder.clone();
         let a = admission.clone();
         let max = config.max_body_bytes;
+        let t = ingest_token.clone();
         tasks.push(tokio::spawn(async move {
-            ingest::grpc::serve(grpc_listener, q, f, a, max, token.cancelled_owned())
+            ingest::grpc::serve(grpc_listener, q, f, a, t, max, token.cancelled_owned())
                 .await
                 .context("OTLP/gRPC receiver failed")
         }));
 
         let token = shutdown.clone();
-        let router = ingest::http::router(
+        let mut router = ingest::http::router(
             queue.clone(),
             forwarder.clone(),
             admission.clone(),
             config.max_body_bytes,
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            web::exposure::Exposure::new(
-                addrs.http,
-                config.public_url.as_deref(),
-                &config.allow_hosts,
-                false,
-            ),
-            web::exposure::guard,
-        ))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ));
+        );
+        if let Some(t) = ingest_token {
+            router = router.layer(axum::middleware::from_fn_with_state(
+                t,
+                web::auth::ingest_guard,
+            ));
+        }
+        let router = router
+            .layer(axum::middleware::from_fn_with_state(
+                web::exposure::Exposure::new(
+                    addrs.http,
+                    config.public_url.as_deref(),
+                    &config.allow_hosts,
+                    false,
+                ),
+                web::exposure::guard,
+            ))
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                config.request_timeout,
+            ));
         tasks.push(tokio::spawn(async move {
             axum::serve(http_listener, router)
                 .with_graceful_shutdown(token.cancelled_owned())
@@ -291,7 +354,14 @@ impl Server {
             &state.config.allow_hosts,
             true,
         );
-        let router = web::router(state)
+        let mut router = web::router(state);
+        if let Some(t) = api_token {
+            router = router.layer(axum::middleware::from_fn_with_state(
+                t,
+                web::auth::api_guard,
+            ));
+        }
+        let router = router
             .layer(axum::middleware::from_fn_with_state(
                 exposure,
                 web::exposure::guard,

@@ -92,6 +92,22 @@ pub struct ImportArgs {
     /// are sent to its OTLP/HTTP receiver instead of written to a store on disk.
     #[arg(long, env = "TRACECOV_SERVER")]
     pub server: Option<String>,
+    /// With --server: the bearer token its API requires (its --token).
+    #[arg(
+        long,
+        env = "TRACECOV_TOKEN",
+        hide_env_values = true,
+        requires = "server"
+    )]
+    pub token: Option<String>,
+    /// With --server: the bearer token its OTLP receivers require (its --ingest-token).
+    #[arg(
+        long,
+        env = "TRACECOV_INGEST_TOKEN",
+        hide_env_values = true,
+        requires = "server"
+    )]
+    pub ingest_token: Option<String>,
     /// A test-driver service whose root spans are test cases; repeatable. Only used to assign
     /// traces here: give it to `tracecov report` too.
     #[arg(long = "test-service", value_name = "NAME", value_delimiter = ',')]
@@ -138,7 +154,12 @@ trait Target {
 
 fn import_files(args: &ImportArgs, handle: &Handle) -> anyhow::Result<ExitCode> {
     let mut target: Box<dyn Target> = match &args.server {
-        Some(url) => Box::new(ServerTarget::connect(url, handle.clone())?),
+        Some(url) => Box::new(ServerTarget::connect(
+            url,
+            args.token.as_deref(),
+            args.ingest_token.as_deref(),
+            handle.clone(),
+        )?),
         None => Box::new(DataTarget::open(&args.data, args.test_services.clone())?),
     };
     // With `--run`, the one run every file joins, once the first span has opened it.
@@ -467,15 +488,24 @@ struct ServerTarget {
     base: String,
     traces_url: String,
     http: reqwest::Client,
+    /// `Authorization` for OTLP exports (`--ingest-token`); the client's default carries the
+    /// API's.
+    ingest_auth: Option<String>,
     handle: Handle,
 }
 
 impl ServerTarget {
-    fn connect(url: &str, handle: Handle) -> anyhow::Result<Self> {
+    fn connect(
+        url: &str,
+        token: Option<&str>,
+        ingest_token: Option<&str>,
+        handle: Handle,
+    ) -> anyhow::Result<Self> {
         let mut target = Self {
             base: url.trim_end_matches('/').to_owned(),
             traces_url: String::new(),
-            http: reqwest::Client::new(),
+            http: super::client::api_client(token)?,
+            ingest_auth: ingest_token.map(|t| format!("Bearer {t}")),
             handle,
         };
         let (status, health) = target.call(target.http.get(target.api("/api/health")))?;
@@ -557,11 +587,14 @@ impl ServerTarget {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
-            let req = self
+            let mut req = self
                 .http
                 .post(&self.traces_url)
                 .header("content-type", "application/x-protobuf")
                 .body(body.clone());
+            if let Some(auth) = &self.ingest_auth {
+                req = req.header(reqwest::header::AUTHORIZATION, auth);
+            }
             let (status, answer) = self.handle.block_on(async {
                 let resp = req.send().await.with_context(|| {
                     format!("cannot reach the OTLP receiver at {}", self.traces_url)

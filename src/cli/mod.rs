@@ -3,6 +3,7 @@
 //! Errors are `anyhow` with context, printed once with `{:#}`; exit status 2 means a usage or
 //! input error, 1 a failed condition (a gate), 0 success.
 
+mod client;
 mod demo;
 mod export;
 mod import;
@@ -34,7 +35,7 @@ pub enum Command {
     /// The sample shop, its integration suite and the report, in one command.
     Demo(demo::DemoArgs),
     /// Run the collector, store, UI and JSON API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run a test command as a tracecov run and print its report.
     Run(run::RunArgs),
     /// Print the report of a run.
@@ -150,7 +151,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Report(args) => report::run(args).await,

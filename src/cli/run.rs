@@ -29,6 +29,14 @@ pub struct RunArgs {
     /// started on free ports.
     #[arg(long, env = "TRACECOV_SERVER")]
     pub server: Option<String>,
+    /// The bearer token the server's API requires (its --token); the embedded collector
+    /// requires it too when given.
+    #[arg(long, env = "TRACECOV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The bearer token OTLP exports must carry (the server's --ingest-token): passed on to the
+    /// command in OTEL_EXPORTER_OTLP_HEADERS; the embedded collector requires it too when given.
+    #[arg(long, env = "TRACECOV_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
     /// The embedded collector's store.
     #[arg(long, env = "TRACECOV_DATA", default_value = config::DEFAULT_DATA_DIR)]
     pub data: PathBuf,
@@ -119,6 +127,8 @@ impl Api {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let token = super::serve::secret(&args.token, "--token")?;
+    let ingest_token = super::serve::secret(&args.ingest_token, "--ingest-token")?;
     let mut embedded = None;
     let base = match &args.server {
         Some(url) => url.trim_end_matches('/').to_owned(),
@@ -126,6 +136,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let mut config = ServeConfig::ephemeral(&args.data);
             config.settle = args.settle;
             config.test_services = args.test_services.clone();
+            config.token = token.clone();
+            config.ingest_token = ingest_token.clone();
             config.manifest = args.manifest.clone().or_else(|| {
                 let here = PathBuf::from("tracecov.yaml");
                 here.exists().then_some(here)
@@ -139,7 +151,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let api = Api {
         base,
-        http: reqwest::Client::new(),
+        http: super::client::api_client(token.as_ref().map(|t| t.0.as_str()))?,
     };
     let health = api.get("/api/health").await?;
     let endpoint = health["otlp_http"]
@@ -165,11 +177,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .command
         .split_first()
         .context("no command given after --")?;
-    let mut child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(rest)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        .env("OTEL_RESOURCE_ATTRIBUTES", attrs)
+        .env("OTEL_RESOURCE_ATTRIBUTES", attrs);
+    if let Some(t) = &ingest_token {
+        let existing = std::env::var("OTEL_EXPORTER_OTLP_HEADERS").ok();
+        command.env(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            super::client::otlp_headers(existing.as_deref(), &t.0),
+        );
+    }
+    let mut child = command
         .spawn()
         .with_context(|| format!("cannot start {program:?}"))?;
     let status = child.wait().await?;

@@ -92,6 +92,20 @@ pub struct ServeArgs {
     /// wait to be accepted until one closes.
     #[arg(long, env = "TRACECOV_MAX_CONNECTIONS", default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Require `Authorization: Bearer TOKEN` on OTLP exports (SDKs send it with
+    /// OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20TOKEN).
+    #[arg(long, env = "TRACECOV_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
+    /// Require this bearer token on the UI, the API and /metrics (a browser signs in once by
+    /// opening any page with ?token=TOKEN).
+    #[arg(long, env = "TRACECOV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Serve every listener over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "TRACECOV_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TRACECOV_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Send every acknowledged export on to another collector, unredacted: `grpc://host:port`
     /// (OTLP/gRPC) or `http://host:port[/path]` (OTLP/HTTP protobuf, to /v1/traces unless a
     /// path is given); repeatable. A slow or dead destination never delays acknowledgements.
@@ -119,6 +133,16 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 pub(crate) fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     config::parse_duration(s)
+}
+
+/// A token flag's value, refused when empty (an empty token would let anyone in while looking
+/// set).
+pub(crate) fn secret(value: &Option<String>, flag: &str) -> anyhow::Result<Option<config::Secret>> {
+    match value.as_deref().map(str::trim) {
+        None => Ok(None),
+        Some("") => anyhow::bail!("{flag} is empty: give a token, or leave the flag out"),
+        Some(t) => Ok(Some(config::Secret(t.to_owned()))),
+    }
 }
 
 impl ServeArgs {
@@ -193,6 +217,15 @@ impl ServeArgs {
             request_timeout: self.request_timeout,
             max_request_memory,
             max_connections: self.max_connections,
+            ingest_token: secret(&self.ingest_token, "--ingest-token")?,
+            token: secret(&self.token, "--token")?,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(config::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
         })
     }
 }

@@ -21,6 +21,9 @@ pub struct SourceArgs {
     /// A running `tracecov serve` (its UI/API address), instead of the store on disk.
     #[arg(long, env = "TRACECOV_SERVER")]
     pub server: Option<String>,
+    /// The bearer token the server's API requires (its --token).
+    #[arg(long, env = "TRACECOV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// A test-driver service whose root spans are test cases; repeatable.
     #[arg(long = "test-service", value_name = "NAME", value_delimiter = ',')]
     pub test_services: Vec<String>,
@@ -45,7 +48,7 @@ impl SourceArgs {
         if let Some(url) = &self.server {
             return Ok(Source::Server {
                 base: url.trim_end_matches('/').to_owned(),
-                http: reqwest::Client::new(),
+                http: super::client::api_client(self.token.as_deref())?,
             });
         }
         let db = crate::store::db_path(&self.data);

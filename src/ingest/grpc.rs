@@ -189,7 +189,8 @@ where
 #[derive(Clone)]
 struct Admitted(Arc<Mutex<Option<Reservation>>>);
 
-/// Admits OTLP exports by their message's length before reading it (see `admission`). The
+/// Admits OTLP exports: their bearer token when `--ingest-token` is set (UNAUTHENTICATED
+/// otherwise), then by their message's length before reading it (see `admission`). The
 /// length is in the first five bytes of a gRPC message, so only those are read here: no room
 /// answers UNAVAILABLE at once. A gzip message is read whole (its compressed size is admitted)
 /// and inflated here, on a blocking thread, growing the reservation as it inflates; tonic then
@@ -197,6 +198,8 @@ struct Admitted(Arc<Mutex<Option<Reservation>>>);
 #[derive(Clone)]
 struct AdmitLayer {
     admission: Admission,
+    /// `--ingest-token`, checked before anything is reserved.
+    token: Option<crate::web::auth::Token>,
     max_message_bytes: usize,
 }
 
@@ -257,6 +260,14 @@ impl AdmitLayer {
         &self,
         req: http::Request<tonic::body::Body>,
     ) -> Result<http::Request<tonic::body::Body>, Status> {
+        if let Some(token) = &self.token
+            && !token.in_bearer(req.headers())
+        {
+            return Err(Status::unauthenticated(
+                "this receiver requires the metadata authorization: Bearer <the --ingest-token>; \
+                 with an OpenTelemetry SDK set OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<token>",
+            ));
+        }
         let (mut parts, mut body) = req.into_parts();
         let mut head = BytesMut::new();
         let read_error = |e: Status| Status::cancelled(format!("reading the request failed: {e}"));
@@ -427,10 +438,11 @@ fn remap_codec_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
 
 /// Serves OTLP/gRPC on `listener` until `shutdown` resolves; in-flight exports finish first.
 pub async fn serve(
-    listener: crate::net::Limited,
+    listener: crate::net::Incoming,
     queue: IngestQueue,
     forward: Forwarder,
     admission: Admission,
+    token: Option<crate::web::auth::Token>,
     max_message_bytes: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -448,6 +460,7 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(remap_codec_status))
         .layer(AdmitLayer {
             admission,
+            token,
             max_message_bytes,
         })
         .add_service(traces)

@@ -5,6 +5,7 @@
 //! SQLite blocks, and the async workers must not. `/metrics` is built by `crate::metrics`.
 
 mod api;
+pub mod auth;
 pub mod exposure;
 mod runs;
 pub mod ui;

@@ -239,3 +239,32 @@ async fn demo_serves_the_run_page_it_prints() {
     }
     assert_eq!(runs_status, 200);
 }
+
+/// `run --ingest-token --token`: the embedded collector requires both, and the command's SDK
+/// gets the ingest token through OTEL_EXPORTER_OTLP_HEADERS (without it, its exports would be
+/// refused and the run would have no tests).
+#[test]
+fn run_passes_its_ingest_token_to_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let py = python();
+    let script = repo_root().join("tests/python/suite_export.py");
+    let out = Command::new(env!("CARGO_BIN_EXE_tracecov"))
+        .args([
+            "run", "--name", "guarded", "--settle", "300ms", "--format", "json",
+        ])
+        .args(["--ingest-token", "ing-run", "--token", "api-run", "--data"])
+        .arg(&data)
+        .arg("--")
+        .args([&py, &script])
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+        .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
+        .env_remove("GITHUB_RUN_ID")
+        .env_remove("CI_PIPELINE_ID")
+        .env_remove("BUILD_NUMBER")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["run"]["tests"]["total"], 2, "{report}");
+}

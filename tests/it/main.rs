@@ -22,5 +22,6 @@ mod pytest_plugin;
 mod python_sdk;
 mod results;
 mod run_assignment;
+mod tokens;
 mod ui;
 mod verdicts;

@@ -17,7 +17,9 @@ def exporter(protocol, endpoint):
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(endpoint=endpoint, insecure=True)
+        # Plain for http://, TLS for https:// (trusting OTEL_EXPORTER_OTLP_CERTIFICATE); headers
+        # such as a bearer token come from OTEL_EXPORTER_OTLP_HEADERS, as for the HTTP exporter.
+        return OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter(endpoint=endpoint + "/v1/traces")
