@@ -196,32 +196,8 @@ impl Server {
             tracing::error!(error = %e, "assigning traces left from before the restart failed");
         }
         let hook_reader = reader.clone();
-        let mut failing = false;
-        let hook: ingest::CommitHook = Box::new(move |spans, now| {
-            // The export is acknowledged either way: the spans are durable, and so is the record
-            // that their traces still need a run (`pending_assignments`), retried each commit.
-            let result = assigner.assign(spans, now).and_then(|()| {
-                if assigner.has_pending()? {
-                    assigner.retry_pending(&hook_reader)?;
-                }
-                Ok(())
-            });
-            match result {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!(
-                        "assigning traces to runs works again; the waiting ones are assigned"
-                    );
-                }
-                Ok(()) => {}
-                // Said once, not at every commit while it lasts.
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::error!(error = %e, "assigning traces to runs failed; retrying with every commit");
-                }
-                Err(e) => tracing::debug!(error = %e, "assigning traces to runs still fails"),
-            }
-        });
+        let hook: ingest::CommitHook =
+            Box::new(move |spans, now| assigner.after_commit(spans, now, &hook_reader));
         let (queue, writer) = Writer::start(store, config.writer.clone(), vec![hook]);
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();

@@ -125,6 +125,13 @@ pub struct ServeArgs {
     /// Test-only: delay every store commit, to exercise backpressure.
     #[arg(long, env = "TRACECOV_TEST_WRITER_DELAY", value_parser = parse_duration_arg, hide = true)]
     pub test_writer_delay: Option<Duration>,
+    /// Test-only: a file holding a page count past which the store cannot grow, as on a full
+    /// disk (`store::simulated_full`); followed while serving.
+    #[arg(long, env = "TRACECOV_TEST_FULL_FILE", hide = true)]
+    pub test_full_file: Option<PathBuf>,
+    /// Test-only: how often a failure that goes on is summed up in the log (30s).
+    #[arg(long, env = "TRACECOV_TEST_FAILURE_SUMMARY", value_parser = parse_duration_arg, hide = true)]
+    pub test_failure_summary: Option<Duration>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -198,6 +205,9 @@ impl ServeArgs {
                 },
                 retention_every: self.retention_every,
                 test_delay: self.test_writer_delay.unwrap_or_default(),
+                failure_summary_every: self
+                    .test_failure_summary
+                    .unwrap_or(crate::store::outage::SUMMARY_EVERY),
             },
             test_services: self.test_services.clone(),
             settle: self.settle,
@@ -232,6 +242,9 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.to_config()?;
+    if let Some(file) = args.test_full_file {
+        crate::store::simulated_full::watch(file);
+    }
     let listeners = Listeners::bind(&config).await?;
     let server = Server::start(config.clone(), listeners).await?;
     let a = server.addrs;

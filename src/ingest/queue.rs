@@ -14,15 +14,20 @@
 //!   writer thread, which all exports share, does only SQLite work.
 //! - The writer is a plain thread, not an async task: SQLite calls block, and must not stall the
 //!   runtime's workers.
+//! - A failed commit refuses its exports as retryable and nothing else: the transaction is rolled
+//!   back, the next group commit tries again, and the first success ends the failure. While
+//!   commits fail (a full disk), the log says once what is wrong and then sums up at most once an
+//!   interval (`store::outage`); `IngestCounters` tells metrics and `/api/health`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::model::Span;
+use crate::store::outage::{self, Outage, Say};
 use crate::store::{EncodedSpans, Retention, Store, StoreError, WriteSummary};
 
 /// Why an export could not be queued.
@@ -47,12 +52,50 @@ pub struct IngestCounters {
     pub exports_refused_bad: AtomicU64,
     pub exports_refused_too_large: AtomicU64,
     pub commits: AtomicU64,
+    /// Commits that failed; their exports were refused as retryable.
+    pub write_failures: AtomicU64,
+    /// Exports, and their spans, refused because their commit failed.
+    pub exports_refused_store: AtomicU64,
+    pub spans_refused_store: AtomicU64,
+    /// What is wrong while commits fail (`None` while they succeed), for `/api/health`.
+    pub store_failing: Mutex<Option<StoreFailing>>,
     /// Spans waiting for the writer now: queued by `submit`, released once their commit is
     /// answered. A counter rather than the semaphore itself, so readers (metrics) hold no part of
     /// the queue and cannot keep the writer alive at shutdown.
     pub queued_spans: AtomicU64,
     /// The queue's bound, in spans.
     pub queue_capacity_spans: AtomicU64,
+}
+
+/// Why the store refuses writes now.
+#[derive(Debug, Clone)]
+pub struct StoreFailing {
+    /// In plain words, e.g. "the disk holding DIR is full".
+    pub problem: String,
+    /// When the first failed commit of this run of failures was tried (ns since the epoch).
+    pub since_ns: u64,
+}
+
+impl IngestCounters {
+    /// Whether the last commit succeeded (or none was tried yet).
+    pub fn store_writable(&self) -> bool {
+        self.store_failing().is_none()
+    }
+
+    /// What is wrong while commits fail.
+    pub fn store_failing(&self) -> Option<StoreFailing> {
+        self.store_failing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_store_failing(&self, failing: Option<StoreFailing>) {
+        *self
+            .store_failing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = failing;
+    }
 }
 
 /// Called after every commit with the spans it made durable (trace settling listens here).
@@ -89,6 +132,8 @@ pub struct WriterConfig {
     pub retention_every: Duration,
     /// Test-only: sleep this long before each commit, to make the queue fill up.
     pub test_delay: Duration,
+    /// While commits fail, at most one line this often sums up the failures.
+    pub failure_summary_every: Duration,
 }
 
 impl Default for WriterConfig {
@@ -98,6 +143,7 @@ impl Default for WriterConfig {
             retention: Retention::default(),
             retention_every: Duration::from_secs(60),
             test_delay: Duration::ZERO,
+            failure_summary_every: outage::SUMMARY_EVERY,
         }
     }
 }
@@ -255,9 +301,9 @@ fn writer_loop(
     counters: Arc<IngestCounters>,
 ) -> Result<(), StoreError> {
     let mut last_retention = Instant::now();
-    if let Err(e) = store.enforce_retention(config.retention, now_ns()) {
-        tracing::warn!(error = %e, "retention failed");
-    }
+    let mut failing = Outage::new(config.failure_summary_every);
+    let mut retention_failing = Outage::new(config.failure_summary_every);
+    retain(&mut store, config.retention, &mut retention_failing);
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         let mut n = jobs[0].encoded.len();
@@ -285,6 +331,10 @@ fn writer_loop(
                     .spans_duplicate
                     .fetch_add(summary.duplicates, Ordering::Relaxed);
                 counters.commits.fetch_add(1, Ordering::Relaxed);
+                if !counters.store_writable() {
+                    counters.set_store_failing(None);
+                }
+                tell(failing.succeeded(Instant::now()), None, "");
                 if !hooks.is_empty() {
                     let all: Vec<&Span> = jobs.iter().flat_map(|j| j.spans.iter()).collect();
                     for hook in &mut hooks {
@@ -292,7 +342,28 @@ fn writer_loop(
                     }
                 }
             }
-            Err(e) => tracing::error!(error = %e, spans = n, "store write failed"),
+            Err(e) => {
+                counters.write_failures.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .exports_refused_store
+                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                counters
+                    .spans_refused_store
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                let problem = e.write_problem(store.dir());
+                if counters.store_writable() {
+                    counters.set_store_failing(Some(StoreFailing {
+                        problem: problem.clone(),
+                        since_ns: received,
+                    }));
+                }
+                tracing::debug!(error = %e, spans = n, "store write failed");
+                tell(
+                    failing.failed(Instant::now(), jobs.len() as u64),
+                    Some(e),
+                    &problem,
+                );
+            }
         }
         // Free the queue's permits before answering: a client that sends its next export as soon
         // as this one is acknowledged must find the room its acknowledged spans held (answering
@@ -303,6 +374,8 @@ fn writer_loop(
         for ack in acks {
             let per_job = match &result {
                 Ok(_) => Ok(WriteSummary::default()),
+                // What the client reads: the store's path is none of its business.
+                Err(e) if e.is_disk_full() => Err("no room left on the collector's disk".into()),
                 Err(e) => Err(e.to_string()),
             };
             // A client that went away no longer waits for its answer; that is fine.
@@ -310,12 +383,94 @@ fn writer_loop(
         }
         if last_retention.elapsed() >= config.retention_every {
             last_retention = Instant::now();
-            match store.enforce_retention(config.retention, now_ns()) {
-                Ok(0) => {}
-                Ok(removed) => tracing::info!(traces = removed, "retention removed traces"),
-                Err(e) => tracing::warn!(error = %e, "retention failed"),
-            }
+            retain(&mut store, config.retention, &mut retention_failing);
         }
     }
+    match failing.at_exit(Instant::now()) {
+        Some(Say::Still(t)) => {
+            let problem = counters
+                .store_failing()
+                .map_or_else(|| "store writes fail".to_owned(), |f| f.problem);
+            tracing::warn!(
+                "stopping while {problem}: {} exports were refused in {} ({} commits); nothing acknowledged is lost",
+                t.refused,
+                outage::for_people(t.lasted),
+                t.failures
+            );
+        }
+        ended => tell(ended, None, ""),
+    }
     store.close()
+}
+
+/// Logs what the writer's `Outage` says: `error` and `problem` (in plain words) are those of the
+/// failed commit, when one failed.
+fn tell(say: Option<Say>, error: Option<&StoreError>, problem: &str) {
+    let full = error.is_some_and(StoreError::is_disk_full);
+    let error = error.map(ToString::to_string).unwrap_or_default();
+    match say {
+        Some(Say::Began) => {
+            let until = if full {
+                "space is freed there"
+            } else {
+                "a commit succeeds again (tried with every export)"
+            };
+            tracing::error!(
+                error,
+                "{problem}: exports are refused with 503/UNAVAILABLE (retryable) until {until}; tracecov then carries on by itself, and nothing acknowledged is lost"
+            );
+        }
+        Some(Say::Still(t)) => tracing::warn!(
+            error,
+            "store writes still failing ({problem}): {} exports refused in {} ({} commits{})",
+            t.refused,
+            outage::for_people(t.lasted),
+            t.failures,
+            if t.succeeded > 0 {
+                format!(", {} succeeded in between", t.succeeded)
+            } else {
+                String::new()
+            }
+        ),
+        Some(Say::Ended(t)) => tracing::info!(
+            "store writable again after {}: {} exports were refused meanwhile ({} commits), to be retried by their clients",
+            outage::for_people(t.lasted),
+            t.refused,
+            t.failures
+        ),
+        None => {}
+    }
+}
+
+/// Runs retention, saying a failure once and summing up while it lasts (with a short
+/// `--retention-every` it would otherwise say one a commit).
+fn retain(store: &mut Store, retention: Retention, failing: &mut Outage) {
+    let now = Instant::now();
+    match store.enforce_retention(retention, now_ns()) {
+        Ok(removed) => {
+            if let Some(Say::Ended(t)) = failing.succeeded(now) {
+                tracing::info!(
+                    "retention works again after {} ({} tries failed)",
+                    outage::for_people(t.lasted),
+                    t.failures
+                );
+            }
+            if removed > 0 {
+                tracing::info!(traces = removed, "retention removed traces");
+            }
+        }
+        Err(e) => match failing.failed(now, 0) {
+            Some(Say::Began) => tracing::warn!(
+                error = %e,
+                "retention failed; traces past the limits stay until it succeeds"
+            ),
+            Some(Say::Still(t)) => tracing::warn!(
+                error = %e,
+                "retention still failing: {} tries failed in {}",
+                t.failures,
+                outage::for_people(t.lasted)
+            ),
+            _ => tracing::debug!(error = %e, "retention failed"),
+        },
+    }
 }

@@ -123,7 +123,7 @@ pub fn register_counters(registry: &mut Registry, c: &IngestCounters) {
     counters(
         registry,
         "tracecov_spans_refused",
-        "Spans not stored, by reason: invalid_id (partial success), queue_full (retryable)",
+        "Spans not stored, by reason: invalid_id (partial success), queue_full and store_unwritable (retryable)",
         [
             (
                 vec![("reason", "invalid_id".to_owned())],
@@ -133,16 +133,24 @@ pub fn register_counters(registry: &mut Registry, c: &IngestCounters) {
                 vec![("reason", "queue_full".to_owned())],
                 get(&c.spans_refused_full),
             ),
+            (
+                vec![("reason", "store_unwritable".to_owned())],
+                get(&c.spans_refused_store),
+            ),
         ],
     );
     counters(
         registry,
         "tracecov_exports_refused",
-        "OTLP exports refused, by reason: queue_full (retryable), bad_request (undecodable, bad content type), too_large",
+        "OTLP exports refused, by reason: queue_full and store_unwritable (retryable: their commit failed), bad_request (undecodable, bad content type), too_large",
         [
             (
                 vec![("reason", "queue_full".to_owned())],
                 get(&c.exports_refused_full),
+            ),
+            (
+                vec![("reason", "store_unwritable".to_owned())],
+                get(&c.exports_refused_store),
             ),
             (
                 vec![("reason", "bad_request".to_owned())],
@@ -159,6 +167,18 @@ pub fn register_counters(registry: &mut Registry, c: &IngestCounters) {
         "tracecov_store_commits",
         "Store transactions committed by the writer",
         get(&c.commits),
+    );
+    counter(
+        registry,
+        "tracecov_store_write_failures",
+        "Store transactions of the writer that failed (a full disk); their exports were refused as retryable",
+        get(&c.write_failures),
+    );
+    gauge(
+        registry,
+        "tracecov_store_writable",
+        "1 while the store takes writes, 0 from a failed commit until one succeeds again (e.g. while its disk is full)",
+        if c.store_writable() { 1.0 } else { 0.0 },
     );
     gauge(
         registry,

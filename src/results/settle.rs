@@ -23,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::graph::AnalysisOptions;
 use crate::model::{Span, TraceId};
+use crate::store::outage::{self, Outage, Say};
 use crate::store::{Reader, StoreError};
 
 use super::{Rollup, TraceResult, compute, fingerprint};
@@ -838,8 +839,11 @@ pub fn run_worker(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut low = i64::MIN;
+    // A pass that fails fails again 4 times a second while its cause lasts (a full disk): said
+    // once, then summed up.
+    let mut failing = Outage::new(outage::SUMMARY_EVERY);
     while !stop.load(Ordering::Relaxed) {
-        match settle_pass(
+        let result = settle_pass(
             &reader,
             &opts,
             crate::ingest::now_ns(),
@@ -847,9 +851,32 @@ pub fn run_worker(
             low,
             &counters,
             &stop,
-        ) {
-            Ok(next) => low = next,
-            Err(e) => tracing::warn!(error = %e, "computing trace results failed"),
+        );
+        let now = std::time::Instant::now();
+        match result {
+            Ok(next) => {
+                low = next;
+                if let Some(Say::Ended(t)) = failing.succeeded(now) {
+                    tracing::info!(
+                        "computing trace results works again after {} ({} passes failed)",
+                        outage::for_people(t.lasted),
+                        t.failures
+                    );
+                }
+            }
+            Err(e) => match failing.failed(now, 0) {
+                Some(Say::Began) => tracing::warn!(
+                    error = %e,
+                    "computing trace results failed; reports compute what is missing from spans meanwhile, and settling retries every pass"
+                ),
+                Some(Say::Still(t)) => tracing::warn!(
+                    error = %e,
+                    "computing trace results still failing: {} passes failed in {}",
+                    t.failures,
+                    outage::for_people(t.lasted)
+                ),
+                _ => tracing::debug!(error = %e, "computing trace results failed"),
+            },
         }
         std::thread::sleep(every);
     }

@@ -27,6 +27,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{Span, TraceId};
 use crate::store::StoreError;
+use crate::store::outage::{self, Outage, Say};
 
 /// How long an automatic run stays open without a new test trace.
 pub const AUTO_RUN_QUIET: Duration = Duration::from_secs(5 * 60);
@@ -322,9 +323,49 @@ struct TraceFacts {
 pub struct RunAssigner {
     conn: Connection,
     test_services: Vec<String>,
+    /// Failures of `after_commit`, said once and summed up while they last.
+    failing: Outage,
 }
 
 impl RunAssigner {
+    /// The commit hook's work: assigns the traces of the spans a commit made durable at `now_ns`,
+    /// then the ones still waiting from earlier failures. A failure is logged, not returned: the
+    /// export is acknowledged either way, since the spans are durable and so is the record that
+    /// their traces still need a run (`pending_assignments`), retried at every commit.
+    pub fn after_commit(&mut self, spans: &[&Span], now_ns: u64, reader: &crate::store::Reader) {
+        let result = self.assign(spans, now_ns).and_then(|()| {
+            if self.has_pending()? {
+                self.retry_pending(reader)?;
+            }
+            Ok(())
+        });
+        let now = std::time::Instant::now();
+        match result {
+            Ok(()) => {
+                if let Some(Say::Ended(t)) = self.failing.succeeded(now) {
+                    tracing::info!(
+                        "assigning traces to runs works again after {} ({} commits failed); the waiting ones are assigned",
+                        outage::for_people(t.lasted),
+                        t.failures
+                    );
+                }
+            }
+            Err(e) => match self.failing.failed(now, 0) {
+                Some(Say::Began) => tracing::error!(
+                    error = %e,
+                    "assigning traces to runs failed; retrying with every commit"
+                ),
+                Some(Say::Still(t)) => tracing::warn!(
+                    error = %e,
+                    "assigning traces to runs still fails: {} commits failed in {}",
+                    t.failures,
+                    outage::for_people(t.lasted)
+                ),
+                _ => tracing::debug!(error = %e, "assigning traces to runs still fails"),
+            },
+        }
+    }
+
     /// Whether assignments of earlier commits are still waiting (one failed).
     pub fn has_pending(&self) -> Result<bool, StoreError> {
         Ok(self.conn.query_row(
@@ -371,6 +412,7 @@ impl RunAssigner {
         Ok(Self {
             conn,
             test_services,
+            failing: Outage::new(outage::SUMMARY_EVERY),
         })
     }
 
@@ -392,6 +434,11 @@ impl RunAssigner {
             }
             f.has_test |= looks_like_test(span, &self.test_services);
         }
+        // A commit that failed for want of room may have left its transaction open.
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        crate::store::simulated_full::apply(&self.conn)?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

@@ -18,7 +18,9 @@
 //! writer's connection also sets `journal_size_limit`, so a log that grew during a long reader
 //! snapshot is cut back once it starts over.
 //!
-//! Durability does not depend on any of this: a commit is durable once it is in the WAL.
+//! Durability does not depend on any of this: a commit is durable once it is in the WAL. A
+//! checkpoint that fails (on a full disk the database file cannot grow to take the log's pages)
+//! is said once and summarised (`Outage`), not logged at every commit, and tried again as usual.
 
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -27,6 +29,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 
+use super::outage::{self, Outage, Say};
 use super::{Durability, StoreError, configure};
 
 /// When checkpoints run, in bytes of write-ahead log.
@@ -52,8 +55,9 @@ pub(crate) struct Checkpointer {
     wake: Option<SyncSender<()>>,
     handle: Option<JoinHandle<()>>,
     /// Held while either thread checkpoints, so the writer's checkpoint waits for a running
-    /// background one instead of finding SQLite's checkpoint lock taken and giving up.
-    gate: Arc<Mutex<()>>,
+    /// background one instead of finding SQLite's checkpoint lock taken and giving up. It holds
+    /// what both know of failing checkpoints, so a full disk is told once, not once a thread.
+    gate: Arc<Mutex<Outage>>,
     limits: Limits,
     /// Frames in the log after the writer's last commit (its WAL hook writes it).
     frames: Arc<std::sync::atomic::AtomicU64>,
@@ -89,11 +93,11 @@ impl Checkpointer {
         configure(&conn, durability)?;
         // One pending wake-up is enough: a checkpoint copies everything committed before it.
         let (wake, rx) = sync_channel(1);
-        let gate = Arc::new(Mutex::new(()));
-        let thread_gate = gate.clone();
+        let gate = Arc::new(Mutex::new(Outage::new(outage::SUMMARY_EVERY)));
+        let (thread_gate, thread_frames) = (gate.clone(), frames.clone());
         let handle = std::thread::Builder::new()
             .name("tracecov-checkpoint".into())
-            .spawn(move || run(conn, rx, thread_gate))
+            .spawn(move || run(conn, rx, thread_gate, thread_frames))
             .map_err(|_| StoreError::Closed)?;
         Ok(Self {
             wake: Some(wake),
@@ -127,24 +131,11 @@ impl Checkpointer {
             }
         }
         if wal >= self.limits.restart_every_bytes {
-            match self.finish(writer) {
-                // The next commit starts the log over.
-                Ok(true) => {}
-                // A reader's old snapshot kept some frames; try again after the next commit.
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
-            }
+            // After any background checkpoint in progress. When every frame was copied, the
+            // next commit starts the log over; when a reader's old snapshot kept some, or it
+            // failed, it is tried again after the next commit.
+            checkpoint(writer, &self.gate, &self.frames);
         }
-    }
-
-    /// Checkpoints on the writer's connection after any background checkpoint in progress.
-    /// Returns whether every frame was copied, so that the next commit starts the log over.
-    fn finish(&self, writer: &Connection) -> Result<bool, rusqlite::Error> {
-        let _gate = self
-            .gate
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        passive(writer)
     }
 
     /// Stops the thread after its current checkpoint.
@@ -164,23 +155,65 @@ impl Drop for Checkpointer {
     }
 }
 
-/// Runs a PASSIVE checkpoint; returns whether every frame of the log was copied.
-fn passive(conn: &Connection) -> Result<bool, rusqlite::Error> {
-    // The row is (busy, frames in the log, frames copied); busy means another connection was
-    // checkpointing, which only the gate's users do.
-    let (busy, log, copied): (i64, i64, i64) =
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-    Ok(busy == 0 && log >= 0 && copied >= log)
+/// Runs a PASSIVE checkpoint. Whether it copied every frame (so that the next commit starts the
+/// log over) is SQLite's business: when a reader's old snapshot kept some, the next try copies
+/// them.
+fn passive(conn: &Connection) -> Result<(), rusqlite::Error> {
+    // The row is (busy, frames in the log, frames copied).
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
 
-fn run(conn: Connection, wake: Receiver<()>, gate: Arc<Mutex<()>>) {
-    while wake.recv().is_ok() {
-        let _gate = gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Err(e) = passive(&conn) {
-            tracing::warn!(error = %e, "background checkpoint failed");
+/// Runs a PASSIVE checkpoint on `conn` once no other is running, and logs what the gate's
+/// `Outage` says about it.
+fn checkpoint(conn: &Connection, gate: &Mutex<Outage>, frames: &std::sync::atomic::AtomicU64) {
+    let mut failing = gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let result = passive(conn);
+    let now = std::time::Instant::now();
+    let wal_mib = (frames.load(std::sync::atomic::Ordering::Relaxed) * FRAME_BYTES) >> 20;
+    match result {
+        Ok(_) => {
+            if let Some(Say::Ended(t)) = failing.succeeded(now) {
+                tracing::info!(
+                    wal_mib,
+                    "checkpoints work again after {} ({} failed)",
+                    outage::for_people(t.lasted),
+                    t.failures
+                );
+            }
         }
+        Err(e) => {
+            let e = StoreError::from(e);
+            match failing.failed(now, 0) {
+                Some(Say::Began) if e.is_disk_full() => tracing::warn!(
+                    wal_mib,
+                    "checkpoints fail: the disk is too full for the database file to take the write-ahead log, which grows until there is room; nothing committed is lost"
+                ),
+                Some(Say::Began) => tracing::warn!(
+                    error = %e,
+                    wal_mib,
+                    "checkpoints fail: the write-ahead log grows until they succeed; nothing committed is lost"
+                ),
+                Some(Say::Still(t)) => tracing::warn!(
+                    error = %e,
+                    wal_mib,
+                    "checkpoints still failing: {} failed in {}",
+                    t.failures,
+                    outage::for_people(t.lasted)
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn run(
+    conn: Connection,
+    wake: Receiver<()>,
+    gate: Arc<Mutex<Outage>>,
+    frames: Arc<std::sync::atomic::AtomicU64>,
+) {
+    while wake.recv().is_ok() {
+        checkpoint(&conn, &gate, &frames);
     }
 }
 

@@ -26,6 +26,8 @@
 mod batch;
 mod checkpoint;
 mod codec;
+pub mod outage;
+pub mod simulated_full;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -61,6 +63,26 @@ pub enum StoreError {
         found: i64,
         expected: i64,
     },
+}
+
+impl StoreError {
+    /// Whether SQLite found no room to write: the disk (or the quota) holding the store is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
+
+    /// What is wrong when writes to the store in `dir` fail with this error, in plain words.
+    pub fn write_problem(&self, dir: &Path) -> String {
+        if self.is_disk_full() {
+            format!("the disk holding {} is full", dir.display())
+        } else {
+            format!("writing to the store in {} fails: {self}", dir.display())
+        }
+    }
 }
 
 /// How hard a commit waits for the disk.
@@ -287,7 +309,11 @@ fn create_schema(conn: &Connection, dir: &Path) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA)?;
     // The run tables live in the same file, and retention removes traces from them.
     crate::runs::init_schema(conn)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    // Only when it changes: opening a store then writes nothing, so a server restarted on a
+    // full disk starts (and refuses exports as retryable until there is room) instead of failing.
+    if version != SCHEMA_VERSION {
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
     Ok(())
 }
 
@@ -367,10 +393,24 @@ impl Store {
         let result = self.write_in_transaction(batches, received_ns);
         match &result {
             Ok(_) => self.checkpointer.committed(&self.conn),
-            // The transaction rolled back, and with it any resource rows it added.
-            Err(_) => self.resource_ids.clear(),
+            Err(_) => {
+                self.roll_back();
+                // The transaction rolled back, and with it any resource rows it added.
+                self.resource_ids.clear();
+            }
         }
         result
+    }
+
+    /// Makes sure no transaction is left open after a failed one. A COMMIT that fails for want
+    /// of room leaves its transaction open (SQLite leaves the rollback to the caller), and the
+    /// rollback on drop may itself have failed: the next write must find the connection ready.
+    fn roll_back(&self) {
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::debug!(error = %e, "rolling back a failed write failed; retried before the next");
+        }
     }
 
     fn write_in_transaction(
@@ -379,6 +419,8 @@ impl Store {
         received_ns: u64,
     ) -> Result<WriteSummary, StoreError> {
         let received = received_ns as i64;
+        self.roll_back();
+        simulated_full::apply(&self.conn)?;
         // IMMEDIATE: take the write lock first, waiting under the busy timeout. A deferred
         // transaction reads first, and fails at once (no wait) when another connection (the
         // settle worker storing results) committed between its first read and its first write.
@@ -506,6 +548,16 @@ impl Store {
         retention: Retention,
         now_ns: u64,
     ) -> Result<u64, StoreError> {
+        self.roll_back();
+        simulated_full::apply(&self.conn)?;
+        let result = self.retain(retention, now_ns);
+        if result.is_err() {
+            self.roll_back();
+        }
+        result
+    }
+
+    fn retain(&mut self, retention: Retention, now_ns: u64) -> Result<u64, StoreError> {
         let cutoff = now_ns.saturating_sub(retention.max_age.as_nanos() as u64) as i64;
         // IMMEDIATE: take the write lock first, waiting under the busy timeout. A deferred
         // transaction reads first, and fails at once (no wait) when another connection (the
@@ -575,10 +627,22 @@ impl Store {
 
     /// Checkpoints the WAL into the main database file; called on clean shutdown so the data
     /// directory is one tidy file afterwards.
+    ///
+    /// A checkpoint that fails (on a full disk the database file cannot take the log's pages)
+    /// does not fail the close: everything committed is in the log, which the next open reads.
+    /// Failing here made a server stopped after a full disk exit with an error although it had
+    /// lost nothing.
     pub fn close(mut self) -> Result<(), StoreError> {
         self.checkpointer.stop();
-        self.conn
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        self.roll_back();
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            let e = StoreError::from(e);
+            tracing::warn!(
+                error = %e,
+                "the write-ahead log stays beside the database ({}); it is read at the next start, and nothing committed is lost",
+                if e.is_disk_full() { "no room to copy it in" } else { "copying it in failed" },
+            );
+        }
         self.conn.close().map_err(|(_, e)| StoreError::Sqlite(e))
     }
 }
@@ -704,8 +768,16 @@ impl Reader {
                 c
             }
         };
-        let out = f(&conn);
-        if let Ok(mut pool) = self.inner.pool.lock()
+        // Readers write too (the settle worker's results, runs opened through the API).
+        let out = simulated_full::apply(&conn)
+            .map_err(StoreError::from)
+            .and_then(|()| f(&conn));
+        // A write that failed for want of room may leave its transaction open: a pooled
+        // connection holding one would fail every later write and, by keeping its snapshot,
+        // every checkpoint. Rolled back, or else not kept.
+        let clean = conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok();
+        if clean
+            && let Ok(mut pool) = self.inner.pool.lock()
             && pool.len() < READER_POOL
         {
             pool.push(conn);
@@ -1021,6 +1093,70 @@ mod tests {
                 (a.name.as_str(), "cart")
             ]
         );
+    }
+
+    /// A write refused for want of room (SQLITE_FULL, as on a full disk; here SQLite's own limit
+    /// on the database's size) stores none of its spans and leaves the writer ready: once there
+    /// is room again, the same write succeeds, with no restart.
+    #[test]
+    fn a_write_refused_for_want_of_room_stores_nothing_and_the_next_one_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let r = resource("a");
+        store.write(&[span(T1, "0000000000000001", &r)], 1).unwrap();
+        let padding = "p".repeat(2_000);
+        let batch: Vec<Span> = (0..200u64)
+            .map(|i| {
+                let mut s = span(&format!("{:032x}", i + 100), "0000000000000001", &r);
+                s.attributes.push("padding", padding.as_str());
+                s
+            })
+            .collect();
+        // No room past the current size.
+        store.conn.pragma_update(None, "max_page_count", 1).unwrap();
+        let err = store.write(&batch, 2).unwrap_err();
+        assert!(err.is_disk_full(), "{err}");
+        assert_eq!(
+            err.write_problem(dir.path()),
+            format!("the disk holding {} is full", dir.path().display())
+        );
+        assert!(
+            store.conn.is_autocommit(),
+            "the failed transaction is still open"
+        );
+        assert_eq!(store.reader().stats().unwrap().spans, 1);
+        // Room again.
+        store
+            .conn
+            .pragma_update(None, "max_page_count", 0xffff_fffe_i64)
+            .unwrap();
+        assert_eq!(store.write(&batch, 3).unwrap().inserted, 200);
+        assert_eq!(store.reader().stats().unwrap().spans, 201);
+        store.close().unwrap();
+    }
+
+    /// A reader's write that failed with its transaction open (as a COMMIT refused on a full
+    /// disk leaves it) must not go back to the pool holding the write lock: the span writer
+    /// would then wait out its busy timeout and fail at every commit.
+    #[test]
+    fn a_failed_write_through_a_reader_never_keeps_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let reader = store.reader();
+        let failed = reader.with_conn(|c| {
+            c.execute_batch("BEGIN IMMEDIATE")?;
+            Err::<(), _>(StoreError::Closed)
+        });
+        assert!(failed.is_err());
+        let started = std::time::Instant::now();
+        let r = resource("a");
+        store.write(&[span(T1, "0000000000000001", &r)], 1).unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the writer waited {:?} for the lock",
+            started.elapsed()
+        );
+        assert_eq!(reader.stats().unwrap().spans, 1);
     }
 
     /// The size limit counts what the store takes on disk, not only span bytes: a limit above

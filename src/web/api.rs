@@ -58,12 +58,34 @@ pub(crate) async fn blocking<T: Send + 'static>(
     })?
 }
 
+/// 200 while serving: a store that refuses writes (a full disk) is `"status": "degraded"`, since
+/// the server still answers, and exports get retryable refusals until it recovers by itself.
 pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let counters = &state.queue_counters;
+    let failures = counters
+        .write_failures
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let (status, store) = match counters.store_failing() {
+        None => (
+            "ok",
+            serde_json::json!({ "writable": true, "write_failures": failures }),
+        ),
+        Some(f) => (
+            "degraded",
+            serde_json::json!({
+                "writable": false,
+                "problem": f.problem,
+                "failing_since_unix_nano": f.since_ns,
+                "write_failures": failures,
+            }),
+        ),
+    };
     Json(serde_json::json!({
-        "status": "ok",
+        "status": status,
         "otlp_grpc": state.addrs.grpc.to_string(),
         "otlp_http": state.addrs.otlp_http_url(),
         "ui": state.addrs.ui_url(),
+        "store": store,
     }))
 }
 

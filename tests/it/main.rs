@@ -8,6 +8,7 @@ mod coverage;
 mod crash;
 mod dashboards;
 mod demo;
+mod disk_full;
 mod exposure;
 mod flask;
 mod formats;
