@@ -347,6 +347,7 @@ impl Converter {
             },
             resource,
             scope,
+            logs: Vec::new(),
         })
     }
 }

@@ -647,6 +647,7 @@ impl Assembler {
             status,
             resource,
             scope: self.scope.clone(),
+            logs: Vec::new(),
         }
     }
 }

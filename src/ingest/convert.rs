@@ -164,5 +164,6 @@ fn convert_span(
         status,
         resource: resource.clone(),
         scope: scope.clone(),
+        logs: Vec::new(),
     })
 }

@@ -312,6 +312,51 @@ pub struct Link {
     pub attributes: Attributes,
 }
 
+/// A log record that carries a span's trace and span id (OTLP logs): evidence on that span
+/// (DESIGN's "Evidence from logs"). Stored apart from the span and attached when its trace is
+/// read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogRecord {
+    /// When the event happened (`time_unix_nano`, else `observed_time_unix_nano`).
+    pub time_ns: u64,
+    /// OTLP's severity number (1–24; 17 and above are ERROR and FATAL; 0 unspecified).
+    pub severity_number: i32,
+    pub severity_text: String,
+    /// The body: a string as is, any other value in its text form.
+    pub body: String,
+    pub attributes: Attributes,
+}
+
+impl LogRecord {
+    /// OTLP's `SEVERITY_NUMBER_ERROR`: this and above are errors.
+    pub const ERROR: i32 = 17;
+
+    /// Whether the record is evidence of an error: severity ERROR or above, or an exception
+    /// (`exception.type` / `exception.message`).
+    pub fn is_error_evidence(&self) -> bool {
+        self.severity_number >= Self::ERROR
+            || self.attributes.get("exception.type").is_some()
+            || self.attributes.get("exception.message").is_some()
+    }
+
+    /// The severity as people read it: the producer's text, else the name of its number's range.
+    pub fn severity(&self) -> String {
+        if !self.severity_text.trim().is_empty() {
+            return self.severity_text.trim().to_owned();
+        }
+        match self.severity_number {
+            1..=4 => "TRACE",
+            5..=8 => "DEBUG",
+            9..=12 => "INFO",
+            13..=16 => "WARN",
+            17..=20 => "ERROR",
+            21..=24 => "FATAL",
+            _ => "UNSPECIFIED",
+        }
+        .to_owned()
+    }
+}
+
 /// One span, normalized. Times are Unix nanoseconds; `end_ns` is 0 when the producer never ended
 /// the span (analysis treats that as a missing end, not as a negative duration).
 #[derive(Debug, Clone, PartialEq)]
@@ -331,6 +376,9 @@ pub struct Span {
     pub status: Status,
     pub resource: Arc<Resource>,
     pub scope: Arc<Scope>,
+    /// The log records that carry this span's ids, by time: not part of the span's stored
+    /// encoding, attached when its trace is read (`store::Reader::trace`).
+    pub logs: Vec<LogRecord>,
 }
 
 impl Span {
@@ -362,6 +410,7 @@ impl Span {
             status: Status::default(),
             resource: Arc::new(Resource::default()),
             scope: Arc::new(Scope::default()),
+            logs: Vec::new(),
         }
     }
 }

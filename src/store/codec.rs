@@ -329,6 +329,7 @@ pub(crate) fn decode_span(
         },
         resource,
         scope,
+        logs: Vec::new(),
     })
 }
 
