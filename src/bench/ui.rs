@@ -107,6 +107,8 @@ pub fn generated_report(services: usize, edges: usize) -> Report {
                         exception: None,
                         client_ms: Some(4.0),
                         server_ms: Some(3.0),
+                        logs: Vec::new(),
+                        no_error_recorded: Vec::new(),
                     },
                     collateral: vec![format!("{:016x}", k + 2)],
                     link: format!("http://127.0.0.1:4320/traces/{k:032x}?span={:016x}", k + 1),

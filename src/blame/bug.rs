@@ -277,6 +277,12 @@ pub fn bug_markdown(bug: &BugReport) -> String {
             facts.push("error".to_owned());
         }
         let mut marks = String::new();
+        if f.evidence
+            .no_error_recorded
+            .contains(&step.span_id.to_hex())
+        {
+            marks.push_str(" — recorded no error, stepped through");
+        }
         if step.origin && depth != last {
             marks.push_str(" — origin of the errors");
         }
@@ -342,6 +348,57 @@ pub fn bug_markdown(bug: &BugReport) -> String {
         }
         any = true;
     }
+    if !e.logs.is_empty() {
+        let service = bug
+            .path
+            .last()
+            .map_or("the service", |p| p.service.as_str());
+        let _ = writeln!(
+            out,
+            "- Logged by {} on the span the failure is placed on:",
+            code(service)
+        );
+        for l in &e.logs {
+            let at = l.time_unix_nano.parse().map(utc).unwrap_or_default();
+            if l.body.contains('\n') {
+                let body = l.body.trim_end().replace("```", "'''");
+                let _ = writeln!(
+                    out,
+                    "  - {} at {at}:\n\n    ```\n    {}\n    ```",
+                    code(&l.severity),
+                    body.replace('\n', "\n    ")
+                );
+            } else {
+                let _ = writeln!(out, "  - {} at {at}: {}", code(&l.severity), code(&l.body));
+            }
+        }
+        any = true;
+    }
+    for id in &e.no_error_recorded {
+        let Some(i) = bug.path.iter().position(|p| p.span_id.to_hex() == *id) else {
+            continue;
+        };
+        let call = &bug.path[i];
+        let above = i.checked_sub(1).map(|a| &bug.path[a]);
+        let below = bug.path.get(i + 1);
+        // A span in another service than its caller is the callee's side of the call.
+        let (from, to) = match above {
+            Some(a) if a.service != call.service => (a.service.as_str(), call.service.as_str()),
+            _ => (
+                call.service.as_str(),
+                below.map_or("its callee", |b| b.service.as_str()),
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "- The call from {} to {} ({}) recorded no error, but the failure started below it: \
+             the walk stepped through it.",
+            code(from),
+            code(to),
+            code(&call.name)
+        );
+        any = true;
+    }
     if !f.collateral.is_empty() {
         let ids: Vec<String> = f.collateral.iter().map(|c| code(c)).collect();
         let _ = writeln!(
@@ -382,6 +439,30 @@ pub fn bug_markdown(bug: &BugReport) -> String {
     let _ = writeln!(out, "- [The span the failure is placed on]({})", f.link);
     let _ = writeln!(out, "- [The failing span]({})", bug.failing_link);
     out
+}
+
+/// A time in nanoseconds since the epoch as UTC `YYYY-MM-DD HH:MM:SS.mmm UTC`: log records are
+/// found again by their time.
+fn utc(ns: u64) -> String {
+    let secs = (ns / 1_000_000_000) as i64;
+    let millis = ns / 1_000_000 % 1000;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{millis:03} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// Writes the spans (the trace) redacted, as OTLP/JSON lines: the `--attach` file.

@@ -56,7 +56,6 @@ impl ErrorClass {
     }
 }
 
-pub const RPC_STATUS: &[&str] = &["rpc.response.status_code", "rpc.grpc.status_code"];
 pub const ERROR_TYPE: &str = "error.type";
 
 const GRPC_NAMES: [&str; 17] = [
@@ -92,7 +91,7 @@ pub fn grpc_name(code: u8) -> &'static str {
 /// The gRPC status code of a span, from `rpc.response.status_code` (a name such as
 /// `DEADLINE_EXCEEDED`, or a number) or the legacy `rpc.grpc.status_code`.
 pub fn grpc_code(attrs: &Attributes) -> Option<u8> {
-    RPC_STATUS
+    semconv::RPC_STATUS
         .iter()
         .find_map(|k| attrs.get(k).and_then(grpc_value))
 }
@@ -156,6 +155,25 @@ pub fn exceptions(span: &Span) -> impl Iterator<Item = (&str, &str, &str)> + '_ 
         .filter(|e| e.name == "exception")
         .map(|e| {
             let a = &e.attributes;
+            (
+                a.str("exception.type").unwrap_or(""),
+                a.str("exception.message").unwrap_or(""),
+                a.str("exception.stacktrace").unwrap_or(""),
+            )
+        })
+}
+
+/// The exceptions the span's log records carry (`exception.type` / `exception.message`
+/// attributes) as (type, message, stacktrace), in time order.
+pub fn logged_exceptions(span: &Span) -> impl Iterator<Item = (&str, &str, &str)> + '_ {
+    span.logs
+        .iter()
+        .filter(|l| {
+            l.attributes.str("exception.type").is_some()
+                || l.attributes.str("exception.message").is_some()
+        })
+        .map(|l| {
+            let a = &l.attributes;
             (
                 a.str("exception.type").unwrap_or(""),
                 a.str("exception.message").unwrap_or(""),
@@ -301,6 +319,11 @@ pub fn answering_child(forest: &Forest<'_>, r: SpanRef) -> Option<SpanRef> {
 pub fn classify(forest: &Forest<'_>, r: SpanRef) -> Verdict {
     use ErrorClass::*;
     let span = forest.span(r);
+    // In error only by what it logged: codes and words of its own say nothing, and DESIGN's
+    // table names what is left "an exception inside the callee".
+    if semconv::in_error_by_logs(span) {
+        return Verdict::of(CalleeError);
+    }
     let http = http_status(span);
     let rpc = grpc_code(&span.attributes);
     let caller = is_caller(span);

@@ -32,7 +32,7 @@ mod tests;
 use std::collections::{HashMap, HashSet};
 
 use crate::graph::{Forest, RunGraph, SpanRef, semconv};
-use crate::model::{Span, SpanId, SpanKind, TraceId};
+use crate::model::{LogRecord, Span, SpanId, SpanKind, TraceId};
 use crate::redact::Redactor;
 
 pub use classify::{ErrorClass, answered_ok, grpc_code, grpc_name, is_cancellation};
@@ -65,7 +65,25 @@ pub struct Evidence {
     pub client_ns: Option<u64>,
     /// The answering side's duration of the failing hop.
     pub server_ns: Option<u64>,
+    /// The error log records of the span the failure is placed on: at most `MAX_LOGS`, ERROR and
+    /// above before the records that are evidence only by their exception, earliest first.
+    pub logs: Vec<LogEvidence>,
+    /// The calls that recorded no outcome the walk stepped through (DESIGN's gaps), in path order.
+    pub no_error_recorded: Vec<SpanId>,
 }
+
+/// An error log record, as evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvidence {
+    pub time_ns: u64,
+    /// `LogRecord::severity`: the producer's text, else the name of its number's range.
+    pub severity: String,
+    pub body: String,
+}
+
+/// At most this many log records are evidence of one failure: the first few say what happened,
+/// and a failing loop may log thousands.
+pub const MAX_LOGS: usize = 5;
 
 /// One failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +315,11 @@ fn explain(
 ) -> Failure {
     let makes_hop = |r: SpanRef| hops.made_by(forest, r).is_some();
     let walk = walk::Walker::new(forest, driver, &makes_hop).walk(start);
+    let no_error_recorded: Vec<SpanId> = walk
+        .no_error_recorded
+        .iter()
+        .map(|&r| forest.span(r).span_id)
+        .collect();
     let mut path = walk.path;
     let mut collateral = walk.collateral;
     let mut cut_short = walk.cut_short;
@@ -359,7 +382,7 @@ fn explain(
     let client = resolve(hop.and_then(|h| h.client_span));
     let server = resolve(hop.and_then(|h| h.server_span));
     let origin_span = walk.origin.map(|o| forest.span(o));
-    let evidence = gather_evidence(
+    let mut evidence = gather_evidence(
         [client, server, origin_span, Some(forest.span(placed))],
         [origin_span, Some(forest.span(placed)), server, client],
         hop.and_then(|h| h.client_ns),
@@ -367,6 +390,8 @@ fn explain(
         forest.span(start),
         class,
     );
+    evidence.logs = error_logs(forest.span(placed));
+    evidence.no_error_recorded = no_error_recorded;
 
     let key = |r: SpanRef| {
         let s = forest.span(r);
@@ -424,18 +449,39 @@ fn gather_evidence(
             .clone()
             .find_map(|s| grpc_code(&s.attributes))
             .map(|c| grpc_name(c).to_owned()),
-        exception: words.iter().find_map(|s| {
-            classify::exceptions(s)
-                .next()
-                .map(|(kind, message, stacktrace)| ExceptionInfo {
-                    kind: kind.to_owned(),
-                    message: message.to_owned(),
-                    stacktrace: stacktrace.to_owned(),
-                })
-        }),
+        // An exception event first; else one the spans logged.
+        exception: words
+            .iter()
+            .find_map(|s| classify::exceptions(s).next())
+            .or_else(|| {
+                words
+                    .iter()
+                    .find_map(|s| classify::logged_exceptions(s).next())
+            })
+            .map(|(kind, message, stacktrace)| ExceptionInfo {
+                kind: kind.to_owned(),
+                message: message.to_owned(),
+                stacktrace: stacktrace.to_owned(),
+            }),
         client_ns,
         server_ns,
+        ..Evidence::default()
     }
+}
+
+/// The span's error log records as evidence: ERROR and above first, then the records that are
+/// evidence by their exception alone, each earliest first; at most `MAX_LOGS`.
+fn error_logs(span: &Span) -> Vec<LogEvidence> {
+    let mut logs: Vec<&LogRecord> = span.logs.iter().filter(|l| l.is_error_evidence()).collect();
+    logs.sort_by_key(|l| (l.severity_number < LogRecord::ERROR, l.time_ns));
+    logs.truncate(MAX_LOGS);
+    logs.iter()
+        .map(|l| LogEvidence {
+            time_ns: l.time_ns,
+            severity: l.severity(),
+            body: l.body.clone(),
+        })
+        .collect()
 }
 
 /// Entry requests in error in the traces that hold no test case and link into none: a SERVER or
@@ -518,6 +564,7 @@ impl Failure {
             .map(|x| x.message.as_str())
             .filter(|m| !m.is_empty())
             .or(e.status_message.as_deref())
+            .or(e.logs.first().map(|l| l.body.as_str()))
             .map(|m| redactor.text(m))
             .filter(|m| !m.trim().is_empty())
             .map(|m| {

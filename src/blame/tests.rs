@@ -2,9 +2,11 @@
 //! blame", each with its failures and error classes held as a snapshot. `UPDATE_EXPECT=1 cargo
 //! test --lib blame` rewrites the snapshots; review the diff before committing.
 //!
-//! Fixtures use the graph's format (`graph::fixture`) with two additions for what blame reads:
+//! Fixtures use the graph's format (`graph::fixture`) with three additions for what blame reads:
 //! `exception="Type|message|at"` adds an `exception` event `at` milliseconds after the span's
-//! start, and `resource.KEY=VALUE` sets a resource attribute of that span's service.
+//! start; `log="SEVERITY|body|at"` a log record of the span (severity number 17 is ERROR), and
+//! `log="SEVERITY|message|at|Type"` one that carries an exception; `resource.KEY=VALUE` sets a
+//! resource attribute of that span's service.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use super::{Blame, analyze, bug};
 use crate::graph::fixture::{self, label};
 use crate::graph::{AnalysisOptions, Forest, RunGraph, analyze_forest};
 use crate::links::LinkTemplate;
-use crate::model::{Attributes, Event, Resource, Span};
+use crate::model::{Attributes, Event, LogRecord, Resource, Span};
 use crate::redact::Redactor;
 use crate::report::{self, ReportOptions, RunInfo};
 
@@ -46,6 +48,27 @@ pub(crate) fn parse(text: &str) -> (Vec<Span>, AnalysisOptions) {
                     name: "exception".to_owned(),
                     attributes: attrs,
                 });
+            } else if kv.key == "log" {
+                let text = kv.value.to_text();
+                let parts: Vec<&str> = text.splitn(4, '|').collect();
+                let at: f64 = parts.get(2).unwrap_or(&"0").parse().expect("log offset");
+                let mut attributes = Attributes::new();
+                if let Some(kind) = parts.get(3) {
+                    attributes.push("exception.type", *kind);
+                    attributes.push("exception.message", parts[1]);
+                    attributes.push(
+                        "exception.stacktrace",
+                        format!("at {kind}::raise (src/lib.rs:7)"),
+                    );
+                }
+                span.logs.push(LogRecord {
+                    time_ns: span.start_ns + (at * 1e6) as u64,
+                    severity_number: parts[0].parse().expect("log severity"),
+                    severity_text: String::new(),
+                    body: parts.get(1).unwrap_or(&"").to_string(),
+                    attributes,
+                });
+                span.logs.sort_by_key(|l| l.time_ns);
             } else if let Some(key) = kv.key.strip_prefix("resource.") {
                 resource.push(key, kv.value);
             } else {
@@ -106,6 +129,18 @@ fn render(text: &str) -> String {
             e.client_ns.map(|n| n as f64 / 1e6),
             e.server_ns.map(|n| n as f64 / 1e6),
         );
+        for l in &e.logs {
+            let _ = writeln!(
+                out,
+                "  log {} at {} {:?}",
+                l.severity,
+                l.time_ns as f64 / 1e6,
+                l.body
+            );
+        }
+        if !e.no_error_recorded.is_empty() {
+            let _ = writeln!(out, "  no error recorded [{}]", ids(&e.no_error_recorded));
+        }
         let _ = writeln!(out, "  summary: {}", f.summary(&Redactor::default()));
     }
     for e in graph.edges() {
@@ -526,6 +561,279 @@ fn the_walk_follows_span_links_into_the_consumers_trace() {
               "jobs": 1 {"callee_error": 1}
         "#]],
     );
+}
+
+/// The inventory fault of the demo, in small: the consumer logs the exception and drops the
+/// message with its span status left unset; nothing on the way recorded an outcome.
+fn consumer_logged(log: &str) -> String {
+    format!(
+        r#"
+        t1:t - driver internal test_stock 0..500 test.case.name=test_stock {FAILED}
+        t1:o t orders server "POST /orders" 10..60 http.request.method=POST http.route=/orders
+        t1:p o orders producer "publish orders" 20..25 messaging.system=memory messaging.destination.name=orders
+        t1:i p inventory consumer "process orders" 30..80 messaging.system=memory messaging.destination.name=orders {log}
+        "#
+    )
+}
+
+#[test]
+fn a_consumer_that_only_logged_an_exception_is_blamed_through_the_producer() {
+    check(
+        &consumer_logged(r#"log="17|reserve failed: no stock for sku 42|5|OutOfStock""#),
+        expect![[r#"
+            failure test_stock callee_error on t1:i hop queue:memory/orders -> inventory "orders" blamed inventory
+              path t > o > p > i
+              collateral []
+              evidence http None rpc None message None exception Some("OutOfStock: reserve failed: no stock for sku 42") client None server Some(50.0)
+              log ERROR at 1700000000035 "reserve failed: no stock for sku 42"
+              no error recorded [o p]
+              summary: inventory failed orders from queue:memory/orders (`reserve failed: no stock for sku 42`); 1 test failed here
+            errors driver -> orders: 1 {"callee_error": 1}
+              "POST /orders": 1 {"callee_error": 1}
+            errors queue:memory/orders -> inventory: 1 {"callee_error": 1}
+              "orders": 1 {"callee_error": 1}
+        "#]],
+    );
+    // Without the log record nothing below the test reported an error.
+    check(
+        &consumer_logged(r#"log="9|reserving sku 42|1""#),
+        expect![[r#"
+            failure test_stock silent on t1:t hop - blamed -
+              path t
+              collateral []
+              evidence http None rpc None message None exception None client None server None
+              summary: test test_stock failed but no span below it reported an error
+            errors driver -> orders: 1 {"callee_error": 1}
+              "POST /orders": 1 {"callee_error": 1}
+        "#]],
+    );
+}
+
+/// A gateway whose call to payments recorded nothing (`CALL`), payments failing below it.
+fn gap(call: &str, below: &str) -> String {
+    format!(
+        r#"
+        t1:t - driver internal test_pay 0..500 test.case.name=test_pay {FAILED}
+        t1:c t driver client "POST /checkout" 10..400 http.request.method=POST url.template=/checkout http.response.status_code=502 status=error
+        t1:g c gateway server "POST /checkout" 12..390 http.request.method=POST http.route=/checkout http.response.status_code=502 status=error
+        t1:k g gateway {call}
+        t1:p k {below}
+        "#
+    )
+}
+
+const CHARGE_500: &str = r#"payments server "POST /charge" 21..299 http.request.method=POST http.route=/charge http.response.status_code=500 status=error status.message="ledger down""#;
+
+#[test]
+fn a_call_that_recorded_no_outcome_is_crossed_to_the_error_below() {
+    check(
+        &gap(
+            r#"client "POST /charge" 20..300 http.request.method=POST url.template=/charge"#,
+            CHARGE_500,
+        ),
+        expect![[r#"
+            failure test_pay callee_error on t1:p hop gateway -> payments "POST /charge" blamed payments
+              path t > c > g > k > p
+              collateral [c g]
+              evidence http Some(500) rpc None message Some("ledger down") exception None client Some(280.0) server Some(278.0)
+              no error recorded [k]
+              summary: payments answered POST /charge from gateway with HTTP 500 (`ledger down`); 1 test failed here
+            errors driver -> gateway: 1 {"callee_error": 1}
+              "POST /checkout": 1 {"callee_error": 1}
+            errors gateway -> payments: 1 {"callee_error": 1}
+              "POST /charge": 1 {"callee_error": 1}
+        "#]],
+    );
+}
+
+#[test]
+fn the_test_drivers_own_call_that_recorded_nothing_is_crossed() {
+    // The driver's client span kept no status (its exception was swallowed by the test); the
+    // failure is placed in the system, never on the driver's own span.
+    check(
+        &format!(
+            r#"
+        t1:t - driver internal test_pay 0..500 test.case.name=test_pay {FAILED}
+        t1:c t driver client "POST /checkout" 10..400 http.request.method=POST url.template=/checkout
+        t1:g c gateway server "POST /checkout" 12..390 http.request.method=POST http.route=/checkout http.response.status_code=500 status=error
+        "#
+        ),
+        expect![[r#"
+            failure test_pay callee_error on t1:g hop driver -> gateway "POST /checkout" blamed gateway
+              path t > c > g
+              collateral []
+              evidence http Some(500) rpc None message None exception None client Some(390.0) server Some(378.0)
+              no error recorded [c]
+              summary: gateway answered POST /checkout from driver with HTTP 500; 1 test failed here
+            errors driver -> gateway: 1 {"callee_error": 1}
+              "POST /checkout": 1 {"callee_error": 1}
+        "#]],
+    );
+}
+
+#[test]
+fn an_explicit_success_internal_and_database_spans_are_not_gaps() {
+    // The call answered 200: the 500 below it was handled.
+    check(
+        &gap(
+            r#"client "POST /charge" 20..300 http.request.method=POST url.template=/charge http.response.status_code=200"#,
+            CHARGE_500,
+        ),
+        expect![[r#"
+            failure test_pay callee_error on t1:g hop driver -> gateway "POST /checkout" blamed gateway
+              path t > c > g
+              collateral [c]
+              evidence http Some(502) rpc None message None exception None client Some(390.0) server Some(378.0)
+              summary: gateway answered POST /checkout from driver with HTTP 502; 1 test failed here
+            errors driver -> gateway: 1 {"callee_error": 1}
+              "POST /checkout": 1 {"callee_error": 1}
+            errors gateway -> payments: 1 {"callee_error": 1}
+              "POST /charge": 1 {"callee_error": 1}
+        "#]],
+    );
+    // An internal span of the gateway with status unset.
+    check(
+        &gap(r#"internal "build charge" 20..300"#, CHARGE_500),
+        expect![[r#"
+            failure test_pay callee_error on t1:g hop driver -> gateway "POST /checkout" blamed gateway
+              path t > c > g
+              collateral [c]
+              evidence http Some(502) rpc None message None exception None client Some(390.0) server Some(378.0)
+              summary: gateway answered POST /checkout from driver with HTTP 502; 1 test failed here
+            errors driver -> gateway: 1 {"callee_error": 1}
+              "POST /checkout": 1 {"callee_error": 1}
+            errors gateway -> payments: 1 {"callee_error": 1}
+              "POST /charge": 1 {"callee_error": 1}
+        "#]],
+    );
+    // A database call with status unset (the span below it: a proxy that recorded an error).
+    check(
+        &gap(
+            r#"client "SELECT ledger" 20..300 db.system.name=postgresql db.namespace=ledger db.operation.name=SELECT"#,
+            r#"pgproxy server "SELECT ledger" 21..299 status=error status.message="pool exhausted""#,
+        ),
+        expect![[r#"
+            failure test_pay callee_error on t1:g hop driver -> gateway "POST /checkout" blamed gateway
+              path t > c > g
+              collateral [c]
+              evidence http Some(502) rpc None message None exception None client Some(390.0) server Some(378.0)
+              summary: gateway answered POST /checkout from driver with HTTP 502; 1 test failed here
+            errors driver -> gateway: 1 {"callee_error": 1}
+              "POST /checkout": 1 {"callee_error": 1}
+            errors gateway -> pgproxy: 1 {"callee_error": 1}
+              "SELECT": 1 {"callee_error": 1}
+        "#]],
+    );
+}
+
+#[test]
+fn recorded_codes_decide_before_logged_errors() {
+    // A 404 the test expected and a 200, both of which logged ERROR: the 404 stays a
+    // rejected_request on its edge, the 200 no error at all.
+    check(
+        r#"
+        t1:t - driver internal test_lookup 0..100 test.case.name=test_lookup test.case.result.status=pass status=ok
+        t1:c t driver client "GET /item" 10..50 http.request.method=GET url.template=/item http.response.status_code=404 log="17|item 7 not found|5"
+        t1:s c shop server "GET /item" 11..49 http.request.method=GET http.route=/item http.response.status_code=404 log="17|item 7 not found|4"
+        t1:c2 t driver client "GET /list" 60..90 http.request.method=GET url.template=/list http.response.status_code=200
+        t1:s2 c2 shop server "GET /list" 61..89 http.request.method=GET http.route=/list http.response.status_code=200 log="17|cache refresh failed|3|CacheError"
+        "#,
+        expect![[r#"
+            errors driver -> shop: 1 {"rejected_request": 1}
+              "GET /item": 1 {"rejected_request": 1}
+        "#]],
+    );
+}
+
+#[test]
+fn logged_evidence_is_redacted_in_the_report_and_quoted_by_the_bug_report() {
+    let text = consumer_logged(
+        r#"log="17|login to stock db failed: password=hunter2|5|AuthError" log="21|giving up on order 9|8""#,
+    );
+    let (spans, analysis) = parse(&text);
+    let opts = ReportOptions::default();
+    let report = report::from_spans(&RunInfo::default(), &spans, &analysis, &opts);
+    let evidence = serde_json::to_string_pretty(&report.failures[0].evidence).unwrap();
+    expect![[r#"
+        {
+          "status_message": null,
+          "http_status": null,
+          "rpc_status": null,
+          "exception": {
+            "type": "AuthError",
+            "message": "login to stock db failed: password=[REDACTED]",
+            "stacktrace": "at AuthError::raise (src/lib.rs:7)"
+          },
+          "client_ms": null,
+          "server_ms": 50.0,
+          "logs": [
+            {
+              "time_unix_nano": "1700000000035000000",
+              "severity": "ERROR",
+              "body": "login to stock db failed: password=[REDACTED]"
+            },
+            {
+              "time_unix_nano": "1700000000038000000",
+              "severity": "FATAL",
+              "body": "giving up on order 9"
+            }
+          ],
+          "no_error_recorded": [
+            "6f00000000000000",
+            "7000000000000000"
+          ]
+        }"#]]
+    .assert_eq(&evidence);
+
+    let bug = bug::bug_report(
+        &spans,
+        fixture::trace_id("t1"),
+        None,
+        &analysis,
+        None,
+        &opts,
+    )
+    .unwrap();
+    let markdown = bug::bug_markdown(&bug);
+    assert!(!markdown.contains("hunter2"), "{markdown}");
+    let path_and_evidence =
+        &markdown[markdown.find("## Path").unwrap()..markdown.find("## Timings").unwrap()];
+    expect![[r###"
+        ## Path
+
+        - `driver` internal `test_stock` (500 ms, error)
+          - `orders` server `POST /orders` (50.0 ms) — recorded no error, stepped through
+            - `orders` producer `publish orders` (5.0 ms) — recorded no error, stepped through
+              - `inventory` consumer `process orders` (50.0 ms, error) — **failure placed here**
+
+        ```mermaid
+        flowchart TD
+          s0["driver: test_stock"]
+          s1["orders: POST /orders"]
+          s0 --> s1
+          s2["orders: publish orders"]
+          s1 --> s2
+          s3["inventory: process orders"]
+          s2 --> s3
+          classDef failed fill:#fdd,stroke:#c00
+          class s3 failed
+        ```
+
+        ## Evidence
+
+        - Exception: `AuthError`: `login to stock db failed: password=[REDACTED]`
+
+        ```
+        at AuthError::raise (src/lib.rs:7)
+        ```
+        - Logged by `inventory` on the span the failure is placed on:
+          - `ERROR` at 2023-11-14 22:13:20.035 UTC: `login to stock db failed: password=[REDACTED]`
+          - `FATAL` at 2023-11-14 22:13:20.038 UTC: `giving up on order 9`
+        - The call from `driver` to `orders` (`POST /orders`) recorded no error, but the failure started below it: the walk stepped through it.
+        - The call from `orders` to `inventory` (`publish orders`) recorded no error, but the failure started below it: the walk stepped through it.
+
+    "###]]
+    .assert_eq(path_and_evidence);
 }
 
 /// The payments fault of the demo, in small: a callee error three services down, with the

@@ -1,12 +1,15 @@
 //! The origin walk of DESIGN's "Finding the origin": from a failing span down to the span where
 //! the failure started, and the critical path of a timeout down to the span that held the time.
+//! The walk follows the children in error, and, where none is, steps through calls into other
+//! services that recorded no outcome to a callee's span in error below them (DESIGN's "errors
+//! the instrumentation did not record"); those calls are listed, never counted as errors.
 //!
 //! Reads the forest only; classification is `classify`'s.
 
 use std::collections::HashSet;
 
 use crate::graph::{Forest, SpanRef, semconv};
-use crate::model::SpanKind;
+use crate::model::{Span, SpanKind};
 
 use super::classify::is_cancellation;
 
@@ -24,6 +27,8 @@ pub(crate) struct Walk {
     /// Errors that are consequences: spans in error on the way down, later siblings in error
     /// and everything in error below them, and cancellations.
     pub collateral: Vec<SpanRef>,
+    /// The calls that recorded no outcome the walk stepped through, in path order.
+    pub no_error_recorded: Vec<SpanRef>,
     /// The walk stopped at `MAX_DEPTH` with spans in error still below: the origin may be
     /// deeper than the one named.
     pub cut_short: bool,
@@ -68,16 +73,20 @@ impl<'f, 'a> Walker<'f, 'a> {
             Some(_) => Some(start),
             None => None,
         };
-        // The spans between the failing span and the origin are collateral too.
-        if path.len() > 2 {
-            collateral.splice(0..0, path[1..path.len() - 1].iter().copied());
-        }
+        // The spans in error between the failing span and the origin are collateral too; the
+        // others on the path are the calls that recorded no outcome, stepped through.
+        let (between, no_error_recorded): (Vec<SpanRef>, Vec<SpanRef>) = path
+            [1..path.len().saturating_sub(1).max(1)]
+            .iter()
+            .partition(|&&r| semconv::in_error(self.forest.span(r)));
+        collateral.splice(0..0, between);
         let mut seen = HashSet::new();
         collateral.retain(|r| Some(*r) != origin && *r != start && seen.insert(*r));
         Walk {
             path,
             origin,
             collateral,
+            no_error_recorded,
             cut_short: self.cut_short,
         }
     }
@@ -103,7 +112,8 @@ impl<'f, 'a> Walker<'f, 'a> {
     }
 
     /// The path below `r` down to the origin (`r` excluded; empty when `r` is the origin), or
-    /// `None` when nothing at or below `r` may be the origin.
+    /// `None` when nothing at or below `r` may be the origin. The children in error come first;
+    /// when none leads to an origin, the calls that recorded no outcome (`gaps`).
     fn descend(
         &mut self,
         r: SpanRef,
@@ -122,32 +132,95 @@ impl<'f, 'a> Walker<'f, 'a> {
             if is_cancellation(s) {
                 self.errors_in(c, collateral);
             } else {
-                errors.push(c);
+                errors.push((Vec::new(), c));
             }
         }
+        if let Some(path) = self.follow(errors, depth, collateral) {
+            return Some(path);
+        }
+        let gaps = self.gaps(r);
+        if let Some(path) = self.follow(gaps, depth, collateral) {
+            return Some(path);
+        }
+        self.may_be_origin(r).then(Vec::new)
+    }
+
+    /// Follows the first of `steps` (spans in error, each with the calls stepped through to
+    /// reach it) that leads to an origin, earliest first; the others are collateral.
+    fn follow(
+        &mut self,
+        steps: Vec<(Vec<SpanRef>, SpanRef)>,
+        depth: usize,
+        collateral: &mut Vec<SpanRef>,
+    ) -> Option<Vec<SpanRef>> {
         let mut chosen: Option<(usize, Vec<SpanRef>)> = None;
-        if depth >= MAX_DEPTH && !errors.is_empty() {
+        if depth >= MAX_DEPTH && !steps.is_empty() {
             self.cut_short = true;
         }
         if depth < MAX_DEPTH {
-            for (i, &c) in errors.iter().enumerate() {
+            for (i, (through, c)) in steps.iter().enumerate() {
                 let mut below = Vec::new();
-                if let Some(mut rest) = self.descend(c, depth + 1, &mut below) {
-                    rest.insert(0, c);
+                if let Some(rest) = self.descend(*c, depth + 1, &mut below) {
+                    let mut path = through.clone();
+                    path.push(*c);
+                    path.extend(rest);
                     collateral.extend(below);
-                    chosen = Some((i, rest));
+                    chosen = Some((i, path));
                     break;
                 }
             }
         }
-        for (i, &c) in errors.iter().enumerate() {
+        for (i, (_, c)) in steps.iter().enumerate() {
             if chosen.as_ref().is_none_or(|(ci, _)| *ci != i) {
-                self.errors_in(c, collateral);
+                self.errors_in(*c, collateral);
             }
         }
-        match chosen {
-            Some((_, path)) => Some(path),
-            None => self.may_be_origin(r).then(Vec::new),
+        chosen.map(|(_, path)| path)
+    }
+
+    /// DESIGN's walk across a gap: from `r`, through calls into other services that recorded no
+    /// outcome, to the callee's spans in error below them (with the calls stepped through),
+    /// earliest first. A call is a CLIENT or PRODUCER child, or a child in another service; the
+    /// callee's span is the one that answers it (a SERVER or CONSUMER, or a span in another
+    /// service). Several calls in a row may have recorded nothing (a request into a service whose
+    /// server span recorded no outcome, then its producer's message). Internal and database spans
+    /// are not gaps, and any recorded outcome (a 2xx, gRPC OK, status OK) closes the way.
+    fn gaps(&mut self, r: SpanRef) -> Vec<(Vec<SpanRef>, SpanRef)> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        self.cross(r, &mut Vec::new(), &mut seen, &mut out);
+        out
+    }
+
+    fn cross(
+        &mut self,
+        r: SpanRef,
+        through: &mut Vec<SpanRef>,
+        seen: &mut HashSet<SpanRef>,
+        out: &mut Vec<(Vec<SpanRef>, SpanRef)>,
+    ) {
+        if through.len() >= MAX_DEPTH {
+            self.cut_short = true;
+            return;
+        }
+        let from = self.forest.span(r);
+        for c in self.below(r) {
+            let call = self.forest.span(c);
+            if !is_gap(from, call) || !seen.insert(c) {
+                continue;
+            }
+            through.push(c);
+            for d in self.below(c) {
+                let s = self.forest.span(d);
+                let answers = matches!(s.kind, SpanKind::Server | SpanKind::Consumer)
+                    || s.service() != call.service();
+                if answers && semconv::in_error(s) && !is_cancellation(s) && self.visited.insert(d)
+                {
+                    out.push((through.clone(), d));
+                }
+            }
+            self.cross(c, through, seen, out);
+            through.pop();
         }
     }
 
@@ -175,6 +248,19 @@ impl<'f, 'a> Walker<'f, 'a> {
                 }),
         );
     }
+}
+
+/// Whether `call`, below `from`, is a call into another service that recorded no outcome: a
+/// CLIENT or PRODUCER span, or a span in another service, with status unset and no status code,
+/// neither internal nor a database call.
+fn is_gap(from: &Span, call: &Span) -> bool {
+    let calls_out = matches!(call.kind, SpanKind::Client | SpanKind::Producer)
+        || call.service() != from.service();
+    calls_out
+        && call.kind != SpanKind::Internal
+        && call.attributes.first_str(semconv::DB_SYSTEM).is_none()
+        && !semconv::recorded_outcome(call)
+        && !semconv::in_error(call)
 }
 
 /// A timeout's critical path: from `from` down through the child that used up its parent's

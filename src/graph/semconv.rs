@@ -1,5 +1,6 @@
 //! Reading OpenTelemetry semantic conventions off one span: node ids of the things a span calls,
-//! interface operation names, HTTP codes and "in error", addresses.
+//! interface operation names, HTTP codes and "in error" (the one place it is decided, its log
+//! records included), addresses.
 //!
 //! Owns every attribute key the graph reads, current names first and legacy names after, because
 //! many instrumentation libraries still emit only the legacy names by default. It looks at one
@@ -11,10 +12,11 @@
 
 use std::fmt::Write;
 
-use crate::model::{Attributes, Span, SpanKind, StatusCode};
+use crate::model::{Attributes, LogRecord, Span, SpanKind, StatusCode};
 
 pub const HTTP_METHOD: &[&str] = &["http.request.method", "http.method"];
 pub const HTTP_STATUS: &[&str] = &["http.response.status_code", "http.status_code"];
+pub const RPC_STATUS: &[&str] = &["rpc.response.status_code", "rpc.grpc.status_code"];
 /// Route-like attributes: templates, never raw paths. `url.template` is the client-side one.
 pub const HTTP_ROUTE: &[&str] = &["http.route", "url.template"];
 pub const URL_FULL: &[&str] = &["url.full", "http.url"];
@@ -48,14 +50,37 @@ pub fn http_status(attrs: &Attributes) -> Option<i64> {
     attrs.first_int(HTTP_STATUS)
 }
 
-/// In error as the calling side of a call: status ERROR, or an HTTP 4xx/5xx answer.
+/// In error as the calling side of a call: status ERROR, an HTTP 4xx/5xx answer, or an error
+/// logged by a span that recorded no outcome.
 pub fn client_in_error(span: &Span) -> bool {
-    span.status.code == StatusCode::Error || http_status(&span.attributes).is_some_and(|c| c >= 400)
+    span.status.code == StatusCode::Error
+        || http_status(&span.attributes).is_some_and(|c| c >= 400)
+        || in_error_by_logs(span)
 }
 
-/// In error as the answering side: status ERROR, or an HTTP 5xx (a 4xx is the client's fault).
+/// In error as the answering side: status ERROR, an HTTP 5xx (a 4xx is the client's fault), or
+/// an error logged by a span that recorded no outcome.
 pub fn server_in_error(span: &Span) -> bool {
-    span.status.code == StatusCode::Error || http_status(&span.attributes).is_some_and(|c| c >= 500)
+    span.status.code == StatusCode::Error
+        || http_status(&span.attributes).is_some_and(|c| c >= 500)
+        || in_error_by_logs(span)
+}
+
+/// The span recorded an outcome of its own: a status, an HTTP or an RPC status code. Such a span
+/// is judged by what it recorded, whatever it logged; one that recorded none is a call the origin
+/// walk may step through (`blame::walk`).
+pub fn recorded_outcome(span: &Span) -> bool {
+    span.status.code != StatusCode::Unset
+        || http_status(&span.attributes).is_some()
+        || RPC_STATUS.iter().any(|k| span.attributes.get(k).is_some())
+}
+
+/// In error by its log records alone (DESIGN, "Evidence from logs"): a span that recorded no
+/// outcome and has an error log record (many services log an exception and fail without setting
+/// their span's status). Recorded codes and status decide first: a 200 or a handled 404 that
+/// logged ERROR stays as it is.
+pub fn in_error_by_logs(span: &Span) -> bool {
+    span.logs.iter().any(LogRecord::is_error_evidence) && !recorded_outcome(span)
 }
 
 /// In error by the rule for its own kind. Spans of other kinds than CLIENT and PRODUCER are

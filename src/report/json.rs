@@ -154,6 +154,23 @@ pub struct Evidence {
     pub exception: Option<Exception>,
     pub client_ms: Option<f64>,
     pub server_ms: Option<f64>,
+    /// The error log records of the span the failure is placed on (at most five), redacted.
+    /// Absent in reports of servers that predate logs; read as none.
+    #[serde(default)]
+    pub logs: Vec<EvidenceLog>,
+    /// Span ids of the calls that recorded no outcome the origin walk stepped through.
+    #[serde(default)]
+    pub no_error_recorded: Vec<String>,
+}
+
+/// A log record as evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceLog {
+    /// Unix nanoseconds as a decimal string, as OTLP/JSON writes them: a JSON number would lose
+    /// digits in JavaScript and jq.
+    pub time_unix_nano: String,
+    pub severity: String,
+    pub body: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +234,16 @@ pub fn failure(f: &blame::Failure, opts: &ReportOptions) -> Failure {
             }),
             client_ms: e.client_ns.map(ms),
             server_ms: e.server_ns.map(ms),
+            logs: e
+                .logs
+                .iter()
+                .map(|l| EvidenceLog {
+                    time_unix_nano: l.time_ns.to_string(),
+                    severity: text(&l.severity),
+                    body: text(&l.body),
+                })
+                .collect(),
+            no_error_recorded: e.no_error_recorded.iter().map(|s| s.to_hex()).collect(),
         },
         collateral: f.collateral.iter().map(|s| s.to_hex()).collect(),
         link: opts.links.render(f.placed_trace, f.placed_span),

@@ -39,8 +39,8 @@ pub use coverage::{
 pub use escape::{json_escape_controls, strip_controls};
 pub use html::html;
 pub use json::{
-    Diagnostics, Edge, Evidence, Exception, Failure, FailureHop, Interface, LatencyMs, Node,
-    Percentiles, Report, Run, TestCounts, build, build_with, failure,
+    Diagnostics, Edge, Evidence, EvidenceLog, Exception, Failure, FailureHop, Interface, LatencyMs,
+    Node, Percentiles, Report, Run, TestCounts, build, build_with, failure,
 };
 pub use junit::junit;
 pub use markdown::markdown;

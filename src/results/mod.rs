@@ -40,7 +40,7 @@ pub use rollup::Rollup;
 
 /// Bumped when `TraceResult`, `Rollup` or what `compute` puts in them changes: stored results
 /// and rollups of another version are recomputed (the fingerprint changes with it).
-const RESULTS_VERSION: u64 = 4;
+const RESULTS_VERSION: u64 = 5;
 
 /// Identifies the configuration results were computed with: the results format and the
 /// analysis options (test-driver services, aliases). Stable across processes (FNV-1a).
@@ -169,6 +169,9 @@ pub struct FailureRecord {
     pub origin: Option<([u8; 16], [u8; 8])>,
     pub circuit_open: bool,
     pub cut_short: bool,
+    /// (time, severity, body) of the error log records kept as evidence.
+    pub logs: Vec<(u64, String, String)>,
+    pub no_error_recorded: Vec<[u8; 8]>,
 }
 
 /// A stored result that cannot be read back (written by a build with another format under the
@@ -408,6 +411,12 @@ pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
             origin: f.origin.map(|(t, s)| (*t.as_bytes(), *s.as_bytes())),
             circuit_open: f.circuit_open,
             cut_short: f.cut_short,
+            logs: e
+                .logs
+                .iter()
+                .map(|l| (l.time_ns, l.severity.clone(), l.body.clone()))
+                .collect(),
+            no_error_recorded: e.no_error_recorded.iter().map(|s| *s.as_bytes()).collect(),
         });
     }
     out.sort_by_key(|r| r.trace_id);

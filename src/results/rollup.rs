@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::blame::{Blame, Evidence, ExceptionInfo, Failure, HopName};
+use crate::blame::{Blame, Evidence, ExceptionInfo, Failure, HopName, LogEvidence};
 use crate::graph::hops::Extractor;
 use crate::graph::run::{InterfaceParts, Interner, Totals, assemble_interfaces};
 use crate::graph::{
@@ -558,6 +558,20 @@ fn failure(trace: [u8; 16], f: &FailureRecord, ex: &mut Extractor<'_>) -> Option
                 }),
             client_ns: f.client_ns,
             server_ns: f.server_ns,
+            logs: f
+                .logs
+                .iter()
+                .map(|(time_ns, severity, body)| LogEvidence {
+                    time_ns: *time_ns,
+                    severity: severity.clone(),
+                    body: body.clone(),
+                })
+                .collect(),
+            no_error_recorded: f
+                .no_error_recorded
+                .iter()
+                .filter_map(|&s| SpanId::from_bytes(s).ok())
+                .collect(),
         },
         collateral: f
             .collateral
