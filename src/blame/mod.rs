@@ -8,12 +8,18 @@
 //! The steps, each in its own file:
 //! 1. Failures (here): failing test cases (the graph decided their outcome), and in traces that
 //!    hold no test case (nor link into one), entry requests in error.
-//! 2. `walk`: from the failing span down to the origin; the spans on the way and the later
-//!    siblings are collateral.
+//! 2. `walk`: from the failing span down to the origin, through the children in error and,
+//!    where none is, through calls into other services that recorded no outcome; the spans in
+//!    error on the way and the later siblings are collateral, the calls stepped through are
+//!    listed (`no_error_recorded`).
 //! 3. `classify`: the class at the origin, by DESIGN's precedence. A `timeout` is then moved down
 //!    the critical path to the span that held the time; a decode failure after a successful call
 //!    is moved onto that call.
-//! 4. The hop into the service the failure is placed on, the blamed node, and the evidence.
+//! 4. The hop into the service the failure is placed on, the blamed node, and the evidence (the
+//!    error log records of the span it is placed on among it).
+//!
+//! "In error" is `graph::semconv`'s, for every step and for the graph's error counts alike: a
+//! span that recorded no outcome and logged an error is in error there.
 //!
 //! Pure: no I/O, no clock, no serde. Redaction is applied where text leaves for people
 //! (`summary` takes the `Redactor`; the report and the bug report redact the rest).
