@@ -256,8 +256,8 @@ impl Redactor {
         Resource::new(self.redact_attributes(&resource.attributes))
     }
 
-    /// A copy of `span` with its name, attributes, events, links, status message and resource
-    /// redacted. Ids, times and kinds are kept: they are what makes the trace readable.
+    /// A copy of `span` with its name, attributes, events, links, status message, log records
+    /// and resource redacted. Ids, times and kinds are kept: they are what makes the trace readable.
     pub fn redact_span(&self, span: &Span) -> Span {
         let resource = Arc::new(self.redact_resource(&span.resource));
         self.redact_span_with(span, resource)
@@ -305,6 +305,10 @@ impl Redactor {
             .collect();
         out.status.message = self.text(&span.status.message);
         out.trace_state = self.text(&span.trace_state);
+        for log in &mut out.logs {
+            log.body = self.text(&log.body);
+            log.attributes = self.redact_attributes(&log.attributes);
+        }
         out.resource = resource;
         out
     }

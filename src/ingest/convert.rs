@@ -167,3 +167,90 @@ fn convert_span(
         logs: Vec::new(),
     })
 }
+
+/// The result of converting one logs export: the records that carry a trace id, the number
+/// that carry none (accepted and dropped: evidence on nothing), and the invalid ones.
+#[derive(Debug, Default)]
+pub struct ConvertedLogs {
+    pub logs: Vec<crate::model::TracedLog>,
+    pub without_trace: u64,
+    pub rejected: u64,
+    pub first_error: Option<String>,
+}
+
+impl ConvertedLogs {
+    /// The partial-success message: what was wrong, and how often.
+    pub fn error_message(&self) -> String {
+        match &self.first_error {
+            Some(e) if self.rejected > 1 => {
+                format!("{} log records rejected; the first: {e}", self.rejected)
+            }
+            Some(e) => format!("1 log record rejected: {e}"),
+            None => String::new(),
+        }
+    }
+}
+
+/// Converts a whole logs export. A record with an empty or all-zero trace id carries no trace;
+/// one whose trace or span id has the wrong length is rejected (partial success), as for spans.
+pub fn convert_logs(
+    req: opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest,
+) -> ConvertedLogs {
+    let mut out = ConvertedLogs::default();
+    for record in req
+        .resource_logs
+        .into_iter()
+        .flat_map(|rl| rl.scope_logs)
+        .flat_map(|sl| sl.log_records)
+    {
+        if record.trace_id.iter().all(|b| *b == 0) {
+            out.without_trace += 1;
+            continue;
+        }
+        match convert_log(record) {
+            Ok(log) => out.logs.push(log),
+            Err(e) => {
+                out.rejected += 1;
+                if out.first_error.is_none() {
+                    out.first_error = Some(e);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn convert_log(
+    r: opentelemetry_proto::tonic::logs::v1::LogRecord,
+) -> Result<crate::model::TracedLog, String> {
+    let trace_id = TraceId::from_slice(&r.trace_id)
+        .map_err(|e| format!("log record: invalid trace id: {e}"))?;
+    let span_id = if r.span_id.iter().all(|b| *b == 0) {
+        None
+    } else {
+        Some(
+            SpanId::from_slice(&r.span_id)
+                .map_err(|e| format!("log record: invalid span id: {e}"))?,
+        )
+    };
+    let body = match r.body.map(any_value) {
+        None | Some(Value::Empty) => String::new(),
+        Some(Value::Str(s)) => s,
+        Some(other) => other.to_text(),
+    };
+    Ok(crate::model::TracedLog {
+        trace_id,
+        span_id,
+        record: crate::model::LogRecord {
+            time_ns: if r.time_unix_nano != 0 {
+                r.time_unix_nano
+            } else {
+                r.observed_time_unix_nano
+            },
+            severity_number: r.severity_number,
+            severity_text: r.severity_text,
+            body,
+            attributes: attributes(r.attributes),
+        },
+    })
+}

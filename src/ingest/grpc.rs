@@ -1,5 +1,6 @@
-//! The OTLP/gRPC receiver (default 127.0.0.1:4317): the trace service stores, the metrics and
-//! logs services accept and discard, so SDKs that export every signal to one endpoint are quiet.
+//! The OTLP/gRPC receiver (default 127.0.0.1:4317): the trace service stores spans, the logs
+//! service keeps log records that carry a trace id with their trace, the metrics service accepts
+//! and discards, so SDKs that export every signal to one endpoint are quiet.
 //!
 //! Answers, all retryable ones marked so by OTLP's rules:
 //! - undecodable message → INVALID_ARGUMENT, with tonic's description of what failed;
@@ -13,7 +14,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -40,7 +41,7 @@ use tonic_prost::ProstEncoder;
 
 use super::admission::{Admission, Inflate, Reservation, Wire, inflate};
 
-use super::convert::convert_request;
+use super::convert::{convert_logs, convert_request};
 use super::forward::{Forwarder, span_count};
 use super::queue::{IngestError, IngestQueue, SubmitError};
 use std::sync::atomic::Ordering;
@@ -391,13 +392,43 @@ impl MetricsService for Discard {
     }
 }
 
+/// The logs service: records with a trace id are kept with their trace, like spans; records
+/// without one are accepted and dropped (counted).
+struct Logs {
+    queue: IngestQueue,
+}
+
 #[tonic::async_trait]
-impl LogsService for Discard {
+impl LogsService for Logs {
     async fn export(
         &self,
-        _request: Request<ExportLogsServiceRequest>,
+        mut request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        Ok(Response::new(ExportLogsServiceResponse::default()))
+        let _reservation = request
+            .extensions_mut()
+            .remove::<Admitted>()
+            .and_then(|a| a.0.lock().ok()?.take());
+        let request = request.into_inner();
+        let converted = tokio::task::spawn_blocking(move || convert_logs(request))
+            .await
+            .map_err(|e| Status::internal(format!("converting failed: {e}")))?;
+        self.queue
+            .counters
+            .logs_without_trace
+            .fetch_add(converted.without_trace, Ordering::Relaxed);
+        let (rejected, message) = (converted.rejected, converted.error_message());
+        if !converted.logs.is_empty() {
+            self.queue
+                .write_logs(converted.logs)
+                .await
+                .map_err(ingest_status)?;
+        }
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {
+                rejected_log_records: rejected as i64,
+                error_message: message,
+            }),
+        }))
     }
 }
 
@@ -447,15 +478,20 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let traces = TraceServer {
-        traces: Arc::new(Traces { queue, forward }),
+        traces: Arc::new(Traces {
+            queue: queue.clone(),
+            forward,
+        }),
         max_message_bytes,
     };
     let metrics = MetricsServiceServer::new(Discard)
         .max_decoding_message_size(max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip);
-    let logs = LogsServiceServer::new(Discard)
-        .max_decoding_message_size(max_message_bytes)
-        .accept_compressed(CompressionEncoding::Gzip);
+    let logs = LogsServiceServer::new(Logs {
+        queue: queue.clone(),
+    })
+    .max_decoding_message_size(max_message_bytes)
+    .accept_compressed(CompressionEncoding::Gzip);
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(remap_codec_status))
         .layer(AdmitLayer {

@@ -1,5 +1,5 @@
-//! The OTLP/HTTP receiver (default 127.0.0.1:4318): `POST /v1/traces` stores; `/v1/metrics` and
-//! `/v1/logs` accept and discard.
+//! The OTLP/HTTP receiver (default 127.0.0.1:4318): `POST /v1/traces` stores spans, `/v1/logs`
+//! keeps log records that carry a trace id with their trace; `/v1/metrics` accepts and discards.
 //!
 //! Encodings: `application/x-protobuf` (also `application/protobuf`) and `application/json`,
 //! optionally `Content-Encoding: gzip`. Responses use the request's encoding, as OTLP/HTTP says.
@@ -31,7 +31,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 
 use super::admission::{Admission, Inflate, NoRoom, Reservation, Wire, inflate};
-use super::convert::convert_request;
+use super::convert::{convert_logs, convert_request};
 use super::forward::{Forwarder, span_count};
 use super::otlp_json;
 use super::queue::{IngestError, IngestQueue, SubmitError};
@@ -272,6 +272,22 @@ async fn read_body(
     })?
 }
 
+/// A write the queue or the store refused: retryable.
+fn queue_refusal(e: IngestError) -> Refusal {
+    let mut r = Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        tonic::Code::Unavailable,
+        match &e {
+            IngestError::Submit(SubmitError::Full) => {
+                "ingest queue is full, retry later".to_owned()
+            }
+            other => format!("{other}, retry later"),
+        },
+    );
+    r.retry_after = true;
+    r
+}
+
 fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, Refusal> {
     match encoding {
         Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|e| {
@@ -313,7 +329,22 @@ fn encode_response(encoding: Encoding, resp: &ExportTraceServiceResponse) -> Res
     }
 }
 
+/// What an OTLP/HTTP export carries.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Traces,
+    Logs,
+}
+
 async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    export(state, headers, body, Signal::Traces).await
+}
+
+async fn export_logs(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    export(state, headers, body, Signal::Logs).await
+}
+
+async fn export(state: HttpState, headers: HeaderMap, body: Body, signal: Signal) -> Response {
     let encoding = match content_encoding(&headers) {
         Ok(e) => e,
         Err(r) => {
@@ -325,7 +356,11 @@ async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body:
             return r.into_response(None);
         }
     };
-    match handle_traces(&state, &headers, body, encoding).await {
+    let handled = match signal {
+        Signal::Traces => handle_traces(&state, &headers, body, encoding).await,
+        Signal::Logs => handle_logs(&state, &headers, body, encoding).await,
+    };
+    match handled {
         Ok(resp) => resp,
         Err(r) => {
             let counter = match r.status {
@@ -384,20 +419,11 @@ async fn handle_traces(
             .fetch_add(rejected, Ordering::Relaxed);
     }
     if !converted.spans.is_empty() {
-        state.queue.write(converted.spans).await.map_err(|e| {
-            let mut r = Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                tonic::Code::Unavailable,
-                match &e {
-                    IngestError::Submit(SubmitError::Full) => {
-                        "ingest queue is full, retry later".to_owned()
-                    }
-                    other => format!("{other}, retry later"),
-                },
-            );
-            r.retry_after = true;
-            r
-        })?;
+        state
+            .queue
+            .write(converted.spans)
+            .await
+            .map_err(queue_refusal)?;
     }
     if let Some((body, spans)) = forwarded {
         state.forward.forward(body, spans);
@@ -414,8 +440,78 @@ async fn handle_traces(
     ))
 }
 
-/// `/v1/metrics` and `/v1/logs`: checked like traces (type, size) and then discarded. An empty
-/// `Export*ServiceResponse` encodes to zero bytes in protobuf and `{}` in JSON.
+/// `/v1/logs`: records with a trace id are kept with their trace (the same queue, the same
+/// commit before the answer); records without one are accepted and dropped (counted); invalid
+/// ones are rejected as partial success.
+async fn handle_logs(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    encoding: Option<Encoding>,
+) -> Result<Response, Refusal> {
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    let encoding = encoding.unwrap_or(Encoding::Protobuf);
+    let (reservation, body) = admit(state, headers, body, encoding).await?;
+    let (body, _reservation) = read_body(headers, body, state.max_body_bytes, reservation).await?;
+    let converted = tokio::task::spawn_blocking(move || {
+        let request = match encoding {
+            Encoding::Protobuf => ExportLogsServiceRequest::decode(&body[..])
+                .map_err(|e| format!("invalid OTLP protobuf body: {e}")),
+            Encoding::Json => otlp_json::decode_logs_request(&body)
+                .map_err(|e| format!("invalid OTLP/JSON body: {e}")),
+        }
+        .map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, m))?;
+        Ok::<_, Refusal>(convert_logs(request))
+    })
+    .await
+    .map_err(|e| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            format!("decoding failed: {e}"),
+        )
+    })??;
+    let counters = &state.queue.counters;
+    counters
+        .logs_without_trace
+        .fetch_add(converted.without_trace, Ordering::Relaxed);
+    let (rejected, message) = (converted.rejected, converted.error_message());
+    if !converted.logs.is_empty() {
+        state
+            .queue
+            .write_logs(converted.logs)
+            .await
+            .map_err(queue_refusal)?;
+    }
+    let partial_success = (rejected > 0).then_some(ExportLogsPartialSuccess {
+        rejected_log_records: rejected as i64,
+        error_message: message.clone(),
+    });
+    Ok(match encoding {
+        Encoding::Protobuf => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            ExportLogsServiceResponse { partial_success }.encode_to_vec(),
+        )
+            .into_response(),
+        Encoding::Json => {
+            let body = if rejected > 0 {
+                serde_json::json!({"partialSuccess": {
+                    "rejectedLogRecords": rejected.to_string(),
+                    "errorMessage": message,
+                }})
+            } else {
+                serde_json::json!({})
+            };
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+    })
+}
+
+/// `/v1/metrics`: checked like traces (type, size) and then discarded. An empty
+/// `ExportMetricsServiceResponse` encodes to zero bytes in protobuf and `{}` in JSON.
 async fn export_discard(
     State(state): State<HttpState>,
     headers: HeaderMap,
@@ -462,7 +558,7 @@ pub fn router(
     Router::new()
         .route("/v1/traces", post(export_traces))
         .route("/v1/metrics", post(export_discard))
-        .route("/v1/logs", post(export_discard))
+        .route("/v1/logs", post(export_logs))
         // Our own limit applies (and answers 413 with a reason); axum's 2 MiB default must not.
         .layer(DefaultBodyLimit::disable())
         .with_state(HttpState {

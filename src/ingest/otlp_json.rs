@@ -467,3 +467,140 @@ mod tests {
         assert!(err.contains("SIDEWAYS"), "{err}");
     }
 }
+
+/// Parses one OTLP/JSON `ExportLogsServiceRequest`, as leniently as traces (enum names or
+/// numbers, integers as numbers or strings, either hex case).
+pub fn decode_logs_request(
+    bytes: &[u8],
+) -> Result<
+    opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest,
+    serde_json::Error,
+> {
+    let req: JLogsRequest = serde_json::from_slice(bytes)?;
+    Ok(req.into_proto())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct JLogsRequest {
+    #[serde(alias = "resource_logs")]
+    resource_logs: Vec<JResourceLogs>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct JResourceLogs {
+    resource: Option<JResource>,
+    #[serde(alias = "scope_logs")]
+    scope_logs: Vec<JScopeLogs>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct JScopeLogs {
+    #[serde(alias = "log_records")]
+    log_records: Vec<JLogRecord>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct JLogRecord {
+    #[serde(alias = "time_unix_nano")]
+    time_unix_nano: JU64,
+    #[serde(alias = "observed_time_unix_nano")]
+    observed_time_unix_nano: JU64,
+    #[serde(alias = "severity_number")]
+    severity_number: JSeverity,
+    #[serde(alias = "severity_text")]
+    severity_text: String,
+    body: Option<JAnyValue>,
+    attributes: Vec<JKeyValue>,
+    #[serde(alias = "trace_id")]
+    trace_id: JHex,
+    #[serde(alias = "span_id")]
+    span_id: JHex,
+}
+
+#[derive(Default)]
+struct JSeverity(i32);
+
+impl<'de> Deserialize<'de> for JSeverity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        enum_value(
+            d,
+            "SEVERITY_NUMBER_",
+            &[
+                "UNSPECIFIED",
+                "TRACE",
+                "TRACE2",
+                "TRACE3",
+                "TRACE4",
+                "DEBUG",
+                "DEBUG2",
+                "DEBUG3",
+                "DEBUG4",
+                "INFO",
+                "INFO2",
+                "INFO3",
+                "INFO4",
+                "WARN",
+                "WARN2",
+                "WARN3",
+                "WARN4",
+                "ERROR",
+                "ERROR2",
+                "ERROR3",
+                "ERROR4",
+                "FATAL",
+                "FATAL2",
+                "FATAL3",
+                "FATAL4",
+            ],
+        )
+        .map(JSeverity)
+    }
+}
+
+impl JLogsRequest {
+    fn into_proto(
+        self,
+    ) -> opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+        use opentelemetry_proto::tonic::logs::v1 as logs;
+        opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+            resource_logs: self
+                .resource_logs
+                .into_iter()
+                .map(|rl| logs::ResourceLogs {
+                    resource: rl.resource.map(|r| resource::Resource {
+                        attributes: kvs(r.attributes),
+                        dropped_attributes_count: r.dropped_attributes_count.0 as u32,
+                        entity_refs: Vec::new(),
+                    }),
+                    scope_logs: rl
+                        .scope_logs
+                        .into_iter()
+                        .map(|sl| logs::ScopeLogs {
+                            log_records: sl
+                                .log_records
+                                .into_iter()
+                                .map(|r| logs::LogRecord {
+                                    time_unix_nano: r.time_unix_nano.0,
+                                    observed_time_unix_nano: r.observed_time_unix_nano.0,
+                                    severity_number: r.severity_number.0,
+                                    severity_text: r.severity_text,
+                                    body: r.body.map(any),
+                                    attributes: kvs(r.attributes),
+                                    trace_id: r.trace_id.0,
+                                    span_id: r.span_id.0,
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+}

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::model::Span;
+use crate::model::{Span, TracedLog};
 use crate::store::outage::{self, Outage, Say};
 use crate::store::{EncodedSpans, Retention, Store, StoreError, WriteSummary};
 
@@ -42,6 +42,12 @@ pub enum SubmitError {
 /// Counters shared by the receivers and the writer, read by the API and metrics.
 #[derive(Debug, Default)]
 pub struct IngestCounters {
+    /// OTLP log records queued (they carried a trace id), stored, and dropped because they
+    /// carried none (accepted, as OTLP asks, but evidence on nothing).
+    pub logs_accepted: AtomicU64,
+    pub logs_stored: AtomicU64,
+    pub logs_without_trace: AtomicU64,
+    pub logs_refused_full: AtomicU64,
     pub spans_accepted: AtomicU64,
     pub spans_stored: AtomicU64,
     pub spans_duplicate: AtomicU64,
@@ -169,24 +175,48 @@ impl IngestQueue {
         &self,
         spans: Vec<Span>,
     ) -> Result<oneshot::Receiver<Result<WriteSummary, String>>, SubmitError> {
+        let keep = self.keep_spans;
+        self.enqueue(spans.len(), Items::Spans, move || {
+            // Encoding and hashing are the part of a write that needs no database: done here,
+            // on the receivers' threads and in parallel, they cost the single writer nothing.
+            let encoded = EncodedSpans::encode(&spans);
+            // Without hooks the spans are done with: freeing their many small allocations here
+            // keeps that off the writer thread too, and halves what a queued export holds.
+            (if keep { spans } else { Vec::new() }, encoded)
+        })
+    }
+
+    /// Queues log records (each with a trace id) like spans: the same bound, the same commit
+    /// before the answer.
+    pub fn submit_logs(
+        &self,
+        logs: Vec<TracedLog>,
+    ) -> Result<oneshot::Receiver<Result<WriteSummary, String>>, SubmitError> {
+        self.enqueue(logs.len(), Items::Logs, move || {
+            (Vec::new(), EncodedSpans::encode_logs(&logs))
+        })
+    }
+
+    /// Takes `n` places in the queue (one per span or log record), then queues what `make`
+    /// encodes.
+    fn enqueue(
+        &self,
+        n: usize,
+        items: Items,
+        make: impl FnOnce() -> (Vec<Span>, EncodedSpans),
+    ) -> Result<oneshot::Receiver<Result<WriteSummary, String>>, SubmitError> {
         // An export larger than the whole queue still gets in when the queue is empty, so a big
         // but legal request is never refused forever.
-        let want = spans.len().clamp(1, self.capacity_spans) as u32;
+        let want = n.clamp(1, self.capacity_spans) as u32;
         let permit = match self.permits.clone().try_acquire_many_owned(want) {
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::NoPermits) => {
-                self.refused_full(spans.len());
+                self.refused_full(n, items);
                 return Err(SubmitError::Full);
             }
             Err(tokio::sync::TryAcquireError::Closed) => return Err(SubmitError::Closed),
         };
-        // Encoding and hashing are the part of a write that needs no database: done here, on
-        // the receivers' threads and in parallel, they cost the single writer thread nothing.
-        let encoded = EncodedSpans::encode(&spans);
-        let n = spans.len() as u64;
-        // Without hooks the spans are done with: freeing their many small allocations here
-        // keeps that off the writer thread too, and halves what a queued export holds.
-        let spans = if self.keep_spans { spans } else { Vec::new() };
+        let (spans, encoded) = make();
         let (ack, rx) = oneshot::channel();
         let job = Job {
             spans,
@@ -196,36 +226,62 @@ impl IngestQueue {
         };
         match self.tx.try_send(job) {
             Ok(()) => {
-                self.counters.spans_accepted.fetch_add(n, Ordering::Relaxed);
-                self.counters.queued_spans.fetch_add(n, Ordering::Relaxed);
+                let accepted = match items {
+                    Items::Spans => &self.counters.spans_accepted,
+                    Items::Logs => &self.counters.logs_accepted,
+                };
+                accepted.fetch_add(n as u64, Ordering::Relaxed);
+                self.counters
+                    .queued_spans
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 Ok(rx)
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.refused_full(n as usize);
+                self.refused_full(n, items);
                 Err(SubmitError::Full)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::Closed),
         }
     }
 
-    fn refused_full(&self, spans: usize) {
+    fn refused_full(&self, n: usize, items: Items) {
         self.counters
             .exports_refused_full
             .fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .spans_refused_full
-            .fetch_add(spans as u64, Ordering::Relaxed);
+        let refused = match items {
+            Items::Spans => &self.counters.spans_refused_full,
+            Items::Logs => &self.counters.logs_refused_full,
+        };
+        refused.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Queues log records and waits until they are durable.
+    pub async fn write_logs(&self, logs: Vec<TracedLog>) -> Result<WriteSummary, IngestError> {
+        committed(self.submit_logs(logs)?).await
     }
 
     /// Queues `spans` and waits until they are durable.
     pub async fn write(&self, spans: Vec<Span>) -> Result<WriteSummary, IngestError> {
-        let rx = self.submit(spans)?;
-        match rx.await {
-            Ok(Ok(summary)) => Ok(summary),
-            Ok(Err(e)) => Err(IngestError::Store(e)),
-            Err(_) => Err(IngestError::Submit(SubmitError::Closed)),
-        }
+        committed(self.submit(spans)?).await
     }
+}
+
+/// Waits for a queued job's commit.
+async fn committed(
+    rx: oneshot::Receiver<Result<WriteSummary, String>>,
+) -> Result<WriteSummary, IngestError> {
+    match rx.await {
+        Ok(Ok(summary)) => Ok(summary),
+        Ok(Err(e)) => Err(IngestError::Store(e)),
+        Err(_) => Err(IngestError::Submit(SubmitError::Closed)),
+    }
+}
+
+/// What a queued job holds, for the counters.
+#[derive(Debug, Clone, Copy)]
+enum Items {
+    Spans,
+    Logs,
 }
 
 /// Why an export was not stored.
@@ -327,6 +383,9 @@ fn writer_loop(
                 counters
                     .spans_stored
                     .fetch_add(summary.inserted, Ordering::Relaxed);
+                counters
+                    .logs_stored
+                    .fetch_add(summary.logs_inserted, Ordering::Relaxed);
                 counters
                     .spans_duplicate
                     .fetch_add(summary.duplicates, Ordering::Relaxed);

@@ -116,6 +116,33 @@ pub fn register_counters(registry: &mut Registry, c: &IngestCounters) {
     );
     counter(
         registry,
+        "tracecov_logs_received",
+        "OTLP log records with a trace id accepted into the ingest queue",
+        get(&c.logs_accepted),
+    );
+    counter(
+        registry,
+        "tracecov_logs_stored",
+        "Log records committed to the store with their trace (exact re-deliveries not counted)",
+        get(&c.logs_stored),
+    );
+    counters(
+        registry,
+        "tracecov_logs_dropped",
+        "Log records not kept, by reason: no_trace (accepted, but they carry no trace id), queue_full (retryable)",
+        [
+            (
+                vec![("reason", "no_trace".to_owned())],
+                get(&c.logs_without_trace),
+            ),
+            (
+                vec![("reason", "queue_full".to_owned())],
+                get(&c.logs_refused_full),
+            ),
+        ],
+    );
+    counter(
+        registry,
         "tracecov_spans_duplicate",
         "Spans received again with the same content (stored once)",
         get(&c.spans_duplicate),

@@ -8,6 +8,6 @@ mod span;
 
 pub use ids::{IdError, SpanId, TraceId};
 pub use span::{
-    Attributes, Event, KeyValue, Link, LogRecord, Resource, Scope, Span, SpanKind, Status, StatusCode,
-    UNKNOWN_SERVICE, Value,
+    Attributes, Event, KeyValue, Link, LogRecord, Resource, Scope, Span, SpanKind, Status,
+    StatusCode, TracedLog, UNKNOWN_SERVICE, Value,
 };

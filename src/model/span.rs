@@ -357,6 +357,14 @@ impl LogRecord {
     }
 }
 
+/// A log record as received: with the trace it belongs to and, when it names one, its span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracedLog {
+    pub trace_id: TraceId,
+    pub span_id: Option<SpanId>,
+    pub record: LogRecord,
+}
+
 /// One span, normalized. Times are Unix nanoseconds; `end_ns` is 0 when the producer never ended
 /// the span (analysis treats that as a missing end, not as a negative duration).
 #[derive(Debug, Clone, PartialEq)]

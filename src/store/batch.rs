@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::codec;
-use crate::model::{Resource, Span, SpanId, TraceId};
+use crate::model::{Resource, Span, SpanId, TraceId, TracedLog};
 
 /// One span's key and where its encoding lies in the batch's buffer.
 #[derive(Debug, Clone)]
@@ -20,6 +20,17 @@ pub(crate) struct EncodedSpan {
     pub hash: u64,
     /// Index into `EncodedSpans::resources`.
     pub resource: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// One log record's key and where its encoding lies in the batch's buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct EncodedLog {
+    pub trace_id: TraceId,
+    /// None for a record that names no span (kept with its trace, evidence on no span).
+    pub span_id: Option<SpanId>,
+    pub hash: u64,
     pub start: usize,
     pub end: usize,
 }
@@ -38,6 +49,8 @@ pub(crate) struct EncodedResource {
 pub struct EncodedSpans {
     pub(crate) spans: Vec<EncodedSpan>,
     pub(crate) resources: Vec<EncodedResource>,
+    /// Log records (OTLP logs with a trace id), kept with their traces.
+    pub(crate) logs: Vec<EncodedLog>,
     /// Resource content hash → indexes in `resources` (more than one only when two contents
     /// share a hash): an export may carry many resources.
     resource_index: HashMap<u64, Vec<usize>>,
@@ -55,6 +68,7 @@ impl EncodedSpans {
         let mut out = Self {
             spans: Vec::with_capacity(spans.size_hint().0),
             resources: Vec::new(),
+            logs: Vec::new(),
             resource_index: HashMap::new(),
             buf: Vec::with_capacity(spans.size_hint().0 * TYPICAL_SPAN_BYTES),
         };
@@ -85,6 +99,29 @@ impl EncodedSpans {
         out
     }
 
+    /// Encodes and hashes log records (a batch of logs holds no spans).
+    pub fn encode_logs<'a>(logs: impl IntoIterator<Item = &'a TracedLog>) -> Self {
+        let mut out = Self::default();
+        for log in logs {
+            let start = out.buf.len();
+            codec::encode_log(&log.record, &mut out.buf);
+            let end = out.buf.len();
+            out.logs.push(EncodedLog {
+                trace_id: log.trace_id,
+                span_id: log.span_id,
+                hash: codec::content_hash(&out.buf[start..end]),
+                start,
+                end,
+            });
+        }
+        out
+    }
+
+    /// The stored encoding of the log record at `log`.
+    pub(crate) fn log_data(&self, log: &EncodedLog) -> &[u8] {
+        &self.buf[log.start..log.end]
+    }
+
     /// The index of `resource` in this batch, adding it when its content is new here.
     fn resource_index(&mut self, resource: &Resource) -> usize {
         let mut data = Vec::new();
@@ -108,13 +145,13 @@ impl EncodedSpans {
         &self.buf[span.start..span.end]
     }
 
-    /// The number of spans.
+    /// The number of spans and log records.
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.spans.len() + self.logs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.spans.is_empty() && self.logs.is_empty()
     }
 
     /// The bytes held, for memory accounting.

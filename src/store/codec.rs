@@ -11,8 +11,8 @@ use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use crate::model::{
-    Attributes, Event, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKind, Status, StatusCode,
-    TraceId, Value,
+    Attributes, Event, KeyValue, Link, LogRecord, Resource, Scope, Span, SpanId, SpanKind, Status,
+    StatusCode, TraceId, Value,
 };
 
 pub(crate) mod pb {
@@ -351,6 +351,29 @@ impl ScopeCache {
         self.0.push(arc.clone());
         arc
     }
+}
+
+/// Appends the encoding of a log record (a `StoredLog`) to `out`.
+pub(crate) fn encode_log(log: &LogRecord, out: &mut Vec<u8>) {
+    put_opt_fixed64(1, log.time_ns, out);
+    put_opt_varint(2, i64::from(log.severity_number), out);
+    put_opt_bytes(3, log.severity_text.as_bytes(), out);
+    put_opt_bytes(4, log.body.as_bytes(), out);
+    put_attrs(5, &log.attributes.0, out);
+}
+
+pub(crate) fn decode_log(bytes: &[u8]) -> Result<LogRecord, CorruptRow> {
+    let msg = pb::StoredLog::decode(bytes).map_err(|e| CorruptRow {
+        what: "log record",
+        reason: e.to_string(),
+    })?;
+    Ok(LogRecord {
+        time_ns: msg.time_ns,
+        severity_number: msg.severity_number,
+        severity_text: msg.severity_text,
+        body: msg.body,
+        attributes: attrs_from_pb(msg.attributes),
+    })
 }
 
 /// Appends the encoding of a resource (a `StoredResource`) to `out`.

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::model::{Resource, Span, SpanId, TraceId};
+use crate::model::{LogRecord, Resource, Span, SpanId, TraceId};
 
 pub use batch::EncodedSpans;
 pub use codec::CorruptRow;
@@ -121,6 +121,8 @@ pub struct WriteSummary {
     pub inserted: u64,
     /// Spans that were already stored, byte for byte (re-deliveries).
     pub duplicates: u64,
+    /// Log records newly stored.
+    pub logs_inserted: u64,
 }
 
 /// Totals for `/api/stats`.
@@ -172,6 +174,17 @@ CREATE TABLE IF NOT EXISTS spans (
     data         BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS spans_by_key ON spans (trace_seq, span_id, hash);
+-- Log records that carry a trace id (OTLP logs), kept with their trace like its spans: evidence
+-- on the span they name (span_id empty for none). Same identity rule as spans.
+CREATE TABLE IF NOT EXISTS logs (
+    id           INTEGER PRIMARY KEY,
+    trace_seq    INTEGER NOT NULL,
+    span_id      BLOB NOT NULL,
+    hash         INTEGER NOT NULL,
+    received_ns  INTEGER NOT NULL,
+    data         BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS logs_by_key ON logs (trace_seq, span_id, hash);
 -- Per-trace results (`results/`): computed when a trace settles, from its spans and the
 -- configuration whose fingerprint they record; stale once the trace received a span after
 -- `received_ns`. Keyed by trace id, because a trace's seq may be reused after retention.
@@ -321,6 +334,8 @@ fn create_schema(conn: &Connection, dir: &Path) -> Result<(), StoreError> {
 struct TraceTally {
     seq: i64,
     spans: i64,
+    /// Log records newly stored (they re-open the trace like spans, but are not spans).
+    logs: i64,
     bytes: i64,
 }
 
@@ -444,6 +459,13 @@ impl Store {
             let mut same_span = tx.prepare_cached(
                 "SELECT data FROM spans WHERE trace_seq = ?1 AND span_id = ?2 AND hash = ?3",
             )?;
+            let mut insert_log = tx.prepare_cached(
+                "INSERT OR IGNORE INTO logs (trace_seq, span_id, hash, received_ns, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut same_log = tx.prepare_cached(
+                "SELECT data FROM logs WHERE trace_seq = ?1 AND span_id = ?2 AND hash = ?3",
+            )?;
             let mut upsert_service = tx.prepare_cached(
                 "INSERT INTO services (name, first_seen_ns, last_seen_ns) VALUES (?1, ?2, ?2)
                  ON CONFLICT (name) DO UPDATE SET last_seen_ns = excluded.last_seen_ns",
@@ -459,63 +481,74 @@ impl Store {
                     }
                 }
                 for span in &batch.spans {
-                    let tally = match traces.entry(span.trace_id) {
-                        Entry::Occupied(e) => e.into_mut(),
-                        Entry::Vacant(e) => {
-                            let id = &span.trace_id.as_bytes()[..];
-                            let seq = match find_trace
-                                .query_row(params![id], |r| r.get::<_, i64>(0))
-                                .optional()?
-                            {
-                                Some(seq) => seq,
-                                None => {
-                                    insert_trace.execute(params![id, received])?;
-                                    tx.last_insert_rowid()
-                                }
-                            };
-                            e.insert(TraceTally {
-                                seq,
-                                spans: 0,
-                                bytes: 0,
-                            })
-                        }
-                    };
+                    let tally = tally_of(
+                        &mut traces,
+                        span.trace_id,
+                        &mut find_trace,
+                        &mut insert_trace,
+                        received,
+                    )?;
                     let data = batch.data(span);
-                    // The hash only narrows the search: a span is a duplicate when a stored one
-                    // has the same ids and the same bytes. Another span whose content happens to
-                    // (or was made to) share the hash takes the next free hash value.
-                    let mut stored = false;
-                    let mut hash = span.hash;
-                    for _ in 0..MAX_PROBES {
-                        if insert_span.execute(params![
-                            tally.seq,
-                            &span.span_id.as_bytes()[..],
-                            hash as i64,
-                            resource_ids[span.resource],
-                            received,
-                            data
-                        ])? == 1
-                        {
-                            stored = true;
-                            break;
-                        }
-                        let same: Option<Vec<u8>> = same_span
-                            .query_row(
-                                params![tally.seq, &span.span_id.as_bytes()[..], hash as i64],
-                                |r| r.get(0),
-                            )
-                            .optional()?;
-                        if same.as_deref() == Some(data) {
-                            break;
-                        }
-                        hash = hash.wrapping_add(1);
-                    }
+                    let key = (tally.seq, &span.span_id.as_bytes()[..]);
+                    let stored = insert_probing(
+                        span.hash,
+                        data,
+                        |hash| {
+                            Ok(insert_span.execute(params![
+                                key.0,
+                                key.1,
+                                hash as i64,
+                                resource_ids[span.resource],
+                                received,
+                                data
+                            ])? == 1)
+                        },
+                        |hash| {
+                            Ok(same_span
+                                .query_row(params![key.0, key.1, hash as i64], |r| r.get(0))
+                                .optional()?)
+                        },
+                    )?;
                     if stored {
                         summary.inserted += 1;
                         tally.spans += 1;
                         tally.bytes += data.len() as i64;
                     } else {
                         summary.duplicates += 1;
+                    }
+                }
+                for log in &batch.logs {
+                    let tally = tally_of(
+                        &mut traces,
+                        log.trace_id,
+                        &mut find_trace,
+                        &mut insert_trace,
+                        received,
+                    )?;
+                    let data = batch.log_data(log);
+                    let span_id: &[u8] = log.span_id.as_ref().map_or(&[], |s| &s.as_bytes()[..]);
+                    let stored = insert_probing(
+                        log.hash,
+                        data,
+                        |hash| {
+                            Ok(insert_log.execute(params![
+                                tally.seq,
+                                span_id,
+                                hash as i64,
+                                received,
+                                data
+                            ])? == 1)
+                        },
+                        |hash| {
+                            Ok(same_log
+                                .query_row(params![tally.seq, span_id, hash as i64], |r| r.get(0))
+                                .optional()?)
+                        },
+                    )?;
+                    if stored {
+                        summary.logs_inserted += 1;
+                        tally.logs += 1;
+                        tally.bytes += data.len() as i64;
                     }
                 }
             }
@@ -527,11 +560,13 @@ impl Store {
                 "INSERT OR REPLACE INTO pending_assignments (trace_id, received_ns) VALUES (?1, ?2)",
             )?;
             // A trace that only received re-deliveries keeps its age: retention counts from the
-            // last span that was new.
-            for (trace_id, tally) in traces.iter().filter(|(_, t)| t.spans > 0) {
+            // last span (or log record) that was new, and a new one re-opens its results.
+            for (trace_id, tally) in traces.iter().filter(|(_, t)| t.spans > 0 || t.logs > 0) {
                 update_trace.execute(params![tally.seq, received, tally.spans, tally.bytes])?;
                 // Its run assignment (`runs::RunAssigner`) is owed until it succeeds.
-                pending_assignment.execute(params![&trace_id.as_bytes()[..], received])?;
+                if tally.spans > 0 {
+                    pending_assignment.execute(params![&trace_id.as_bytes()[..], received])?;
+                }
             }
             for name in services {
                 upsert_service.execute(params![name, received])?;
@@ -647,8 +682,95 @@ impl Store {
     }
 }
 
+/// Attaches the stored log records of a trace to the spans they name, by time. Records naming
+/// no span, or a span not stored, are evidence on nothing and stay in the store.
+fn attach_logs(conn: &Connection, trace_id: TraceId, spans: &mut [Span]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT l.span_id, l.data FROM traces t JOIN logs l ON l.trace_seq = t.seq
+         WHERE t.trace_id = ?1 AND length(l.span_id) = 8",
+    )?;
+    let mut rows = stmt.query(params![&trace_id.as_bytes()[..]])?;
+    let mut by_span: HashMap<SpanId, Vec<LogRecord>> = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let span_id: Vec<u8> = row.get(0)?;
+        let Ok(span_id) = SpanId::from_slice(&span_id) else {
+            continue;
+        };
+        let data: Vec<u8> = row.get(1)?;
+        by_span
+            .entry(span_id)
+            .or_default()
+            .push(codec::decode_log(&data)?);
+    }
+    if by_span.is_empty() {
+        return Ok(());
+    }
+    for span in spans.iter_mut() {
+        if let Some(mut logs) = by_span.remove(&span.span_id) {
+            logs.sort_by_key(|l| l.time_ns);
+            span.logs = logs;
+        }
+    }
+    Ok(())
+}
+
+/// The tally of `trace_id` in this commit, its row found or made the first time.
+fn tally_of<'m>(
+    traces: &'m mut HashMap<TraceId, TraceTally>,
+    trace_id: TraceId,
+    find_trace: &mut rusqlite::CachedStatement<'_>,
+    insert_trace: &mut rusqlite::CachedStatement<'_>,
+    received: i64,
+) -> Result<&'m mut TraceTally, StoreError> {
+    Ok(match traces.entry(trace_id) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => {
+            let id = &trace_id.as_bytes()[..];
+            let seq = match find_trace
+                .query_row(params![id], |r| r.get::<_, i64>(0))
+                .optional()?
+            {
+                Some(seq) => seq,
+                None => insert_trace.insert(params![id, received])?,
+            };
+            e.insert(TraceTally {
+                seq,
+                spans: 0,
+                logs: 0,
+                bytes: 0,
+            })
+        }
+    })
+}
+
 /// Hash values tried for one content before giving up (each one taken by different content).
 const MAX_PROBES: u64 = 64;
+
+/// Stores a span or log record under its ids unless the same bytes are already there. The hash
+/// only narrows the search: an item is a duplicate when a stored one has the same ids and the
+/// same bytes; another whose content happens to (or was made to) share the hash takes the next
+/// free hash value. `insert` tries one hash value (true when stored); `stored_at` reads what a
+/// hash value holds. Returns whether the item was new.
+fn insert_probing(
+    hash: u64,
+    data: &[u8],
+    mut insert: impl FnMut(u64) -> Result<bool, StoreError>,
+    mut stored_at: impl FnMut(u64) -> Result<Option<Vec<u8>>, StoreError>,
+) -> Result<bool, StoreError> {
+    let mut hash = hash;
+    for _ in 0..MAX_PROBES {
+        if insert(hash)? {
+            return Ok(true);
+        }
+        if stored_at(hash)?.as_deref() == Some(data) {
+            return Ok(false);
+        }
+        hash = hash.wrapping_add(1);
+    }
+    // Every probed value holds different content with these ids: treat it as stored rather
+    // than fail the export (only crafted input gets here).
+    Ok(false)
+}
 
 /// The row id of the resource with this content, storing it when new. `cache` (content →
 /// row id) spares a query per export: resources never change once stored. The hash only
@@ -712,6 +834,8 @@ fn delete_trace(
     )?
     .execute(params![seq])?;
     tx.prepare_cached("DELETE FROM spans WHERE trace_seq = ?1")?
+        .execute(params![seq])?;
+    tx.prepare_cached("DELETE FROM logs WHERE trace_seq = ?1")?
         .execute(params![seq])?;
     tx.prepare_cached("DELETE FROM traces WHERE seq = ?1")?
         .execute(params![seq])?;
@@ -837,6 +961,7 @@ impl Reader {
                 )?);
             }
             spans.sort_by_key(|s| (s.start_ns, s.span_id));
+            attach_logs(conn, trace_id, &mut spans)?;
             Ok(spans)
         })
     }
@@ -1052,6 +1177,57 @@ mod tests {
         // Over the size limit: the oldest (T2) goes first, then T1, until under the limit.
         assert_eq!(store.enforce_retention(by_size, 7_000).unwrap(), 2);
         assert_eq!(reader.stats().unwrap().traces, 0);
+    }
+
+    /// Log records are kept with their trace: attached to the span they name when it is read,
+    /// stored once however often they are delivered, a late one re-opens the trace (its
+    /// `last_received_ns` moves), and retention removes them with it.
+    #[test]
+    fn log_records_live_and_die_with_their_trace() {
+        use crate::model::{LogRecord, TracedLog};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let r = resource("a");
+        let s = span(T1, "0000000000000001", &r);
+        store.write(std::slice::from_ref(&s), 1_000).unwrap();
+        let log = TracedLog {
+            trace_id: s.trace_id,
+            span_id: Some(s.span_id),
+            record: LogRecord {
+                time_ns: 5,
+                severity_number: LogRecord::ERROR,
+                body: "boom".into(),
+                ..LogRecord::default()
+            },
+        };
+        let logs = EncodedSpans::encode_logs([&log, &log]);
+        let summary = store.write_encoded(&[&logs], 2_000).unwrap();
+        assert_eq!(summary.logs_inserted, 1);
+        assert_eq!(
+            store.write_encoded(&[&logs], 3_000).unwrap().logs_inserted,
+            0
+        );
+        let reader = store.reader();
+        let back = reader.trace(s.trace_id).unwrap();
+        assert_eq!(back[0].logs, vec![log.record.clone()]);
+        let last: i64 = store
+            .conn
+            .query_row("SELECT last_received_ns FROM traces", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            last, 2_000,
+            "a new record re-opens the trace, a re-delivery does not"
+        );
+        let by_age = Retention {
+            max_age: std::time::Duration::from_nanos(1),
+            max_bytes: u64::MAX,
+        };
+        assert_eq!(store.enforce_retention(by_age, 9_000).unwrap(), 1);
+        let left: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM logs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     /// Two different spans with the same ids whose content hashes collide (a crafted collision

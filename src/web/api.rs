@@ -161,6 +161,17 @@ pub struct SpanJson {
     pub links: Vec<LinkJson>,
     pub resource: BTreeMap<String, serde_json::Value>,
     pub scope: ScopeJson,
+    /// The log records that carry this span's ids (OTLP logs), by time.
+    pub logs: Vec<LogJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogJson {
+    pub time_unix_nano: u64,
+    pub severity: String,
+    pub severity_number: i32,
+    pub body: String,
+    pub attributes: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -255,6 +266,17 @@ impl From<&Span> for SpanJson {
                 name: s.scope.name.clone(),
                 version: s.scope.version.clone(),
             },
+            logs: s
+                .logs
+                .iter()
+                .map(|l| LogJson {
+                    time_unix_nano: l.time_ns,
+                    severity: l.severity(),
+                    severity_number: l.severity_number,
+                    body: l.body.clone(),
+                    attributes: attrs_json(&l.attributes),
+                })
+                .collect(),
         }
     }
 }

@@ -16,6 +16,7 @@ mod forward;
 mod graph_e2e;
 mod import;
 mod limits;
+mod logs;
 mod metrics;
 mod otlp_clients;
 mod otlp_json;

@@ -154,7 +154,7 @@ async fn health_reports_the_addresses_actually_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_and_logs_are_accepted_and_discarded() {
+async fn metrics_are_discarded_and_empty_log_exports_accepted() {
     use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
     use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
     let server = TestServer::start().await;
