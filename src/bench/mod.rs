@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod ingest;
+pub mod logs;
 pub mod results;
 pub mod served;
 pub mod ui;

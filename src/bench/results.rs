@@ -191,7 +191,7 @@ fn small_run() -> Vec<Span> {
     spans
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "tracecov-bench-results-{}-{}",
         std::process::id(),

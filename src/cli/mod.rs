@@ -121,6 +121,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// What OTLP logs cost: per-trace results of a generated run with an ERROR log record on
+    /// every hundredth span, against the same run without; log records' durable ingest rate
+    /// beside the spans'.
+    Logs {
+        /// Spans to generate.
+        #[arg(long, default_value_t = 200_000)]
+        spans: usize,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// The run page of a generated run rendered on the server, against its JSON report.
     Ui {
         /// Services in the generated run.
@@ -185,6 +196,11 @@ pub fn main() -> ExitCode {
                     crate::bench::results::run(spans, runs.max(1), keep)
                 })
                 .await??;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Bench(BenchCommand::Logs { spans, runs }) => {
+                tokio::task::spawn_blocking(move || crate::bench::logs::run(spans, runs.max(1)))
+                    .await??;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Bench(BenchCommand::Ui {
