@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::bench::ui::{generated_report, page_of};
 use crate::model::{
-    Attributes, Event, KeyValue, Resource, Span, SpanId, SpanKind, Status, StatusCode, TraceId,
-    Value,
+    Attributes, Event, KeyValue, LogRecord, Resource, Span, SpanId, SpanKind, Status, StatusCode,
+    TraceId, Value,
 };
 use crate::query::TraceDetail;
 
@@ -130,6 +130,46 @@ fn trace_view_renders_hostile_spans_as_text_and_highlights_the_placed_span() {
         .find("class=\"wf-row placed selected\"")
         .expect("the placed span is highlighted and selected");
     assert!(html[placed..].contains("data-span=\"00f067aa0ba902b7\""));
+}
+
+#[test]
+fn trace_view_lists_a_spans_log_records_and_marks_the_error_evidence() {
+    let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+    let sid = SpanId::from_hex("b7ad6b7169203331").unwrap();
+    let mut span = Span::new(trace, sid, "process orders");
+    span.start_ns = 1_000_000;
+    span.end_ns = 9_000_000;
+    let log = |time_ns: u64, severity_number: i32, body: &str| LogRecord {
+        time_ns,
+        severity_number,
+        severity_text: String::new(),
+        body: body.to_owned(),
+        attributes: Attributes::new(),
+    };
+    span.logs = vec![
+        log(2_000_000, 9, &format!("reserving {BREAKOUT}")),
+        log(3_500_000, 17, &format!("reserve failed {IMG}\nat line 2")),
+    ];
+    let detail = TraceDetail {
+        spans: vec![span],
+        run: None,
+        failures: Vec::new(),
+        hops: Vec::new(),
+    };
+    let html = super::trace::render(trace, &detail, None).into_string();
+    assert_inert(&html);
+    // The ERROR record is listed under the row, closed as it is, with its offset from the
+    // trace's start and only its first line; the INFO record only in the details.
+    let under = &html[html.find("<ul class=\"wf-evidence\"").expect("evidence under the row")..];
+    let under = &under[..under.find("</ul>").unwrap()];
+    assert!(under.contains("+2.5 ms"), "{under}");
+    assert!(under.contains("✗ ERROR"), "{under}");
+    assert!(under.contains("reserve failed &lt;img"), "{under}");
+    assert!(!under.contains("at line 2") && !under.contains("reserving"), "{under}");
+    assert!(html.contains("2 logs"), "the row counts its records");
+    let table = &html[html.find("<table class=\"logs\"").expect("a log table")..];
+    assert!(table.contains("<tr class=\"log-error\">"), "{table}");
+    assert!(table.contains("+1.0 ms") && table.contains("INFO"), "{table}");
 }
 
 #[test]

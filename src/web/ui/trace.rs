@@ -1,8 +1,16 @@
 //! The trace view (`/traces/{trace_id}?span=SPAN`), the page tracecov's default trace links open:
 //! a waterfall of the trace's spans in tree order, coloured by service, with hops marked, the
 //! span each failure is placed on and its collateral errors highlighted, the `?span=` span
-//! selected and opened, and every span's attributes, events and links — redacted — in a
-//! `<details>` that opens on click.
+//! selected and opened, and every span's attributes, events, links and log records — redacted —
+//! in a `<details>` that opens on click.
+//!
+//! A span's log records (OTLP logs stored with their trace, `Span::logs`) are ticks on its bar
+//! and a table in its details; the records that are error evidence (`LogRecord::is_error_evidence`,
+//! what blame reads) are also listed right under the row while it is closed (the stylesheet hides
+//! the list under an open row, whose table shows them), because they are often the only sign of a
+//! failure a span did not record. The spans come from `query::trace_detail`,
+//! which redacts them and their records with the report's `Redactor`: nothing here reads a
+//! record the redactor has not seen.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,7 +21,7 @@ use serde::Deserialize;
 
 use super::layout::{self, Body};
 use super::{Page, UiError, blocking, href};
-use crate::model::{Span, SpanId, TraceId};
+use crate::model::{LogRecord, Span, SpanId, TraceId};
 use crate::query::{self, TraceDetail, TraceHop};
 use crate::server::AppState;
 use crate::web::api::attrs_json;
@@ -53,6 +61,9 @@ pub async fn page(
 }
 
 /// Service colours: distinct hues, all dark enough to read a white outline against.
+/// Error-evidence records listed under a row before the rest are left to its details.
+const LOGS_UNDER_ROW: usize = 3;
+
 const PALETTE: [&str; 12] = [
     "#0969da", "#1a7f37", "#8250df", "#bc4c00", "#0a7f8c", "#bf3989", "#57606a", "#9a6700",
     "#4d2d8f", "#116329", "#953800", "#1b4b91",
@@ -166,6 +177,7 @@ pub(super) fn render(id: TraceId, d: &TraceDetail, selected: Option<SpanId>) -> 
                 span { span.mark.collateral { "collateral" } " an error on the way down, not a failure of its own" }
                 span { span.mark.error { "error" } " in error" }
                 span { span.hop { "hop a → b" } " a call across a boundary" }
+                span { span.mark.log-error { "✗ log" } " a log record that is error evidence (ERROR or above, or an exception)" }
             }
             div.waterfall #waterfall {
                 div.wf-axis aria-hidden="true" {
@@ -217,8 +229,9 @@ fn row(
         class.push_str(" selected");
     }
     let sid = s.span_id.to_hex();
+    let evidence: Vec<&LogRecord> = s.logs.iter().filter(|l| l.is_error_evidence()).collect();
     html! {
-        details class=(class) id={ "span-" (sid) } data-span=(sid) open[selected || placed] {
+        details class=(class) id={ "span-" (sid) } data-span=(sid) data-logs=(s.logs.len()) open[selected || placed] {
             summary {
                 span.wf-name style={ "padding-left:" (depth.min(40) as f64 * 1.1) "em" }
                     title={ (s.service()) " " (s.name) @if let Some(h) = hop { " — hop " (h.caller) " → " (h.callee) " " (h.operation) } } {
@@ -232,17 +245,73 @@ fn row(
                     @if let Some(h) = hop {
                         span.hop title=(h.operation) { "hop " (h.caller) " → " (h.callee) }
                     }
+                    @if !s.logs.is_empty() {
+                        " " span.logcount { (s.logs.len()) @if s.logs.len() == 1 { " log" } @else { " logs" } }
+                    }
                 }
                 span.wf-dur { (layout::ms(Some(s.duration_ns() as f64 / 1e6))) }
                 span.wf-track {
                     span class=@if error { "wf-bar err" } @else { "wf-bar" }
                         style={ "--svc:" (colour) ";left:" (format!("{left:.3}")) "%;width:" (format!("{width:.3}")) "%" }
                         title={ (layout::ms(Some(s.duration_ns() as f64 / 1e6))) } {}
+                    // Where the span's records fall; the details list them as text.
+                    @for l in &s.logs {
+                        span class=@if l.is_error_evidence() { "wf-log err" } @else { "wf-log" }
+                            aria-hidden="true"
+                            style={ "left:" (format!("{:.3}", l.time_ns.saturating_sub(start) as f64 / total * 100.0)) "%" } {}
+                    }
                 }
             }
-            div.wf-detail { (details(s, hop)) }
+            div.wf-detail { (details(s, hop, start)) }
+        }
+        @if !evidence.is_empty() {
+            ul.wf-evidence data-span=(sid) aria-label={ "error evidence logged by " (s.service()) " " (s.name) } {
+                @for l in evidence.iter().take(LOGS_UNDER_ROW) {
+                    li style={ "padding-left:" (format!("{:.1}", depth.min(40) as f64 * 1.1 + 1.2)) "em" } {
+                        (log_line(l, start))
+                    }
+                }
+                @if evidence.len() > LOGS_UNDER_ROW {
+                    li.small style={ "padding-left:" (format!("{:.1}", depth.min(40) as f64 * 1.1 + 1.2)) "em" } {
+                        "and " (evidence.len() - LOGS_UNDER_ROW) " more in the span's details"
+                    }
+                }
+            }
         }
     }
+}
+
+/// When a record was written, from the start of the trace.
+fn offset(time_ns: u64, start: u64) -> String {
+    format!(
+        "+{}",
+        layout::ms(Some(time_ns.saturating_sub(start) as f64 / 1e6))
+    )
+}
+
+/// The severity as a badge: error evidence carries a symbol as well as its colour.
+fn severity(l: &LogRecord) -> Markup {
+    html! {
+        @if l.is_error_evidence() {
+            span.mark.log-error title="error evidence" { "✗ " (l.severity()) }
+        } @else {
+            span.sev { (l.severity()) }
+        }
+    }
+}
+
+/// One error-evidence record on a line under its row.
+fn log_line(l: &LogRecord, start: u64) -> Markup {
+    html! {
+        span.wf-log-at { (offset(l.time_ns, start)) } " "
+        (severity(l)) " "
+        span.log-body { (first_line(&l.body)) }
+    }
+}
+
+/// The first line of a body, for the line under a row (the details hold all of it).
+fn first_line(body: &str) -> &str {
+    body.lines().next().unwrap_or("")
 }
 
 fn value_text(v: &serde_json::Value) -> String {
@@ -262,7 +331,7 @@ fn attr_table(attrs: &crate::model::Attributes) -> Markup {
     }
 }
 
-fn details(s: &Span, hop: Option<&TraceHop>) -> Markup {
+fn details(s: &Span, hop: Option<&TraceHop>, start: u64) -> Markup {
     html! {
         table {
             tr { th { "span id" } td.mono { (s.span_id.to_hex()) } }
@@ -282,6 +351,29 @@ fn details(s: &Span, hop: Option<&TraceHop>) -> Markup {
             @for e in &s.events {
                 p { b { (e.name) } " " span.small { "+" (layout::ms(Some(e.time_ns.saturating_sub(s.start_ns) as f64 / 1e6))) } }
                 (attr_table(&e.attributes))
+            }
+        }
+        @if !s.logs.is_empty() {
+            h4 { "Log records" }
+            table.logs {
+                thead { tr { th { "at" } th { "severity" } th { "body" } } }
+                tbody {
+                    @for l in &s.logs {
+                        tr class=[l.is_error_evidence().then_some("log-error")] {
+                            td.num.mono { (offset(l.time_ns, start)) }
+                            td { (severity(l)) }
+                            td {
+                                pre.log-body { (l.body) }
+                                @if !l.attributes.is_empty() {
+                                    details.log-attrs {
+                                        summary.small { (l.attributes.len()) @if l.attributes.len() == 1 { " attribute" } @else { " attributes" } }
+                                        (attr_table(&l.attributes))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
         @if !s.links.is_empty() {
