@@ -1,5 +1,6 @@
 //! `tracecov import FILE…`: recorded trace files into a run, in the embedded store (`--data`) or
-//! in a running `tracecov serve` (`--server`, over OTLP/HTTP like any SDK).
+//! in a running `tracecov serve` (`--server`, over OTLP/HTTP like any SDK), with the OTLP/JSON
+//! log records they hold (the Collector's file exporter writes logs lines beside trace lines).
 //!
 //! Reading and converting the files is `crate::import`'s job; this module decides which run the
 //! spans join and delivers them.
@@ -16,6 +17,12 @@
 //!   (its name without the directory), created on the first span when there is none, so
 //!   importing a file twice gives one run. `--run` names one run for all files: an existing run's
 //!   id or name, or `latest`, else a new run of that name. A file that yields no span makes no run.
+//! - **Log records follow their trace, not a run.** A record carries no resource to stamp and is
+//!   kept with its trace (the store files it by trace id), so it needs no run of its own: it
+//!   joins whichever run its trace's spans name, whether they come before it, after it, or from
+//!   another file. `--data` queues records through the writer like spans (`submit_logs`, the
+//!   same commit and durability); `--server` posts them to `/v1/logs`. Records without a trace
+//!   id are dropped and counted, as the receivers drop them.
 //! - **Runs this command creates are closed at once.** A trace with `tracecov.run.id` joins its
 //!   run open or closed, and a closed run cannot catch unrelated traffic (an open explicit run on
 //!   a server would take every trace that arrives without a run id while the import runs).
@@ -49,7 +56,7 @@ use crate::config;
 use crate::graph::AnalysisOptions;
 use crate::import::{self, Format, Progress};
 use crate::ingest::{CommitHook, IngestQueue, Writer, WriterConfig, now_ns};
-use crate::model::{Attributes, KeyValue, Resource, Span};
+use crate::model::{Attributes, KeyValue, Resource, Span, TracedLog};
 use crate::runs::{self, RUN_ID_ATTR, RunAssigner, RunKind};
 use crate::store::{Durability, Reader, Retention, Store, WriteSummary};
 
@@ -70,12 +77,15 @@ Examples:
   tracecov import --run nightly a.json b.jsonl.gz  # both files into the run `nightly`
   tracecov import --format zipkin dump.txt         # skip format detection
   tracecov import --server http://127.0.0.1:4320 trace.json
+  tracecov import incident.jsonl                   # trace and log lines from a Collector file
   tracecov report --run traces.json                # then read the report of the run")]
 pub struct ImportArgs {
     /// Trace files: OTLP/JSON (one ExportTraceServiceRequest, or JSON lines as the OpenTelemetry
     /// Collector's file exporter writes them), Jaeger JSON (the /api/traces answer or the UI's
     /// download), or Zipkin v2 JSON (an array of spans, or of traces). Any of them may be
-    /// gzip-compressed.
+    /// gzip-compressed. OTLP/JSON logs (ExportLogsServiceRequest lines, in their own file or
+    /// among the trace lines) are imported too, kept with their traces as evidence; records
+    /// without a trace id are skipped and counted.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// The files' format, instead of detecting it from their content: otlp-json, jaeger or zipkin.
@@ -147,6 +157,8 @@ trait Target {
     fn open_run(&mut self, name: &str, lookup: Lookup) -> anyhow::Result<OpenedRun>;
     /// Delivers spans; they are durable at the latest when `flush` returns.
     fn send(&mut self, spans: Vec<Span>) -> anyhow::Result<()>;
+    /// Delivers log records, durable like spans at the latest when `flush` returns.
+    fn send_logs(&mut self, logs: Vec<TracedLog>) -> anyhow::Result<()>;
     fn flush(&mut self) -> anyhow::Result<()>;
     /// Waits for everything to be written and releases the store.
     fn finish(self: Box<Self>) -> anyhow::Result<()>;
@@ -178,10 +190,15 @@ fn import_files(args: &ImportArgs, handle: &Handle) -> anyhow::Result<ExitCode> 
         };
         let mut progress = Progress::new(path.display().to_string());
         let result = {
-            let target = &mut *target;
+            // Both sinks deliver to the target; each borrows it only while it runs.
+            let target = std::cell::RefCell::new(&mut *target);
             let slot = &mut slot;
             let progress = &mut progress;
+            let mut logs = |batch: Vec<TracedLog>| -> anyhow::Result<()> {
+                target.borrow_mut().send_logs(batch)
+            };
             let mut sink = |mut batch: Vec<Span>| -> anyhow::Result<()> {
+                let mut target = target.borrow_mut();
                 let mut run = match slot.take() {
                     Some(run) => run,
                     None => RunSlot::new(target.open_run(&name, lookup)?),
@@ -195,7 +212,7 @@ fn import_files(args: &ImportArgs, handle: &Handle) -> anyhow::Result<ExitCode> 
                 progress.add(n);
                 Ok(())
             };
-            import::import_file(path, args.format, &mut sink)
+            import::import_file_with_logs(path, args.format, &mut sink, &mut logs)
         };
         // What was delivered must be durable before the summary says it was imported.
         let flushed = target.flush();
@@ -207,20 +224,24 @@ fn import_files(args: &ImportArgs, handle: &Handle) -> anyhow::Result<ExitCode> 
         if let Err(e) = &result {
             failed_files += 1;
             eprintln!("tracecov: {e}");
-            if e.summary.spans > 0 {
+            if e.summary.spans > 0 || e.summary.log_records > 0 {
                 eprintln!(
-                    "tracecov: the {} spans read before the problem were imported",
-                    e.summary.spans
+                    "tracecov: the {} read before the problem were imported",
+                    e.summary.counts()
                 );
             }
         }
         flushed.with_context(|| format!("importing {}", path.display()))?;
+        let without_trace = match summary.logs_without_trace {
+            0 => String::new(),
+            n => format!("; {n} log records without a trace id skipped"),
+        };
         match &slot {
             Some(run) => {
                 println!(
-                    "{}: {} spans into run {} ({})",
+                    "{}: {} into run {} ({}){without_trace}",
                     path.display(),
-                    summary.spans,
+                    summary.counts(),
                     run.run.name,
                     run.run.id
                 );
@@ -228,7 +249,13 @@ fn import_files(args: &ImportArgs, handle: &Handle) -> anyhow::Result<ExitCode> 
                     runs_used.push(run.run.clone());
                 }
             }
-            None => println!("{}: no spans, no run", path.display()),
+            // Records of traces stored before (or later) still join those traces.
+            None if summary.log_records > 0 => println!(
+                "{}: no spans, {} log records (kept with their traces), no run{without_trace}",
+                path.display(),
+                summary.log_records
+            ),
+            None => println!("{}: no spans, no run{without_trace}", path.display()),
         }
         if args.run.is_some() {
             shared = slot;
@@ -461,6 +488,19 @@ impl Target for DataTarget {
         Ok(())
     }
 
+    fn send_logs(&mut self, logs: Vec<TracedLog>) -> anyhow::Result<()> {
+        while self.in_flight.len() >= IN_FLIGHT {
+            self.wait_oldest()?;
+        }
+        let queue = self.queue.as_ref().context("the store is closed")?;
+        // The same writer, the same commit: a record is as durable as the spans beside it.
+        let ack = queue
+            .submit_logs(logs)
+            .map_err(|e| anyhow::anyhow!("cannot queue log records for the store: {e}"))?;
+        self.in_flight.push_back(ack);
+        Ok(())
+    }
+
     fn flush(&mut self) -> anyhow::Result<()> {
         while !self.in_flight.is_empty() {
             self.wait_oldest()?;
@@ -483,10 +523,12 @@ impl Target for DataTarget {
 }
 
 /// `--server`: a running `tracecov serve`, its JSON API for runs and its OTLP/HTTP receiver for
-/// spans. Runs on a blocking thread, so each request blocks on the runtime's handle.
+/// spans and log records. Runs on a blocking thread, so each request blocks on the runtime's
+/// handle.
 struct ServerTarget {
     base: String,
     traces_url: String,
+    logs_url: String,
     http: reqwest::Client,
     /// `Authorization` for OTLP exports (`--ingest-token`); the client's default carries the
     /// API's.
@@ -504,6 +546,7 @@ impl ServerTarget {
         let mut target = Self {
             base: url.trim_end_matches('/').to_owned(),
             traces_url: String::new(),
+            logs_url: String::new(),
             http: super::client::api_client(token)?,
             ingest_auth: ingest_token.map(|t| format!("Bearer {t}")),
             handle,
@@ -519,6 +562,7 @@ impl ServerTarget {
             .as_str()
             .context("the server's /api/health names no otlp_http receiver")?;
         target.traces_url = format!("{}/v1/traces", otlp.trim_end_matches('/'));
+        target.logs_url = format!("{}/v1/logs", otlp.trim_end_matches('/'));
         Ok(target)
     }
 
@@ -580,49 +624,54 @@ impl ServerTarget {
         }
     }
 
-    /// Posts one OTLP request, splitting it when the server finds it too large and retrying
-    /// while the server says it is busy.
+    /// Posts one OTLP request of spans, splitting it when the server finds it too large and
+    /// retrying while the server says it is busy.
     fn post_spans(&self, spans: &[Span]) -> anyhow::Result<()> {
-        let body = to_otlp::request(spans).encode_to_vec();
+        self.post(spans, &Signal::SPANS)
+    }
+
+    /// Posts log records as `post_spans` posts spans.
+    fn post_logs(&self, logs: &[TracedLog]) -> anyhow::Result<()> {
+        self.post(logs, &Signal::LOGS)
+    }
+
+    fn post<T>(&self, items: &[T], signal: &Signal<T>) -> anyhow::Result<()> {
+        let body = (signal.encode)(items);
+        let url = match signal.kind {
+            SignalKind::Spans => &self.traces_url,
+            SignalKind::Logs => &self.logs_url,
+        };
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
             let mut req = self
                 .http
-                .post(&self.traces_url)
+                .post(url)
                 .header("content-type", "application/x-protobuf")
                 .body(body.clone());
             if let Some(auth) = &self.ingest_auth {
                 req = req.header(reqwest::header::AUTHORIZATION, auth);
             }
             let (status, answer) = self.handle.block_on(async {
-                let resp = req.send().await.with_context(|| {
-                    format!("cannot reach the OTLP receiver at {}", self.traces_url)
-                })?;
+                let resp = req
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach the OTLP receiver at {url}"))?;
                 let status = resp.status();
                 anyhow::Ok((status, resp.bytes().await?))
             })?;
             if status.is_success() {
-                let response =
-                    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(
-                        answer,
-                    )
-                    .unwrap_or_default();
-                if let Some(p) = response.partial_success
-                    && p.rejected_spans > 0
+                if let Some((rejected, message)) = (signal.rejected)(answer)
+                    && rejected > 0
                 {
-                    bail!(
-                        "the server rejected {} spans: {}",
-                        p.rejected_spans,
-                        p.error_message
-                    );
+                    bail!("the server rejected {rejected} {}: {message}", signal.noun);
                 }
                 return Ok(());
             }
-            if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE && spans.len() > 1 {
-                let (a, b) = spans.split_at(spans.len() / 2);
-                self.post_spans(a)?;
-                return self.post_spans(b);
+            if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE && items.len() > 1 {
+                let (a, b) = items.split_at(items.len() / 2);
+                self.post(a, signal)?;
+                return self.post(b, signal);
             }
             let busy = matches!(
                 status,
@@ -635,12 +684,57 @@ impl ServerTarget {
             }
             let text = String::from_utf8_lossy(&answer);
             bail!(
-                "the OTLP receiver at {} answered {status}: {}",
-                self.traces_url,
+                "the OTLP receiver at {url} answered {status}: {}",
                 text.trim()
             );
         }
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SignalKind {
+    Spans,
+    Logs,
+}
+
+/// What differs between posting spans and posting log records: the receiver's path, the
+/// request and the response's partial success.
+struct Signal<T> {
+    kind: SignalKind,
+    noun: &'static str,
+    encode: fn(&[T]) -> Vec<u8>,
+    /// The rejected count and message of a success answer's partial success, when it has one.
+    rejected: fn(bytes::Bytes) -> Option<(i64, String)>,
+}
+
+impl Signal<Span> {
+    const SPANS: Self = Self {
+        kind: SignalKind::Spans,
+        noun: "spans",
+        encode: |spans| to_otlp::request(spans).encode_to_vec(),
+        rejected: |answer| {
+            use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+            let p = ExportTraceServiceResponse::decode(answer)
+                .unwrap_or_default()
+                .partial_success?;
+            Some((p.rejected_spans, p.error_message))
+        },
+    };
+}
+
+impl Signal<TracedLog> {
+    const LOGS: Self = Self {
+        kind: SignalKind::Logs,
+        noun: "log records",
+        encode: |logs| to_otlp::logs_request(logs).encode_to_vec(),
+        rejected: |answer| {
+            use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+            let p = ExportLogsServiceResponse::decode(answer)
+                .unwrap_or_default()
+                .partial_success?;
+            Some((p.rejected_log_records, p.error_message))
+        },
+    };
 }
 
 impl Target for ServerTarget {
@@ -675,6 +769,10 @@ impl Target for ServerTarget {
     fn send(&mut self, spans: Vec<Span>) -> anyhow::Result<()> {
         // The receiver answers after the spans are committed, so each batch is durable here.
         self.post_spans(&spans)
+    }
+
+    fn send_logs(&mut self, logs: Vec<TracedLog>) -> anyhow::Result<()> {
+        self.post_logs(&logs)
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {

@@ -1,10 +1,17 @@
 //! Offline import of trace files (OTLP/JSON, Jaeger JSON, Zipkin v2 JSON) and the OTLP/JSON-lines
-//! export that `tracecov export` writes.
+//! export that `tracecov export` writes, with the OTLP/JSON log records such files may hold.
 //!
 //! The main entry points are [`import_file`] and [`import_reader`]: they detect the format from
 //! the content (unless told), convert every record into the project's `Span` at this edge, and
 //! hand spans to a caller's sink in batches of at most [`BATCH_SPANS`]. Nothing here touches the
 //! store or knows about runs: the CLI wires the sink to them.
+//!
+//! Log records come only from OTLP/JSON (`ExportLogsServiceRequest`, `{"resourceLogs": …}`, as
+//! the Collector's file exporter writes its logs pipeline, in a file of their own or as lines
+//! among the trace lines). [`import_file_with_logs`] hands them to a second sink as
+//! `TracedLog`s, in batches of at most [`BATCH_SPANS`] records; records without a trace id are
+//! dropped and counted (`ImportSummary::logs_without_trace`), as the receivers drop them. The
+//! entry points without a log sink read log lines and drop them.
 //!
 //! Key design decisions:
 //! - **Bounded memory.** Files may be larger than memory, so nothing reads a whole file into one
@@ -40,7 +47,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::str::FromStr;
 
-use crate::model::Span;
+use crate::model::{Span, TracedLog};
 
 pub use export::write_otlp_json_lines;
 pub use progress::Progress;
@@ -59,10 +66,14 @@ const PEEK_BYTES: usize = 64 << 10;
 /// The sink spans are delivered to.
 pub type Sink<'a> = dyn FnMut(Vec<Span>) -> anyhow::Result<()> + 'a;
 
+/// The sink log records (each with a trace id) are delivered to.
+pub type LogSink<'a> = dyn FnMut(Vec<TracedLog>) -> anyhow::Result<()> + 'a;
+
 /// A trace file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
-    /// One OTLP/JSON `ExportTraceServiceRequest`, or JSON lines of them.
+    /// One OTLP/JSON `ExportTraceServiceRequest` (or `ExportLogsServiceRequest`), or JSON lines
+    /// of them, either kind on any line.
     OtlpJson,
     /// Jaeger's `/api/traces` response or the UI's download (a bare trace object).
     Jaeger,
@@ -112,8 +123,9 @@ pub struct Position {
     pub line: Option<u64>,
     /// 1-based column within that line.
     pub column: Option<u64>,
-    /// 1-based index of the record in the file: the JSON line, the `resourceSpans` element, the
-    /// Zipkin span or the Jaeger span, counted from the start of the file.
+    /// 1-based index of the record in the file: the JSON line, the `resourceSpans` (or
+    /// `resourceLogs`) element, the Zipkin span or the Jaeger span, counted from the start of
+    /// the file.
     pub record: Option<u64>,
     /// Byte offset in the file as stored (compressed, for a gzip file).
     pub byte: Option<u64>,
@@ -172,11 +184,28 @@ pub struct ImportSummary {
     pub gzip: bool,
     /// Spans delivered to the sink (and accepted by it).
     pub spans: u64,
-    /// Records that produced no span: lines that did not parse, spans with invalid ids, elements
-    /// of the wrong shape.
+    /// Log records delivered to the log sink (and accepted by it).
+    pub log_records: u64,
+    /// Log records dropped because they carry no trace id: they cannot join a trace, and the
+    /// receivers drop them too. Not problems with the file, so not in `records_skipped`.
+    pub logs_without_trace: u64,
+    /// Records that produced no span or log record: lines that did not parse, spans and log
+    /// records with invalid ids, elements of the wrong shape.
     pub records_skipped: u64,
     /// The first of them, with its position: one example is enough to find the problem.
     pub first_problem: Option<ImportProblem>,
+}
+
+impl ImportSummary {
+    /// What was imported, as the summary lines say it: "N spans", and ", M log records" when
+    /// the file held any.
+    pub fn counts(&self) -> String {
+        if self.log_records == 0 && self.logs_without_trace == 0 {
+            format!("{} spans", self.spans)
+        } else {
+            format!("{} spans, {} log records", self.spans, self.log_records)
+        }
+    }
 }
 
 /// Why an import stopped. Spans read before the problem were delivered; `summary` says how many.
@@ -227,11 +256,31 @@ impl std::error::Error for ImportError {
     }
 }
 
-/// Imports one file. See the module documentation for what is skipped and what stops the import.
+/// Imports one file's spans (its log records are read and dropped). See the module documentation
+/// for what is skipped and what stops the import.
 pub fn import_file(
     path: &Path,
     format: Option<Format>,
     sink: &mut Sink<'_>,
+) -> Result<ImportSummary, ImportError> {
+    open_and_import(path, format, sink, None)
+}
+
+/// Imports one file's spans and log records, each kind to its sink.
+pub fn import_file_with_logs<'s>(
+    path: &Path,
+    format: Option<Format>,
+    sink: &mut Sink<'s>,
+    logs: &mut LogSink<'s>,
+) -> Result<ImportSummary, ImportError> {
+    open_and_import(path, format, sink, Some(logs))
+}
+
+fn open_and_import<'s>(
+    path: &Path,
+    format: Option<Format>,
+    sink: &mut Sink<'s>,
+    logs: Option<&mut LogSink<'s>>,
 ) -> Result<ImportSummary, ImportError> {
     let name = path.display().to_string();
     let file = File::open(path).map_err(|e| ImportError {
@@ -239,22 +288,50 @@ pub fn import_file(
         reason: ErrorReason::Io(e),
         summary: Box::new(empty_summary(&name, format.unwrap_or(Format::OtlpJson))),
     })?;
-    import_reader(file, &name, format, sink)
+    import_any(file, &name, format, sink, logs)
 }
 
-/// Imports from any reader; `name` stands for the file in messages.
+/// Imports spans from any reader (log records are read and dropped); `name` stands for the file
+/// in messages.
 pub fn import_reader(
     reader: impl Read,
     name: &str,
     format: Option<Format>,
     sink: &mut Sink<'_>,
 ) -> Result<ImportSummary, ImportError> {
+    import_any(reader, name, format, sink, None)
+}
+
+/// Imports spans and log records from any reader, each kind to its sink.
+pub fn import_reader_with_logs<'s>(
+    reader: impl Read,
+    name: &str,
+    format: Option<Format>,
+    sink: &mut Sink<'s>,
+    logs: &mut LogSink<'s>,
+) -> Result<ImportSummary, ImportError> {
+    import_any(reader, name, format, sink, Some(logs))
+}
+
+fn import_any<'s>(
+    reader: impl Read,
+    name: &str,
+    format: Option<Format>,
+    sink: &mut Sink<'s>,
+    logs: Option<&mut LogSink<'s>>,
+) -> Result<ImportSummary, ImportError> {
     let counter = Rc::new(Cell::new(0u64));
     let counted = CountingReader {
         inner: reader,
         count: counter.clone(),
     };
-    let mut ctx = Ctx::new(name, format.unwrap_or(Format::OtlpJson), sink, counter);
+    let mut ctx = Ctx::new(
+        name,
+        format.unwrap_or(Format::OtlpJson),
+        sink,
+        logs,
+        counter,
+    );
 
     // Gzip is recognized by its magic bytes whatever the format, as the collector's file
     // exporter can compress any of its outputs.
@@ -329,6 +406,12 @@ pub fn detect_format(head: &[u8]) -> Option<Format> {
                 "resource_spans",
                 "scopeSpans",
                 "scope_spans",
+                "resourceLogs",
+                "resource_logs",
+                "scopeLogs",
+                "scope_logs",
+                "logRecords",
+                "log_records",
             ]);
             let jaeger = marker(&[
                 "traceID",
@@ -385,6 +468,8 @@ fn empty_summary(file: &str, format: Format) -> ImportSummary {
         format,
         gzip: false,
         spans: 0,
+        log_records: 0,
+        logs_without_trace: 0,
         records_skipped: 0,
         first_problem: None,
     }
@@ -419,11 +504,14 @@ pub(crate) enum Stop {
     Fatal(Position, ErrorReason),
 }
 
-/// State shared by the format readers: the summary being built and the batching sink.
+/// State shared by the format readers: the summary being built and the batching sinks.
 pub(crate) struct Ctx<'a, 's> {
     summary: ImportSummary,
     sink: &'a mut Sink<'s>,
     pending: Vec<Span>,
+    /// Where log records go; without one they are dropped (`import_file` reads spans only).
+    log_sink: Option<&'a mut LogSink<'s>>,
+    pending_logs: Vec<TracedLog>,
     /// Records seen so far (1-based index of the current record once incremented).
     records: u64,
     /// Bytes read from the stored file.
@@ -434,11 +522,19 @@ pub(crate) struct Ctx<'a, 's> {
 }
 
 impl<'a, 's> Ctx<'a, 's> {
-    fn new(name: &str, format: Format, sink: &'a mut Sink<'s>, bytes_read: Rc<Cell<u64>>) -> Self {
+    fn new(
+        name: &str,
+        format: Format,
+        sink: &'a mut Sink<'s>,
+        log_sink: Option<&'a mut LogSink<'s>>,
+        bytes_read: Rc<Cell<u64>>,
+    ) -> Self {
         Self {
             summary: empty_summary(name, format),
             sink,
             pending: Vec::new(),
+            log_sink,
+            pending_logs: Vec::new(),
             records: 0,
             bytes_read,
             sink_error: None,
@@ -492,12 +588,53 @@ impl<'a, 's> Ctx<'a, 's> {
         Ok(())
     }
 
-    fn flush(&mut self) -> anyhow::Result<()> {
-        if self.pending.is_empty() {
+    /// Queues converted log records for the log sink, delivering full batches, and counts the
+    /// records that had no trace id.
+    fn emit_logs(&mut self, logs: Vec<TracedLog>, without_trace: u64) -> anyhow::Result<()> {
+        self.summary.logs_without_trace += without_trace;
+        if self.log_sink.is_none() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.pending);
-        self.deliver(batch)
+        for log in logs {
+            self.pending_logs.push(log);
+            if self.pending_logs.len() >= BATCH_SPANS {
+                self.deliver_logs()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Like `emit_logs`, for use inside serde visitors (see `emit_in_visitor`).
+    fn emit_logs_in_visitor<E: serde::de::Error>(
+        &mut self,
+        logs: Vec<TracedLog>,
+        without_trace: u64,
+    ) -> Result<(), E> {
+        self.emit_logs(logs, without_trace).map_err(|e| {
+            self.sink_error = Some(e);
+            E::custom("the sink refused a batch")
+        })
+    }
+
+    fn deliver_logs(&mut self) -> anyhow::Result<()> {
+        let batch = std::mem::take(&mut self.pending_logs);
+        if let Some(sink) = self.log_sink.as_mut()
+            && !batch.is_empty()
+        {
+            let n = batch.len() as u64;
+            sink(batch)?;
+            self.summary.log_records += n;
+        }
+        Ok(())
+    }
+
+    /// Delivers what is pending: spans first, so a trace's records seldom arrive before it.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if !self.pending.is_empty() {
+            let batch = std::mem::take(&mut self.pending);
+            self.deliver(batch)?;
+        }
+        self.deliver_logs()
     }
 
     /// Counts skipped records and keeps the first problem.

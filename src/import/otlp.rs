@@ -1,18 +1,48 @@
-//! OTLP/JSON files: JSON lines (one `ExportTraceServiceRequest` per line, as the OpenTelemetry
-//! Collector's file exporter writes) and single documents, streamed one `resourceSpans` element
-//! at a time.
+//! OTLP/JSON files: JSON lines (one `ExportTraceServiceRequest` or `ExportLogsServiceRequest`
+//! per line, as the OpenTelemetry Collector's file exporter writes; one file may hold both) and
+//! single documents, streamed one `resourceSpans` (or `resourceLogs`) element at a time.
 //!
 //! Decoding is `ingest::otlp_json` and conversion `ingest::convert`: this file only cuts the input
 //! into requests. A streamed document may be followed by further documents (concatenated JSON),
 //! which is what a JSON-lines file whose first line is too long to inspect looks like.
+//!
+//! Which kind a line is, is told by its first top-level key, found the way `detect_format` finds
+//! markers (the earliest of `"resourceSpans"` and `"resourceLogs"`), so each line is parsed once.
+//! A key cannot be mistaken for text inside a string value before it, because the top-level key
+//! is the first thing in a request object.
 
 use std::io::BufRead;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{Ctx, MAX_LINE_BYTES, Position, Stop};
-use crate::ingest::convert::convert_request;
-use crate::ingest::otlp_json::{decode_request, decode_value};
+use crate::ingest::convert::{convert_logs, convert_request};
+use crate::ingest::otlp_json::{decode_logs_request, decode_request, decode_value};
+
+/// What a JSON line holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineKind {
+    Spans,
+    Logs,
+}
+
+/// A line is logs when a logs key comes before any spans key; anything else (an empty `{}`
+/// too) is read as a trace request, as before logs were imported.
+fn line_kind(line: &[u8]) -> LineKind {
+    let first = |keys: &[&[u8]]| {
+        keys.iter()
+            .filter_map(|k| super::find(line, k))
+            .min()
+            .unwrap_or(usize::MAX)
+    };
+    let logs = first(&[b"\"resourceLogs\"", b"\"resource_logs\""]);
+    let spans = first(&[b"\"resourceSpans\"", b"\"resource_spans\""]);
+    if logs < spans {
+        LineKind::Logs
+    } else {
+        LineKind::Spans
+    }
+}
 
 /// JSON lines when the first non-blank line is a complete JSON value on its own. A pretty-printed
 /// document's first line (`{`) is not; a one-line document is, and reads the same either way.
@@ -68,15 +98,26 @@ pub(super) fn import_lines(mut input: impl BufRead, ctx: &mut Ctx<'_, '_>) -> Re
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match decode_request(text) {
-            Ok(req) => {
+        let decoded = match line_kind(text) {
+            LineKind::Spans => decode_request(text).map(|req| {
                 let converted = convert_request(req);
                 if converted.rejected > 0 {
                     let reason = converted.error_message();
                     ctx.skip(converted.rejected, position(None), reason);
                 }
-                ctx.emit(converted.spans).map_err(Stop::Sink)?;
-            }
+                ctx.emit(converted.spans)
+            }),
+            LineKind::Logs => decode_logs_request(text).map(|req| {
+                let converted = convert_logs(req);
+                if converted.rejected > 0 {
+                    let reason = converted.error_message();
+                    ctx.skip(converted.rejected, position(None), reason);
+                }
+                ctx.emit_logs(converted.logs, converted.without_trace)
+            }),
+        };
+        match decoded {
+            Ok(delivered) => delivered.map_err(Stop::Sink)?,
             Err(e) => {
                 let column = (e.column() > 0).then_some(e.column() as u64);
                 let reason = if e.is_eof() {
@@ -140,7 +181,8 @@ pub(super) fn import_stream(input: impl BufRead, ctx: &mut Ctx<'_, '_>) -> Resul
     Ok(())
 }
 
-/// One `ExportTraceServiceRequest` object, of which only `resourceSpans` is read.
+/// One `ExportTraceServiceRequest` or `ExportLogsServiceRequest` object, of which only
+/// `resourceSpans` and `resourceLogs` are read.
 struct RequestSeed<'c, 'a, 's> {
     ctx: &'c mut Ctx<'a, 's>,
 }
@@ -156,13 +198,17 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an OTLP/JSON ExportTraceServiceRequest object")
+        f.write_str("an OTLP/JSON ExportTraceServiceRequest or ExportLogsServiceRequest object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<String>()? {
             if key == "resourceSpans" || key == "resource_spans" {
                 map.next_value_seed(ResourceSpansSeed {
+                    ctx: &mut *self.ctx,
+                })?;
+            } else if key == "resourceLogs" || key == "resource_logs" {
+                map.next_value_seed(ResourceLogsSeed {
                     ctx: &mut *self.ctx,
                 })?;
             } else {
@@ -221,6 +267,56 @@ impl<'de> Visitor<'de> for ResourceSpansSeed<'_, '_, '_> {
     }
 }
 
+/// The `resourceLogs` array, decoded and converted one element at a time.
+struct ResourceLogsSeed<'c, 'a, 's> {
+    ctx: &'c mut Ctx<'a, 's>,
+}
+
+impl<'de> DeserializeSeed<'de> for ResourceLogsSeed<'_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResourceLogsSeed<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of ResourceLogs")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(element) = seq.next_element::<serde_json::Value>()? {
+            let record = self.ctx.next_record();
+            // The logs decoder reads bytes only; one element is small next to its file.
+            let request = serde_json::json!({ "resourceLogs": [element] }).to_string();
+            match decode_logs_request(request.as_bytes()) {
+                Ok(req) => {
+                    let converted = convert_logs(req);
+                    if converted.rejected > 0 {
+                        let reason = converted.error_message();
+                        let position = self.ctx.record_position(record);
+                        self.ctx.skip(converted.rejected, position, reason);
+                    }
+                    self.ctx
+                        .emit_logs_in_visitor(converted.logs, converted.without_trace)?;
+                }
+                Err(e) => {
+                    let position = self.ctx.record_position(record);
+                    self.ctx
+                        .skip(1, position, format!("resourceLogs element: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +334,19 @@ mod tests {
         ));
         // A first line cut off by the peek window is left to the streamed reader.
         assert!(!looks_like_json_lines(b"{\"resourceSpans\":[]}", false));
+    }
+
+    #[test]
+    fn a_line_is_logs_when_its_first_key_is() {
+        assert_eq!(line_kind(br#"{"resourceLogs":[]}"#), LineKind::Logs);
+        assert_eq!(line_kind(br#"{"resource_logs":[]}"#), LineKind::Logs);
+        assert_eq!(line_kind(br#"{"resourceSpans":[]}"#), LineKind::Spans);
+        assert_eq!(line_kind(b"{}"), LineKind::Spans);
+        // A body quoting the other key comes after the request's own key.
+        assert_eq!(
+            line_kind(br#"{"resourceLogs":[{"body":{"stringValue":"{\"resourceSpans\"}"}}]}"#),
+            LineKind::Logs
+        );
     }
 
     #[test]

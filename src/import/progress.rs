@@ -114,13 +114,19 @@ impl Progress {
     /// Ends the report with the import's outcome.
     pub fn finish(&mut self, summary: &ImportSummary) {
         let mut line = format!(
-            "{}: {} spans ({}{}) in {:.1}s",
+            "{}: {} ({}{}) in {:.1}s",
             self.label,
-            summary.spans,
+            summary.counts(),
             summary.format,
             if summary.gzip { ", gzip" } else { "" },
             self.started.elapsed().as_secs_f64()
         );
+        if summary.logs_without_trace > 0 {
+            line.push_str(&format!(
+                "; {} log records without a trace id skipped",
+                summary.logs_without_trace
+            ));
+        }
         if summary.records_skipped > 0 {
             line.push_str(&format!("; {} records skipped", summary.records_skipped));
             if let Some(p) = &summary.first_problem {
@@ -172,6 +178,8 @@ mod tests {
             format: Format::Zipkin,
             gzip: false,
             spans: 15,
+            log_records: 0,
+            logs_without_trace: 0,
             records_skipped: 1,
             first_problem: None,
         });

@@ -819,3 +819,84 @@ fn nothing_panics_on_truncated_or_garbled_input() {
         }
     }
 }
+
+/// Spans and log records of a file, with its summary.
+fn import_with_logs(path: &Path) -> (Vec<Span>, Vec<TracedLog>, ImportSummary) {
+    let (mut spans, mut logs) = (Vec::new(), Vec::new());
+    let summary = super::import_file_with_logs(
+        path,
+        None,
+        &mut |batch: Vec<Span>| {
+            spans.extend(batch);
+            Ok(())
+        },
+        &mut |batch: Vec<TracedLog>| {
+            assert!(!batch.is_empty() && batch.len() <= BATCH_SPANS);
+            logs.extend(batch);
+            Ok(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary.spans, spans.len() as u64);
+    assert_eq!(summary.log_records, logs.len() as u64);
+    (spans, logs, summary)
+}
+
+#[test]
+fn a_collector_file_with_trace_and_log_lines_gives_both() {
+    let path = fixture("otlp-json/order-incident.jsonl");
+    let (spans, logs, summary) = import_with_logs(&path);
+    assert_eq!(summary.format, Format::OtlpJson);
+    assert_eq!((spans.len(), logs.len()), (4, 2));
+    assert_eq!(summary.logs_without_trace, 1);
+    assert_eq!(summary.records_skipped, 0, "{:?}", summary.first_problem);
+    assert_eq!(summary.counts(), "4 spans, 2 log records");
+    let consumer = sid("2000000000000001");
+    assert!(
+        logs.iter()
+            .all(|l| l.span_id == Some(consumer) && l.trace_id == spans[0].trace_id)
+    );
+    assert_eq!(logs[1].record.severity(), "ERROR");
+    assert!(logs[1].record.is_error_evidence());
+    // Without a log sink the same spans come out and the records are dropped.
+    let (only_spans, only_summary) = import_path(&path, None);
+    assert_eq!(only_spans, spans);
+    assert_eq!(only_summary.log_records, 0);
+}
+
+#[test]
+fn logs_files_are_detected_and_pretty_logs_documents_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let pretty = dir.path().join("logs.json");
+    std::fs::write(
+        &pretty,
+        r#"{
+  "resourceLogs": [
+    {"scopeLogs": [{"logRecords": [
+      {"timeUnixNano": "5", "severityNumber": "SEVERITY_NUMBER_ERROR",
+       "body": {"stringValue": "boom"},
+       "traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "0102030405060708"},
+      {"traceId": "0102", "body": {"stringValue": "a bad id"}}
+    ]}]},
+    {"scopeLogs": [{"logRecords": [{"body": {"stringValue": "no trace"}}]}]}
+  ]
+}
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        super::detect_format(&std::fs::read(&pretty).unwrap()),
+        Some(Format::OtlpJson)
+    );
+    let (spans, logs, summary) = import_with_logs(&pretty);
+    assert!(spans.is_empty());
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].record.body, "boom");
+    assert_eq!(summary.logs_without_trace, 1);
+    assert_eq!(summary.records_skipped, 1);
+    let problem = summary.first_problem.unwrap().to_string();
+    assert!(
+        problem.contains("record 1") && problem.contains("invalid trace id"),
+        "{problem}"
+    );
+}

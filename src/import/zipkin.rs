@@ -811,7 +811,7 @@ mod tests {
             Ok(())
         };
         let sink: &mut Sink<'_> = &mut collect;
-        let mut ctx = Ctx::new("t.json", Format::Zipkin, sink, Rc::new(Cell::new(0)));
+        let mut ctx = Ctx::new("t.json", Format::Zipkin, sink, None, Rc::new(Cell::new(0)));
         let result = import_with_limit(text.as_bytes(), &mut ctx, limit);
         assert!(result.is_ok());
         ctx.flush().unwrap();

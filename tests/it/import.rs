@@ -1,6 +1,6 @@
 //! `tracecov import` and `tracecov export` as a user runs them, on real recorded traces
 //! (tests/fixtures): the runs they make, the reports of those runs, bad files, the round trip
-//! through an export, and import into a running server.
+//! through an export, import into a running server, and log records imported with their traces.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -487,5 +487,132 @@ async fn import_into_a_running_server_reports_as_import_into_a_store() {
     .await
     .unwrap();
     assert_eq!(comparable(&back), comparable(&local));
+    server.stop().await;
+}
+
+/// The hand-written incident: trace lines and log lines in one Collector file.
+fn incident() -> PathBuf {
+    fixture("otlp-json/order-incident.jsonl")
+}
+
+const INCIDENT_RUN: &str = "order-incident.jsonl";
+const INCIDENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CONSUMER_SPAN: &str = "2000000000000001";
+
+/// The failure of the incident's test, blamed on the consumer that only logged its error, with
+/// the logged record as evidence, redacted.
+fn assert_blamed_on_the_logged_error(report: &Value) {
+    let failures = report["failures"].as_array().unwrap();
+    let failure = failures
+        .iter()
+        .find(|f| f["test"] == "test_order_is_reserved")
+        .unwrap_or_else(|| panic!("no failure of the test: {report:#}"));
+    // Without its log record the consumer recorded nothing, and the failure would be `silent`
+    // on the test's own span.
+    assert_eq!(failure["class"], "callee_error", "{failure:#}");
+    assert_eq!(failure["span_id"], CONSUMER_SPAN, "{failure:#}");
+    let logs = failure["evidence"]["logs"].as_array().unwrap();
+    assert_eq!(
+        logs.len(),
+        1,
+        "only the ERROR record is evidence: {failure:#}"
+    );
+    assert_eq!(logs[0]["severity"], "ERROR");
+    assert_eq!(
+        logs[0]["body"],
+        "reserve failed for order 42: stock db refused login password=[REDACTED]"
+    );
+    assert!(!report.to_string().contains("hunter2"), "{report:#}");
+}
+
+#[test]
+fn a_collector_file_with_trace_and_log_lines_imports_the_logs_as_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = import(&data, &[&incident()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "order-incident.jsonl: 4 spans, 2 log records into run order-incident.jsonl ("
+        ) && stdout.contains("; 1 log records without a trace id skipped"),
+        "{}",
+        text(&out)
+    );
+    assert_blamed_on_the_logged_error(&report_of(&data, INCIDENT_RUN));
+
+    // The trace API of a server over that store shows both records on the consumer's span, in
+    // time order, although the INFO record came before the spans in the file.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = TestServer::start_with(|c| c.data_dir = data.clone()).await;
+        let trace = server.trace(INCIDENT_TRACE).await;
+        assert_consumer_logs(&trace);
+        server.stop().await;
+    });
+
+    // A re-import stores no record twice.
+    import(&data, &[&incident()]);
+    assert_blamed_on_the_logged_error(&report_of(&data, INCIDENT_RUN));
+}
+
+/// The consumer's span in a trace from `/api/traces` holds the two records with a trace id.
+fn assert_consumer_logs(trace: &Value) {
+    let span = trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["span_id"] == CONSUMER_SPAN)
+        .unwrap_or_else(|| panic!("no consumer span: {trace:#}"));
+    let bodies: Vec<&str> = span["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "reserving stock for order 42",
+            "reserve failed for order 42: stock db refused login password=[REDACTED]"
+        ],
+        "{span:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_imported_into_a_running_server_join_their_traces() {
+    let server = TestServer::start_with(|c| {
+        c.ingest_token = Some(tracecov::config::Secret("import-secret".into()))
+    })
+    .await;
+    let url = server.addrs.ui_url();
+    let out = tokio::task::spawn_blocking(move || {
+        tracecov(&[
+            "import",
+            "--server",
+            &url,
+            "--ingest-token",
+            "import-secret",
+            s(&incident()),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("4 spans, 2 log records into run"),
+        "{}",
+        text(&out)
+    );
+    assert_consumer_logs(&server.trace(INCIDENT_TRACE).await);
+    let (status, report) = server
+        .get_json(&format!("/api/runs/{INCIDENT_RUN}/report"))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_blamed_on_the_logged_error(&report);
     server.stop().await;
 }

@@ -1,21 +1,25 @@
-//! The project's `Span` back into an OTLP protobuf `ExportTraceServiceRequest`, for
-//! `tracecov import --server`, which sends imported spans to a running server the way any SDK
-//! would.
+//! The project's `Span` back into an OTLP protobuf `ExportTraceServiceRequest`, and its
+//! `TracedLog` into an `ExportLogsServiceRequest`, for `tracecov import --server`, which sends
+//! imported spans and log records to a running server the way any SDK would.
 //!
 //! This is the inverse of `ingest::convert` and must stay exact: the server converts the request
 //! back with that code, and `--server` must store what `--data` stores. Spans are grouped by
 //! resource, then scope, in order of first appearance; spans of one import share their
-//! resource's `Arc`, so the pointer finds the group without comparing attributes.
+//! resource's `Arc`, so the pointer finds the group without comparing attributes. A `TracedLog`
+//! keeps no resource or scope (the store keeps neither for a record), so log records go out under
+//! one empty resource and scope.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1 as common;
+use opentelemetry_proto::tonic::logs::v1 as logs;
 use opentelemetry_proto::tonic::resource::v1 as resource;
 use opentelemetry_proto::tonic::trace::v1 as trace;
 
-use crate::model::{Attributes, KeyValue, Resource, Scope, Span, Value};
+use crate::model::{Attributes, KeyValue, Resource, Scope, Span, TracedLog, Value};
 
 /// The spans of one scope, converted.
 type ScopeGroup<'a> = (&'a Arc<Scope>, Vec<trace::Span>);
@@ -69,6 +73,40 @@ pub fn request(spans: &[Span]) -> ExportTraceServiceRequest {
                 ..Default::default()
             })
             .collect(),
+    }
+}
+
+pub fn logs_request(records: &[TracedLog]) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![logs::ResourceLogs {
+            scope_logs: vec![logs::ScopeLogs {
+                log_records: records.iter().map(log_pb).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn log_pb(log: &TracedLog) -> logs::LogRecord {
+    let r = &log.record;
+    logs::LogRecord {
+        // `ingest::convert` takes the event time, else the observed time: either gives it back.
+        time_unix_nano: r.time_ns,
+        observed_time_unix_nano: r.time_ns,
+        severity_number: r.severity_number,
+        severity_text: r.severity_text.clone(),
+        // The body was kept as text; an empty one reads back empty without a value.
+        body: (!r.body.is_empty()).then(|| common::AnyValue {
+            value: Some(common::any_value::Value::StringValue(r.body.clone())),
+        }),
+        attributes: attrs_pb(&r.attributes),
+        trace_id: log.trace_id.as_bytes().to_vec(),
+        span_id: log
+            .span_id
+            .map(|s| s.as_bytes().to_vec())
+            .unwrap_or_default(),
+        ..Default::default()
     }
 }
 
@@ -239,5 +277,31 @@ mod tests {
         want.sort_by_key(|s| s.span_id);
         got.sort_by_key(|s| s.span_id);
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn log_records_survive_the_trip_through_otlp_protobuf_and_back() {
+        let record = |span: Option<u8>, body: &str, severity: i32| TracedLog {
+            trace_id: TraceId::from_bytes([7; 16]).unwrap(),
+            span_id: span.map(|s| SpanId::from_bytes([s; 8]).unwrap()),
+            record: crate::model::LogRecord {
+                time_ns: 1_600_000_000_000_000_123,
+                severity_number: severity,
+                severity_text: if severity >= 17 {
+                    "ERROR".into()
+                } else {
+                    String::new()
+                },
+                body: body.into(),
+                attributes: Attributes(vec![KeyValue::new("exception.type", "KeyError")]),
+            },
+        };
+        let sent = vec![
+            record(Some(1), "could not reserve stock", 17),
+            record(None, "", 9),
+        ];
+        let back = crate::ingest::convert::convert_logs(logs_request(&sent));
+        assert_eq!((back.rejected, back.without_trace), (0, 0));
+        assert_eq!(back.logs, sent);
     }
 }
