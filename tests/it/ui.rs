@@ -7,7 +7,9 @@
 //! edge no test touched is marked untested; a click on a cell opens the edge's interfaces and
 //! tests; the trace link of a failure opens the waterfall with the span the failure is placed on
 //! highlighted; and the hostile trace executes nothing on any page — no dialog opens, no element
-//! is injected. Every page is saved as a screenshot under `target/ui-screenshots/`.
+//! is injected. A trace sent with its OTLP log records shows them in the waterfall, the error
+//! evidence under its row and a secret in a body redacted. Every page is saved as a screenshot
+//! under `target/ui-screenshots/`.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -21,7 +23,7 @@ use tracecov::demo::{self, Fault};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-use crate::common::{HEADLESS_CHROMIUM, PATIENCE, TestServer, chromium};
+use crate::common::{HEADLESS_CHROMIUM, PATIENCE, TestServer, chromium, fixture};
 use crate::metrics::demo_run;
 
 const IMG: &str = "<img src=x onerror=alert(1)>";
@@ -798,5 +800,138 @@ async fn the_trace_view_shows_span_details_redacted() {
         body.contains("pay.example.com"),
         "redaction keeps what is not secret"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waterfall_shows_a_spans_log_records_redacted() {
+    // The hand-written incident (tests/fixtures/README.md): each line sent to the receiver it
+    // is for, the logs before and after the spans as the file has them.
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CONSUMER: &str = "2000000000000001";
+    let server = TestServer::start().await;
+    let file = std::fs::read_to_string(fixture("otlp-json/order-incident.jsonl")).unwrap();
+    for line in file.lines() {
+        let signal = if line.starts_with("{\"resourceLogs\"") {
+            "logs"
+        } else {
+            "traces"
+        };
+        let resp = server
+            .http
+            .post(format!("{}/v1/{signal}", server.addrs.otlp_http_url()))
+            .header("content-type", "application/json")
+            .body(line.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{signal}: {:?}", resp.text().await);
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = server.get_json(&format!("/api/traces/{TRACE}")).await;
+        let logs = body["spans"].as_array().and_then(|spans| {
+            spans
+                .iter()
+                .find(|s| s["span_id"] == CONSUMER)
+                .map(|s| s["logs"].as_array().map_or(0, Vec::len))
+        });
+        if status == 200 && logs == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trace and its records never arrived: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ui = server.addrs.ui_url();
+    tokio::task::block_in_place(|| {
+        let browser = Browser::launch();
+        let mut page = Page::open(&browser);
+        page.goto(&format!("{ui}/traces/{TRACE}"));
+        // Under the consumer's row, the ERROR record, marked as error evidence by a symbol and
+        // a word, with its offset from the trace's start (shown while the row is closed).
+        let under = page.eval(&format!(
+            "(() => {{ const u = document.querySelector('ul.wf-evidence[data-span=\"{CONSUMER}\"]'); \
+             return u && [u.textContent, u.querySelectorAll('li').length, \
+               document.querySelector('details.wf-row[data-span=\"{CONSUMER}\"]').open]; }})()"
+        ));
+        let text = under[0]
+            .as_str()
+            .unwrap_or_else(|| panic!("no evidence row: {under}"));
+        assert!(
+            text.contains("+35.0 ms")
+                && text.contains("✗ ERROR")
+                && text.contains(
+                    "reserve failed for order 42: stock db refused login password=[REDACTED]"
+                ),
+            "{text}"
+        );
+        assert_eq!(
+            under[1], 1,
+            "only the error evidence is listed under the row"
+        );
+        // The failure is placed on the consumer (blamed from its log record), so its row is
+        // open: both records, in time order, the ERROR one marked.
+        assert_eq!(under[2], true, "the consumer's row is not open: {under}");
+        let rows = page.eval(&format!(
+            "[...document.querySelectorAll('details.wf-row[data-span=\"{CONSUMER}\"] table.logs > tbody > tr')]\
+             .map(r => [r.className, r.innerText])"
+        ));
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0][0], "");
+        assert!(
+            rows[0][1].as_str().unwrap().contains("INFO")
+                && rows[0][1]
+                    .as_str()
+                    .unwrap()
+                    .contains("reserving stock for order 42"),
+            "{rows:?}"
+        );
+        assert_eq!(rows[1][0], "log-error");
+        let error_row = rows[1][1].as_str().unwrap();
+        assert!(
+            error_row.contains("ERROR") && error_row.contains("1 attribute"),
+            "{rows:?}"
+        );
+        page.screenshot("trace-logs");
+        // Closed by a click, the row shows its error evidence beneath it, on screen.
+        let evidence = format!(
+            "[document.querySelector('details.wf-row[data-span=\"{CONSUMER}\"]').open, \
+              document.querySelector('ul.wf-evidence[data-span=\"{CONSUMER}\"]').offsetHeight > 0, \
+              document.querySelector('ul.wf-evidence[data-span=\"{CONSUMER}\"]').innerText]"
+        );
+        assert_eq!(
+            page.eval(&evidence)[1],
+            false,
+            "said twice under an open row"
+        );
+        page.click(&format!(
+            "details.wf-row[data-span=\"{CONSUMER}\"] > summary"
+        ));
+        let closed = page.eval(&evidence);
+        assert_eq!(
+            (&closed[0], &closed[1]),
+            (&json!(false), &json!(true)),
+            "{closed}"
+        );
+        assert!(
+            closed[2]
+                .as_str()
+                .unwrap()
+                .contains("✗ ERROR reserve failed for order 42"),
+            "{closed}"
+        );
+        page.screenshot("trace-logs-closed");
+        // The secret is nowhere in the page, not even in markup or attributes.
+        let html = page.eval("document.documentElement.outerHTML");
+        assert!(
+            !html.as_str().unwrap().contains("hunter2"),
+            "the secret is on the page"
+        );
+        page.assert_nothing_injected("trace page with logs");
+    });
     server.stop().await;
 }

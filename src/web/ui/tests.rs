@@ -160,16 +160,24 @@ fn trace_view_lists_a_spans_log_records_and_marks_the_error_evidence() {
     assert_inert(&html);
     // The ERROR record is listed under the row, closed as it is, with its offset from the
     // trace's start and only its first line; the INFO record only in the details.
-    let under = &html[html.find("<ul class=\"wf-evidence\"").expect("evidence under the row")..];
+    let under = &html[html
+        .find("<ul class=\"wf-evidence\"")
+        .expect("evidence under the row")..];
     let under = &under[..under.find("</ul>").unwrap()];
     assert!(under.contains("+2.5 ms"), "{under}");
     assert!(under.contains("✗ ERROR"), "{under}");
     assert!(under.contains("reserve failed &lt;img"), "{under}");
-    assert!(!under.contains("at line 2") && !under.contains("reserving"), "{under}");
+    assert!(
+        !under.contains("at line 2") && !under.contains("reserving"),
+        "{under}"
+    );
     assert!(html.contains("2 logs"), "the row counts its records");
     let table = &html[html.find("<table class=\"logs\"").expect("a log table")..];
     assert!(table.contains("<tr class=\"log-error\">"), "{table}");
-    assert!(table.contains("+1.0 ms") && table.contains("INFO"), "{table}");
+    assert!(
+        table.contains("+1.0 ms") && table.contains("INFO"),
+        "{table}"
+    );
 }
 
 #[test]
