@@ -933,5 +933,23 @@ async fn the_waterfall_shows_a_spans_log_records_redacted() {
         );
         page.assert_nothing_injected("trace page with logs");
     });
+    // The bug page quotes the record the failure was blamed from, redacted.
+    let bug = server
+        .http
+        .get(format!("{ui}/traces/{TRACE}/bug"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let logs = bug
+        .split("id=\"bug-logs\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no log records on the bug page: {bug}"));
+    assert!(
+        logs.contains("reserve failed for order 42") && !bug.contains("hunter2"),
+        "{logs}"
+    );
     server.stop().await;
 }

@@ -92,6 +92,17 @@ fn render(bug: &BugReport) -> Markup {
                 @if let Some(c) = f.evidence.client_ms { li { "caller's side: " (layout::ms(Some(c))) } }
                 @if let Some(s) = f.evidence.server_ms { li { "callee's side: " (layout::ms(Some(s))) } }
                 @if !f.collateral.is_empty() { li { "consequences (collateral errors): " (f.collateral.len()) } }
+                @if !f.evidence.no_error_recorded.is_empty() {
+                    li { "calls that recorded no error, stepped through: " (f.evidence.no_error_recorded.len()) }
+                }
+            }
+            @if !f.evidence.logs.is_empty() {
+                h3 { "Log records of the span the failure is placed on" }
+                ul #bug-logs {
+                    @for l in &f.evidence.logs {
+                        li { span.badge { (l.severity) } " " code { (l.body) } }
+                    }
+                }
             }
             @if let Some(st) = f.evidence.exception.as_ref().and_then(|x| x.stacktrace.as_ref()) {
                 pre { (st) }
