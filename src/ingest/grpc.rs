@@ -10,9 +10,6 @@
 //!   (retryable);
 //! - some spans invalid → OK with `partial_success`.
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -56,19 +53,37 @@ const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService
 /// Every OTLP collector service's paths start so; the admission layer guards them all.
 const OTLP_SERVICES: &str = "/opentelemetry.proto.collector.";
 
+impl RawExport for Traces {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const EXPORT: &'static str = TRACE_EXPORT;
+    type Answer = ExportTraceServiceResponse;
+    fn export(
+        self: Arc<Self>,
+        request: Request<Bytes>,
+    ) -> BoxFuture<'static, Result<Response<ExportTraceServiceResponse>, Status>> {
+        Box::pin(self.export_traces(request))
+    }
+}
+
+/// The reservation a request was admitted with, taken out of its extensions: held by the
+/// service until the export is answered.
+fn reservation<T>(request: &mut Request<T>) -> Option<Reservation> {
+    request
+        .extensions_mut()
+        .remove::<Admitted>()
+        .and_then(|a| a.0.lock().ok()?.take())
+}
+
 impl Traces {
     /// One export: its message arrives as raw bytes (`RawCodec`), is decoded and converted on a
     /// blocking thread (CPU work kept off the async workers), then queued for the store.
-    async fn export(
+    async fn export_traces(
         self: Arc<Self>,
         mut request: Request<Bytes>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         // Held until the export is answered (see `admission`); absent only if the layer let the
         // request through without one (a malformed frame tonic itself refuses).
-        let _reservation = request
-            .extensions_mut()
-            .remove::<Admitted>()
-            .and_then(|a| a.0.lock().ok()?.take());
+        let _reservation = reservation(&mut request);
         let body = request.into_inner();
         let forward = !self.forward.is_empty();
         let (converted, forwarded) = tokio::task::spawn_blocking(move || {
@@ -109,9 +124,8 @@ impl Traces {
 }
 
 /// A codec whose requests are the message's bytes, undecoded: tonic would otherwise decode on
-/// the async worker that polls the connection.
-#[derive(Default)]
-struct RawCodec;
+/// the async worker that polls the connection. Answers (`R`) are encoded as usual.
+struct RawCodec<R>(std::marker::PhantomData<R>);
 
 struct RawDecoder;
 
@@ -123,10 +137,10 @@ impl Decoder for RawDecoder {
     }
 }
 
-impl Codec for RawCodec {
-    type Encode = ExportTraceServiceResponse;
+impl<R: prost::Message + Default + Send + 'static> Codec for RawCodec<R> {
+    type Encode = R;
     type Decode = Bytes;
-    type Encoder = ProstEncoder<ExportTraceServiceResponse>;
+    type Encoder = ProstEncoder<R>;
     type Decoder = RawDecoder;
     fn encoder(&mut self) -> Self::Encoder {
         ProstEncoder::default()
@@ -136,28 +150,50 @@ impl Codec for RawCodec {
     }
 }
 
-/// The trace service, written out rather than generated so that it can use `RawCodec`.
-#[derive(Clone)]
-struct TraceServer {
-    traces: Arc<Traces>,
+/// An OTLP service with one method, `Export`, whose request it decodes itself (off the async
+/// workers) from the raw message.
+trait RawExport: Send + Sync + 'static {
+    /// The service's full name, and its one method's path.
+    const NAME: &'static str;
+    const EXPORT: &'static str;
+    type Answer: prost::Message + Default + Send + 'static;
+    fn export(
+        self: Arc<Self>,
+        request: Request<Bytes>,
+    ) -> BoxFuture<'static, Result<Response<Self::Answer>, Status>>;
+}
+
+/// A `RawExport` service as tonic serves it: written out rather than generated, so that it can
+/// use `RawCodec`.
+struct RawServer<S> {
+    service: Arc<S>,
     max_message_bytes: usize,
 }
 
-impl NamedService for TraceServer {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-}
-
-struct ExportMethod(Arc<Traces>);
-
-impl UnaryService<Bytes> for ExportMethod {
-    type Response = ExportTraceServiceResponse;
-    type Future = BoxFuture<'static, Result<Response<ExportTraceServiceResponse>, Status>>;
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        Box::pin(self.0.clone().export(request))
+impl<S> Clone for RawServer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            service: self.service.clone(),
+            max_message_bytes: self.max_message_bytes,
+        }
     }
 }
 
-impl<B> tower::Service<http::Request<B>> for TraceServer
+impl<S: RawExport> NamedService for RawServer<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+struct ExportMethod<S>(Arc<S>);
+
+impl<S: RawExport> UnaryService<Bytes> for ExportMethod<S> {
+    type Response = S::Answer;
+    type Future = BoxFuture<'static, Result<Response<S::Answer>, Status>>;
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        self.0.clone().export(request)
+    }
+}
+
+impl<S: RawExport, B> tower::Service<http::Request<B>> for RawServer<S>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
@@ -173,14 +209,14 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            if req.uri().path() != TRACE_EXPORT {
+            if req.uri().path() != S::EXPORT {
                 return Ok(Status::unimplemented("no such method").into_http());
             }
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
+            let mut grpc = tonic::server::Grpc::new(RawCodec::<S::Answer>(Default::default()))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(this.max_message_bytes);
-            Ok(grpc.unary(ExportMethod(this.traces), req).await)
+            Ok(grpc.unary(ExportMethod(this.service), req).await)
         })
     }
 }
@@ -398,20 +434,37 @@ struct Logs {
     queue: IngestQueue,
 }
 
-#[tonic::async_trait]
-impl LogsService for Logs {
-    async fn export(
-        &self,
-        mut request: Request<ExportLogsServiceRequest>,
+impl RawExport for Logs {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const EXPORT: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    type Answer = ExportLogsServiceResponse;
+    fn export(
+        self: Arc<Self>,
+        request: Request<Bytes>,
+    ) -> BoxFuture<'static, Result<Response<ExportLogsServiceResponse>, Status>> {
+        Box::pin(self.export_logs(request))
+    }
+}
+
+impl Logs {
+    /// Like traces: decoded and converted on a blocking thread, then queued.
+    async fn export_logs(
+        self: Arc<Self>,
+        mut request: Request<Bytes>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let _reservation = request
-            .extensions_mut()
-            .remove::<Admitted>()
-            .and_then(|a| a.0.lock().ok()?.take());
-        let request = request.into_inner();
-        let converted = tokio::task::spawn_blocking(move || convert_logs(request))
-            .await
-            .map_err(|e| Status::internal(format!("converting failed: {e}")))?;
+        let _reservation = reservation(&mut request);
+        let body = request.into_inner();
+        let converted = tokio::task::spawn_blocking(move || {
+            ExportLogsServiceRequest::decode(&body[..])
+                .map(convert_logs)
+                .map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "failed to decode the OTLP protobuf message: {e}"
+                    ))
+                })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("decoding failed: {e}")))??;
         self.queue
             .counters
             .logs_without_trace
@@ -477,8 +530,8 @@ pub async fn serve(
     max_message_bytes: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let traces = TraceServer {
-        traces: Arc::new(Traces {
+    let traces = RawServer {
+        service: Arc::new(Traces {
             queue: queue.clone(),
             forward,
         }),
@@ -487,11 +540,10 @@ pub async fn serve(
     let metrics = MetricsServiceServer::new(Discard)
         .max_decoding_message_size(max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip);
-    let logs = LogsServiceServer::new(Logs {
-        queue: queue.clone(),
-    })
-    .max_decoding_message_size(max_message_bytes)
-    .accept_compressed(CompressionEncoding::Gzip);
+    let logs = RawServer {
+        service: Arc::new(Logs { queue }),
+        max_message_bytes,
+    };
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(remap_codec_status))
         .layer(AdmitLayer {
