@@ -307,18 +307,7 @@ impl AdmitLayer {
         }
         let (mut parts, mut body) = req.into_parts();
         let mut head = BytesMut::new();
-        let read_error = |e: Status| Status::cancelled(format!("reading the request failed: {e}"));
-        while head.len() < 5 {
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        head.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => return Err(read_error(e)),
-                None => break,
-            }
-        }
+        read_at_least(&mut body, &mut head, 5).await?;
         let len = (head.len() >= 5)
             .then(|| u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize);
         let Some(len) = len.filter(|&n| n <= self.max_message_bytes) else {
@@ -338,17 +327,7 @@ impl AdmitLayer {
                 .get("grpc-encoding")
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
         let body = if gzip {
-            while head.len() < 5 + len {
-                match body.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            head.extend_from_slice(&data);
-                        }
-                    }
-                    Some(Err(e)) => return Err(read_error(e)),
-                    None => break,
-                }
-            }
+            read_at_least(&mut body, &mut head, 5 + len).await?;
             if head.len() < 5 + len {
                 return Err(Status::invalid_argument(
                     "the request ended inside its message",
@@ -390,6 +369,30 @@ impl AdmitLayer {
             .insert(Admitted(Arc::new(Mutex::new(Some(reservation)))));
         Ok(http::Request::from_parts(parts, body))
     }
+}
+
+/// Reads `body` into `head` until it holds `n` bytes or the body ends.
+async fn read_at_least(
+    body: &mut tonic::body::Body,
+    head: &mut BytesMut,
+    n: usize,
+) -> Result<(), Status> {
+    while head.len() < n {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    head.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => {
+                return Err(Status::cancelled(format!(
+                    "reading the request failed: {e}"
+                )));
+            }
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 /// `head`, then the rest of `body`.

@@ -57,6 +57,18 @@ impl TestServer {
         (status, resp.json().await.unwrap())
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.api("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn stats(&self) -> Value {
         self.get_json("/api/stats").await.1
     }

@@ -63,15 +63,7 @@ async fn metrics_until(
 ) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let text = server
-            .http
-            .get(server.api("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics().await;
         let m = parse_exposition(&text);
         if done(&m) {
             return m;

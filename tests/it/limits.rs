@@ -125,13 +125,7 @@ async fn exports_are_admitted_by_declared_size_before_their_bodies_are_read() {
     // The held export is admitted as soon as its headers are in: wait until the budget says so.
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let metrics = server
-            .http
-            .get(server.api("/metrics"))
-            .send()
-            .await
-            .unwrap();
-        let text = metrics.text().await.unwrap();
+        let text = server.metrics().await;
         if text
             .lines()
             .any(|l| l.starts_with("tracecov_request_memory_bytes ") && !l.ends_with(" 0"))
@@ -205,15 +199,7 @@ async fn gzip_grpc_exports_are_stored() {
 async fn each_listener_holds_a_bounded_number_of_connections() {
     let server = TestServer::start_with(|c| c.max_connections = 4).await;
     let open_http = || async {
-        let text = server
-            .http
-            .get(server.api("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics().await;
         text.lines()
             .find_map(|l| l.strip_prefix("tracecov_open_connections{listener=\"otlp_http\"} "))
             .map(|v| v.parse::<f64>().unwrap() as u64)

@@ -3,8 +3,6 @@
 //! a hand-made request; records without one are accepted and counted; bad input is answered
 //! as for spans.
 
-use std::process::Command;
-
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
@@ -12,32 +10,15 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyInner;
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use prost::Message;
 
-use crate::common::{TestServer, kv, repo_root, request, trace_id_for};
-use crate::python_sdk::python;
+use crate::common::{TestServer, kv, request, trace_id_for};
+use crate::python_sdk::run_script;
 
 async fn python_logs(server: &TestServer, protocol: &str) -> (String, String) {
     let endpoint = match protocol {
         "grpc" => server.addrs.otlp_grpc_url(),
         _ => server.addrs.otlp_http_url(),
     };
-    let script = repo_root().join("tests/python/log_spans.py");
-    let protocol = protocol.to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(script)
-            .arg(protocol)
-            .arg(endpoint)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = run_script("log_spans.py", protocol, endpoint, Vec::new()).await;
     let mut ids = stdout.split_whitespace().map(str::to_owned);
     (ids.next().unwrap(), ids.next().unwrap())
 }
@@ -69,15 +50,7 @@ async fn python_logging_records_join_their_spans_over_grpc_and_http() {
         assert_eq!(logs[1]["attributes"]["exception.type"], "KeyError");
     }
     // The record outside any span carried no trace: accepted, counted, not kept.
-    let metrics = server
-        .http
-        .get(server.api("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("tracecov_logs_dropped_total{reason=\"no_trace\"} 2"),
         "{metrics}"

@@ -19,19 +19,27 @@ pub fn python() -> PathBuf {
     p
 }
 
-async fn python_export(protocol: &str) {
-    let server = TestServer::start().await;
-    let endpoint = match protocol {
-        "grpc" => server.addrs.otlp_grpc_url(),
-        _ => server.addrs.otlp_http_url(),
-    };
-    let script = repo_root().join("tests/python/export_spans.py");
-    let protocol_owned = protocol.to_owned();
+/// Runs `tests/python/SCRIPT PROTOCOL ENDPOINT` with the venv's Python and `env`, and returns
+/// what it printed; a failed script fails the test. OTEL_EXPORTER_OTLP_HEADERS is cleared first,
+/// and so are the CA variables some machines set, which `requests` would let override an
+/// exporter's own OTEL_EXPORTER_OTLP_CERTIFICATE.
+pub async fn run_script(
+    script: &str,
+    protocol: &str,
+    endpoint: String,
+    env: Vec<(&'static str, String)>,
+) -> String {
+    let script = repo_root().join("tests/python").join(script);
+    let protocol = protocol.to_owned();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python())
             .arg(script)
-            .arg(protocol_owned)
+            .arg(protocol)
             .arg(endpoint)
+            .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE")
+            .envs(env)
             .output()
             .unwrap()
     })
@@ -42,7 +50,19 @@ async fn python_export(protocol: &str) {
         "python exporter failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let trace_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn python_export(protocol: &str) {
+    let server = TestServer::start().await;
+    let endpoint = match protocol {
+        "grpc" => server.addrs.otlp_grpc_url(),
+        _ => server.addrs.otlp_http_url(),
+    };
+    let trace_id = run_script("export_spans.py", protocol, endpoint, Vec::new())
+        .await
+        .trim()
+        .to_owned();
     server.wait_for_spans(3).await;
     let trace = server.trace(&trace_id).await;
     let spans = trace["spans"].as_array().unwrap();

@@ -57,15 +57,7 @@ async fn post(server: &TestServer, body: Vec<u8>) {
 
 /// The settle worker's counter of stored results and its backlog, from `/metrics`.
 async fn computed(server: &TestServer) -> (u64, u64) {
-    let text = server
-        .http
-        .get(server.api("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     let value = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))

@@ -10,8 +10,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 use tracecov::config::{Secret, TlsFiles};
 
-use crate::common::{TestServer, repo_root, request};
-use crate::python_sdk::python;
+use crate::common::{TestServer, request};
+use crate::python_sdk::{python, run_script};
 
 /// Runs tests/python/export_spans.py with `env`; returns the trace id it printed.
 async fn python_export(
@@ -19,30 +19,10 @@ async fn python_export(
     endpoint: String,
     env: Vec<(&'static str, String)>,
 ) -> String {
-    let script = repo_root().join("tests/python/export_spans.py");
-    let protocol = protocol.to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(script)
-            .arg(&protocol)
-            .arg(endpoint)
-            .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
-            // `requests` lets these (set on some CI machines) override the exporter's own
-            // OTEL_EXPORTER_OTLP_CERTIFICATE.
-            .env_remove("REQUESTS_CA_BUNDLE")
-            .env_remove("CURL_CA_BUNDLE")
-            .envs(env)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python exporter failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    run_script("export_spans.py", protocol, endpoint, env)
+        .await
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
