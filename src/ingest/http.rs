@@ -250,7 +250,7 @@ async fn read_body(
     if !gzip {
         return Ok((raw, reservation));
     }
-    tokio::task::spawn_blocking(move || {
+    off_workers("decompression", move || {
         let out = inflate(&raw, limit, &mut reservation).map_err(|e| match e {
             Inflate::TooLarge => too_large(limit),
             Inflate::NoRoom(e) => no_room(e),
@@ -263,11 +263,18 @@ async fn read_body(
         Ok((out, reservation))
     })
     .await
-    .map_err(|e| {
+}
+
+/// Runs CPU work (inflating, decoding, converting) on the blocking pool, off the async workers.
+async fn off_workers<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
         Refusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             tonic::Code::Internal,
-            format!("decompression failed: {e}"),
+            format!("{what} failed: {e}"),
         )
     })?
 }
@@ -390,7 +397,7 @@ async fn handle_traces(
     // Decoding a large body is CPU work: keep it off the async workers. What is forwarded is
     // OTLP protobuf: a protobuf body as received, a JSON one encoded once here.
     let forward = !state.forward.is_empty();
-    let (converted, forwarded) = tokio::task::spawn_blocking(move || {
+    let (converted, forwarded) = off_workers("decoding", move || {
         let request = decode(encoding, &body)?;
         let forwarded = forward.then(|| {
             let bytes = match encoding {
@@ -401,14 +408,7 @@ async fn handle_traces(
         });
         Ok::<_, Refusal>((convert_request(request), forwarded))
     })
-    .await
-    .map_err(|e| {
-        Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            tonic::Code::Internal,
-            format!("decoding failed: {e}"),
-        )
-    })??;
+    .await?;
     let rejected = converted.rejected;
     let message = converted.error_message();
     if rejected > 0 {
@@ -455,7 +455,7 @@ async fn handle_logs(
     let encoding = encoding.unwrap_or(Encoding::Protobuf);
     let (reservation, body) = admit(state, headers, body, encoding).await?;
     let (body, _reservation) = read_body(headers, body, state.max_body_bytes, reservation).await?;
-    let converted = tokio::task::spawn_blocking(move || {
+    let converted = off_workers("decoding", move || {
         let request = match encoding {
             Encoding::Protobuf => ExportLogsServiceRequest::decode(&body[..])
                 .map_err(|e| format!("invalid OTLP protobuf body: {e}")),
@@ -465,14 +465,7 @@ async fn handle_logs(
         .map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, m))?;
         Ok::<_, Refusal>(convert_logs(request))
     })
-    .await
-    .map_err(|e| {
-        Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            tonic::Code::Internal,
-            format!("decoding failed: {e}"),
-        )
-    })??;
+    .await?;
     let counters = &state.queue.counters;
     counters
         .logs_without_trace

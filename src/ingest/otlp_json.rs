@@ -357,6 +357,16 @@ fn any(v: JAnyValue) -> common::AnyValue {
     common::AnyValue { value }
 }
 
+impl JResource {
+    fn into_proto(self) -> resource::Resource {
+        resource::Resource {
+            attributes: kvs(self.attributes),
+            dropped_attributes_count: self.dropped_attributes_count.0 as u32,
+            entity_refs: Vec::new(),
+        }
+    }
+}
+
 impl JRequest {
     fn into_proto(self) -> ExportTraceServiceRequest {
         ExportTraceServiceRequest {
@@ -364,11 +374,7 @@ impl JRequest {
                 .resource_spans
                 .into_iter()
                 .map(|rs| trace::ResourceSpans {
-                    resource: rs.resource.map(|r| resource::Resource {
-                        attributes: kvs(r.attributes),
-                        dropped_attributes_count: r.dropped_attributes_count.0 as u32,
-                        entity_refs: Vec::new(),
-                    }),
+                    resource: rs.resource.map(JResource::into_proto),
                     scope_spans: rs
                         .scope_spans
                         .into_iter()
@@ -571,11 +577,7 @@ impl JLogsRequest {
                 .resource_logs
                 .into_iter()
                 .map(|rl| logs::ResourceLogs {
-                    resource: rl.resource.map(|r| resource::Resource {
-                        attributes: kvs(r.attributes),
-                        dropped_attributes_count: r.dropped_attributes_count.0 as u32,
-                        entity_refs: Vec::new(),
-                    }),
+                    resource: rl.resource.map(JResource::into_proto),
                     scope_logs: rl
                         .scope_logs
                         .into_iter()
