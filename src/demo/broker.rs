@@ -3,11 +3,13 @@
 //! A message carries its body and headers, and the producer's trace context travels in those
 //! headers as it would through Kafka or RabbitMQ; the queue itself reports no spans. The broker
 //! also counts published and processed messages so a suite run can wait for the asynchronous
-//! consumer before it reports (its spans belong to the tests that published).
+//! consumer before it reports (its spans belong to the tests that published), and keeps each
+//! message's outcome (acknowledged, or dropped by the consumer) for a publisher that waits for it,
+//! as a test does that publishes an event and then checks it was handled.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanKind, TraceContextExt as _};
@@ -41,6 +43,8 @@ pub(crate) struct Broker {
 struct Counts {
     published: AtomicU64,
     processed: AtomicU64,
+    /// Each processed message's outcome by id: true when the consumer acknowledged it.
+    outcomes: Mutex<HashMap<String, bool>>,
     changed: Notify,
 }
 
@@ -97,10 +101,30 @@ impl Broker {
         result
     }
 
-    /// Called by the consumer after each message, handled or not.
-    pub fn processed(&self) {
+    /// Called by the consumer after each message: `handled` when it acknowledged the message,
+    /// false when it dropped it.
+    pub fn processed(&self, id: &str, handled: bool) {
+        if let Ok(mut outcomes) = self.counts.outcomes.lock() {
+            outcomes.insert(id.to_owned(), handled);
+        }
         self.counts.processed.fetch_add(1, Ordering::SeqCst);
         self.counts.changed.notify_waiters();
+    }
+
+    /// Waits until the message `id` was processed, at most `limit`: its outcome (true when it
+    /// was acknowledged), or None when the consumer has not taken it by then.
+    pub async fn outcome(&self, id: &str, limit: Duration) -> Option<bool> {
+        let counts = &self.counts;
+        let done = async {
+            loop {
+                let changed = counts.changed.notified();
+                if let Some(&handled) = counts.outcomes.lock().ok()?.get(id) {
+                    return Some(handled);
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(limit, done).await.ok().flatten()
     }
 
     /// Waits until every published message was processed, at most `limit`.

@@ -4,7 +4,10 @@
 //! The poster is sold out, so reserving it answers FAILED_PRECONDITION (the out-of-stock test
 //! expects that). Under `inventory:slow` every gRPC method takes longer than its callers'
 //! deadline. The consumer starts each CONSUMER span as a child of the producer's context and
-//! links it to the producer too: the pairing tracecov reads either way.
+//! links it to the producer too: the pairing tracecov reads either way. Under
+//! `inventory:consumer-error` the consumer cannot commit any order: it logs the exception as an
+//! OTLP log record of its span and drops the message, leaving the span's status unset (as many
+//! consumers do), so the log record is the only trace of the error.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,6 +35,8 @@ struct Stock {
     telemetry: Telemetry,
     addr: SocketAddr,
     slow: bool,
+    /// `inventory:consumer-error`: every order event fails to commit and is dropped.
+    consumer_fails: bool,
     products: Mutex<BTreeMap<String, pb::Product>>,
     reservations: AtomicU64,
     /// Orders whose reservation the consumer committed.
@@ -74,6 +79,7 @@ pub(crate) fn spawn(
         telemetry,
         addr,
         slow: faults.has(Fault::InventorySlow),
+        consumer_fails: faults.has(Fault::InventoryConsumerError),
         products: Mutex::new(catalog()),
         reservations: AtomicU64::new(0),
         fulfilled: Mutex::new(Vec::new()),
@@ -221,13 +227,14 @@ async fn consume(
             () = shutdown.cancelled() => None,
         };
         let Some(message) = message else { break };
-        process(&stock, message);
-        broker.processed();
+        let id = message.id.clone();
+        let handled = process(&stock, message);
+        broker.processed(&id, handled);
     }
 }
 
-/// Handles one order event in a CONSUMER span.
-fn process(stock: &Stock, message: Message) {
+/// Handles one order event in a CONSUMER span; true when the order was committed.
+fn process(stock: &Stock, message: Message) -> bool {
     let producer = stock.telemetry.extract_map(&message.headers);
     let producer_span = producer.span().span_context().clone();
     let links = if producer_span.is_valid() {
@@ -249,17 +256,36 @@ fn process(stock: &Stock, message: Message) {
         ],
         links,
     );
-    match serde_json::from_slice::<OrderPlaced>(&message.body) {
+    let handled = match serde_json::from_slice::<OrderPlaced>(&message.body) {
+        Ok(order) if stock.consumer_fails => {
+            // Logged and dropped; the span's status stays unset.
+            stock.telemetry.log_error(
+                &cx,
+                &format!(
+                    "dropping order event {}: cannot commit reservation",
+                    order.order_id
+                ),
+                "LedgerLockError",
+                &format!(
+                    "reservation {} is locked by another writer",
+                    order.reservation_id
+                ),
+            );
+            false
+        }
         Ok(order) => {
             if let Ok(mut fulfilled) = stock.fulfilled.lock() {
                 fulfilled.push(order.order_id);
             }
+            true
         }
         Err(e) => {
             let text = format!("cannot decode order event: {e}");
             record_exception(&cx, "serde_json::Error", &text);
             set_error(&cx, text);
+            false
         }
-    }
+    };
     cx.span().end();
+    handled
 }

@@ -3,10 +3,12 @@
 //! It is real in every part tracecov looks at. Seven services, each a server on its own loopback
 //! port with its own OpenTelemetry tracer provider (own `service.name` and `service.version`, no
 //! `service.namespace`), export OTLP/HTTP through the SDK's batch processor and propagate W3C
-//! trace context on every call:
+//! trace context on every call (inventory exports its log records through the SDK's logs
+//! pipeline as well):
 //!
 //! ```text
 //! shop-tests ─HTTP─> gateway ─HTTP─> users ─SQL─> db:sqlite/users
+//!            ─send─> queue:memory/orders ─process─> inventory
 //!                            ─HTTP─> cart
 //!                            ─gRPC─> inventory            (tracecov.demo.v1.Inventory)
 //!                            ─HTTP─> notifications ─HTTP─> ext:email-provider (no spans)
@@ -94,6 +96,9 @@ pub enum Fault {
     InventorySlow,
     /// `checkout:bad-response`: checkout renames `order_id` in its order replies.
     CheckoutBadResponse,
+    /// `inventory:consumer-error`: inventory's queue consumer logs an exception and drops every
+    /// order event, its span status left unset.
+    InventoryConsumerError,
 }
 
 impl Fault {
@@ -106,6 +111,7 @@ impl Fault {
             Fault::Users401 => "users:401",
             Fault::InventorySlow => "inventory:slow",
             Fault::CheckoutBadResponse => "checkout:bad-response",
+            Fault::InventoryConsumerError => "inventory:consumer-error",
         }
     }
 
@@ -120,6 +126,9 @@ impl Fault {
             Fault::InventorySlow => "inventory answers after its callers' gRPC deadline",
             Fault::CheckoutBadResponse => {
                 "checkout renames a field in its replies, so the gateway cannot decode them"
+            }
+            Fault::InventoryConsumerError => {
+                "inventory's queue consumer logs an error and drops every order event"
             }
         }
     }
@@ -170,6 +179,7 @@ pub fn all_faults() -> Vec<Fault> {
         Fault::Users401,
         Fault::InventorySlow,
         Fault::CheckoutBadResponse,
+        Fault::InventoryConsumerError,
     ]
 }
 
@@ -185,10 +195,13 @@ pub fn all_faults() -> Vec<Fault> {
 /// | `users:401` | signup, login, login_bad_password, password_reset_email | gateway → users (`POST /users`, `POST /sessions`, `POST /password-resets`) | `auth` |
 /// | `inventory:slow` | browse_products, product_details, checkout_paid, checkout_card_declined, checkout_out_of_stock, order_confirmation_email, view_order | gateway → inventory (`ListProducts`, `GetProduct`) and checkout → inventory (`Reserve`): DEADLINE_EXCEEDED | `timeout` (blamed: inventory) |
 /// | `checkout:bad-response` | checkout_paid, order_confirmation_email, view_order | gateway → checkout, `POST /orders` (200 answered, then a `serde_json::Error` in the gateway's server span) | `response_rejected` |
+/// | `inventory:consumer-error` | order_event_fulfilled | `queue:memory/orders` → inventory, `orders` (the consumer span's status is unset; its ERROR log record puts it in error, and the walk crosses the test's producer span, which recorded no outcome) | `callee_error` (blamed: inventory; exception `LedgerLockError` from the log record) |
 ///
 /// Errors that are not failures, for the error counts: `login_bad_password` expects users'
 /// 401, `checkout_card_declined` payments' 402, `checkout_out_of_stock` inventory's
-/// FAILED_PRECONDITION; under `email:down`, `checkout_paid` and `view_order` still pass while
+/// FAILED_PRECONDITION; under `inventory:consumer-error`, the orders checkout publishes are dropped
+/// too, errors below tests that pass (they check the checkout's answer, not the fulfilment); under
+/// `email:down`, `checkout_paid` and `view_order` still pass while
 /// checkout → notifications fails below them (the order is paid, its email is retried later).
 /// With several faults, a test fails at the first faulty hop on its path (under the default
 /// scenario, `order_confirmation_email` fails at payments before it reaches the email).
@@ -231,6 +244,7 @@ pub fn expected_failures(faults: &[Fault]) -> BTreeSet<&'static str> {
             Fault::CheckoutBadResponse => {
                 &["checkout_paid", "order_confirmation_email", "view_order"]
             }
+            Fault::InventoryConsumerError => &["order_event_fulfilled"],
         };
         out.extend(tests.iter().copied());
     }
@@ -356,7 +370,13 @@ pub async fn start(config: ShopConfig) -> anyhow::Result<Shop> {
     providers.push(t.clone());
     tasks.push(payments::spawn(payments_l, t, &faults, shutdown.clone())?);
 
-    let t = telemetry("inventory")?;
+    // Inventory logs through OpenTelemetry too: its consumer's errors exist only as log records.
+    let t = Telemetry::with_logs(
+        "inventory",
+        &config.otlp_endpoint,
+        &config.resource_attributes,
+    )
+    .context("cannot set up the tracer and logger providers of inventory")?;
     providers.push(t.clone());
     tasks.extend(inventory::spawn(
         inventory_l,
@@ -394,7 +414,7 @@ pub async fn start(config: ShopConfig) -> anyhow::Result<Shop> {
     let t = telemetry(TEST_SERVICE)?;
     providers.push(t.clone());
     let gateway_url = format!("http://{}", addrs.gateway);
-    let driver = suite::Driver::new(t, gateway_url.clone())?;
+    let driver = suite::Driver::new(t, gateway_url.clone(), broker.clone())?;
 
     Ok(Shop {
         gateway_url,

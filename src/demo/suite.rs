@@ -2,7 +2,9 @@
 //!
 //! Every test case is a root span named after the test, with `test.case.name` and, when it
 //! ends, `test.case.result.status` (`pass`/`fail`; status ERROR and the reason on failure). Its
-//! HTTP calls into the gateway are CLIENT spans below it, so the driver → gateway hop exists.
+//! HTTP calls into the gateway are CLIENT spans below it, so the driver → gateway hop exists; one
+//! case publishes an order event straight to the `orders` queue (a PRODUCER span below it) and
+//! waits for the consumer to acknowledge it.
 //! The cases run concurrently and never share data: each signs up its own user and fills its
 //! own cart, named after the test and the run. Negative tests expect their error answers (a
 //! wrong password, a declined card, a sold-out product) and pass when they get them.
@@ -14,7 +16,8 @@ use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 use serde_json::{Value, json};
 
-use super::inventory::SOLD_OUT_SKU;
+use super::broker::Broker;
+use super::inventory::{OrderPlaced, SOLD_OUT_SKU};
 use super::payments::DECLINED_CARD;
 use super::telemetry::{HttpClient, Outbound, Telemetry, read_json_quietly, set_error};
 
@@ -62,19 +65,23 @@ const PASSWORD: &str = "correct horse battery staple";
 const GOOD_CARD: &str = "4242424242424242";
 /// The driver waits longer than any chain of calls below it takes.
 const DRIVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a published event may wait for its consumer.
+const EVENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) struct Driver {
     telemetry: Telemetry,
     http: HttpClient,
     gateway: String,
+    broker: Broker,
 }
 
 impl Driver {
-    pub fn new(telemetry: Telemetry, gateway: String) -> anyhow::Result<Self> {
+    pub fn new(telemetry: Telemetry, gateway: String, broker: Broker) -> anyhow::Result<Self> {
         Ok(Self {
             http: HttpClient::new(telemetry.clone(), DRIVER_TIMEOUT)?,
             telemetry,
             gateway,
+            broker,
         })
     }
 
@@ -144,10 +151,11 @@ pub(crate) enum TestCase {
     CheckoutOutOfStock,
     OrderConfirmationEmail,
     ViewOrder,
+    OrderEventFulfilled,
 }
 
 impl TestCase {
-    pub const ALL: [TestCase; 13] = [
+    pub const ALL: [TestCase; 14] = [
         TestCase::Signup,
         TestCase::Login,
         TestCase::LoginBadPassword,
@@ -161,6 +169,7 @@ impl TestCase {
         TestCase::CheckoutOutOfStock,
         TestCase::OrderConfirmationEmail,
         TestCase::ViewOrder,
+        TestCase::OrderEventFulfilled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -178,6 +187,7 @@ impl TestCase {
             TestCase::CheckoutOutOfStock => "checkout_out_of_stock",
             TestCase::OrderConfirmationEmail => "order_confirmation_email",
             TestCase::ViewOrder => "view_order",
+            TestCase::OrderEventFulfilled => "order_event_fulfilled",
         }
     }
 
@@ -314,6 +324,30 @@ impl TestCase {
                     .await?;
                 ensure_eq(&seen["order_id"], id, "order id")?;
                 ensure_eq(&seen["status"], "paid", "order status")
+            }
+            TestCase::OrderEventFulfilled => {
+                // An upstream system's event, published the way it would be, then the wait for
+                // inventory to take it.
+                let order = OrderPlaced {
+                    order_id: format!("ord-{}", t.tag),
+                    reservation_id: format!("rsv-{}", t.tag),
+                };
+                let id = format!("msg-{}", t.tag);
+                let body = serde_json::to_vec(&order).map_err(|e| e.to_string())?;
+                let broker = &t.driver.broker;
+                broker
+                    .publish(&t.driver.telemetry, t.cx, id.clone(), body)
+                    .await?;
+                match broker.outcome(&id, EVENT_TIMEOUT).await {
+                    Some(true) => Ok(()),
+                    Some(false) => Err(format!(
+                        "order event {id} was dropped by its consumer: order {} not fulfilled",
+                        order.order_id
+                    )),
+                    None => Err(format!(
+                        "order event {id} was not processed within {EVENT_TIMEOUT:?}"
+                    )),
+                }
             }
         }
     }

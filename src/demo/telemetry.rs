@@ -29,6 +29,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
     Link, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
@@ -37,6 +38,9 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::{
+    BatchConfigBuilder as BatchLogConfigBuilder, BatchLogProcessor, SdkLogger, SdkLoggerProvider,
+};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
 use opentelemetry_sdk::trace::{
@@ -54,12 +58,14 @@ const EXPORT_DELAY: Duration = Duration::from_millis(500);
 /// The largest OTLP export response read back (the collector answers with a few bytes).
 const MAX_EXPORT_RESPONSE: usize = 64 * 1024;
 
-/// One service's telemetry. Cheap to clone: the provider and tracer are shared handles.
+/// One service's telemetry. Cheap to clone: the providers and tracer are shared handles.
 #[derive(Clone, Debug)]
 pub(crate) struct Telemetry {
     pub service: &'static str,
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    /// The service's OTLP log pipeline, for the services that log through OpenTelemetry.
+    logs: Option<(SdkLoggerProvider, SdkLogger)>,
     propagator: TraceContextPropagator,
 }
 
@@ -76,7 +82,7 @@ impl Telemetry {
             .with_protocol(Protocol::HttpBinary)
             // A programmatic endpoint is used verbatim (only the environment variable gets the
             // signal path appended), so the path is added here.
-            .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+            .with_endpoint(signal_url(endpoint, "traces"))
             .with_http_client(TokioHttpClient::new()?)
             .build()?;
         let processor = BatchSpanProcessor::builder(exporter)
@@ -86,23 +92,8 @@ impl Telemetry {
                     .build(),
             )
             .build();
-        // `builder_empty` and not `builder`: the default detectors read OTEL_SERVICE_NAME and
-        // OTEL_RESOURCE_ATTRIBUTES, which would rename all seven services alike (or give them a
-        // `service.namespace`, which changes their node ids). Extra attributes come in through
-        // `ShopConfig::resource_attributes` instead.
-        let resource = Resource::builder_empty()
-            .with_detector(Box::new(TelemetryResourceDetector))
-            .with_service_name(service)
-            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-            .with_attributes(
-                extra
-                    .iter()
-                    .filter(|(k, _)| k != "service.name" && k != "service.namespace")
-                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-            )
-            .build();
         let provider = SdkTracerProvider::builder()
-            .with_resource(resource)
+            .with_resource(resource(service, extra))
             .with_span_processor(processor)
             .build();
         let tracer = provider.tracer(SCOPE);
@@ -110,8 +101,64 @@ impl Telemetry {
             service,
             provider,
             tracer,
+            logs: None,
             propagator: TraceContextPropagator::new(),
         })
+    }
+
+    /// `new`, with an OTLP/HTTP log pipeline beside the spans (the `logs` exporter, batched like
+    /// the spans), so `log_error` reaches the collector as a log record of the active span.
+    pub fn with_logs(
+        service: &'static str,
+        endpoint: &str,
+        extra: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let mut telemetry = Self::new(service, endpoint, extra)?;
+        let exporter = opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(signal_url(endpoint, "logs"))
+            .with_http_client(TokioHttpClient::new()?)
+            .build()?;
+        let processor = BatchLogProcessor::builder(exporter)
+            .with_batch_config(
+                BatchLogConfigBuilder::default()
+                    .with_scheduled_delay(EXPORT_DELAY)
+                    .build(),
+            )
+            .build();
+        let provider = SdkLoggerProvider::builder()
+            .with_resource(resource(service, extra))
+            .with_log_processor(processor)
+            .build();
+        let logger = provider.logger(SCOPE);
+        telemetry.logs = Some((provider, logger));
+        Ok(telemetry)
+    }
+
+    /// Logs an ERROR record about the span of `cx`, the way a logging bridge writes a caught
+    /// exception: the message as its body, `exception.type` and `exception.message` attributes,
+    /// and the span's trace and span id. The span itself is left as it is. Without a log
+    /// pipeline (`with_logs`) the record goes nowhere, as with an unconfigured logger.
+    pub fn log_error(&self, cx: &Context, body: &str, exception: &str, message: &str) {
+        let Some((_, logger)) = &self.logs else {
+            return;
+        };
+        let span = cx.span();
+        let span_cx = span.span_context();
+        let mut record = logger.create_log_record();
+        record.set_timestamp(std::time::SystemTime::now());
+        record.set_severity_number(Severity::Error);
+        record.set_severity_text("ERROR");
+        record.set_body(AnyValue::from(body.to_owned()));
+        record.add_attribute("exception.type", exception.to_owned());
+        record.add_attribute("exception.message", message.to_owned());
+        record.set_trace_context(
+            span_cx.trace_id(),
+            span_cx.span_id(),
+            Some(span_cx.trace_flags()),
+        );
+        logger.emit(record);
     }
 
     /// Starts a span under `parent` (a root span when `parent` holds none) and returns the
@@ -176,6 +223,12 @@ impl Telemetry {
     /// Exports every finished span and stops the provider. Blocking: the batch processor's
     /// thread is joined.
     pub fn shutdown(&self) -> anyhow::Result<()> {
+        if let Some((logs, _)) = &self.logs {
+            logs.force_flush()
+                .map_err(|e| anyhow::anyhow!("flushing the logs of {}: {e}", self.service))?;
+            logs.shutdown()
+                .map_err(|e| anyhow::anyhow!("shutting down the logs of {}: {e}", self.service))?;
+        }
         self.provider
             .force_flush()
             .map_err(|e| anyhow::anyhow!("flushing {}: {e}", self.service))?;
@@ -183,6 +236,31 @@ impl Telemetry {
             .shutdown()
             .map_err(|e| anyhow::anyhow!("shutting down {}: {e}", self.service))
     }
+}
+
+/// `endpoint`'s URL for one OTLP signal (`traces`, `logs`).
+fn signal_url(endpoint: &str, signal: &str) -> String {
+    format!("{}/v1/{signal}", endpoint.trim_end_matches('/'))
+}
+
+/// The resource every pipeline of `service` reports.
+///
+/// `builder_empty` and not `builder`: the default detectors read OTEL_SERVICE_NAME and
+/// OTEL_RESOURCE_ATTRIBUTES, which would rename all seven services alike (or give them a
+/// `service.namespace`, which changes their node ids). Extra attributes come in through
+/// `ShopConfig::resource_attributes` instead.
+fn resource(service: &'static str, extra: &[(String, String)]) -> Resource {
+    Resource::builder_empty()
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_service_name(service)
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_attributes(
+            extra
+                .iter()
+                .filter(|(k, _)| k != "service.name" && k != "service.namespace")
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .build()
 }
 
 /// Records an `exception` event (type and message) on the span of `cx`.

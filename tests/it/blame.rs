@@ -143,6 +143,11 @@ fn injected(fault: Fault) -> Injected {
             hops: &[("gateway", "checkout", "POST /orders")],
             blamed: "gateway -> checkout",
         },
+        Fault::InventoryConsumerError => Injected {
+            class: ErrorClass::CalleeError,
+            hops: &[("queue:memory/orders", "inventory", "orders")],
+            blamed: "inventory",
+        },
         Fault::None => unreachable!("no fault has no blame"),
     }
 }
@@ -212,6 +217,55 @@ async fn inventory_slow_is_a_timeout_blamed_on_inventory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_bad_response_is_a_rejected_response_at_checkout() {
     fault_is_blamed_exactly(Fault::CheckoutBadResponse).await;
+}
+
+/// Issue 17's demo fault: inventory's consumer logs the exception and drops the order with its
+/// span status unset. The log record is what puts the consumer span in error, and the walk
+/// crosses the test's producer span (no outcome recorded) to reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_error_known_only_from_its_log_is_blamed_on_the_consumer() {
+    let fault = Fault::InventoryConsumerError;
+    let mut spans = stored_spans(vec![fault]).await;
+    let (_, blame) = analyse(&spans);
+    let failure = blame
+        .failures
+        .iter()
+        .find(|f| f.test.as_deref() == Some("order_event_fulfilled"))
+        .expect("order_event_fulfilled failed");
+    assert_eq!(failure.class, ErrorClass::CalleeError, "{failure:#?}");
+    assert_eq!(failure.blamed.as_deref(), Some("inventory"));
+    let logs = &failure.evidence.logs;
+    assert_eq!(logs.len(), 1, "{logs:#?}");
+    assert_eq!(logs[0].severity, "ERROR");
+    assert!(
+        logs[0]
+            .body
+            .starts_with("dropping order event ord-order-event-fulfilled"),
+        "{logs:#?}"
+    );
+    let exception = failure.evidence.exception.as_ref().expect("an exception");
+    assert_eq!(exception.kind, "LedgerLockError");
+    assert_eq!(
+        failure.evidence.no_error_recorded.len(),
+        1,
+        "the producer span is the gap crossed: {:#?}",
+        failure.evidence
+    );
+    fault_is_blamed_exactly(fault).await;
+
+    // The same run without its log records: nothing below the test recorded an error, so the
+    // failure is silent (the consumer's span is unset, the producer's too).
+    for span in &mut spans {
+        span.logs.clear();
+    }
+    let (_, blame) = analyse(&spans);
+    let failure = blame
+        .failures
+        .iter()
+        .find(|f| f.test.as_deref() == Some("order_event_fulfilled"))
+        .expect("order_event_fulfilled still fails");
+    assert_eq!(failure.class, ErrorClass::Silent, "{failure:#?}");
+    assert_eq!(failure.blamed, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

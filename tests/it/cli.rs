@@ -107,7 +107,7 @@ fn demo_exits_zero_with_the_whole_graph_even_when_standard_ports_are_taken() {
     ]);
     let all = text(&out);
     assert!(out.status.success(), "{all}");
-    assert!(all.contains("Suite: 13 passed, 0 failed"), "{all}");
+    assert!(all.contains("Suite: 14 passed, 0 failed"), "{all}");
     for edge in [
         "shop-tests -> gateway",
         "users -> db:sqlite/users",

@@ -74,10 +74,10 @@ async fn demo_report_shows_the_untested_critical_edge_the_stubbed_edge_and_the_f
     })
     .await
     .unwrap();
-    // Under payments:500 no order is placed, so no order reaches the queue: the only name of
-    // the manifest this run never shows (the CLI checks against every trace in the store).
+    // Under payments:500 checkout places no order, but the suite publishes one event to the queue
+    // itself: every name of the manifest shows in the run.
     let unseen: Vec<&str> = warnings.iter().map(|w| w.name.as_str()).collect();
-    assert_eq!(unseen, ["queue:memory/orders"], "{warnings:?}");
+    assert!(unseen.is_empty(), "{warnings:?}");
 
     let json: Value = serde_json::from_str(&to_json(&report)).unwrap();
     let edge = |caller: &str, callee: &str| -> Value {
@@ -146,7 +146,7 @@ async fn demo_report_shows_the_untested_critical_edge_the_stubbed_edge_and_the_f
         json["coverage"]
     );
     let edges = &json["coverage"]["edges"];
-    assert_eq!(edges["expected"], 15, "{edges}");
+    assert_eq!(edges["expected"], 16, "{edges}");
     assert!(edges["percent"].as_f64().unwrap() < 100.0);
     let critical = &json["coverage"]["critical"];
     assert_eq!(critical["expected"], 5, "{critical}");

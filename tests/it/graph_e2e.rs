@@ -38,8 +38,8 @@ async fn a_concurrent_suite_yields_exactly_the_shops_graph_and_tests_per_edge() 
     // No run id on the resources: the traces join the single open run.
     let (status, report) = server.get_json(&format!("/api/runs/{run_id}/report")).await;
     assert_eq!(status, 200, "{report}");
-    assert_eq!(report["run"]["tests"]["total"], 13);
-    assert_eq!(report["run"]["tests"]["passed"], 13);
+    assert_eq!(report["run"]["tests"]["total"], 14);
+    assert_eq!(report["run"]["tests"]["passed"], 14);
 
     let edges: BTreeMap<String, Vec<String>> = report["edges"]
         .as_array()
@@ -78,6 +78,7 @@ async fn a_concurrent_suite_yields_exactly_the_shops_graph_and_tests_per_edge() 
             "notifications -> ext:email-provider",
             "queue:memory/orders -> inventory",
             "shop-tests -> gateway",
+            "shop-tests -> queue:memory/orders",
             "users -> db:sqlite/users",
         ],
         "{report}"
@@ -85,8 +86,18 @@ async fn a_concurrent_suite_yields_exactly_the_shops_graph_and_tests_per_edge() 
     let paid = ["checkout_paid", "order_confirmation_email", "view_order"];
     assert_eq!(edges["checkout -> queue:memory/orders"], paid);
     assert_eq!(
-        edges["queue:memory/orders -> inventory"], paid,
-        "the async consumer belongs to its test"
+        edges["shop-tests -> queue:memory/orders"],
+        ["order_event_fulfilled"]
+    );
+    let consumed = [
+        "checkout_paid",
+        "order_confirmation_email",
+        "order_event_fulfilled",
+        "view_order",
+    ];
+    assert_eq!(
+        edges["queue:memory/orders -> inventory"], consumed,
+        "the async consumer belongs to the tests that published"
     );
     assert_eq!(
         edges["gateway -> inventory"],

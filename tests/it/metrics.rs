@@ -322,7 +322,7 @@ async fn metrics_after_a_payments_500_run_hold_the_service_graph_coverage_and_he
     );
     assert_eq!(
         get(&m, "tracecov_run_tests", &[("result", "passed".to_owned())]),
-        9.0
+        10.0
     );
     assert_eq!(
         get(

@@ -54,7 +54,7 @@ fn gate(extra: &[&str]) -> Output {
 
 #[test]
 fn gate_passes_and_fails_each_condition_and_names_what_failed() {
-    // 10 of 15 expected edges are covered (66.7 %).
+    // 12 of 16 expected edges are covered (75 %).
     let ok = gate(&["--min-edge-coverage", "60"]);
     assert_eq!(ok.status.code(), Some(0), "{}", all(&ok));
     assert!(all(&ok).contains("gate passed"));
