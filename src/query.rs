@@ -91,6 +91,22 @@ pub fn resolve_run(reader: &Reader, what: &str) -> Result<Run, QueryError> {
         .ok_or_else(|| QueryError::NoSuchRun(what.to_owned()))
 }
 
+/// Resolves a run reference said next to `current` (a baseline, a diff's base): `previous` is
+/// the run of `current`'s suite before it; anything else as `resolve_run`.
+pub fn resolve_run_beside(reader: &Reader, what: &str, current: &Run) -> Result<Run, QueryError> {
+    if what != "previous" {
+        return resolve_run(reader, what);
+    }
+    reader
+        .with_conn(|c| runs::previous_run(c, current))?
+        .ok_or_else(|| {
+            QueryError::NoSuchRun(format!(
+                "previous (no run of suite {:?} before {})",
+                current.suite, current.id
+            ))
+        })
+}
+
 /// Every span of a run's traces.
 pub fn run_spans(reader: &Reader, run: &Run) -> Result<Vec<Span>, QueryError> {
     let ids = reader.with_conn(|c| runs::run_traces(c, &run.id))?;
@@ -319,7 +335,7 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
             .map(|r| r.name.as_str())
             .collect::<Vec<_>>()
             .join(" + "),
-        ..first
+        ..first.clone()
     };
     let (graph, blame) = merged_runs(reader, &run_ids, ctx)?;
     let info = RunInfo {
@@ -328,6 +344,9 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
     };
     let mut report = report::build_with(&info, &graph, &blame, &ctx.report);
     report.run.aged_out_traces = runs.iter().map(|r| r.aged_out).sum();
+    if runs.iter().all(|r| r.suite == first.suite) {
+        report.run.suite = Some(first.suite.clone());
+    }
 
     let traces_outside_run = reader.with_conn(|c| {
         let all: i64 = c.query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0))?;
@@ -363,7 +382,7 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
     if !ctx.baselines.is_empty() {
         let mut ids = Vec::new();
         for b in &ctx.baselines {
-            ids.push(resolve_run(reader, b)?.id);
+            ids.push(resolve_run_beside(reader, b, &first)?.id);
         }
         baseline = Some(merged_runs(reader, &ids, ctx)?.0);
     }

@@ -462,7 +462,13 @@ impl Target for DataTarget {
                 Some(run) => Ok(run),
                 None => {
                     let now = now_ns();
-                    let run = runs::create_run(conn, name, RunKind::Import, now)?;
+                    let run = runs::create_run(
+                        conn,
+                        name,
+                        RunKind::Import,
+                        &runs::SuiteNames::default(),
+                        now,
+                    )?;
                     runs::close_run(conn, &run.id, now)?;
                     Ok(run)
                 }
