@@ -20,6 +20,11 @@ use crate::store::{Reader, StoreError};
 pub enum QueryError {
     #[error("{}", no_such_run(.0))]
     NoSuchRun(String),
+    /// No run belongs to the suite named.
+    #[error(
+        "no run of suite {0:?} in the store (a run's suite is its --suite, else its spans' `tracecov.suite`, else the CI job's name, else `default`)"
+    )]
+    NoSuchSuite(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -347,7 +352,6 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
     if runs.iter().all(|r| r.suite == first.suite) {
         report.run.suite = Some(first.suite.clone());
     }
-
     let traces_outside_run = reader.with_conn(|c| {
         let all: i64 = c.query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0))?;
         let mut inside = 0i64;

@@ -603,6 +603,13 @@ impl RollupEdits {
             .execute([])?;
         }
         for ((run, fp), r) in self.loaded {
+            // The rollup's stamp moves with it: history's digests of the run are stale now.
+            conn.prepare_cached(
+                "INSERT INTO rollup_stamps (run_id, fingerprint, stamp)
+                 VALUES (?1, ?2, (SELECT COALESCE(MAX(n), 0) FROM results_generation))
+                 ON CONFLICT (run_id, fingerprint) DO UPDATE SET stamp = excluded.stamp",
+            )?
+            .execute(params![run, fp])?;
             if r.traces == 0 {
                 conn.prepare_cached(
                     "DELETE FROM run_rollups WHERE run_id = ?1 AND fingerprint = ?2",

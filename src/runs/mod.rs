@@ -307,6 +307,29 @@ pub fn previous_run(conn: &Connection, run: &Run) -> Result<Option<Run>, StoreEr
         .optional()?)
 }
 
+/// The runs of `suite` as (id, name, created_ns), newest first, at most `last`; with `until`
+/// (a run's created_ns and id), only that run and those made before it. Lighter than
+/// `suite_runs`: no trace counts, which a window of a hundred large runs would pay for.
+pub fn suite_run_heads(
+    conn: &Connection,
+    suite: &str,
+    until: Option<(u64, &str)>,
+    last: usize,
+) -> Result<Vec<(String, String, u64)>, StoreError> {
+    let (until_ns, until_id) = until.map_or((i64::MAX, ""), |(ns, id)| (ns as i64, id));
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT r.id, r.name, r.created_ns FROM runs r WHERE {SUITE_OF} = ?1
+           AND (r.created_ns < ?2 OR (r.created_ns = ?2 AND (?3 = '' OR r.id <= ?3)))
+         ORDER BY r.created_ns DESC, r.id DESC LIMIT ?4"
+    ))?;
+    let rows = stmt
+        .query_map(params![suite, until_ns, until_id, last as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 /// Every suite with its number of runs and its newest run's creation time, newest first.
 pub fn list_suites(conn: &Connection) -> Result<Vec<(String, u64, u64)>, StoreError> {
     let mut stmt = conn.prepare(&format!(

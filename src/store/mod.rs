@@ -245,6 +245,23 @@ CREATE TABLE IF NOT EXISTS seen_examples (
     PRIMARY KEY (fact, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_examples_by_trace ON seen_examples (trace_id);
+-- Per run and fingerprint, the results generation of the transaction that last rewrote its
+-- rollup (`results::settle`): what a run's history digest was made from.
+CREATE TABLE IF NOT EXISTS rollup_stamps (
+    run_id       TEXT NOT NULL,
+    fingerprint  INTEGER NOT NULL,
+    stamp        INTEGER NOT NULL,
+    PRIMARY KEY (run_id, fingerprint)
+) WITHOUT ROWID;
+-- Per run and fingerprint, what history reads of it (`history::RunDigest`), made from its rollup
+-- as of `stamp`: fresh while that is the rollup's stamp in `rollup_stamps`.
+CREATE TABLE IF NOT EXISTS run_digests (
+    run_id       TEXT NOT NULL,
+    fingerprint  INTEGER NOT NULL,
+    stamp        INTEGER NOT NULL,
+    data         BLOB NOT NULL,
+    PRIMARY KEY (run_id, fingerprint)
+) WITHOUT ROWID;
 -- Bumped by every transaction that stores or removes results: what a cached analysis was made
 -- from (`query::AnalysisCache`).
 CREATE TABLE IF NOT EXISTS results_generation (

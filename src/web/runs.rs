@@ -15,7 +15,9 @@ use crate::server::AppState;
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match e {
-            QueryError::NoSuchRun(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            QueryError::NoSuchRun(_) | QueryError::NoSuchSuite(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, e.to_string())
+            }
             QueryError::Store(e) => e.into(),
         }
     }

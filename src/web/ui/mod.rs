@@ -144,7 +144,9 @@ impl From<StoreError> for UiError {
 impl From<QueryError> for UiError {
     fn from(e: QueryError) -> Self {
         match e {
-            QueryError::NoSuchRun(_) => UiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            QueryError::NoSuchRun(_) | QueryError::NoSuchSuite(_) => {
+                UiError::new(StatusCode::NOT_FOUND, e.to_string())
+            }
             QueryError::Store(e) => e.into(),
         }
     }

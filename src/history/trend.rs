@@ -1,0 +1,157 @@
+//! Trends (DESIGN, "History across runs"): one edge's or interface's calls, errors, p95 and
+//! coverage status in each run of a suite's window, oldest first (`GET /api/history`, the edge
+//! page's chart).
+//!
+//! The status is the one the run's report names, worked out by `coverage::coverage` itself over
+//! the caller's part of the run's digest (a graph of the caller's interfaces) against the
+//! expected topology of the configured sources. With no source configured the report's expected
+//! set is everything the store has seen, which holds every item any run crossed: an item the run
+//! crossed has the status its own tests give it, and one it did not cross is `untested` there.
+//! With sources configured, an item the sources do not expect is `unexpected` where the run
+//! crossed it and has no status (`null`) where it did not, as the report does not list it.
+//! Background traffic as a source beside others (`background: true`) is not consulted here.
+//!
+//! Pure: digests and the expected topology in, points out.
+
+use crate::coverage::{self, Expected, HopKey, Status};
+use crate::graph::run::{InterfaceParts, Interner, Totals, assemble_interfaces};
+use crate::graph::{Diagnostics, NodeKind, RunGraph};
+
+use super::digest::RunDigest;
+use super::flaky::WindowRun;
+
+/// The item a trend follows: an edge (`operation` none) or an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrendItem {
+    pub caller: String,
+    pub callee: String,
+    pub operation: Option<String>,
+}
+
+/// One run of a trend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrendPoint {
+    pub run: String,
+    pub name: String,
+    pub created_ns: u64,
+    pub status: Option<Status>,
+    pub calls: u64,
+    pub errors: u64,
+    pub p95_ns: Option<u64>,
+}
+
+/// What the item's status is judged against: the expected topology of the configured sources
+/// (mocks included), and whether any source is configured.
+pub struct Judge<'a> {
+    pub expected: &'a Expected,
+    pub configured: bool,
+}
+
+/// The item's trend over `window` (oldest first), with each run's created time.
+pub fn trend(
+    window: &[(WindowRun<'_>, u64)],
+    item: &TrendItem,
+    judge: &Judge<'_>,
+) -> Vec<TrendPoint> {
+    window
+        .iter()
+        .map(|(run, created_ns)| {
+            let d = run.digest;
+            let found = match &item.operation {
+                Some(op) => d.interface(&item.caller, &item.callee, op),
+                None => d.edge(&item.caller, &item.callee),
+            };
+            let (calls, errors, p95_ns) = found.map_or((0, 0, None), |f| {
+                (f.item.calls, f.item.errors, f.item.p95_ns)
+            });
+            TrendPoint {
+                run: run.id.to_owned(),
+                name: run.name.to_owned(),
+                created_ns: *created_ns,
+                status: status(d, item, judge),
+                calls,
+                errors,
+                p95_ns,
+            }
+        })
+        .collect()
+}
+
+/// The item's status in the run whose digest is `d`, as its report would name it.
+fn status(d: &RunDigest, item: &TrendItem, judge: &Judge<'_>) -> Option<Status> {
+    let graph = caller_graph(d, &item.caller);
+    let mut failing = coverage::failing_hops(&graph);
+    for f in d.failures().filter(|f| f.caller == item.caller) {
+        failing.insert(HopKey {
+            caller: f.caller.to_owned(),
+            callee: f.callee.to_owned(),
+            operation: Some(f.operation.to_owned()),
+        });
+    }
+    let own;
+    let expected = if judge.configured {
+        judge.expected
+    } else {
+        // Everything seen is expected: what this run crossed is, the rest is judged below.
+        let mut e = judge.expected.clone();
+        e.add_graph(&graph);
+        own = e;
+        &own
+    };
+    let cov = coverage::coverage(&graph, expected, &failing);
+    let found = cov
+        .edge(&item.caller, &item.callee)
+        .and_then(|row| match &item.operation {
+            None => Some(row.status),
+            Some(op) => row
+                .interfaces
+                .iter()
+                .find(|i| &i.operation == op)
+                .map(|i| i.status),
+        });
+    match found {
+        Some(s) => Some(s),
+        None if judge.configured => None,
+        // Seen in some run, not crossed in this one.
+        None => Some(Status::Untested),
+    }
+}
+
+/// The caller's interfaces in the run, as a graph: enough for `coverage` to name the status of
+/// any edge or interface of that caller (a mock standing in for the callee included).
+fn caller_graph(d: &RunDigest, caller: &str) -> RunGraph {
+    let mut nodes: Interner<NodeKind> = Interner::default();
+    let mut operations: Interner<()> = Interner::default();
+    let mut parts = Vec::new();
+    for i in d.interfaces_from(caller) {
+        let a = nodes.intern(i.caller, NodeKind::Service);
+        let b = nodes.intern(i.callee, NodeKind::Service);
+        let op = operations.intern(i.operation.unwrap_or(""), ());
+        // Only whether a test crossed it and whether a failed test erred on it matter here.
+        let mut named_tests: Vec<(String, u64)> = i.tests().map(|t| (t.to_owned(), 0)).collect();
+        if let Some(first) = named_tests.first_mut() {
+            first.1 = i.item.failing_errors;
+        }
+        parts.push((
+            (a, b, op),
+            InterfaceParts {
+                calls: i.item.calls,
+                errors: i.item.errors,
+                named_tests,
+                ..InterfaceParts::default()
+            },
+        ));
+    }
+    assemble_interfaces(
+        Totals {
+            nodes,
+            operations,
+            tests: Vec::new(),
+            spans: 0,
+            traces: 0,
+            diagnostics: Diagnostics::default(),
+        },
+        parts,
+        Vec::new(),
+    )
+}
