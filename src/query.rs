@@ -352,6 +352,19 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
     if runs.iter().all(|r| r.suite == first.suite) {
         report.run.suite = Some(first.suite.clone());
     }
+    if let [only] = runs {
+        // DESIGN: a failure whose hop is flaky in its suite says so. Held against the suite's
+        // runs up to this one, so an old run's report does not change as new runs arrive.
+        let flaky = crate::history::flaky_in_report(reader, only, &graph, &blame, ctx)?;
+        if !flaky.is_empty() {
+            for (shown, f) in report.failures.iter_mut().zip(&blame.failures) {
+                shown.flaky = f.hop.as_ref().is_some_and(|h| {
+                    flaky.contains(&(h.caller.clone(), h.callee.clone(), h.operation.clone()))
+                });
+            }
+        }
+    }
+
     let traces_outside_run = reader.with_conn(|c| {
         let all: i64 = c.query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0))?;
         let mut inside = 0i64;

@@ -112,6 +112,7 @@ pub fn generated_report(services: usize, edges: usize) -> Report {
                     },
                     collateral: vec![format!("{:016x}", k + 2)],
                     link: format!("http://127.0.0.1:4320/traces/{k:032x}?span={:016x}", k + 1),
+                    flaky: false,
                 });
             }
             if status == "untested" {

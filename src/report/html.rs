@@ -30,6 +30,7 @@ td.none{background:#fff;color:#959da5}
 .heat td{text-align:center;min-width:6em}.heat th.row{text-align:right}
 .small{font-size:.85em;color:#586069}
 svg text{font:12px system-ui,sans-serif}
+.flaky{font-size:.85em;font-weight:600;color:#7d4e00;border:1px solid currentColor;border-radius:3px;padding:0 .35em}
 ";
 
 pub fn html(report: &Report) -> String {
@@ -190,6 +191,9 @@ fn heatmap(report: &Report, out: &mut String) {
     out.push_str("</table>\n");
 }
 
+/// What the flaky mark means, for its tooltip.
+const FLAKY_TITLE: &str = "flaky: in the suite's last runs, failures were placed on this hop in some runs while the same tests passed through it in others";
+
 fn failures(report: &Report, out: &mut String) {
     if report.failures.is_empty() {
         return;
@@ -232,7 +236,14 @@ fn failures(report: &Report, out: &mut String) {
             out,
             "<tr><td>{}</td><td>{}</td><td>{hop}</td><td>{}</td><td>{}</td><td>{}</td><td>{link}</td></tr>",
             h(f.test.as_deref().unwrap_or("a request")),
-            h(&f.class),
+            if f.flaky {
+                format!(
+                    "{} <span class=\"flaky\" title=\"{FLAKY_TITLE}\">flaky</span>",
+                    h(&f.class)
+                )
+            } else {
+                h(&f.class)
+            },
             h(f.blamed.as_deref().unwrap_or("none")),
             h(&f.summary),
             evidence.join("<br>"),

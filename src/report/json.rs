@@ -141,6 +141,11 @@ pub struct Failure {
     pub evidence: Evidence,
     pub collateral: Vec<String>,
     pub link: String,
+    /// The failure's hop is flaky in its run's suite (`history::flaky`): on it, a failure was
+    /// placed in some of the suite's last runs while the same tests passed through it in others.
+    /// Present only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub flaky: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +192,10 @@ pub struct Exception {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The report of one run, with failures and error classes from `blame` (which must be
@@ -251,6 +260,7 @@ pub fn failure(f: &blame::Failure, opts: &ReportOptions) -> Failure {
         },
         collateral: f.collateral.iter().map(|s| s.to_hex()).collect(),
         link: opts.links.render(f.placed_trace, f.placed_span),
+        flaky: false,
     }
 }
 
@@ -339,6 +349,6 @@ fn percentiles(l: &graph::Latency) -> Percentiles {
 
 /// Nanoseconds to milliseconds, rounded to the microsecond: finer digits are clock noise and
 /// would make reports differ for no reason.
-fn ms(ns: u64) -> f64 {
+pub(super) fn ms(ns: u64) -> f64 {
     (ns as f64 / 1_000.0).round() / 1_000.0
 }

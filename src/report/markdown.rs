@@ -61,7 +61,11 @@ pub fn markdown(report: &Report) -> String {
                 out,
                 "| {} | {hop} | {} | {} | [trace]({}) |",
                 md(f.test.as_deref().unwrap_or("a request")),
-                md(&f.class),
+                if f.flaky {
+                    format!("{} (flaky)", md(&f.class))
+                } else {
+                    md(&f.class)
+                },
                 md(&f.summary),
                 escape::markdown_url(&f.link)
             );

@@ -79,11 +79,16 @@ pub fn text_styled(report: &Report, color: bool) -> String {
             Some(hop) => {
                 let _ = writeln!(
                     out,
-                    "  {name}: {} at {} -> {} {}",
+                    "  {name}: {} at {} -> {} {}{}",
                     paint.paint("31", &f.class),
                     hop.caller,
                     hop.callee,
-                    hop.operation
+                    hop.operation,
+                    if f.flaky {
+                        paint.paint("33", " (flaky: it also passed in recent runs)")
+                    } else {
+                        String::new()
+                    }
                 );
             }
             None => {
