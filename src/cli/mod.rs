@@ -6,6 +6,7 @@
 mod client;
 mod demo;
 mod export;
+mod history;
 mod import;
 mod output;
 mod report;
@@ -46,6 +47,8 @@ pub enum Command {
     Impact(verdicts::ImpactCmd),
     /// The bug report of a failure in a trace.
     Bug(verdicts::BugCmd),
+    /// The flaky hops of a suite's last runs: failing in some runs, passed through in others.
+    Flaky(history::FlakyCmd),
     /// Import recorded traces (OTLP/JSON, Jaeger JSON, Zipkin v2 JSON) into a run.
     ///
     /// The format is detected from each file's content (gzip too) unless `--format` is given.
@@ -169,6 +172,7 @@ pub fn main() -> ExitCode {
             Command::Gate(args) => verdicts::gate(args).await,
             Command::Impact(args) => verdicts::impact(args).await,
             Command::Bug(args) => verdicts::bug(args).await,
+            Command::Flaky(args) => history::flaky(args).await,
             Command::Import(args) => import::run(args).await,
             Command::Export(args) => export::run(args).await,
             Command::Bench(BenchCommand::Analysis {

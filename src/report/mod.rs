@@ -24,6 +24,7 @@
 
 mod coverage;
 mod escape;
+mod history;
 mod html;
 mod json;
 mod junit;
@@ -37,6 +38,7 @@ pub use coverage::{
     build_with_coverage,
 };
 pub use escape::{json_escape_controls, strip_controls};
+pub use history::{Flaky, HistoryPoint, RunName, flaky_json, flaky_text, history_json};
 pub use html::html;
 pub use json::{
     Diagnostics, Edge, Evidence, EvidenceLog, Exception, Failure, FailureHop, Interface, LatencyMs,

@@ -7,6 +7,7 @@
 mod api;
 pub mod auth;
 pub mod exposure;
+mod history;
 mod runs;
 pub mod ui;
 mod verdicts;
@@ -35,6 +36,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/traces/{trace_id}/bug", get(verdicts::bug))
         .route("/api/traces/{trace_id}/otlp", get(verdicts::otlp))
         .route("/api/runs/{id}/export", get(runs::export))
+        .route("/api/flaky", get(history::flaky))
+        .route("/api/history", get(history::history))
         .route("/metrics", get(metrics))
         .merge(ui::routes())
         .fallback(not_found)

@@ -1,6 +1,7 @@
 //! The interface-level view of one edge (`/runs/{id}/edges?caller=&callee=`), what a heatmap
 //! cell opens: the edge's status and latency, each interface with its status, calls, errors by
-//! class and tests, the failures placed on the edge, and traces of its errors.
+//! class and tests, its trend over the suite's last runs (`trend`), the failures placed on the
+//! edge, and traces of its errors.
 
 use std::collections::BTreeMap;
 
@@ -11,8 +12,8 @@ use serde::Deserialize;
 
 use super::layout::{self, Body, status_badge};
 use super::{UiError, blocking, href};
-use crate::query;
 use crate::server::AppState;
+use crate::{history, query};
 
 #[derive(Debug, Deserialize)]
 pub struct EdgeQuery {
@@ -89,7 +90,20 @@ pub async fn page(
             .iter()
             .map(|f| f.placed_trace.to_hex())
             .collect();
-        Ok(render(&run, edge, &failures, &placed, &errors))
+        // The edge over its suite's last runs up to this one, from each run's history digest.
+        let window = history::window(&reader, None, Some(&run), history::DEFAULT_LAST)?;
+        let item = history::TrendItem {
+            caller: q.caller.clone(),
+            callee: q.callee.clone(),
+            operation: None,
+        };
+        let own = || history::RunDigest::of(&a.graph, &a.blame);
+        let points = history::trend_of(&reader, &window, &item, &ctx, Some((&run.id, &own)))?;
+        let trend = (
+            window.suite,
+            crate::report::history_json(&points, &ctx.report.redactor),
+        );
+        Ok(render(&run, edge, &failures, &placed, &errors, &trend))
     })
     .await
 }
@@ -100,6 +114,7 @@ fn render(
     failures: &[(usize, &crate::report::Failure)],
     placed: &[String],
     errors: &BTreeMap<String, (u64, Vec<ErrorTrace>)>,
+    trend: &(String, Vec<crate::report::HistoryPoint>),
 ) -> Markup {
     let status = e.status.as_deref().unwrap_or("covered");
     let critical = e.critical == Some(true);
@@ -128,6 +143,8 @@ fn render(
                     }
                 }
             }
+            h2 #trend-title { "Over the last runs" }
+            (super::trend::chart(&trend.0, &trend.1, &e.caller, &e.callee, &run.id))
             h2 { "Interfaces (" (e.interfaces.len()) ")" }
             @if e.interfaces.is_empty() { p { "No interface was observed or declared." } }
             @else {
@@ -159,7 +176,10 @@ fn render(
                     tbody { @for (i, f) in failures {
                         @let trace = placed.get(*i).map_or(f.trace_id.as_str(), String::as_str);
                         tr {
-                            td { span.badge.st-failing { (f.class) } }
+                            td {
+                                span.badge.st-failing { (f.class) }
+                                @if f.flaky { " " (layout::flaky_badge()) }
+                            }
                             td { @if let Some(h) = &f.hop { code { (h.operation) } } }
                             td { (layout::prose(&f.summary)) }
                             td { (f.test.as_deref().unwrap_or("a request")) }

@@ -40,6 +40,13 @@ pub fn status_badge(status: &str) -> Markup {
     html! { span class={ "badge st-" (status_class(status)) } { (status) } }
 }
 
+/// The mark of a failure whose hop is flaky in its suite.
+pub fn flaky_badge() -> Markup {
+    html! {
+        span.badge.flaky title="flaky: in the suite's last runs, failures were placed on this hop in some runs while the same tests passed through it in others" { "flaky" }
+    }
+}
+
 /// The coverage statuses from worst to best.
 pub const WORST_FIRST: [&str; 5] = ["failing", "untested", "unexpected", "stubbed", "covered"];
 

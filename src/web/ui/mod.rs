@@ -23,6 +23,7 @@ mod layout;
 pub mod run;
 mod runs;
 mod trace;
+mod trend;
 
 use axum::Router;
 use axum::extract::Path;

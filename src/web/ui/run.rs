@@ -225,7 +225,10 @@ fn failures(p: &RunPage) -> Markup {
                 @for (i, f) in report.failures.iter().enumerate() {
                     @let placed = p.placed_traces.get(i).map_or(f.trace_id.as_str(), String::as_str);
                     tr data-class=(f.class) {
-                        td { span.badge.st-failing { (f.class) } }
+                        td {
+                            span.badge.st-failing { (f.class) }
+                            @if f.flaky { " " (super::layout::flaky_badge()) }
+                        }
                         td {
                             @match &f.hop {
                                 Some(h) => {
