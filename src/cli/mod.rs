@@ -112,6 +112,24 @@ pub enum BenchCommand {
         #[arg(long)]
         keep: Option<std::path::PathBuf>,
     },
+    /// Questions over a suite's history from a real store: a suite of generated runs (some
+    /// hops failing in every other run), then `flaky` and a trend, first and asked again, against
+    /// turning each run's rollup into its graph.
+    History {
+        /// Runs in the suite.
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        /// Spans in each run.
+        #[arg(long, default_value_t = 100_000)]
+        spans: usize,
+        /// Times each question is asked; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        /// Keep the store in this directory (new or empty) for `--data` afterwards, instead of
+        /// a temporary one that is removed.
+        #[arg(long)]
+        keep: Option<std::path::PathBuf>,
+    },
     /// Durable OTLP/gRPC ingest over loopback against prost decode-only speed.
     Ingest {
         /// Spans to send per run.
@@ -198,6 +216,18 @@ pub fn main() -> ExitCode {
             Command::Bench(BenchCommand::Results { spans, runs, keep }) => {
                 tokio::task::spawn_blocking(move || {
                     crate::bench::results::run(spans, runs.max(1), keep)
+                })
+                .await??;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Bench(BenchCommand::History {
+                runs,
+                spans,
+                repeat,
+                keep,
+            }) => {
+                tokio::task::spawn_blocking(move || {
+                    crate::bench::history::run(runs.max(2), spans, repeat.max(1), keep)
                 })
                 .await??;
                 Ok(ExitCode::SUCCESS)
