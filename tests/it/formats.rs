@@ -130,7 +130,7 @@ fn hostile_report(data: &str, format: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn run_python(code: &str, args: &[&str]) -> String {
+pub(crate) fn run_python(code: &str, args: &[&str]) -> String {
     let out = Command::new(python())
         .arg("-c")
         .arg(code)
@@ -223,7 +223,7 @@ print("\n".join(names))
     }
 }
 
-const VALIDATE: &str = r#"
+pub(crate) const VALIDATE: &str = r#"
 import json, sys
 from jsonschema import Draft202012Validator
 schema = json.load(open(sys.argv[1]))

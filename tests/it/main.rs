@@ -14,6 +14,7 @@ mod flask;
 mod formats;
 mod forward;
 mod graph_e2e;
+mod history;
 mod import;
 mod limits;
 mod logs;
