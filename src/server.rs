@@ -288,10 +288,20 @@ impl Server {
         let settler = {
             let (reader, opts) = (reader.clone(), report.analysis.clone());
             let (quiet, counters, stop) = (config.settle, results.clone(), settle_stop.clone());
+            // History's digests of finished runs, made beside the settle worker and stopped
+            // with it: the settle thread joins it once it has stopped itself.
+            let keeper = {
+                let (reader, ctx, stop) = (reader.clone(), report.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name("tracecov-history".to_owned())
+                    .spawn(move || crate::history::keep_digests(reader, ctx, quiet, stop))
+                    .context("starting the history keeper")?
+            };
             std::thread::Builder::new()
                 .name("tracecov-settle".to_owned())
                 .spawn(move || {
-                    settle::run_worker(reader, opts, quiet, SETTLE_EVERY, counters, stop)
+                    settle::run_worker(reader, opts, quiet, SETTLE_EVERY, counters, stop);
+                    let _ = keeper.join();
                 })
                 .context("starting the settle worker")?
         };

@@ -1,43 +1,66 @@
-//! `RunDigest`: what history needs of one run, small enough that twenty or a hundred of them are
-//! read in milliseconds.
+//! `RunDigest`: what history needs of one run, read in well under a millisecond however large
+//! the run was.
 //!
 //! A run's rollup turned into its graph costs as much as the run has interfaces, tests and
 //! latency buckets (tens of milliseconds for a 100,000-span run); a question over a suite's last
 //! runs would pay that once a run. The digest keeps only what `flaky` and the trends read: per
 //! interface and per edge its calls, errors, hops in error inside failed tests, p95 and the
-//! names of the tests that crossed it (interfaces only), and the failures placed on a hop with
-//! their test and class. Every name is interned once per digest.
+//! tests that crossed it (interfaces only), and the failures placed on a hop with their test
+//! and class.
+//!
+//! Key design decision: the digest is its encoded bytes, read where they lie. Decoding a
+//! serde-encoded digest (a vector and a list of tests per interface, ten thousand of them in a
+//! 100,000-span run) cost about as much as reading it, a millisecond or two a run, so a question
+//! over a hundred runs would spend most of its time decoding interfaces it never looks at.
+//! Here every name is stored once, sorted, so a name's index orders like the name; interfaces
+//! and edges are fixed-width records of name indices, sorted, found by binary search over
+//! integers; each record points at its figures and tests, varints decoded only when that item
+//! is asked for. Opening a digest checks the layout and the names once.
+//!
+//! Layout (little-endian `u32`s unless said): version; the names (count, each one's end offset,
+//! then their UTF-8 bytes); the interfaces (count, then `caller, callee, operation, body`); the
+//! edges (the same, operation `NONE`); the failures (count, then `test` (`NONE` for none),
+//! `class, caller, callee, operation`); then the bodies: varints `calls, errors,
+//! failing_errors, p95_ns + 1 (0 for none), tested, test count`, then the tests' name indices as
+//! ascending deltas.
 //!
 //! Built from a run's graph and blame (`RunDigest::of`), so it names nodes exactly as the run's
 //! report does. Pure: no I/O; `history` stores it.
 
-use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
 
 use crate::blame::Blame;
 use crate::graph::RunGraph;
 
-/// Bumped when what a digest holds changes: stored digests of another version are recomputed.
-pub const DIGEST_VERSION: u32 = 1;
+/// Bumped when what a digest holds changes: stored digests of another version are made again.
+pub const DIGEST_VERSION: u32 = 2;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// No name (an edge's operation, a failure outside any test).
+const NONE: u32 = u32::MAX;
+/// Bytes of an interface or edge record.
+const RECORD: usize = 16;
+/// Bytes of a failure record.
+const FAILURE: usize = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDigest {
-    pub version: u32,
-    /// Node ids, operations, test names and class names; the rest refer to them by index.
-    names: Vec<String>,
-    /// Every interface of the run's graph, sorted by (caller, callee, operation) name.
-    interfaces: Vec<Item>,
-    /// Every edge, sorted by (caller, callee) name; `operation` is none and `tests` empty.
-    edges: Vec<Item>,
-    /// The failures placed on a hop (not `silent` ones), in the report's order.
-    failures: Vec<PlacedFailure>,
+    bytes: Vec<u8>,
+    n_names: usize,
+    /// Where the names' end offsets start; their bytes follow them.
+    names_at: usize,
+    names_data: usize,
+    n_interfaces: usize,
+    interfaces_at: usize,
+    n_edges: usize,
+    edges_at: usize,
+    n_failures: usize,
+    failures_at: usize,
+    bodies_at: usize,
 }
 
-/// An interface or an edge of the run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The figures of an interface or an edge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Item {
-    caller: u32,
-    callee: u32,
-    operation: Option<u32>,
     pub calls: u64,
     pub errors: u64,
     /// Hops in error inside a failed test (`graph::Interface::failing_errors`).
@@ -47,17 +70,6 @@ pub struct Item {
     pub p95_ns: Option<u64>,
     /// Whether any test crossed it.
     pub tested: bool,
-    /// Interfaces: the tests that crossed it, sorted by name.
-    tests: Vec<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct PlacedFailure {
-    test: Option<u32>,
-    class: u32,
-    caller: u32,
-    callee: u32,
-    operation: u32,
 }
 
 /// A failure placed on a hop, by name.
@@ -76,187 +88,426 @@ pub struct ItemRef<'d> {
     pub caller: &'d str,
     pub callee: &'d str,
     pub operation: Option<&'d str>,
-    pub item: &'d Item,
+    pub item: Item,
+    /// Where its tests' indices start in the digest's bytes, and how many.
+    tests_at: usize,
+    n_tests: usize,
     digest: &'d RunDigest,
 }
 
 impl<'d> ItemRef<'d> {
+    /// The tests' name indices, ascending.
+    fn test_ids(&self) -> impl Iterator<Item = u32> + 'd {
+        let bytes = &self.digest.bytes;
+        let mut at = self.tests_at;
+        let mut id = 0u64;
+        (0..self.n_tests).map_while(move |_| {
+            id += varint(bytes, &mut at)?;
+            u32::try_from(id).ok()
+        })
+    }
+
     /// The names of the tests that crossed it, sorted (interfaces only).
     pub fn tests(&self) -> impl Iterator<Item = &'d str> + 'd {
         let d = self.digest;
-        self.item.tests.iter().map(move |&t| d.name(t))
+        self.test_ids().map(move |t| d.name(t))
     }
 
     /// Whether the test named `name` crossed it.
     pub fn crossed_by(&self, name: &str) -> bool {
-        self.item
-            .tests
-            .binary_search_by(|&t| self.digest.name(t).cmp(name))
-            .is_ok()
+        let Some(id) = self.digest.name_id(name) else {
+            return false;
+        };
+        self.test_ids().take_while(|&t| t <= id).any(|t| t == id)
     }
 }
 
-/// Interns names while a digest is built.
-#[derive(Default)]
-struct Names {
-    list: Vec<String>,
-    index: std::collections::HashMap<String, u32>,
+/// One interface or edge while a digest is built.
+struct Part<'a> {
+    caller: &'a str,
+    callee: &'a str,
+    operation: Option<&'a str>,
+    item: Item,
+    tests: Vec<&'a str>,
 }
 
-impl Names {
-    fn id(&mut self, name: &str) -> u32 {
-        if let Some(&i) = self.index.get(name) {
-            return i;
-        }
-        let i = self.list.len() as u32;
-        self.list.push(name.to_owned());
-        self.index.insert(name.to_owned(), i);
-        i
-    }
-}
+/// A failure while a digest is built: (test, class, caller, callee, operation).
+type FailurePart<'a> = (Option<&'a str>, &'a str, &'a str, &'a str, &'a str);
 
 /// The calling side's p95, else the answering side's.
 fn p95(client: &crate::graph::Latency, server: &crate::graph::Latency) -> Option<u64> {
     client.p95.or(server.p95)
 }
 
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The varint at `at`, moving past it; `None` past the end or over 64 bits.
+fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Encodes the parts (in any order) into a digest.
+fn build(
+    mut interfaces: Vec<Part<'_>>,
+    mut edges: Vec<Part<'_>>,
+    failures: &[FailurePart<'_>],
+) -> RunDigest {
+    let mut set: BTreeSet<&str> = BTreeSet::new();
+    for p in interfaces.iter().chain(&edges) {
+        set.extend([p.caller, p.callee]);
+        set.extend(p.operation);
+        set.extend(p.tests.iter().copied());
+    }
+    for (test, class, caller, callee, operation) in failures {
+        set.extend(*test);
+        set.extend([*class, *caller, *callee, *operation]);
+    }
+    let names: Vec<&str> = set.into_iter().collect();
+    let id: HashMap<&str, u32> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, i as u32))
+        .collect();
+    let key = |p: &Part<'_>| {
+        (
+            id[p.caller],
+            id[p.callee],
+            p.operation.map_or(NONE, |o| id[o]),
+        )
+    };
+    interfaces.sort_by_key(key);
+    edges.sort_by_key(key);
+
+    let mut out = Vec::new();
+    put_u32(&mut out, DIGEST_VERSION);
+    put_u32(&mut out, names.len() as u32);
+    let mut end = 0u32;
+    for n in &names {
+        end += n.len() as u32;
+        put_u32(&mut out, end);
+    }
+    for n in &names {
+        out.extend_from_slice(n.as_bytes());
+    }
+    let mut bodies = Vec::new();
+    for list in [&interfaces, &edges] {
+        put_u32(&mut out, list.len() as u32);
+        for p in list.iter() {
+            let (a, b, o) = key(p);
+            for v in [a, b, o, bodies.len() as u32] {
+                put_u32(&mut out, v);
+            }
+            let i = &p.item;
+            for v in [
+                i.calls,
+                i.errors,
+                i.failing_errors,
+                i.p95_ns.map_or(0, |p| p.saturating_add(1)),
+                u64::from(i.tested),
+            ] {
+                put_varint(&mut bodies, v);
+            }
+            let mut tests: Vec<u32> = p.tests.iter().map(|t| id[t]).collect();
+            tests.sort_unstable();
+            tests.dedup();
+            put_varint(&mut bodies, tests.len() as u64);
+            let mut last = 0;
+            for t in tests {
+                put_varint(&mut bodies, u64::from(t - last));
+                last = t;
+            }
+        }
+    }
+    put_u32(&mut out, failures.len() as u32);
+    for (test, class, caller, callee, operation) in failures {
+        for v in [
+            test.map_or(NONE, |t| id[t]),
+            id[class],
+            id[caller],
+            id[callee],
+            id[operation],
+        ] {
+            put_u32(&mut out, v);
+        }
+    }
+    out.extend_from_slice(&bodies);
+    RunDigest::decode(out).expect("a digest just built reads back")
+}
+
 impl RunDigest {
     /// The digest of a run's graph and blame (as `Rollup::graph` gives them).
     pub fn of(graph: &RunGraph, blame: &Blame) -> RunDigest {
-        let mut names = Names::default();
         let mut interfaces = Vec::new();
         let mut edges = Vec::with_capacity(graph.edges().len());
-        // The graph's edges come sorted by (caller, callee) and their interfaces by operation,
-        // so the lists are sorted by name as they are built.
         for e in graph.edges() {
-            let caller = names.id(&e.caller.id);
-            let callee = names.id(&e.callee.id);
             for i in &e.edge.interfaces {
-                // Test names are sorted and deduplicated in the graph.
-                let tests = i.tests.iter().map(|t| names.id(t)).collect();
-                interfaces.push(Item {
-                    caller,
-                    callee,
-                    operation: Some(names.id(&i.operation)),
-                    calls: i.calls,
-                    errors: i.errors,
-                    failing_errors: i.failing_errors,
-                    p95_ns: p95(&i.client.latency(), &i.server.latency()),
-                    tested: !i.tests.is_empty(),
-                    tests,
+                interfaces.push(Part {
+                    caller: &e.caller.id,
+                    callee: &e.callee.id,
+                    operation: Some(&i.operation),
+                    item: Item {
+                        calls: i.calls,
+                        errors: i.errors,
+                        failing_errors: i.failing_errors,
+                        p95_ns: p95(&i.client.latency(), &i.server.latency()),
+                        tested: !i.tests.is_empty(),
+                    },
+                    tests: i.tests.iter().map(String::as_str).collect(),
                 });
             }
-            edges.push(Item {
-                caller,
-                callee,
+            edges.push(Part {
+                caller: &e.caller.id,
+                callee: &e.callee.id,
                 operation: None,
-                calls: e.edge.calls,
-                errors: e.edge.errors,
-                failing_errors: e.edge.interfaces.iter().map(|i| i.failing_errors).sum(),
-                p95_ns: p95(&e.edge.client_latency, &e.edge.server_latency),
-                tested: !e.edge.tests.is_empty(),
+                item: Item {
+                    calls: e.edge.calls,
+                    errors: e.edge.errors,
+                    failing_errors: e.edge.interfaces.iter().map(|i| i.failing_errors).sum(),
+                    p95_ns: p95(&e.edge.client_latency, &e.edge.server_latency),
+                    tested: !e.edge.tests.is_empty(),
+                },
                 tests: Vec::new(),
             });
         }
-        let failures = blame
+        let failures: Vec<FailurePart<'_>> = blame
             .failures
             .iter()
             .filter_map(|f| {
                 let hop = f.hop.as_ref()?;
-                Some(PlacedFailure {
-                    test: f.test.as_deref().map(|t| names.id(t)),
-                    class: names.id(f.class.as_str()),
-                    caller: names.id(&hop.caller),
-                    callee: names.id(&hop.callee),
-                    operation: names.id(&hop.operation),
-                })
+                Some((
+                    f.test.as_deref(),
+                    f.class.as_str(),
+                    hop.caller.as_str(),
+                    hop.callee.as_str(),
+                    hop.operation.as_str(),
+                ))
             })
             .collect();
-        RunDigest {
-            version: DIGEST_VERSION,
-            names: names.list,
-            interfaces,
-            edges,
-            failures,
+        build(interfaces, edges, &failures)
+    }
+
+    /// The encoded digest, as it is stored.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// A stored digest, when it is of this version and its layout holds together.
+    pub fn decode(bytes: Vec<u8>) -> Option<Self> {
+        if u32_at(&bytes, 0)? != DIGEST_VERSION {
+            return None;
         }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        // Encoding plain owned data into a Vec cannot fail.
-        postcard::to_stdvec(self).unwrap_or_default()
-    }
-
-    /// A stored digest, when it decodes and is of this version.
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        postcard::from_bytes::<RunDigest>(bytes)
-            .ok()
-            .filter(|d| d.version == DIGEST_VERSION)
+        let n_names = u32_at(&bytes, 4)? as usize;
+        let names_at: usize = 8;
+        let names_data = names_at.checked_add(n_names.checked_mul(4)?)?;
+        let names_len = if n_names == 0 {
+            0
+        } else {
+            u32_at(&bytes, names_data - 4)? as usize
+        };
+        let mut at = names_data.checked_add(names_len)?;
+        // Every name is in bounds, in order, and UTF-8.
+        let mut start = 0usize;
+        for i in 0..n_names {
+            let end = u32_at(&bytes, names_at + 4 * i)? as usize;
+            let name = bytes.get(names_data + start..names_data + end)?;
+            std::str::from_utf8(name).ok()?;
+            start = end;
+        }
+        let mut section = |width: usize| -> Option<(usize, usize)> {
+            let n = u32_at(&bytes, at)? as usize;
+            let from = at + 4;
+            at = from.checked_add(n.checked_mul(width)?)?;
+            (at <= bytes.len()).then_some((n, from))
+        };
+        let (n_interfaces, interfaces_at) = section(RECORD)?;
+        let (n_edges, edges_at) = section(RECORD)?;
+        let (n_failures, failures_at) = section(FAILURE)?;
+        let d = RunDigest {
+            n_names,
+            names_at,
+            names_data,
+            n_interfaces,
+            interfaces_at,
+            n_edges,
+            edges_at,
+            n_failures,
+            failures_at,
+            bodies_at: at,
+            bytes,
+        };
+        // Every name index a record or a failure holds names a name.
+        let named = |i: u32| (i as usize) < d.n_names;
+        let records_ok = (0..d.n_interfaces)
+            .map(|i| d.interfaces_at + i * RECORD)
+            .chain((0..d.n_edges).map(|i| d.edges_at + i * RECORD))
+            .all(|r| {
+                let ids = (0..3).map(|k| u32_at(&d.bytes, r + 4 * k).unwrap_or(NONE));
+                ids.enumerate()
+                    .all(|(k, v)| named(v) || (k == 2 && v == NONE))
+            });
+        let failures_ok = (0..d.n_failures).all(|i| {
+            (0..5).all(|k| {
+                let v = u32_at(&d.bytes, d.failures_at + i * FAILURE + 4 * k).unwrap_or(NONE);
+                named(v) || (k == 0 && v == NONE)
+            })
+        });
+        (records_ok && failures_ok).then_some(d)
     }
 
     fn name(&self, i: u32) -> &str {
-        self.names.get(i as usize).map_or("", String::as_str)
+        let i = i as usize;
+        if i >= self.n_names {
+            return "";
+        }
+        let end = u32_at(&self.bytes, self.names_at + 4 * i).unwrap_or(0) as usize;
+        let start = match i {
+            0 => 0,
+            _ => u32_at(&self.bytes, self.names_at + 4 * (i - 1)).unwrap_or(0) as usize,
+        };
+        self.bytes
+            .get(self.names_data + start..self.names_data + end)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
     }
 
-    fn item_ref<'d>(&'d self, item: &'d Item) -> ItemRef<'d> {
+    /// The index of a name, when the digest holds it.
+    fn name_id(&self, name: &str) -> Option<u32> {
+        let (mut lo, mut hi) = (0usize, self.n_names);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.name(mid as u32).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid as u32),
+            }
+        }
+        None
+    }
+
+    fn key(&self, section_at: usize, i: usize) -> (u32, u32, u32) {
+        let r = section_at + i * RECORD;
+        let get = |k: usize| u32_at(&self.bytes, r + 4 * k).unwrap_or(NONE);
+        (get(0), get(1), get(2))
+    }
+
+    fn item_ref(&self, section_at: usize, i: usize) -> ItemRef<'_> {
+        let (a, b, o) = self.key(section_at, i);
+        let body = u32_at(&self.bytes, section_at + i * RECORD + 12).unwrap_or(0) as usize;
+        let mut at = self.bodies_at.saturating_add(body);
+        let mut next = || varint(&self.bytes, &mut at).unwrap_or(0);
+        let item = Item {
+            calls: next(),
+            errors: next(),
+            failing_errors: next(),
+            p95_ns: next().checked_sub(1),
+            tested: next() != 0,
+        };
+        let n_tests = next() as usize;
         ItemRef {
-            caller: self.name(item.caller),
-            callee: self.name(item.callee),
-            operation: item.operation.map(|o| self.name(o)),
+            caller: self.name(a),
+            callee: self.name(b),
+            operation: (o != NONE).then(|| self.name(o)),
             item,
+            tests_at: at,
+            n_tests,
             digest: self,
         }
     }
 
+    /// The record of `key` in a section of `n` records, by binary search.
+    fn find(&self, section_at: usize, n: usize, key: (u32, u32, u32)) -> Option<ItemRef<'_>> {
+        let (mut lo, mut hi) = (0usize, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.key(section_at, mid).cmp(&key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(self.item_ref(section_at, mid)),
+            }
+        }
+        None
+    }
+
     /// The interface (caller, callee, operation), when the run crossed it.
     pub fn interface(&self, caller: &str, callee: &str, operation: &str) -> Option<ItemRef<'_>> {
-        let i = self
-            .interfaces
-            .binary_search_by(|i| {
-                (
-                    self.name(i.caller),
-                    self.name(i.callee),
-                    i.operation.map_or("", |o| self.name(o)),
-                )
-                    .cmp(&(caller, callee, operation))
-            })
-            .ok()?;
-        Some(self.item_ref(&self.interfaces[i]))
+        let key = (
+            self.name_id(caller)?,
+            self.name_id(callee)?,
+            self.name_id(operation)?,
+        );
+        self.find(self.interfaces_at, self.n_interfaces, key)
     }
 
     /// The edge (caller, callee), when the run crossed it.
     pub fn edge(&self, caller: &str, callee: &str) -> Option<ItemRef<'_>> {
-        let i = self
-            .edges
-            .binary_search_by(|e| (self.name(e.caller), self.name(e.callee)).cmp(&(caller, callee)))
-            .ok()?;
-        Some(self.item_ref(&self.edges[i]))
+        let key = (self.name_id(caller)?, self.name_id(callee)?, NONE);
+        self.find(self.edges_at, self.n_edges, key)
     }
 
-    /// The interfaces whose caller is `caller`, in order.
-    pub fn interfaces_from<'d>(&'d self, caller: &'d str) -> impl Iterator<Item = ItemRef<'d>> {
-        let start = self
-            .interfaces
-            .partition_point(|i| self.name(i.caller) < caller);
-        self.interfaces[start..]
-            .iter()
-            .take_while(move |i| self.name(i.caller) == caller)
-            .map(move |i| self.item_ref(i))
+    /// The interfaces whose caller is `caller`, in order of callee and operation.
+    pub fn interfaces_from<'d>(&'d self, caller: &str) -> impl Iterator<Item = ItemRef<'d>> + 'd {
+        let range = match self.name_id(caller) {
+            Some(c) => {
+                let first = |at_least: u32| {
+                    let (mut lo, mut hi) = (0usize, self.n_interfaces);
+                    while lo < hi {
+                        let mid = (lo + hi) / 2;
+                        if self.key(self.interfaces_at, mid).0 < at_least {
+                            lo = mid + 1;
+                        } else {
+                            hi = mid;
+                        }
+                    }
+                    lo
+                };
+                first(c)..c.checked_add(1).map_or(self.n_interfaces, first)
+            }
+            None => 0..0,
+        };
+        range.map(move |i| self.item_ref(self.interfaces_at, i))
     }
 
-    /// The failures placed on a hop.
+    /// The failures placed on a hop, in the report's order.
     pub fn failures(&self) -> impl Iterator<Item = FailureRef<'_>> {
-        self.failures.iter().map(move |f| FailureRef {
-            test: f.test.map(|t| self.name(t)),
-            class: self.name(f.class),
-            caller: self.name(f.caller),
-            callee: self.name(f.callee),
-            operation: self.name(f.operation),
+        (0..self.n_failures).map(move |i| {
+            let get =
+                |k: usize| u32_at(&self.bytes, self.failures_at + i * FAILURE + 4 * k).unwrap_or(0);
+            FailureRef {
+                test: (get(0) != NONE).then(|| self.name(get(0))),
+                class: self.name(get(1)),
+                caller: self.name(get(2)),
+                callee: self.name(get(3)),
+                operation: self.name(get(4)),
+            }
         })
     }
 
     /// Whether any failure of the run was placed on a hop.
     pub fn has_failures(&self) -> bool {
-        !self.failures.is_empty()
+        self.n_failures > 0
     }
 }
 
@@ -269,45 +520,28 @@ impl RunDigest {
         interfaces: &[(&str, &str, &str, &[&str])],
         failures: &[(Option<&str>, &str, &str, &str, &str)],
     ) -> RunDigest {
-        let mut names = Names::default();
-        let mut sorted: Vec<_> = interfaces.to_vec();
-        sorted.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-        let mut items = Vec::new();
-        for (caller, callee, op, tests) in sorted {
-            let mut tests: Vec<&str> = tests.to_vec();
-            tests.sort_unstable();
-            let failing = failures
-                .iter()
-                .filter(|f| (f.2, f.3, f.4) == (caller, callee, op))
-                .count() as u64;
-            items.push(Item {
-                caller: names.id(caller),
-                callee: names.id(callee),
-                operation: Some(names.id(op)),
-                calls: tests.len().max(1) as u64,
-                errors: failing,
-                failing_errors: failing,
-                p95_ns: Some(1_000_000),
-                tested: !tests.is_empty(),
-                tests: tests.iter().map(|t| names.id(t)).collect(),
-            });
-        }
-        let failures = failures
+        let parts = interfaces
             .iter()
-            .map(|(test, class, caller, callee, op)| PlacedFailure {
-                test: test.map(|t| names.id(t)),
-                class: names.id(class),
-                caller: names.id(caller),
-                callee: names.id(callee),
-                operation: names.id(op),
+            .map(|&(caller, callee, op, tests)| {
+                let failing = failures
+                    .iter()
+                    .filter(|f| (f.2, f.3, f.4) == (caller, callee, op))
+                    .count() as u64;
+                Part {
+                    caller,
+                    callee,
+                    operation: Some(op),
+                    item: Item {
+                        calls: tests.len().max(1) as u64,
+                        errors: failing,
+                        failing_errors: failing,
+                        p95_ns: Some(1_000_000),
+                        tested: !tests.is_empty(),
+                    },
+                    tests: tests.to_vec(),
+                }
             })
             .collect();
-        RunDigest {
-            version: DIGEST_VERSION,
-            names: names.list,
-            interfaces: items,
-            edges: Vec::new(),
-            failures,
-        }
+        build(parts, Vec::new(), failures)
     }
 }

@@ -13,7 +13,10 @@
 //! of the rollup it came from: `rollup_stamps` holds, per run and fingerprint, the results
 //! generation of the transaction that last rewrote the run's rollup (`results::settle` writes it
 //! in that transaction), and a digest is fresh while its stamp is the rollup's. A run whose
-//! traces are still pending gets a digest computed for the question and not kept.
+//! traces are still pending gets a digest computed for the question and not kept. `serve` keeps
+//! them ready: its history keeper (`keep_digests`, a thread beside the settle worker) makes the
+//! digest of every run that has finished and has none or a stale one, so questions read digests
+//! and the first question after a run pays nothing more than the others.
 //!
 //! Everything here but `flaky` and `trend` blocks (SQLite, merging a rollup): call it from a
 //! blocking thread.
@@ -26,6 +29,7 @@ pub mod trend;
 mod tests;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::{OptionalExtension, params};
 
@@ -122,18 +126,100 @@ pub fn digests(
             continue;
         }
         let pending = reader.with_conn(|c| settle::count_pending(c, &run.id, &ctx.analysis))?;
-        let (graph, blame) = query::merged_runs(reader, std::slice::from_ref(&run.id), ctx)?;
-        let d = RunDigest::of(&graph, &blame);
-        if pending == 0 {
-            // Keeping it is a favour to the next question: a failure (the store busy past its
-            // timeout) costs that question a recomputation, never this answer.
-            if let Err(e) = reader.with_conn(|c| keep(c, &run.id, fp, stamp, &d)) {
-                tracing::warn!(run = %run.id, error = %e, "keeping a run's history digest failed");
-            }
-        }
-        out.push(d);
+        out.push(make(reader, &run.id, ctx, (pending == 0).then_some(stamp))?);
     }
     Ok(out)
+}
+
+/// Makes a run's digest from its rollup, and keeps it with `stamp` when given (the run has
+/// nothing pending: the rollup read is the one the stamp stands for, or newer).
+fn make(
+    reader: &Reader,
+    run: &str,
+    ctx: &ReportContext,
+    stamp: Option<i64>,
+) -> Result<RunDigest, QueryError> {
+    let (graph, blame) = query::merged_runs(reader, &[run.to_owned()], ctx)?;
+    let d = RunDigest::of(&graph, &blame);
+    if let Some(stamp) = stamp {
+        // Keeping it is a favour to the next question: a failure (the store busy past its
+        // timeout) costs that question a recomputation, never this answer.
+        let fp = fingerprint(&ctx.analysis);
+        if let Err(e) = reader.with_conn(|c| keep(c, run, fp, stamp, &d)) {
+            tracing::warn!(run = %run, error = %e, "keeping a run's history digest failed");
+        }
+    }
+    Ok(d)
+}
+
+/// Makes and keeps the digests of up to `limit` complete runs (closed, or quiet since
+/// `settled_before`, and nothing pending) whose digest is missing or stale, newest first.
+/// Returns how many it made. `serve` runs it in the background (`keep_digests`), so that a
+/// question over a suite finds every finished run's digest ready.
+pub fn digest_pass(
+    reader: &Reader,
+    ctx: &ReportContext,
+    settled_before: u64,
+    limit: usize,
+    stop: &AtomicBool,
+) -> Result<usize, QueryError> {
+    let fp = fingerprint(&ctx.analysis);
+    let stale: Vec<(String, i64)> = reader.with_conn(|c| {
+        let mut stmt = c.prepare_cached(
+            "SELECT r.id, s.stamp FROM runs r
+             JOIN rollup_stamps s ON s.run_id = r.id AND s.fingerprint = ?1
+             LEFT JOIN run_digests d ON d.run_id = r.id AND d.fingerprint = ?1
+             WHERE (d.stamp IS NULL OR d.stamp != s.stamp OR substr(d.data, 1, 4) != ?2)
+               AND (r.closed_ns IS NOT NULL OR r.last_ns <= ?3)
+             ORDER BY r.created_ns DESC",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![
+                    fp,
+                    &digest::DIGEST_VERSION.to_le_bytes()[..],
+                    settled_before as i64
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    })?;
+    let mut made = 0;
+    for (run, stamp) in stale {
+        if made >= limit || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        // A run still receiving or analysing traces gets its digest when it is done.
+        if reader.with_conn(|c| settle::count_pending(c, &run, &ctx.analysis))? > 0 {
+            continue;
+        }
+        make(reader, &run, ctx, Some(stamp))?;
+        made += 1;
+    }
+    Ok(made)
+}
+
+/// How often `keep_digests` looks for runs to digest, and the most it makes at a time.
+const KEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+const KEEP_AT_ONCE: usize = 4;
+
+/// `serve`'s history keeper: `digest_pass` every half second until `stop` is set. Runs are
+/// complete once they are closed or quiet for `quiet` (the settle period).
+pub fn keep_digests(
+    reader: Reader,
+    ctx: std::sync::Arc<ReportContext>,
+    quiet: std::time::Duration,
+    stop: std::sync::Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let settled_before = crate::ingest::now_ns().saturating_sub(quiet.as_nanos() as u64);
+        if let Err(e) = digest_pass(&reader, &ctx, settled_before, KEEP_AT_ONCE, &stop) {
+            // Nothing is lost: the next question makes the digest it needs.
+            tracing::debug!(error = %e, "making runs' history digests failed");
+        }
+        std::thread::sleep(KEEP_EVERY);
+    }
 }
 
 /// The stamp of a run's rollup, and its stored digest when that is fresh (made from the rollup
@@ -159,7 +245,7 @@ fn load(
     let fresh = (digest_stamp == Some(stamp))
         .then_some(data)
         .flatten()
-        .and_then(|d| RunDigest::decode(&d));
+        .and_then(RunDigest::decode);
     Ok((stamp, fresh))
 }
 
@@ -175,7 +261,7 @@ fn keep(
         "INSERT INTO run_digests (run_id, fingerprint, stamp, data) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (run_id, fingerprint) DO UPDATE SET stamp = excluded.stamp, data = excluded.data",
     )?
-    .execute(params![run, fp, stamp, d.encode()])?;
+    .execute(params![run, fp, stamp, d.as_bytes()])?;
     Ok(())
 }
 

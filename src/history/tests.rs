@@ -186,7 +186,7 @@ fn the_hop_that_flipped_most_comes_first() {
 #[test]
 fn a_digest_survives_encoding_and_finds_its_items_by_name() {
     let d = run(&["b", "a"], &["a"]);
-    let back = RunDigest::decode(&d.encode()).expect("decodes");
+    let back = RunDigest::decode(d.as_bytes().to_vec()).expect("decodes");
     assert_eq!(back, d);
     let charge = back.interface(CHARGE.0, CHARGE.1, CHARGE.2).unwrap();
     assert_eq!(charge.tests().collect::<Vec<_>>(), ["a", "b"]);
@@ -194,10 +194,40 @@ fn a_digest_survives_encoding_and_finds_its_items_by_name() {
     assert!(back.interface("checkout", "payments", "GET /").is_none());
     assert_eq!(back.interfaces_from("checkout").count(), 2);
     assert_eq!(back.interfaces_from("payments").count(), 0);
-    // Another version is not read as this one.
-    let mut old = d.clone();
-    old.version += 1;
-    assert!(RunDigest::decode(&old.encode()).is_none());
+    assert_eq!(
+        back.failures().collect::<Vec<_>>(),
+        [super::digest::FailureRef {
+            test: Some("a"),
+            class: "callee_error",
+            caller: CHARGE.0,
+            callee: CHARGE.1,
+            operation: CHARGE.2,
+        }]
+    );
+    let item = charge.item;
+    assert_eq!(
+        (item.calls, item.errors, item.p95_ns, item.tested),
+        (2, 1, Some(1_000_000), true)
+    );
+    // Another version is not read as this one, and damaged bytes are not read at all.
+    let mut old = d.as_bytes().to_vec();
+    old[0] ^= 1;
+    assert!(RunDigest::decode(old).is_none());
+    let bytes = d.as_bytes();
+    for cut in [3, 9, bytes.len() / 2] {
+        assert!(
+            RunDigest::decode(bytes[..cut].to_vec()).is_none(),
+            "cut at {cut}"
+        );
+    }
+    let mut bad_name = bytes.to_vec();
+    // The first interface record's caller, pointed past the names.
+    let n_names = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let names_len =
+        u32::from_le_bytes(bytes[4 + 4 * n_names..8 + 4 * n_names].try_into().unwrap()) as usize;
+    let first_record = 8 + 4 * n_names + names_len + 4;
+    bad_name[first_record..first_record + 4].copy_from_slice(&1000u32.to_le_bytes());
+    assert!(RunDigest::decode(bad_name).is_none());
 }
 
 #[test]
@@ -383,6 +413,41 @@ fn a_runs_digest_is_kept_until_its_rollup_changes() {
             .unwrap()
             .1
             .is_some()
+    );
+
+    // The history keeper's pass makes what is missing or stale, once.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let now = crate::ingest::now_ns();
+    assert_eq!(
+        super::digest_pass(&reader, &ctx, now, 10, &stop).unwrap(),
+        0
+    );
+    store_fixture(
+        dir.path(),
+        "r2",
+        "shop",
+        PAID.replace("t1:", "t3:").as_str(),
+    );
+    assert_eq!(
+        super::digest_pass(&reader, &ctx, 0, 10, &stop).unwrap(),
+        0,
+        "a run not quiet since the cutoff waits"
+    );
+    let now = crate::ingest::now_ns();
+    assert_eq!(
+        super::digest_pass(&reader, &ctx, now, 10, &stop).unwrap(),
+        1
+    );
+    assert!(
+        reader
+            .with_conn(|c| super::load(c, "r2", fp))
+            .unwrap()
+            .1
+            .is_some()
+    );
+    assert_eq!(
+        super::digest_pass(&reader, &ctx, now, 10, &stop).unwrap(),
+        0
     );
 
     // Suites without runs are named in the error.

@@ -79,7 +79,18 @@ pub fn trend(
 
 /// The item's status in the run whose digest is `d`, as its report would name it.
 fn status(d: &RunDigest, item: &TrendItem, judge: &Judge<'_>) -> Option<Status> {
-    let graph = caller_graph(d, &item.caller);
+    // The rows that decide the item's status: the caller's calls to the callee and to any mock
+    // standing in for it.
+    let mut callees = vec![item.callee.as_str()];
+    callees.extend(
+        judge
+            .expected
+            .mocks
+            .iter()
+            .filter(|(_, real)| **real == item.callee)
+            .map(|(mock, _)| mock.as_str()),
+    );
+    let graph = caller_graph(d, &item.caller, &callees);
     let mut failing = coverage::failing_hops(&graph);
     for f in d.failures().filter(|f| f.caller == item.caller) {
         failing.insert(HopKey {
@@ -117,21 +128,26 @@ fn status(d: &RunDigest, item: &TrendItem, judge: &Judge<'_>) -> Option<Status> 
     }
 }
 
-/// The caller's interfaces in the run, as a graph: enough for `coverage` to name the status of
-/// any edge or interface of that caller (a mock standing in for the callee included).
-fn caller_graph(d: &RunDigest, caller: &str) -> RunGraph {
+/// The caller's interfaces to `callees` in the run, as a graph: enough for `coverage` to name
+/// the status of the caller's edge to the first of them and of its interfaces.
+fn caller_graph(d: &RunDigest, caller: &str, callees: &[&str]) -> RunGraph {
     let mut nodes: Interner<NodeKind> = Interner::default();
     let mut operations: Interner<()> = Interner::default();
     let mut parts = Vec::new();
-    for i in d.interfaces_from(caller) {
+    for i in d
+        .interfaces_from(caller)
+        .filter(|i| callees.contains(&i.callee))
+    {
         let a = nodes.intern(i.caller, NodeKind::Service);
         let b = nodes.intern(i.callee, NodeKind::Service);
         let op = operations.intern(i.operation.unwrap_or(""), ());
-        // Only whether a test crossed it and whether a failed test erred on it matter here.
-        let mut named_tests: Vec<(String, u64)> = i.tests().map(|t| (t.to_owned(), 0)).collect();
-        if let Some(first) = named_tests.first_mut() {
-            first.1 = i.item.failing_errors;
-        }
+        // Only whether a test crossed it and whether a failed test erred on it matter to a
+        // status: one test stands for all of them.
+        let named_tests = if i.item.tested {
+            vec![(String::new(), i.item.failing_errors)]
+        } else {
+            Vec::new()
+        };
         parts.push((
             (a, b, op),
             InterfaceParts {
