@@ -386,7 +386,7 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         }
         baseline = Some(merged_runs(reader, &ids, ctx)?.0);
     }
-    let expected = coverage::expected(&Sources {
+    let mut expected = coverage::expected(&Sources {
         manifest: ctx.manifest.as_ref(),
         contracts: &ctx.contracts,
         baseline: baseline.as_ref(),
@@ -394,6 +394,11 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         include_background: background_wanted,
         everything: everything.as_ref(),
     });
+    if !configured {
+        // What the run itself did was seen, even once its spans aged out of the store (its
+        // results outlive them): its report does not change with retention.
+        expected.add_graph(&graph);
+    }
     // Failing keys from blame: the hops failures were placed on, plus the graph's default.
     let mut failing = coverage::failing_hops(&graph);
     for f in &blame.failures {
