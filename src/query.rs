@@ -223,6 +223,8 @@ pub struct Analysed {
     pub traces_outside_run: u64,
     /// Names in the manifest that no trace shows, each with the closest names seen.
     pub warnings: Vec<String>,
+    /// The expected set the coverage was computed over (a diff computes its base's over it).
+    pub expected: coverage::Expected,
 }
 
 /// The graph and blame of runs (by id; `""`: the traces of no run), from their rollups.
@@ -399,18 +401,7 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         // results outlive them): its report does not change with retention.
         expected.add_graph(&graph);
     }
-    // Failing keys from blame: the hops failures were placed on, plus the graph's default.
-    let mut failing = coverage::failing_hops(&graph);
-    for f in &blame.failures {
-        if let Some(h) = &f.hop {
-            failing.insert(HopKey {
-                caller: h.caller.clone(),
-                callee: h.callee.clone(),
-                operation: Some(h.operation.clone()),
-            });
-        }
-    }
-    let cov = coverage::coverage(&graph, &expected, &failing);
+    let cov = coverage::coverage(&graph, &expected, &failing_keys(&graph, &blame));
     report::apply_coverage(&mut report, &cov);
     attach_examples(reader, &run_ids, ctx, &mut report)?;
     let warnings = match &ctx.manifest {
@@ -442,7 +433,79 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         sources_configured: configured,
         traces_outside_run,
         warnings,
+        expected,
     })
+}
+
+/// The failing keys of a run: the hops its failures were placed on, plus the graph's default.
+fn failing_keys(
+    graph: &RunGraph,
+    blame: &crate::blame::Blame,
+) -> std::collections::BTreeSet<HopKey> {
+    let mut failing = coverage::failing_hops(graph);
+    for f in &blame.failures {
+        if let Some(h) = &f.hop {
+            failing.insert(HopKey {
+                caller: h.caller.clone(),
+                callee: h.callee.clone(),
+                operation: Some(h.operation.clone()),
+            });
+        }
+    }
+    failing
+}
+
+/// What changed from `base` to `run` (`tracecov diff`): both analysed from their rollups, the
+/// base's coverage computed again over the run's expected set so that a status means the same
+/// on both sides. `base` may be `previous`: the run of `run`'s suite before it.
+pub fn diff_runs(
+    reader: &Reader,
+    base: &str,
+    run: &str,
+    ctx: &ReportContext,
+) -> Result<crate::history::Diff, QueryError> {
+    let run = resolve_run(reader, run)?;
+    let base = resolve_run_beside(reader, base, &run)?;
+    let after = analyse_run(reader, &run, ctx)?;
+    let before = analyse_run(reader, &base, ctx)?;
+    let base_report = report_over(&before, &after.expected, &base, ctx);
+    let side = |run: &Run| crate::history::diff::RunRef {
+        id: run.id.clone(),
+        name: run.name.clone(),
+    };
+    Ok(crate::history::diff(
+        crate::history::DiffSide {
+            run: side(&base),
+            report: &base_report,
+            graph: &before.graph,
+        },
+        crate::history::DiffSide {
+            run: side(&run),
+            report: &after.report,
+            graph: &after.graph,
+        },
+    ))
+}
+
+/// A run's report with its coverage computed over `expected` rather than its own expected set.
+fn report_over(
+    analysed: &Analysed,
+    expected: &coverage::Expected,
+    run: &Run,
+    ctx: &ReportContext,
+) -> Report {
+    let info = RunInfo {
+        id: run.id.clone(),
+        name: run.name.clone(),
+    };
+    let mut report = report::build_with(&info, &analysed.graph, &analysed.blame, &ctx.report);
+    let cov = coverage::coverage(
+        &analysed.graph,
+        expected,
+        &failing_keys(&analysed.graph, &analysed.blame),
+    );
+    report::apply_coverage(&mut report, &cov);
+    report
 }
 
 /// Gives each untested item of `report` its `example`: the recorded trace outside `runs` that
@@ -587,7 +650,19 @@ pub fn gate_run(
             text: format!("{refused}\n"),
         });
     }
-    let result = coverage::gate(&analysed.coverage, conditions);
+    let mut result = coverage::gate(&analysed.coverage, conditions);
+    if conditions.has_history_condition() {
+        let Some(base) = ctx.baselines.first() else {
+            return Ok(GateVerdict {
+                exit_code: 2,
+                text: "--no-new-failures and --max-coverage-drop compare the run with a baseline: give --baseline RUN (an id, a name, or previous)\n".to_owned(),
+            });
+        };
+        let d = diff_runs(reader, base, &run.id, ctx)?;
+        result
+            .violations
+            .extend(crate::history::judge(&d, conditions));
+    }
     Ok(GateVerdict {
         exit_code: result.exit_code() as u8,
         text: result.text(),

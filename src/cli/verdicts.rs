@@ -29,7 +29,17 @@ pub struct GateArgs {
     /// Fail when any test failed or any item is failing.
     #[arg(long)]
     pub no_failures: bool,
-    /// A run whose edges and interfaces join the expected set; repeatable.
+    /// Fail when the run has a failure the baseline (the first --baseline) did not have: the
+    /// same test, class and hop.
+    #[arg(long)]
+    pub no_new_failures: bool,
+    /// Fail when edge or interface coverage fell by more than PCT points from the baseline's
+    /// (the first --baseline), both computed over the run's expected set.
+    #[arg(long, value_name = "PCT")]
+    pub max_coverage_drop: Option<f64>,
+    /// A run whose edges and interfaces join the expected set, and that --no-new-failures and
+    /// --max-coverage-drop compare against: an id, a name, `latest`, or `previous` (the run of
+    /// the same suite before this one); repeatable.
     #[arg(long, value_name = "RUN")]
     pub baseline: Vec<String>,
 }
@@ -41,6 +51,8 @@ impl GateArgs {
             min_interface_coverage: self.min_interface_coverage,
             critical: self.critical,
             no_failures: self.no_failures,
+            no_new_failures: self.no_new_failures,
+            max_coverage_drop: self.max_coverage_drop,
         }
     }
 
@@ -49,12 +61,15 @@ impl GateArgs {
             || self.min_interface_coverage.is_some()
             || self.critical
             || self.no_failures
+            || self.no_new_failures
+            || self.max_coverage_drop.is_some()
     }
 
     fn validate(&self) -> anyhow::Result<()> {
         for (flag, v) in [
             ("--min-edge-coverage", self.min_edge_coverage),
             ("--min-interface-coverage", self.min_interface_coverage),
+            ("--max-coverage-drop", self.max_coverage_drop),
         ] {
             if let Some(v) = v
                 && !(0.0..=100.0).contains(&v)
@@ -79,6 +94,12 @@ impl GateArgs {
         }
         if self.no_failures {
             q.push("no_failures=true".into());
+        }
+        if self.no_new_failures {
+            q.push("no_new_failures=true".into());
+        }
+        if let Some(v) = self.max_coverage_drop {
+            q.push(format!("max_coverage_drop={v}"));
         }
         if !self.baseline.is_empty() {
             q.push(format!("baseline={}", urlencode(&self.baseline.join(","))));
@@ -113,7 +134,7 @@ pub async fn gate(args: GateCmd) -> anyhow::Result<ExitCode> {
     args.gate.validate()?;
     if !args.gate.any() {
         bail!(
-            "give at least one condition: --min-edge-coverage, --min-interface-coverage, --critical or --no-failures"
+            "give at least one condition: --min-edge-coverage, --min-interface-coverage, --critical, --no-failures, --no-new-failures or --max-coverage-drop"
         );
     }
     let source = args.source.open()?;

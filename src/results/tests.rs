@@ -388,11 +388,16 @@ fn a_runs_results_outlive_its_spans_until_the_history_age() {
         "t1:a - web client \"GET /x\" 0..40 peer.service=api http.request.method=GET http.response.status_code=200
          t1:b a api server \"GET /x\" 5..30 http.route=/x http.response.status_code=200
          t2:c - web client \"GET /x\" 0..40 peer.service=api http.request.method=GET http.response.status_code=500
-         t2:d c api server \"GET /x\" 5..30 http.route=/x http.response.status_code=500",
+         t2:d c api server \"GET /x\" 5..30 http.route=/x http.response.status_code=500
+         t3:e - web client \"GET /x\" 0..40 peer.service=api http.request.method=GET http.response.status_code=200
+         t3:f e api server \"GET /x\" 5..30 http.route=/x http.response.status_code=200",
     );
+    let t3 = TraceId::from_hex_padded("74330000000000000000000000000000").unwrap();
     for s in &mut spans {
         let mut attrs = s.resource.attributes.0.clone();
-        attrs.push(KeyValue::new(crate::runs::RUN_ID_ATTR, "kept"));
+        // The third trace is an earlier run of the suite, to diff against.
+        let run = if s.trace_id == t3 { "earlier" } else { "kept" };
+        attrs.push(KeyValue::new(crate::runs::RUN_ID_ATTR, run));
         s.resource = std::sync::Arc::new(Resource::new(Attributes(attrs)));
     }
     let now = crate::ingest::now_ns();
@@ -411,6 +416,8 @@ fn a_runs_results_outlive_its_spans_until_the_history_age() {
     let before = crate::query::run_report(&reader, &run, &ctx).unwrap();
     assert_eq!(before.run.traces, 2);
     assert_eq!(before.edges.len(), 1, "{before:#?}");
+    let diff_before = crate::query::diff_runs(&reader, "earlier", "kept", &ctx).unwrap();
+    assert_eq!(diff_before.failures.new.len(), 1);
 
     store
         .enforce_retention(
@@ -433,6 +440,11 @@ fn a_runs_results_outlive_its_spans_until_the_history_age() {
         crate::report::to_json(&after),
         crate::report::to_json(&before),
         "the report of a run whose spans are gone"
+    );
+    assert_eq!(
+        crate::query::diff_runs(&reader, "earlier", "kept", &ctx).unwrap(),
+        diff_before,
+        "the diff of runs whose spans are gone"
     );
 
     // The history age removes the run and what it kept.

@@ -21,6 +21,9 @@ pub struct GateQuery {
     pub critical: bool,
     #[serde(default)]
     pub no_failures: bool,
+    #[serde(default)]
+    pub no_new_failures: bool,
+    pub max_coverage_drop: Option<f64>,
     /// Comma-separated runs whose edges and interfaces join the expected set.
     pub baseline: Option<String>,
 }
@@ -45,6 +48,8 @@ pub async fn gate(
         min_interface_coverage: q.min_interface_coverage,
         critical: q.critical,
         no_failures: q.no_failures,
+        no_new_failures: q.no_new_failures,
+        max_coverage_drop: q.max_coverage_drop,
     };
     let verdict = blocking(move || {
         let run = query::resolve_run(&reader, &id)?;
