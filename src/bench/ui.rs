@@ -205,6 +205,8 @@ pub fn generated_report(services: usize, edges: usize) -> Report {
             untested,
             unexpected: Vec::new(),
         }),
+        violations: None,
+        expectations: None,
     }
 }
 

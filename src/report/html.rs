@@ -86,6 +86,7 @@ pub fn html(report: &Report) -> String {
 
     heatmap(report, &mut out);
     failures(report, &mut out);
+    violations(report, &mut out);
     untested(report, &mut out);
 
     let graph = view::graph(report);
@@ -186,6 +187,30 @@ fn heatmap(report: &Report, out: &mut String) {
             }
         }
         out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+}
+
+fn violations(report: &Report, out: &mut String) {
+    let Some(vs) = report.violations.as_ref().filter(|v| !v.is_empty()) else {
+        return;
+    };
+    let _ = writeln!(out, "<h2>Broken expectations ({})</h2>", vs.len());
+    out.push_str("<table>\n<tr><th>expectation</th><th>test</th><th>hop</th><th>expected</th><th>observed</th><th>trace</th></tr>\n");
+    for v in vs {
+        let link = match escape::safe_href(&v.link) {
+            Some(href) => format!("<a href=\"{href}\">trace</a>"),
+            None => h(&v.link),
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{link}</td></tr>",
+            h(&v.expectation),
+            h(v.test.as_deref().unwrap_or("a request")),
+            h(&super::violations::hop_text(v)),
+            h(&v.expected),
+            h(&v.observed),
+        );
     }
     out.push_str("</table>\n");
 }

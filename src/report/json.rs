@@ -24,6 +24,13 @@ pub struct Report {
     /// Present when the report was built with coverage (`build_with`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<super::coverage::CoverageSummary>,
+    /// Broken expectations: present (possibly empty) whenever the manifest has `expect:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Vec<super::violations::Violation>>,
+    /// The names of the manifest's expectations, in its order (with `violations`): what held is
+    /// what is named here with no violation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expectations: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,6 +333,8 @@ pub fn build(run: &RunInfo, graph: &RunGraph) -> Report {
             .collect(),
         failures: Vec::new(),
         coverage: None,
+        violations: None,
+        expectations: None,
     }
 }
 

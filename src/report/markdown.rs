@@ -69,6 +69,24 @@ pub fn markdown(report: &Report) -> String {
         out.push('\n');
     }
 
+    if let Some(vs) = report.violations.as_ref().filter(|v| !v.is_empty()) {
+        let _ = writeln!(out, "### Broken expectations ({})\n", vs.len());
+        out.push_str("| expectation | test | hop | expected | observed | trace |\n|---|---|---|---|---|---|\n");
+        for v in vs {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | [trace]({}) |",
+                md(&v.expectation),
+                md(v.test.as_deref().unwrap_or("a request")),
+                md(&super::violations::hop_text(v)),
+                md(&v.expected),
+                md(&v.observed),
+                escape::markdown_url(&v.link)
+            );
+        }
+        out.push('\n');
+    }
+
     let critical = view::untested_critical(report);
     if !critical.is_empty() {
         let _ = writeln!(out, "### Untested critical items ({})\n", critical.len());

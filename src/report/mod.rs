@@ -30,6 +30,7 @@ mod junit;
 mod markdown;
 mod text;
 mod view;
+pub mod violations;
 pub use view::{edge_lines, is_problem};
 
 pub use coverage::{
@@ -45,6 +46,7 @@ pub use json::{
 pub use junit::junit;
 pub use markdown::markdown;
 pub use text::{text, text_styled};
+pub use violations::{Violation, violations};
 
 use crate::links::LinkTemplate;
 use crate::model::Span;

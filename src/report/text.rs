@@ -93,6 +93,27 @@ pub fn text_styled(report: &Report, color: bool) -> String {
         let _ = writeln!(out, "    {}", f.summary);
         let _ = writeln!(out, "    {}", f.link);
     }
+    if let Some(vs) = &report.violations {
+        out.push('\n');
+        if vs.is_empty() {
+            out.push_str("expectations: every one held\n");
+        } else {
+            let title = format!("violations ({}):", vs.len());
+            let _ = writeln!(out, "{}", paint.paint("1;33", &title));
+        }
+        for v in vs {
+            let _ = writeln!(
+                out,
+                "  {}: {} at {}: expected {}, observed {}",
+                v.expectation,
+                v.test.as_deref().unwrap_or("a request"),
+                super::violations::hop_text(v),
+                v.expected,
+                v.observed
+            );
+            let _ = writeln!(out, "    {}", v.link);
+        }
+    }
 
     out.push('\n');
     if report.edges.is_empty() {
