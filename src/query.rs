@@ -111,8 +111,12 @@ pub struct ReportContext {
     pub contracts: Vec<Contract>,
     /// Background traffic joins the expected set even though another source is configured.
     pub include_background: bool,
-    /// Runs whose edges and interfaces join the expected set (`--baseline`).
+    /// Runs whose edges and interfaces join the expected set (`--baseline`), and against which
+    /// latency regressions are reported.
     pub baselines: Vec<String>,
+    /// What counts as a latency regression against the baselines (`--latency-threshold`,
+    /// `--latency-floor`).
+    pub latency: crate::regressions::Thresholds,
     pub report: ReportOptions,
     /// The settle period: results a reader computes for a trace quiet this long are stored for
     /// the next reader. `None` stores nothing.
@@ -207,6 +211,8 @@ pub struct Analysed {
     pub traces_outside_run: u64,
     /// Names in the manifest that no trace shows, each with the closest names seen.
     pub warnings: Vec<String>,
+    /// Interfaces slower than in the baselines (empty without one); the report holds them too.
+    pub regressions: Vec<crate::regressions::Regression>,
 }
 
 /// The graph and blame of runs (by id; `""`: the traces of no run), from their rollups.
@@ -292,7 +298,14 @@ pub fn analyse_runs(
     let Some(cache) = &ctx.cache else {
         return Ok(Arc::new(analyse_now(reader, runs, ctx)?));
     };
-    let key = stamp(reader, runs)?;
+    // The baselines and thresholds decide the expected set and the regressions: an analysis
+    // against other ones is another analysis.
+    let key = format!(
+        "{} baselines {:?} latency {:?}",
+        stamp(reader, runs)?,
+        ctx.baselines,
+        ctx.latency
+    );
     if let Some(hit) = cache.get(&key) {
         return Ok(hit);
     }
@@ -367,6 +380,14 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         }
         baseline = Some(merged_runs(reader, &ids, ctx)?.0);
     }
+    let regressions = match &baseline {
+        Some(base) => {
+            let found = crate::regressions::regressions(base, &graph, &ctx.latency);
+            report.regressions = Some(found.iter().map(report::regression).collect());
+            found
+        }
+        None => Vec::new(),
+    };
     let expected = coverage::expected(&Sources {
         manifest: ctx.manifest.as_ref(),
         contracts: &ctx.contracts,
@@ -418,6 +439,7 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         sources_configured: configured,
         traces_outside_run,
         warnings,
+        regressions,
     })
 }
 
@@ -563,7 +585,20 @@ pub fn gate_run(
             text: format!("{refused}\n"),
         });
     }
-    let result = coverage::gate(&analysed.coverage, conditions);
+    if conditions.max_latency_regression.is_some() && ctx.baselines.is_empty() {
+        return Ok(GateVerdict {
+            exit_code: 2,
+            text:
+                "--max-latency-regression needs a baseline to compare with: give --baseline RUN\n"
+                    .to_owned(),
+        });
+    }
+    let mut result = coverage::gate(&analysed.coverage, conditions);
+    if let Some(max) = conditions.max_latency_regression
+        && let Some(v) = crate::regressions::violation(&analysed.regressions, max)
+    {
+        result.violations.push(v);
+    }
     Ok(GateVerdict {
         exit_code: result.exit_code() as u8,
         text: result.text(),

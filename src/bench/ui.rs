@@ -204,6 +204,7 @@ pub fn generated_report(services: usize, edges: usize) -> Report {
             untested,
             unexpected: Vec::new(),
         }),
+        regressions: None,
     }
 }
 

@@ -21,6 +21,9 @@ pub struct GateConditions {
     pub critical: bool,
     /// `--no-failures`: no failed test and no failing item.
     pub no_failures: bool,
+    /// `--max-latency-regression RATIO`: no interface slower than the baseline by more than
+    /// RATIO (judged by `regressions::violation`, not by `gate`, which sees only coverage).
+    pub max_latency_regression: Option<f64>,
 }
 
 impl GateConditions {
@@ -37,6 +40,7 @@ pub enum Condition {
     MinInterfaceCoverage,
     Critical,
     NoFailures,
+    MaxLatencyRegression,
 }
 
 impl Condition {
@@ -47,6 +51,7 @@ impl Condition {
             Condition::MinInterfaceCoverage => "--min-interface-coverage",
             Condition::Critical => "--critical",
             Condition::NoFailures => "--no-failures",
+            Condition::MaxLatencyRegression => "--max-latency-regression",
         }
     }
 }
@@ -61,6 +66,8 @@ pub struct Violation {
     pub items: Vec<Item>,
     /// For `no_failures`: the failed tests.
     pub tests: Vec<String>,
+    /// Anything else that breaks it, one line each (the regressions over the ratio).
+    pub details: Vec<String>,
 }
 
 /// The gate's verdict.
@@ -98,6 +105,9 @@ impl GateResult {
             }
             for test in &v.tests {
                 let _ = writeln!(out, "  failed test {test}");
+            }
+            for line in &v.details {
+                let _ = writeln!(out, "  {line}");
             }
         }
         out
@@ -150,6 +160,7 @@ pub fn gate(coverage: &Coverage, conditions: &GateConditions) -> GateResult {
             message,
             items: not_covered(condition == Condition::MinEdgeCoverage),
             tests: Vec::new(),
+            details: Vec::new(),
         });
     }
     if conditions.critical {
@@ -172,6 +183,7 @@ pub fn gate(coverage: &Coverage, conditions: &GateConditions) -> GateResult {
                 ),
                 items,
                 tests: Vec::new(),
+                details: Vec::new(),
             });
         }
     }
@@ -186,6 +198,7 @@ pub fn gate(coverage: &Coverage, conditions: &GateConditions) -> GateResult {
             ),
             items: coverage.failing.clone(),
             tests: coverage.failed_tests.clone(),
+            details: Vec::new(),
         });
     }
     GateResult { violations }
