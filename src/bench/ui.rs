@@ -231,6 +231,7 @@ pub fn page_of(report: Report) -> RunPage {
         placed_traces,
         warnings: Vec::new(),
         heat: Default::default(),
+        baseline: None,
     }
 }
 
