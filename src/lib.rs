@@ -11,6 +11,7 @@ pub mod config;
 pub mod coverage;
 pub mod demo;
 pub mod graph;
+pub mod history;
 pub mod import;
 pub mod ingest;
 pub mod links;

@@ -91,6 +91,22 @@ pub fn resolve_run(reader: &Reader, what: &str) -> Result<Run, QueryError> {
         .ok_or_else(|| QueryError::NoSuchRun(what.to_owned()))
 }
 
+/// Resolves a run reference said next to `current` (a baseline, a diff's base): `previous` is
+/// the run of `current`'s suite before it; anything else as `resolve_run`.
+pub fn resolve_run_beside(reader: &Reader, what: &str, current: &Run) -> Result<Run, QueryError> {
+    if what != "previous" {
+        return resolve_run(reader, what);
+    }
+    reader
+        .with_conn(|c| runs::previous_run(c, current))?
+        .ok_or_else(|| {
+            QueryError::NoSuchRun(format!(
+                "previous (no run of suite {:?} before {})",
+                current.suite, current.id
+            ))
+        })
+}
+
 /// Every span of a run's traces.
 pub fn run_spans(reader: &Reader, run: &Run) -> Result<Vec<Span>, QueryError> {
     let ids = reader.with_conn(|c| runs::run_traces(c, &run.id))?;
@@ -213,6 +229,8 @@ pub struct Analysed {
     pub warnings: Vec<String>,
     /// Interfaces slower than in the baselines (empty without one); the report holds them too.
     pub regressions: Vec<crate::regressions::Regression>,
+    /// The expected set the coverage was computed over (a diff computes its base's over it).
+    pub expected: coverage::Expected,
 }
 
 /// The graph and blame of runs (by id; `""`: the traces of no run), from their rollups.
@@ -332,7 +350,7 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
             .map(|r| r.name.as_str())
             .collect::<Vec<_>>()
             .join(" + "),
-        ..first
+        ..first.clone()
     };
     let (graph, blame) = merged_runs(reader, &run_ids, ctx)?;
     let info = RunInfo {
@@ -341,6 +359,9 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
     };
     let mut report = report::build_with(&info, &graph, &blame, &ctx.report);
     report.run.aged_out_traces = runs.iter().map(|r| r.aged_out).sum();
+    if runs.iter().all(|r| r.suite == first.suite) {
+        report.run.suite = Some(first.suite.clone());
+    }
 
     let traces_outside_run = reader.with_conn(|c| {
         let all: i64 = c.query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0))?;
@@ -376,7 +397,7 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
     if !ctx.baselines.is_empty() {
         let mut ids = Vec::new();
         for b in &ctx.baselines {
-            ids.push(resolve_run(reader, b)?.id);
+            ids.push(resolve_run_beside(reader, b, &first)?.id);
         }
         baseline = Some(merged_runs(reader, &ids, ctx)?.0);
     }
@@ -388,7 +409,7 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         }
         None => Vec::new(),
     };
-    let expected = coverage::expected(&Sources {
+    let mut expected = coverage::expected(&Sources {
         manifest: ctx.manifest.as_ref(),
         contracts: &ctx.contracts,
         baseline: baseline.as_ref(),
@@ -396,18 +417,12 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         include_background: background_wanted,
         everything: everything.as_ref(),
     });
-    // Failing keys from blame: the hops failures were placed on, plus the graph's default.
-    let mut failing = coverage::failing_hops(&graph);
-    for f in &blame.failures {
-        if let Some(h) = &f.hop {
-            failing.insert(HopKey {
-                caller: h.caller.clone(),
-                callee: h.callee.clone(),
-                operation: Some(h.operation.clone()),
-            });
-        }
+    if !configured {
+        // What the run itself did was seen, even once its spans aged out of the store (its
+        // results outlive them): its report does not change with retention.
+        expected.add_graph(&graph);
     }
-    let cov = coverage::coverage(&graph, &expected, &failing);
+    let cov = coverage::coverage(&graph, &expected, &failing_keys(&graph, &blame));
     report::apply_coverage(&mut report, &cov);
     attach_examples(reader, &run_ids, ctx, &mut report)?;
     let warnings = match &ctx.manifest {
@@ -440,7 +455,79 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         traces_outside_run,
         warnings,
         regressions,
+        expected,
     })
+}
+
+/// The failing keys of a run: the hops its failures were placed on, plus the graph's default.
+fn failing_keys(
+    graph: &RunGraph,
+    blame: &crate::blame::Blame,
+) -> std::collections::BTreeSet<HopKey> {
+    let mut failing = coverage::failing_hops(graph);
+    for f in &blame.failures {
+        if let Some(h) = &f.hop {
+            failing.insert(HopKey {
+                caller: h.caller.clone(),
+                callee: h.callee.clone(),
+                operation: Some(h.operation.clone()),
+            });
+        }
+    }
+    failing
+}
+
+/// What changed from `base` to `run` (`tracecov diff`): both analysed from their rollups, the
+/// base's coverage computed again over the run's expected set so that a status means the same
+/// on both sides. `base` may be `previous`: the run of `run`'s suite before it.
+pub fn diff_runs(
+    reader: &Reader,
+    base: &str,
+    run: &str,
+    ctx: &ReportContext,
+) -> Result<crate::history::Diff, QueryError> {
+    let run = resolve_run(reader, run)?;
+    let base = resolve_run_beside(reader, base, &run)?;
+    let after = analyse_run(reader, &run, ctx)?;
+    let before = analyse_run(reader, &base, ctx)?;
+    let base_report = report_over(&before, &after.expected, &base, ctx);
+    let side = |run: &Run| crate::history::diff::RunRef {
+        id: run.id.clone(),
+        name: run.name.clone(),
+    };
+    Ok(crate::history::diff(
+        crate::history::DiffSide {
+            run: side(&base),
+            report: &base_report,
+            graph: &before.graph,
+        },
+        crate::history::DiffSide {
+            run: side(&run),
+            report: &after.report,
+            graph: &after.graph,
+        },
+    ))
+}
+
+/// A run's report with its coverage computed over `expected` rather than its own expected set.
+fn report_over(
+    analysed: &Analysed,
+    expected: &coverage::Expected,
+    run: &Run,
+    ctx: &ReportContext,
+) -> Report {
+    let info = RunInfo {
+        id: run.id.clone(),
+        name: run.name.clone(),
+    };
+    let mut report = report::build_with(&info, &analysed.graph, &analysed.blame, &ctx.report);
+    let cov = coverage::coverage(
+        &analysed.graph,
+        expected,
+        &failing_keys(&analysed.graph, &analysed.blame),
+    );
+    report::apply_coverage(&mut report, &cov);
+    report
 }
 
 /// Gives each untested item of `report` its `example`: the recorded trace outside `runs` that
@@ -589,7 +676,7 @@ pub fn gate_run(
         return Ok(GateVerdict {
             exit_code: 2,
             text:
-                "--max-latency-regression needs a baseline to compare with: give --baseline RUN\n"
+                "--max-latency-regression needs a baseline to compare with: give --baseline RUN (an id, a name, or previous)\n"
                     .to_owned(),
         });
     }
@@ -598,6 +685,18 @@ pub fn gate_run(
         && let Some(v) = crate::regressions::violation(&analysed.regressions, max)
     {
         result.violations.push(v);
+    }
+    if conditions.has_history_condition() {
+        let Some(base) = ctx.baselines.first() else {
+            return Ok(GateVerdict {
+                exit_code: 2,
+                text: "--no-new-failures and --max-coverage-drop compare the run with a baseline: give --baseline RUN (an id, a name, or previous)\n".to_owned(),
+            });
+        };
+        let d = diff_runs(reader, base, &run.id, ctx)?;
+        result
+            .violations
+            .extend(crate::history::judge(&d, conditions));
     }
     Ok(GateVerdict {
         exit_code: result.exit_code() as u8,

@@ -178,6 +178,7 @@ pub fn generated_report(services: usize, edges: usize) -> Report {
             spans: 1_000_000,
             traces: 20_000,
             aged_out_traces: 0,
+            suite: None,
             tests: TestCounts {
                 total: 2_000,
                 passed: 2_000 - failures.len() as u64,
@@ -222,6 +223,7 @@ pub fn page_of(report: Report) -> RunPage {
                 last_ns: 1_700_000_060_000_000_000,
                 traces: report.run.traces,
                 aged_out: 0,
+                suite: crate::runs::DEFAULT_SUITE.to_owned(),
             },
             open: false,
             settled: true,

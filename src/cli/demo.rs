@@ -94,7 +94,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let ctx = ctx.with_manifest(crate::coverage::demo_manifest())?;
     let run = tokio::task::spawn_blocking({
         let reader = reader.clone();
-        move || reader.with_conn(|c| runs::create_run(c, "demo", RunKind::Explicit, now_ns()))
+        move || {
+            reader.with_conn(|c| {
+                runs::create_run(
+                    c,
+                    "demo",
+                    RunKind::Explicit,
+                    &runs::SuiteNames::named("demo"),
+                    now_ns(),
+                )
+            })
+        }
     })
     .await??;
 

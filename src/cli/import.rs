@@ -421,6 +421,7 @@ impl DataTarget {
                 // In nanoseconds, as retention computes its cutoff: nothing is old enough.
                 max_age: Duration::from_nanos(u64::MAX),
                 max_bytes: u64::MAX,
+                max_history_age: Duration::from_nanos(u64::MAX),
             },
             retention_every: Duration::MAX,
             ..WriterConfig::default()
@@ -462,7 +463,13 @@ impl Target for DataTarget {
                 Some(run) => Ok(run),
                 None => {
                     let now = now_ns();
-                    let run = runs::create_run(conn, name, RunKind::Import, now)?;
+                    let run = runs::create_run(
+                        conn,
+                        name,
+                        RunKind::Import,
+                        &runs::SuiteNames::default(),
+                        now,
+                    )?;
                     runs::close_run(conn, &run.id, now)?;
                     Ok(run)
                 }

@@ -5,6 +5,7 @@
 
 mod client;
 mod demo;
+mod diff;
 mod export;
 mod import;
 mod output;
@@ -46,6 +47,9 @@ pub enum Command {
     Impact(verdicts::ImpactCmd),
     /// The bug report of a failure in a trace.
     Bug(verdicts::BugCmd),
+    /// What changed from one run to another: new and fixed failures, newly untested and newly
+    /// covered edges and interfaces, the coverage delta.
+    Diff(diff::DiffArgs),
     /// Import recorded traces (OTLP/JSON, Jaeger JSON, Zipkin v2 JSON) into a run.
     ///
     /// The format is detected from each file's content (gzip too) unless `--format` is given.
@@ -169,6 +173,7 @@ pub fn main() -> ExitCode {
             Command::Gate(args) => verdicts::gate(args).await,
             Command::Impact(args) => verdicts::impact(args).await,
             Command::Bug(args) => verdicts::bug(args).await,
+            Command::Diff(args) => diff::run(args).await,
             Command::Import(args) => import::run(args).await,
             Command::Export(args) => export::run(args).await,
             Command::Bench(BenchCommand::Analysis {

@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// The run's name (default: the CI run id when one is set, else a timestamp).
     #[arg(long)]
     pub name: Option<String>,
+    /// The suite the run belongs to, which history, `previous` and `flaky` go by (default: the
+    /// spans' `tracecov.suite`, else the CI job's name, else `default`).
+    #[arg(long, env = "TRACECOV_SUITE")]
+    pub suite: Option<String>,
     /// A running `tracecov serve` (its UI/API address); without it, an embedded collector is
     /// started on free ports.
     #[arg(long, env = "TRACECOV_SERVER")]
@@ -161,13 +165,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .to_owned();
     let name = args.name.clone().or_else(ci_run_name);
     let opened = api
-        .post("/api/runs", serde_json::json!({ "name": name }))
+        .post(
+            "/api/runs",
+            serde_json::json!({
+                "name": name,
+                "suite": args.suite,
+                "ci_job": crate::runs::SuiteNames::ci_job_from_env(),
+            }),
+        )
         .await?;
     let run_id = opened["id"].as_str().context("no run id")?.to_owned();
     eprintln!(
-        "tracecov: run {} ({}) open; exporting to {endpoint}",
+        "tracecov: run {} ({}, suite {}) open; exporting to {endpoint}",
         opened["name"].as_str().unwrap_or(&run_id),
-        run_id
+        run_id,
+        opened["suite"]
+            .as_str()
+            .unwrap_or(crate::runs::DEFAULT_SUITE),
     );
 
     let attrs = resource_attributes(

@@ -29,8 +29,18 @@ pub struct GateArgs {
     /// Fail when any test failed or any item is failing.
     #[arg(long)]
     pub no_failures: bool,
-    /// A run whose edges and interfaces join the expected set, and against which latency
-    /// regressions are reported; repeatable.
+    /// Fail when the run has a failure the baseline (the first --baseline) did not have: the
+    /// same test, class and hop.
+    #[arg(long)]
+    pub no_new_failures: bool,
+    /// Fail when edge or interface coverage fell by more than PCT points from the baseline's
+    /// (the first --baseline), both computed over the run's expected set.
+    #[arg(long, value_name = "PCT")]
+    pub max_coverage_drop: Option<f64>,
+    /// A run whose edges and interfaces join the expected set, that --no-new-failures and
+    /// --max-coverage-drop compare against, and against which latency regressions are
+    /// reported: an id, a name, `latest`, or `previous` (the run of the same suite before this
+    /// one); repeatable.
     #[arg(long, value_name = "RUN")]
     pub baseline: Vec<String>,
     /// Fail when an interface's p95 grew by more than RATIO against --baseline (of those the
@@ -92,6 +102,8 @@ impl GateArgs {
             min_interface_coverage: self.min_interface_coverage,
             critical: self.critical,
             no_failures: self.no_failures,
+            no_new_failures: self.no_new_failures,
+            max_coverage_drop: self.max_coverage_drop,
             max_latency_regression: self.max_latency_regression,
         }
     }
@@ -101,6 +113,8 @@ impl GateArgs {
             || self.min_interface_coverage.is_some()
             || self.critical
             || self.no_failures
+            || self.no_new_failures
+            || self.max_coverage_drop.is_some()
             || self.max_latency_regression.is_some()
     }
 
@@ -108,6 +122,7 @@ impl GateArgs {
         for (flag, v) in [
             ("--min-edge-coverage", self.min_edge_coverage),
             ("--min-interface-coverage", self.min_interface_coverage),
+            ("--max-coverage-drop", self.max_coverage_drop),
         ] {
             if let Some(v) = v
                 && !(0.0..=100.0).contains(&v)
@@ -143,6 +158,12 @@ impl GateArgs {
         }
         if self.no_failures {
             q.push("no_failures=true".into());
+        }
+        if self.no_new_failures {
+            q.push("no_new_failures=true".into());
+        }
+        if let Some(v) = self.max_coverage_drop {
+            q.push(format!("max_coverage_drop={v}"));
         }
         if !self.baseline.is_empty() {
             q.push(format!("baseline={}", urlencode(&self.baseline.join(","))));
@@ -181,7 +202,7 @@ pub async fn gate(args: GateCmd) -> anyhow::Result<ExitCode> {
     args.gate.validate()?;
     if !args.gate.any() {
         bail!(
-            "give at least one condition: --min-edge-coverage, --min-interface-coverage, --critical, --no-failures or --max-latency-regression"
+            "give at least one condition: --min-edge-coverage, --min-interface-coverage, --critical, --no-failures, --no-new-failures, --max-coverage-drop or --max-latency-regression"
         );
     }
     let source = args.source.open()?;

@@ -21,12 +21,22 @@ pub struct GateConditions {
     pub critical: bool,
     /// `--no-failures`: no failed test and no failing item.
     pub no_failures: bool,
+    /// `--no-new-failures`: no failure the baseline did not have (judged by `crate::history`).
+    pub no_new_failures: bool,
+    /// `--max-coverage-drop PCT`: edge and interface coverage fall by at most PCT points from
+    /// the baseline's, both over the run's expected set (judged by `crate::history`).
+    pub max_coverage_drop: Option<f64>,
     /// `--max-latency-regression RATIO`: no interface slower than the baseline by more than
-    /// RATIO (judged by `regressions::violation`, not by `gate`, which sees only coverage).
+    /// RATIO (judged by `crate::regressions::violation`).
     pub max_latency_regression: Option<f64>,
 }
 
 impl GateConditions {
+    /// A condition that compares the run with a baseline run.
+    pub fn has_history_condition(&self) -> bool {
+        self.no_new_failures || self.max_coverage_drop.is_some()
+    }
+
     /// A condition that judges coverage (everything but `no_failures`).
     pub fn has_coverage_condition(&self) -> bool {
         self.min_edge_coverage.is_some() || self.min_interface_coverage.is_some() || self.critical
@@ -40,6 +50,8 @@ pub enum Condition {
     MinInterfaceCoverage,
     Critical,
     NoFailures,
+    NoNewFailures,
+    MaxCoverageDrop,
     MaxLatencyRegression,
 }
 
@@ -51,6 +63,8 @@ impl Condition {
             Condition::MinInterfaceCoverage => "--min-interface-coverage",
             Condition::Critical => "--critical",
             Condition::NoFailures => "--no-failures",
+            Condition::NoNewFailures => "--no-new-failures",
+            Condition::MaxCoverageDrop => "--max-coverage-drop",
             Condition::MaxLatencyRegression => "--max-latency-regression",
         }
     }
@@ -66,7 +80,8 @@ pub struct Violation {
     pub items: Vec<Item>,
     /// For `no_failures`: the failed tests.
     pub tests: Vec<String>,
-    /// Anything else that breaks it, one line each (the regressions over the ratio).
+    /// Anything else that breaks it, a line each (a new failure, a coverage figure, an
+    /// interface slower than the baseline).
     pub details: Vec<String>,
 }
 
@@ -106,8 +121,8 @@ impl GateResult {
             for test in &v.tests {
                 let _ = writeln!(out, "  failed test {test}");
             }
-            for line in &v.details {
-                let _ = writeln!(out, "  {line}");
+            for detail in &v.details {
+                let _ = writeln!(out, "  {detail}");
             }
         }
         out

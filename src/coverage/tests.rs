@@ -874,7 +874,7 @@ fn gate_names_what_breaks_each_condition() {
             min_interface_coverage: Some(80.0),
             critical: true,
             no_failures: true,
-            max_latency_regression: None,
+            ..GateConditions::default()
         },
     );
     assert_eq!(r.exit_code(), 1);

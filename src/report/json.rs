@@ -72,6 +72,10 @@ pub struct Run {
     /// report covers what is left.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub aged_out_traces: u64,
+    /// The suite the run belongs to (absent in a report of runs of several suites, or built
+    /// without a store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
     pub tests: TestCounts,
     pub diagnostics: Diagnostics,
 }
@@ -299,6 +303,7 @@ pub fn build(run: &RunInfo, graph: &RunGraph) -> Report {
             spans: graph.span_count(),
             traces: graph.trace_count(),
             aged_out_traces: 0,
+            suite: None,
             tests: TestCounts {
                 total,
                 passed: total - failed,

@@ -23,7 +23,7 @@
 //! is added by `apply_coverage` from a `coverage::Coverage`; `build` leaves it out.
 
 mod coverage;
-mod escape;
+pub(crate) mod escape;
 mod html;
 mod json;
 mod junit;

@@ -271,6 +271,7 @@ fn everything_seen_follows_the_stored_results_through_retention() {
             Retention {
                 max_age: std::time::Duration::from_secs(3600),
                 max_bytes: u64::MAX,
+                ..Retention::default()
             },
             now,
         )
@@ -358,6 +359,7 @@ fn a_run_whose_trace_aged_out_says_so() {
             Retention {
                 max_age: std::time::Duration::from_secs(3600),
                 max_bytes: u64::MAX,
+                ..Retention::default()
             },
             now,
         )
@@ -369,4 +371,103 @@ fn a_run_whose_trace_aged_out_says_so() {
     assert_eq!(report.run.traces, 1);
     assert_eq!(report.run.aged_out_traces, 1);
     assert!(crate::report::text(&report).contains("1 more traces of this run were removed"));
+}
+
+/// A run's results outlive its spans: once computed, retention removes the spans but the run's
+/// report still holds what they showed (and counts nothing as aged out); the history age then
+/// removes the run with everything kept of it.
+#[test]
+fn a_runs_results_outlive_its_spans_until_the_history_age() {
+    use crate::model::{Attributes, KeyValue, Resource};
+    use crate::runs::RunAssigner;
+    use crate::store::{Durability, Retention, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+    let mut assigner = RunAssigner::open(dir.path(), Vec::new()).unwrap();
+    let (mut spans, _) = crate::graph::fixture::parse(
+        "t1:a - web client \"GET /x\" 0..40 peer.service=api http.request.method=GET http.response.status_code=200
+         t1:b a api server \"GET /x\" 5..30 http.route=/x http.response.status_code=200
+         t2:c - web client \"GET /x\" 0..40 peer.service=api http.request.method=GET http.response.status_code=500
+         t2:d c api server \"GET /x\" 5..30 http.route=/x http.response.status_code=500
+         t3:e - web client \"GET /x\" 0..40 peer.service=api http.request.method=GET http.response.status_code=200
+         t3:f e api server \"GET /x\" 5..30 http.route=/x http.response.status_code=200",
+    );
+    let t3 = TraceId::from_hex_padded("74330000000000000000000000000000").unwrap();
+    for s in &mut spans {
+        let mut attrs = s.resource.attributes.0.clone();
+        // The third trace is an earlier run of the suite, to diff against.
+        let run = if s.trace_id == t3 { "earlier" } else { "kept" };
+        attrs.push(KeyValue::new(crate::runs::RUN_ID_ATTR, run));
+        s.resource = std::sync::Arc::new(Resource::new(Attributes(attrs)));
+    }
+    let now = crate::ingest::now_ns();
+    let hour = std::time::Duration::from_secs(3600);
+    let received = now - 2 * hour.as_nanos() as u64;
+    store.write(&spans, received).unwrap();
+    assigner
+        .assign(&spans.iter().collect::<Vec<_>>(), received)
+        .unwrap();
+    let reader = store.reader();
+    let ctx = crate::query::ReportContext {
+        settle: Some(std::time::Duration::ZERO),
+        ..Default::default()
+    };
+    let run = crate::query::resolve_run(&reader, "kept").unwrap();
+    let before = crate::query::run_report(&reader, &run, &ctx).unwrap();
+    assert_eq!(before.run.traces, 2);
+    assert_eq!(before.edges.len(), 1, "{before:#?}");
+    let diff_before = crate::query::diff_runs(&reader, "earlier", "kept", &ctx).unwrap();
+    assert_eq!(diff_before.failures.new.len(), 1);
+
+    store
+        .enforce_retention(
+            Retention {
+                max_age: hour,
+                max_bytes: u64::MAX,
+                ..Retention::default()
+            },
+            now,
+        )
+        .unwrap();
+    let traces: i64 = reader
+        .with_conn(|c| Ok(c.query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(traces, 0, "the spans aged out");
+    let run = crate::query::resolve_run(&reader, "kept").unwrap();
+    assert_eq!(run.aged_out, 0, "nothing the run learned was lost");
+    let after = crate::query::run_report(&reader, &run, &ctx).unwrap();
+    assert_eq!(
+        crate::report::to_json(&after),
+        crate::report::to_json(&before),
+        "the report of a run whose spans are gone"
+    );
+    assert_eq!(
+        crate::query::diff_runs(&reader, "earlier", "kept", &ctx).unwrap(),
+        diff_before,
+        "the diff of runs whose spans are gone"
+    );
+
+    // The history age removes the run and what it kept.
+    store
+        .enforce_retention(
+            Retention {
+                max_age: hour,
+                max_bytes: u64::MAX,
+                max_history_age: hour,
+            },
+            now,
+        )
+        .unwrap();
+    assert!(crate::query::resolve_run(&reader, "kept").is_err());
+    let left: i64 = reader
+        .with_conn(|c| {
+            Ok(c.query_row(
+                "SELECT (SELECT COUNT(*) FROM run_rollups) + (SELECT COUNT(*) FROM run_tests)
+                      + (SELECT COUNT(*) FROM trace_rollups)",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(left, 0);
 }

@@ -34,6 +34,16 @@ pub const AUTO_RUN_QUIET: Duration = Duration::from_secs(5 * 60);
 
 pub const RUN_ID_ATTR: &str = "tracecov.run.id";
 pub const CI_RUN_ID_ATTR: &str = "cicd.pipeline.run.id";
+/// The resource attribute naming a run's suite (DESIGN, "History across runs").
+pub const SUITE_ATTR: &str = "tracecov.suite";
+/// The CI job's name as the OpenTelemetry CI/CD conventions put it on a resource: the suite of a
+/// run that names none, after `tracecov.suite`.
+pub const CI_PIPELINE_NAME_ATTR: &str = "cicd.pipeline.name";
+/// The suite of a run nothing names.
+pub const DEFAULT_SUITE: &str = "default";
+/// Environment variables holding the CI job's name, in the order they are read (GitHub Actions,
+/// GitLab CI, Jenkins): `tracecov run` passes the first set one as the run's CI job.
+pub const CI_JOB_ENV: [&str; 3] = ["GITHUB_WORKFLOW", "CI_JOB_NAME", "JOB_NAME"];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -46,6 +56,9 @@ CREATE TABLE IF NOT EXISTS runs (
     last_ns     INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name);
+-- `suite` (named by `--suite` or `tracecov.suite`) and `ci_job` (the CI job's name) are added by
+-- `init_schema` to stores made before suites; a run's suite is the first of them set, else
+-- 'default'.
 CREATE TABLE IF NOT EXISTS trace_runs (
     trace_id     BLOB PRIMARY KEY,
     run_id       TEXT NOT NULL,
@@ -113,6 +126,9 @@ pub struct Run {
     pub traces: u64,
     /// Traces of the run that retention removed.
     pub aged_out: u64,
+    /// The suite the run belongs to (DESIGN: `--suite`, else `tracecov.suite`, else the CI
+    /// job's name, else `default`).
+    pub suite: String,
 }
 
 impl Run {
@@ -129,27 +145,77 @@ impl Run {
     }
 }
 
-/// Forgets a trace that retention removes: its run assignment goes, and its run counts it as
-/// aged out.
-pub fn forget_trace(conn: &Connection, trace_id: &[u8]) -> Result<(), StoreError> {
+/// Forgets a trace that retention removes: its run assignment goes, and, when the run's results
+/// did not keep what the trace contributed (`results_kept`: it aged out before its results were
+/// computed), its run counts it as aged out.
+pub fn forget_trace(
+    conn: &Connection,
+    trace_id: &[u8],
+    results_kept: bool,
+) -> Result<(), StoreError> {
     let run: Option<String> = conn
         .prepare_cached("SELECT run_id FROM trace_runs WHERE trace_id = ?1")?
         .query_row(params![trace_id], |r| r.get(0))
         .optional()?;
     if let Some(run) = run {
-        conn.prepare_cached(
-            "INSERT INTO run_aged_out (run_id, traces) VALUES (?1, 1)
-             ON CONFLICT (run_id) DO UPDATE SET traces = traces + 1",
-        )?
-        .execute(params![run])?;
+        if !results_kept {
+            conn.prepare_cached(
+                "INSERT INTO run_aged_out (run_id, traces) VALUES (?1, 1)
+                 ON CONFLICT (run_id) DO UPDATE SET traces = traces + 1",
+            )?
+            .execute(params![run])?;
+        }
         conn.prepare_cached("DELETE FROM trace_runs WHERE trace_id = ?1")?
             .execute(params![trace_id])?;
     }
     Ok(())
 }
 
+/// Deletes a run and its assignments (`--history-age`; the results it kept go first, in
+/// `results::settle::drop_run`).
+pub fn drop_run(conn: &Connection, run: &str) -> Result<(), StoreError> {
+    for sql in [
+        "DELETE FROM trace_runs WHERE run_id = ?1",
+        "DELETE FROM run_aged_out WHERE run_id = ?1",
+        "DELETE FROM runs WHERE id = ?1",
+    ] {
+        conn.prepare_cached(sql)?.execute(params![run])?;
+    }
+    Ok(())
+}
+
 pub fn init_schema(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA)?;
+    let has_suite: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('runs') WHERE name = 'suite'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_suite {
+        // Two connections may open an old store at once: whichever adds the columns second finds
+        // them there.
+        let added = conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE runs ADD COLUMN suite TEXT;
+             ALTER TABLE runs ADD COLUMN ci_job TEXT;
+             COMMIT;",
+        );
+        if let Err(e) = added {
+            let _ = conn.execute_batch("ROLLBACK");
+            let now_has: bool = conn.query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('runs') WHERE name = 'suite'",
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )?;
+            if !now_has {
+                return Err(e.into());
+            }
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS runs_by_suite
+           ON runs (COALESCE(suite, ci_job, 'default'), created_ns);",
+    )?;
     Ok(())
 }
 
@@ -171,26 +237,112 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         last_ns: row.get::<_, i64>(5)? as u64,
         traces: row.get::<_, i64>(6)? as u64,
         aged_out: row.get::<_, i64>(7)? as u64,
+        suite: row.get(8)?,
     })
 }
 
+/// A run's suite as SQL over the `runs` row `r`.
+const SUITE_OF: &str = "COALESCE(r.suite, r.ci_job, 'default')";
+
 const RUN_COLUMNS: &str = "r.id, r.name, r.kind, r.created_ns, r.closed_ns, r.last_ns,
     (SELECT COUNT(*) FROM trace_runs t WHERE t.run_id = r.id),
-    (SELECT COALESCE(MAX(a.traces), 0) FROM run_aged_out a WHERE a.run_id = r.id)";
+    (SELECT COALESCE(MAX(a.traces), 0) FROM run_aged_out a WHERE a.run_id = r.id),
+    COALESCE(r.suite, r.ci_job, 'default')";
+
+/// What names a new run's suite: `--suite` (or the API's `"suite"`), and the CI job's name, which
+/// counts only when no span names the suite.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SuiteNames {
+    pub suite: Option<String>,
+    pub ci_job: Option<String>,
+}
+
+impl SuiteNames {
+    /// A suite given by name.
+    pub fn named(suite: impl Into<String>) -> Self {
+        Self {
+            suite: Some(suite.into()),
+            ci_job: None,
+        }
+    }
+
+    /// The CI job's name from this process's environment (`CI_JOB_ENV`), if any is set.
+    pub fn ci_job_from_env() -> Option<String> {
+        CI_JOB_ENV
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .map(|v| v.trim().to_owned())
+            .find(|v| !v.is_empty())
+    }
+}
 
 /// Opens a run. Also used by the import command for the run a file becomes.
 pub fn create_run(
     conn: &Connection,
     name: &str,
     kind: RunKind,
+    suite: &SuiteNames,
     now_ns: u64,
 ) -> Result<Run, StoreError> {
     let id = new_run_id(now_ns);
     conn.execute(
-        "INSERT INTO runs (id, name, kind, created_ns, last_ns) VALUES (?1, ?2, ?3, ?4, ?4)",
-        params![id, name, kind.as_str(), now_ns as i64],
+        "INSERT INTO runs (id, name, kind, created_ns, last_ns, suite, ci_job)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
+        params![
+            id,
+            name,
+            kind.as_str(),
+            now_ns as i64,
+            suite.suite.as_deref().filter(|s| !s.is_empty()),
+            suite.ci_job.as_deref().filter(|s| !s.is_empty())
+        ],
     )?;
     get_run(conn, &id)?.ok_or(StoreError::Closed)
+}
+
+/// The runs of `suite`, newest first, at most `last`.
+pub fn suite_runs(conn: &Connection, suite: &str, last: usize) -> Result<Vec<Run>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs r WHERE {SUITE_OF} = ?1
+         ORDER BY r.created_ns DESC, r.id DESC LIMIT ?2"
+    ))?;
+    let runs = stmt
+        .query_map(params![suite, last as i64], run_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(runs)
+}
+
+/// The run of `run`'s suite made before it: what `previous` means.
+pub fn previous_run(conn: &Connection, run: &Run) -> Result<Option<Run>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM runs r WHERE {SUITE_OF} = ?1
+                   AND (r.created_ns < ?2 OR (r.created_ns = ?2 AND r.id < ?3))
+                 ORDER BY r.created_ns DESC, r.id DESC LIMIT 1"
+            ),
+            params![run.suite, run.created_ns as i64, run.id],
+            run_from_row,
+        )
+        .optional()?)
+}
+
+/// Every suite with its number of runs and its newest run's creation time, newest first.
+pub fn list_suites(conn: &Connection) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {SUITE_OF}, COUNT(*), MAX(r.created_ns) FROM runs r
+         GROUP BY 1 ORDER BY 3 DESC"
+    ))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 pub fn close_run(conn: &Connection, id: &str, now_ns: u64) -> Result<Option<Run>, StoreError> {
@@ -222,9 +374,16 @@ pub fn list_runs(conn: &Connection) -> Result<Vec<Run>, StoreError> {
     Ok(runs)
 }
 
-/// Resolves what a user typed after `--run`: an id, a name (the newest run of that name), or
-/// `latest` (the newest run).
+/// Resolves what a user typed after `--run`: an id, a name (the newest run of that name),
+/// `latest` (the newest run), or `previous` (the run of the latest run's suite before it; see
+/// `previous_run` for `previous` next to another run).
 pub fn find_run(conn: &Connection, what: &str) -> Result<Option<Run>, StoreError> {
+    if what == "previous" {
+        return match find_run(conn, "latest")? {
+            Some(latest) => previous_run(conn, &latest),
+            None => Ok(None),
+        };
+    }
     if what == "latest" {
         return Ok(conn
             .query_row(
@@ -317,6 +476,8 @@ struct TraceFacts {
     explicit_run: Option<String>,
     ci_run: Option<String>,
     has_test: bool,
+    /// `tracecov.suite`, and the CI pipeline's name, from the resources.
+    suite: SuiteNames,
 }
 
 /// Assigns arriving traces to runs; runs on the writer thread as a commit hook.
@@ -433,6 +594,13 @@ impl RunAssigner {
                     .map(str::to_owned);
             }
             f.has_test |= looks_like_test(span, &self.test_services);
+            let resource = &span.resource.attributes;
+            if f.suite.suite.is_none() {
+                f.suite.suite = resource.str(SUITE_ATTR).map(str::to_owned);
+            }
+            if f.suite.ci_job.is_none() {
+                f.suite.ci_job = resource.str(CI_PIPELINE_NAME_ATTR).map(str::to_owned);
+            }
         }
         // A commit that failed for want of room may have left its transaction open.
         if !self.conn.is_autocommit() {
@@ -468,6 +636,7 @@ impl RunAssigner {
                     },
                 },
             };
+            name_suite(&tx, &run_id, &f.suite)?;
             let keep_current = matches!(&current, Some((_, true))) && !explicit
                 || matches!(&current, Some((run, _)) if *run == run_id);
             if keep_current {
@@ -490,6 +659,24 @@ impl RunAssigner {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Fills in what the spans say of `run`'s suite where nothing said it before: `--suite` (or a
+/// first span's `tracecov.suite`) is kept once set.
+fn name_suite(
+    tx: &rusqlite::Transaction<'_>,
+    run: &str,
+    names: &SuiteNames,
+) -> Result<(), StoreError> {
+    if let Some(suite) = names.suite.as_deref().filter(|s| !s.is_empty()) {
+        tx.prepare_cached("UPDATE runs SET suite = ?2 WHERE id = ?1 AND suite IS NULL")?
+            .execute(params![run, suite])?;
+    }
+    if let Some(job) = names.ci_job.as_deref().filter(|s| !s.is_empty()) {
+        tx.prepare_cached("UPDATE runs SET ci_job = ?2 WHERE id = ?1 AND ci_job IS NULL")?
+            .execute(params![run, job])?;
+    }
+    Ok(())
 }
 
 fn touch_run(tx: &rusqlite::Transaction<'_>, run: &str, now_ns: u64) -> Result<(), StoreError> {
@@ -614,7 +801,14 @@ mod tests {
     #[test]
     fn explicit_id_then_ci_id_then_open_run_then_auto_then_none() {
         let (_d, mut a) = setup();
-        let opened = create_run(&a.conn, "suite", RunKind::Explicit, 1).unwrap();
+        let opened = create_run(
+            &a.conn,
+            "suite",
+            RunKind::Explicit,
+            &SuiteNames::default(),
+            1,
+        )
+        .unwrap();
         a.assign(&[&span(1, &[(RUN_ID_ATTR, "given")], &[])], 10)
             .unwrap();
         assert_eq!(run_of(&a, 1).as_deref(), Some("given"));
@@ -674,10 +868,113 @@ mod tests {
     }
 
     #[test]
+    fn a_runs_suite_is_its_flag_else_the_spans_attribute_else_the_ci_job_else_default() {
+        let (_d, mut a) = setup();
+        let flagged = create_run(
+            &a.conn,
+            "a",
+            RunKind::Explicit,
+            &SuiteNames::named("api"),
+            1,
+        )
+        .unwrap();
+        assert_eq!(flagged.suite, "api");
+        let ci = SuiteNames {
+            suite: None,
+            ci_job: Some("integration".into()),
+        };
+        let job = create_run(&a.conn, "b", RunKind::Explicit, &ci, 2).unwrap();
+        assert_eq!(
+            job.suite, "integration",
+            "the CI job's name when nothing else"
+        );
+        // The span's attribute wins over the CI job's name, never over the flag.
+        a.assign(
+            &[&span(
+                1,
+                &[(RUN_ID_ATTR, &job.id), (SUITE_ATTR, "e2e")],
+                &[],
+            )],
+            3,
+        )
+        .unwrap();
+        assert_eq!(get_run(&a.conn, &job.id).unwrap().unwrap().suite, "e2e");
+        a.assign(
+            &[&span(
+                2,
+                &[(RUN_ID_ATTR, &flagged.id), (SUITE_ATTR, "e2e")],
+                &[],
+            )],
+            3,
+        )
+        .unwrap();
+        assert_eq!(get_run(&a.conn, &flagged.id).unwrap().unwrap().suite, "api");
+        // Runs made by spans take the suite from them; the CI pipeline's name is the fallback.
+        a.assign(
+            &[&span(
+                3,
+                &[(CI_RUN_ID_ATTR, "p1"), (CI_PIPELINE_NAME_ATTR, "nightly")],
+                &[],
+            )],
+            4,
+        )
+        .unwrap();
+        assert_eq!(find_run(&a.conn, "p1").unwrap().unwrap().suite, "nightly");
+        a.assign(&[&span(4, &[(RUN_ID_ATTR, "plain")], &[])], 5)
+            .unwrap();
+        assert_eq!(
+            find_run(&a.conn, "plain").unwrap().unwrap().suite,
+            DEFAULT_SUITE
+        );
+    }
+
+    #[test]
+    fn previous_is_the_run_of_the_same_suite_before() {
+        let (_d, a) = setup();
+        let api = SuiteNames::named("api");
+        let ui = SuiteNames::named("ui");
+        let a1 = create_run(&a.conn, "a1", RunKind::Explicit, &api, 1).unwrap();
+        let u1 = create_run(&a.conn, "u1", RunKind::Explicit, &ui, 2).unwrap();
+        let a2 = create_run(&a.conn, "a2", RunKind::Explicit, &api, 3).unwrap();
+        let u2 = create_run(&a.conn, "u2", RunKind::Explicit, &ui, 4).unwrap();
+        assert_eq!(previous_run(&a.conn, &a2).unwrap().unwrap().id, a1.id);
+        assert_eq!(previous_run(&a.conn, &u2).unwrap().unwrap().id, u1.id);
+        assert!(previous_run(&a.conn, &a1).unwrap().is_none());
+        assert_eq!(find_run(&a.conn, "previous").unwrap().unwrap().id, u1.id);
+        let listed: Vec<String> = suite_runs(&a.conn, "api", 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(listed, [a2.id.clone(), a1.id.clone()], "newest first");
+        assert_eq!(suite_runs(&a.conn, "api", 1).unwrap().len(), 1);
+        let suites: Vec<String> = list_suites(&a.conn)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.0)
+            .collect();
+        assert_eq!(suites, ["ui", "api"]);
+    }
+
+    #[test]
     fn run_lookup_by_id_name_and_latest() {
         let (_d, a) = setup();
-        let r1 = create_run(&a.conn, "nightly", RunKind::Explicit, 1).unwrap();
-        let r2 = create_run(&a.conn, "nightly", RunKind::Explicit, 2).unwrap();
+        let r1 = create_run(
+            &a.conn,
+            "nightly",
+            RunKind::Explicit,
+            &SuiteNames::default(),
+            1,
+        )
+        .unwrap();
+        let r2 = create_run(
+            &a.conn,
+            "nightly",
+            RunKind::Explicit,
+            &SuiteNames::default(),
+            2,
+        )
+        .unwrap();
         assert_eq!(find_run(&a.conn, &r1.id).unwrap().unwrap().id, r1.id);
         assert_eq!(find_run(&a.conn, "nightly").unwrap().unwrap().id, r2.id);
         assert_eq!(find_run(&a.conn, "latest").unwrap().unwrap().id, r2.id);

@@ -6,6 +6,7 @@
 
 mod api;
 pub mod auth;
+pub mod diff;
 pub mod exposure;
 mod runs;
 pub mod ui;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/traces/{trace_id}/bug", get(verdicts::bug))
         .route("/api/traces/{trace_id}/otlp", get(verdicts::otlp))
         .route("/api/runs/{id}/export", get(runs::export))
+        .route("/api/diff", get(diff::diff))
         .route("/metrics", get(metrics))
         .merge(ui::routes())
         .fallback(not_found)

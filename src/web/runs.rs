@@ -25,22 +25,33 @@ impl From<QueryError> for ApiError {
 pub struct OpenRun {
     #[serde(default)]
     pub name: Option<String>,
+    /// The run's suite (DESIGN, "History across runs"); spans may name it when this does not.
+    #[serde(default)]
+    pub suite: Option<String>,
+    /// The CI job's name, the suite when neither this nor a span names one (`tracecov run`
+    /// sends it from the CI system's variables).
+    #[serde(default)]
+    pub ci_job: Option<String>,
 }
 
 pub async fn open(
     State(state): State<AppState>,
     body: Option<Json<OpenRun>>,
 ) -> Result<Response, ApiError> {
-    let name = body
-        .and_then(|Json(b)| b.name)
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty());
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let clean = |s: Option<String>| s.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    let name = clean(body.name);
+    let suite = runs::SuiteNames {
+        suite: clean(body.suite),
+        ci_job: clean(body.ci_job),
+    };
     let reader = state.reader.clone();
     let quiet = state.config.settle;
     let run = blocking(move || {
         let now = now_ns();
         let name = name.unwrap_or_else(|| format!("run-{}", now / 1_000_000_000));
-        let run = reader.with_conn(|c| runs::create_run(c, &name, RunKind::Explicit, now))?;
+        let run =
+            reader.with_conn(|c| runs::create_run(c, &name, RunKind::Explicit, &suite, now))?;
         Ok(RunStatus::new(run, now, quiet))
     })
     .await?;

@@ -21,6 +21,9 @@ pub struct GateQuery {
     pub critical: bool,
     #[serde(default)]
     pub no_failures: bool,
+    #[serde(default)]
+    pub no_new_failures: bool,
+    pub max_coverage_drop: Option<f64>,
     /// Comma-separated runs whose edges and interfaces join the expected set, and against
     /// which latency regressions are judged.
     pub baseline: Option<String>,
@@ -43,6 +46,8 @@ pub async fn gate(
         min_interface_coverage: q.min_interface_coverage,
         critical: q.critical,
         no_failures: q.no_failures,
+        no_new_failures: q.no_new_failures,
+        max_coverage_drop: q.max_coverage_drop,
         max_latency_regression: q.max_latency_regression,
     };
     let verdict = blocking(move || {

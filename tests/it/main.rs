@@ -8,6 +8,7 @@ mod coverage;
 mod crash;
 mod dashboards;
 mod demo;
+mod diff;
 mod disk_full;
 mod exposure;
 mod flask;

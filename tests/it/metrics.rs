@@ -101,10 +101,15 @@ fn get(samples: &BTreeMap<Key, f64>, name: &str, labels: &[(&str, String)]) -> f
 
 /// Runs the demo suite with `faults` into `server`, in a run it opens and closes.
 pub async fn demo_run(server: &TestServer, name: &str, faults: Vec<Fault>) -> Value {
+    demo_run_in(server, serde_json::json!({ "name": name }), faults).await
+}
+
+/// `demo_run` in the run `POST /api/runs` opens with `open` (its name, its suite).
+pub async fn demo_run_in(server: &TestServer, open: Value, faults: Vec<Fault>) -> Value {
     let run: Value = server
         .http
         .post(server.api("/api/runs"))
-        .json(&serde_json::json!({ "name": name }))
+        .json(&open)
         .send()
         .await
         .unwrap()

@@ -117,8 +117,10 @@ pub fn render_run_page(p: &RunPage) -> Markup {
             p.small {
                 "started " (layout::time(run.created_ns))
                 @if let Some(c) = run.closed_ns { ", closed " (layout::time(c)) }
+                " · suite " code { (run.suite) }
                 " · " (report.run.spans) " spans in " (report.run.traces) " traces · "
-                a href={ "/api/runs/" (super::enc(&run.id)) "/report" } { "JSON report" }
+                a href={ "/api/runs/" (super::enc(&run.id)) "/report" } { "JSON report" } " · "
+                a #compare-previous href={ "/diff?base=previous&run=" (super::enc(&run.id)) } { "compare with the previous run of this suite" }
             }
             @if p.run.open {
                 p.warnbox #open-run { "This run is open: the page refreshes itself as spans arrive." }

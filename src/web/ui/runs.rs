@@ -158,9 +158,10 @@ fn render(rows: &[(RunStatus, Option<Arc<Summary>>)], addrs: &crate::server::Add
             } @else {
                 p.small { "Newest first. The gate column is " code { "tracecov gate --critical --no-failures" }
                     "; coverage is of the expected edges and interfaces." }
+                (compare_form(rows))
                 table #runs {
                     thead { tr {
-                        th { "run" } th { "started" } th { "state" } th.num { "traces" }
+                        th { "run" } th { "started" } th { "suite" } th { "state" } th.num { "traces" }
                         th.num { "tests" } th.num { "passed" } th.num { "failed" } th.num title="failures (the hops they are placed on)" { "failures (hops)" }
                         th.num { "edge coverage" } th.num { "interface coverage" } th.num { "critical" }
                         th.num { "critical untested" } th { "gate" } th { "links" }
@@ -176,6 +177,31 @@ fn render(rows: &[(RunStatus, Option<Arc<Summary>>)], addrs: &crate::server::Add
     )
 }
 
+/// Two runs to compare (`/diff`): a plain GET form, the base preset to the second newest run.
+fn compare_form(rows: &[(RunStatus, Option<Arc<Summary>>)]) -> Markup {
+    let option = |status: &RunStatus, selected: bool| {
+        let run = &status.run;
+        html! {
+            option value=(run.id) selected[selected] {
+                (run.name) " — " (run.suite) " — " (run.id)
+            }
+        }
+    };
+    html! {
+        @if rows.len() >= 2 {
+            form #compare action="/diff" method="get" {
+                label { "Compare " select name="base" {
+                    @for (i, (status, _)) in rows.iter().enumerate() { (option(status, i == 1)) }
+                } }
+                label { " with " select name="run" {
+                    @for (i, (status, _)) in rows.iter().enumerate() { (option(status, i == 0)) }
+                } }
+                " " button type="submit" { "diff" }
+            }
+        }
+    }
+}
+
 fn row(status: &RunStatus, s: Option<&Summary>) -> Markup {
     let run = &status.run;
     let state = if status.open {
@@ -189,6 +215,7 @@ fn row(status: &RunStatus, s: Option<&Summary>) -> Markup {
         tr data-run=(run.id) {
             td { a href=(href::run(&run.id)) { (run.name) } br; span.small.mono { (run.id) } }
             td { (layout::time(run.created_ns)) br; span.small { (run.kind.as_str()) } }
+            td.suite { (run.suite) }
             td { (state) }
             td.num { (run.traces) }
             @match s {
@@ -238,6 +265,7 @@ mod tests {
             last_ns,
             traces,
             aged_out: 0,
+            suite: runs::DEFAULT_SUITE.to_owned(),
         }
     }
 
