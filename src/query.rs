@@ -489,7 +489,20 @@ pub fn diff_runs(
     let run = resolve_run(reader, run)?;
     let base = resolve_run_beside(reader, base, &run)?;
     let after = analyse_run(reader, &run, ctx)?;
-    let before = analyse_run(reader, &base, ctx)?;
+    // The base's coverage is computed again over the run's expected set (`report_over`), so it
+    // is analysed against no baseline of its own: the run's (`previous`, say) names another
+    // run when said of the base, or none at all.
+    let unbased;
+    let base_ctx = if ctx.baselines.is_empty() {
+        ctx
+    } else {
+        unbased = ReportContext {
+            baselines: Vec::new(),
+            ..ctx.clone()
+        };
+        &unbased
+    };
+    let before = analyse_run(reader, &base, base_ctx)?;
     let base_report = report_over(&before, &after.expected, &base, ctx);
     let side = |run: &Run| crate::history::diff::RunRef {
         id: run.id.clone(),
