@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod coverage;
 pub mod demo;
+pub mod expect;
 pub mod graph;
 pub mod history;
 pub mod import;
