@@ -101,8 +101,8 @@ pub struct Regression {
 }
 
 /// Every interface of `run` that is slower than in `base` by `t`, the worst (highest ratio)
-/// first, ties by (caller, callee, operation). Swap the arguments for the interfaces that got
-/// faster (their `blamed` is then the node whose own time shrank most).
+/// first, ties by (caller, callee, operation). The interfaces that got faster are
+/// `improvements`.
 pub fn regressions(base: &RunGraph, run: &RunGraph, t: &Thresholds) -> Vec<Regression> {
     let mut out = Vec::new();
     for e in run.edges() {
