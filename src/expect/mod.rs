@@ -41,6 +41,9 @@ pub struct Expectation {
     pub attributes: Vec<(String, AttrRule)>,
 }
 
+// `duration_ms` is never NaN (the manifest refuses anything but a positive number).
+impl Eq for Expectation {}
+
 /// `calls {min, max}`, per test.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Bounds {
