@@ -21,6 +21,7 @@ pub mod model;
 pub mod net;
 pub mod query;
 pub mod redact;
+pub mod regressions;
 pub mod report;
 pub mod results;
 pub mod runs;

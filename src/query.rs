@@ -127,8 +127,12 @@ pub struct ReportContext {
     pub contracts: Vec<Contract>,
     /// Background traffic joins the expected set even though another source is configured.
     pub include_background: bool,
-    /// Runs whose edges and interfaces join the expected set (`--baseline`).
+    /// Runs whose edges and interfaces join the expected set (`--baseline`), and against which
+    /// latency regressions are reported.
     pub baselines: Vec<String>,
+    /// What counts as a latency regression against the baselines (`--latency-threshold`,
+    /// `--latency-floor`).
+    pub latency: crate::regressions::Thresholds,
     pub report: ReportOptions,
     /// The settle period: results a reader computes for a trace quiet this long are stored for
     /// the next reader. `None` stores nothing.
@@ -223,6 +227,8 @@ pub struct Analysed {
     pub traces_outside_run: u64,
     /// Names in the manifest that no trace shows, each with the closest names seen.
     pub warnings: Vec<String>,
+    /// Interfaces slower than in the baselines (empty without one); the report holds them too.
+    pub regressions: Vec<crate::regressions::Regression>,
     /// The expected set the coverage was computed over (a diff computes its base's over it).
     pub expected: coverage::Expected,
 }
@@ -310,7 +316,14 @@ pub fn analyse_runs(
     let Some(cache) = &ctx.cache else {
         return Ok(Arc::new(analyse_now(reader, runs, ctx)?));
     };
-    let key = stamp(reader, runs)?;
+    // The baselines and thresholds decide the expected set and the regressions: an analysis
+    // against other ones is another analysis.
+    let key = format!(
+        "{} baselines {:?} latency {:?}",
+        stamp(reader, runs)?,
+        ctx.baselines,
+        ctx.latency
+    );
     if let Some(hit) = cache.get(&key) {
         return Ok(hit);
     }
@@ -388,6 +401,14 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         }
         baseline = Some(merged_runs(reader, &ids, ctx)?.0);
     }
+    let regressions = match &baseline {
+        Some(base) => {
+            let found = crate::regressions::regressions(base, &graph, &ctx.latency);
+            report.regressions = Some(found.iter().map(report::regression).collect());
+            found
+        }
+        None => Vec::new(),
+    };
     let mut expected = coverage::expected(&Sources {
         manifest: ctx.manifest.as_ref(),
         contracts: &ctx.contracts,
@@ -433,6 +454,7 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         sources_configured: configured,
         traces_outside_run,
         warnings,
+        regressions,
         expected,
     })
 }
@@ -467,7 +489,20 @@ pub fn diff_runs(
     let run = resolve_run(reader, run)?;
     let base = resolve_run_beside(reader, base, &run)?;
     let after = analyse_run(reader, &run, ctx)?;
-    let before = analyse_run(reader, &base, ctx)?;
+    // The base's coverage is computed again over the run's expected set (`report_over`), so it
+    // is analysed against no baseline of its own: the run's (`previous`, say) names another
+    // run when said of the base, or none at all.
+    let unbased;
+    let base_ctx = if ctx.baselines.is_empty() {
+        ctx
+    } else {
+        unbased = ReportContext {
+            baselines: Vec::new(),
+            ..ctx.clone()
+        };
+        &unbased
+    };
+    let before = analyse_run(reader, &base, base_ctx)?;
     let base_report = report_over(&before, &after.expected, &base, ctx);
     let side = |run: &Run| crate::history::diff::RunRef {
         id: run.id.clone(),
@@ -650,7 +685,20 @@ pub fn gate_run(
             text: format!("{refused}\n"),
         });
     }
+    if conditions.max_latency_regression.is_some() && ctx.baselines.is_empty() {
+        return Ok(GateVerdict {
+            exit_code: 2,
+            text:
+                "--max-latency-regression needs a baseline to compare with: give --baseline RUN (an id, a name, or previous)\n"
+                    .to_owned(),
+        });
+    }
     let mut result = coverage::gate(&analysed.coverage, conditions);
+    if let Some(max) = conditions.max_latency_regression
+        && let Some(v) = crate::regressions::violation(&analysed.regressions, max)
+    {
+        result.violations.push(v);
+    }
     if conditions.has_history_condition() {
         let Some(base) = ctx.baselines.first() else {
             return Ok(GateVerdict {

@@ -207,6 +207,7 @@ pub fn generated_report(services: usize, edges: usize) -> Report {
         }),
         violations: None,
         expectations: None,
+        regressions: None,
     }
 }
 
@@ -234,6 +235,7 @@ pub fn page_of(report: Report) -> RunPage {
         placed_traces,
         warnings: Vec::new(),
         heat: Default::default(),
+        baseline: None,
     }
 }
 

@@ -26,6 +26,9 @@ pub struct GateConditions {
     /// `--max-coverage-drop PCT`: edge and interface coverage fall by at most PCT points from
     /// the baseline's, both over the run's expected set (judged by `crate::history`).
     pub max_coverage_drop: Option<f64>,
+    /// `--max-latency-regression RATIO`: no interface slower than the baseline by more than
+    /// RATIO (judged by `crate::regressions::violation`).
+    pub max_latency_regression: Option<f64>,
 }
 
 impl GateConditions {
@@ -49,6 +52,7 @@ pub enum Condition {
     NoFailures,
     NoNewFailures,
     MaxCoverageDrop,
+    MaxLatencyRegression,
 }
 
 impl Condition {
@@ -61,6 +65,7 @@ impl Condition {
             Condition::NoFailures => "--no-failures",
             Condition::NoNewFailures => "--no-new-failures",
             Condition::MaxCoverageDrop => "--max-coverage-drop",
+            Condition::MaxLatencyRegression => "--max-latency-regression",
         }
     }
 }
@@ -75,7 +80,8 @@ pub struct Violation {
     pub items: Vec<Item>,
     /// For `no_failures`: the failed tests.
     pub tests: Vec<String>,
-    /// Anything else that breaks it, a line each (a new failure, a coverage figure).
+    /// Anything else that breaks it, a line each (a new failure, a coverage figure, an
+    /// interface slower than the baseline).
     pub details: Vec<String>,
 }
 

@@ -6,6 +6,10 @@
 //! Failures that sit on no expected edge (an undeclared dependency, or `silent`) get a test
 //! case of their own in a second suite, so a CI test view never shows green while a test
 //! failed. Everything is XML-escaped after control characters were stripped. No I/O.
+//!
+//! Latency regressions against a baseline are not test cases here: whether one fails a build is
+//! for the gate's `--max-latency-regression` to decide, and a JUnit failure would decide it for
+//! every CI test view that reads the file.
 
 use std::fmt::Write;
 

@@ -41,7 +41,7 @@ pub use escape::{json_escape_controls, strip_controls};
 pub use html::html;
 pub use json::{
     Diagnostics, Edge, Evidence, EvidenceLog, Exception, Failure, FailureHop, Interface, LatencyMs,
-    Node, Percentiles, Report, Run, TestCounts, build, build_with, failure,
+    Node, Percentiles, Regression, Report, Run, TestCounts, build, build_with, failure, regression,
 };
 pub use junit::junit;
 pub use markdown::markdown;

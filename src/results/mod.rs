@@ -40,7 +40,7 @@ pub use rollup::Rollup;
 
 /// Bumped when `TraceResult`, `Rollup` or what `compute` puts in them changes: stored results
 /// and rollups of another version are recomputed (the fingerprint changes with it).
-const RESULTS_VERSION: u64 = 5;
+const RESULTS_VERSION: u64 = 6;
 
 /// Identifies the configuration results were computed with: the results format and the
 /// analysis options (test-driver services, aliases). Stable across processes (FNV-1a).
@@ -132,6 +132,18 @@ pub struct HopRecord {
     pub class: Option<u8>,
     /// Index in `hop_tests`.
     pub test: Option<u32>,
+    /// The own time of each node on the critical path below the call (`graph::critical`).
+    pub path: Vec<PathStep>,
+}
+
+/// One node's own time on a call's critical path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathStep {
+    /// Index in `nodes`; with `target`, the node is named again when merging, as a hop's
+    /// callee is (the callee of a call no span answered).
+    pub node: u32,
+    pub target: Option<TargetRecord>,
+    pub own_ns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -339,6 +351,21 @@ pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
             r.operations.push(op.to_owned());
             (r.operations.len() - 1) as u32
         });
+        let path = hop
+            .path
+            .iter()
+            .map(|(p, own_ns)| {
+                let n = run.node(p.node);
+                PathStep {
+                    node: match &p.target {
+                        Some(t) => node(&raw_name(t), NodeKind::External),
+                        None => node(&n.id, n.kind),
+                    },
+                    target: p.target.as_deref().map(target_record),
+                    own_ns: *own_ns,
+                }
+            })
+            .collect();
         let test = hop.test.map(|id| {
             let tc = run.test(id);
             *tests.entry((tc.trace_id, tc.span_id)).or_insert_with(|| {
@@ -361,6 +388,7 @@ pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
             error: hop.error,
             class: blame.hop_class(i).map(class_code),
             test,
+            path,
         });
     }
 

@@ -157,6 +157,7 @@ pub fn examples_outside(conn: &Connection, runs: &[String]) -> Result<Vec<Exampl
             error: false,
             class: None,
             test: None,
+            path: Vec::new(),
         });
         out.push(Example {
             result_hop: r,
@@ -280,6 +281,7 @@ pub fn as_result(conn: &Connection) -> Result<TraceResult, StoreError> {
                     error: false,
                     class: None,
                     test: None,
+                    path: Vec::new(),
                 });
             }
         }

@@ -149,6 +149,9 @@ fn injected(fault: Fault) -> Injected {
             blamed: "inventory",
         },
         Fault::None => unreachable!("no fault has no blame"),
+        Fault::InventoryLag => {
+            unreachable!("a latency fault fails no test (see tests/it/regressions.rs)")
+        }
     }
 }
 

@@ -23,6 +23,7 @@ mod otlp_clients;
 mod otlp_json;
 mod pytest_plugin;
 mod python_sdk;
+mod regressions;
 mod results;
 mod run_assignment;
 mod tokens;
