@@ -508,6 +508,24 @@ pub fn diff_runs(
         id: run.id.clone(),
         name: run.name.clone(),
     };
+    let latency = |kind, list: Vec<crate::regressions::Regression>| {
+        list.into_iter()
+            .map(move |r| crate::history::LatencyChange {
+                change: kind,
+                caller: r.caller,
+                callee: r.callee,
+                operation: r.operation,
+            })
+    };
+    let changed: Vec<_> = latency(
+        crate::history::ChangeKind::Slower,
+        crate::regressions::regressions(&before.graph, &after.graph, &ctx.latency),
+    )
+    .chain(latency(
+        crate::history::ChangeKind::Faster,
+        crate::regressions::improvements(&before.graph, &after.graph, &ctx.latency),
+    ))
+    .collect();
     Ok(crate::history::diff(
         crate::history::DiffSide {
             run: side(&base),
@@ -519,6 +537,7 @@ pub fn diff_runs(
             report: &after.report,
             graph: &after.graph,
         },
+        &changed,
     ))
 }
 

@@ -134,8 +134,19 @@ pub struct FailureChanges {
 
 type ItemKey = (String, String, Option<String>);
 
+/// An interface whose latency changed (`crate::regressions`): `Slower` or `Faster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyChange {
+    pub change: ChangeKind,
+    pub caller: String,
+    pub callee: String,
+    pub operation: String,
+}
+
 /// What changed from `base` to `run`. Both reports must carry coverage over the same expected set.
-pub fn diff(base: DiffSide<'_>, run: DiffSide<'_>) -> Diff {
+/// `latency` lists the interfaces that got slower or faster; each is listed unless it changed in
+/// a way that matters more.
+pub fn diff(base: DiffSide<'_>, run: DiffSide<'_>, latency: &[LatencyChange]) -> Diff {
     let before = items(&base);
     let after = items(&run);
     let keys: BTreeSet<&ItemKey> = before.keys().chain(after.keys()).collect();
@@ -153,6 +164,26 @@ pub fn diff(base: DiffSide<'_>, run: DiffSide<'_>) -> Diff {
             })
         })
         .collect();
+    for l in latency {
+        let key = (
+            l.caller.clone(),
+            l.callee.clone(),
+            Some(l.operation.clone()),
+        );
+        let taken = changes
+            .iter()
+            .any(|c| (&c.caller, &c.callee, &c.operation) == (&key.0, &key.1, &key.2));
+        if !taken {
+            changes.push(Change {
+                caller: key.0.clone(),
+                callee: key.1.clone(),
+                operation: key.2.clone(),
+                change: l.change,
+                base: before.get(&key).cloned(),
+                run: after.get(&key).cloned(),
+            });
+        }
+    }
     sort_changes(&mut changes);
     Diff {
         base: base.run.clone(),
@@ -164,34 +195,6 @@ pub fn diff(base: DiffSide<'_>, run: DiffSide<'_>) -> Diff {
 }
 
 impl Diff {
-    /// Notes an item whose latency changed (a latency regression in either direction), unless
-    /// it changed in a way that matters more already.
-    pub fn note_latency(
-        &mut self,
-        caller: &str,
-        callee: &str,
-        operation: Option<&str>,
-        change: ChangeKind,
-        base: Option<ItemState>,
-        run: Option<ItemState>,
-    ) {
-        let same = |c: &Change| {
-            c.caller == caller && c.callee == callee && c.operation.as_deref() == operation
-        };
-        if self.changes.iter().any(same) {
-            return;
-        }
-        self.changes.push(Change {
-            caller: caller.to_owned(),
-            callee: callee.to_owned(),
-            operation: operation.map(str::to_owned),
-            change,
-            base,
-            run,
-        });
-        sort_changes(&mut self.changes);
-    }
-
     /// The changes of one kind.
     pub fn of(&self, kind: ChangeKind) -> impl Iterator<Item = &Change> {
         self.changes.iter().filter(move |c| c.change == kind)

@@ -7,7 +7,7 @@
 
 pub mod diff;
 
-pub use diff::{Change, ChangeKind, Diff, DiffSide, ItemState, diff};
+pub use diff::{Change, ChangeKind, Diff, DiffSide, ItemState, LatencyChange, diff};
 
 use crate::coverage::{Condition, GateConditions, Violation};
 

@@ -231,5 +231,38 @@ async fn inventory_lag_is_a_regression_blamed_on_inventory_and_fails_the_gate() 
         String::from_utf8_lossy(&passed.stdout),
         String::from_utf8_lossy(&passed.stderr)
     );
+
+    // `diff` lists the interfaces into inventory as slower, and the other way as faster.
+    let kinds = |d: &Value, kind: &str| -> BTreeSet<(String, String)> {
+        d["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["change"] == kind && c["callee"] == "inventory")
+            .map(|c| {
+                let op = c["operation"].as_str().unwrap_or_default();
+                (
+                    c["caller"].as_str().unwrap().to_owned(),
+                    op.rsplit('/').next().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let want: BTreeSet<(String, String)> = [
+        ("gateway", "ListProducts"),
+        ("gateway", "GetProduct"),
+        ("checkout", "Reserve"),
+    ]
+    .iter()
+    .map(|(c, m)| (c.to_string(), m.to_string()))
+    .collect();
+    let (_, d) = server
+        .get_json(&format!("/api/diff?base={healthy}&run={lagging}"))
+        .await;
+    assert_eq!(kinds(&d, "slower"), want, "{d:#}");
+    let (_, back) = server
+        .get_json(&format!("/api/diff?base={lagging}&run={healthy}"))
+        .await;
+    assert_eq!(kinds(&back, "faster"), want, "{back:#}");
     server.stop().await;
 }
