@@ -199,6 +199,7 @@ impl ReportContext {
             }
         }
         self.analysis.aliases.extend(opts.aliases);
+        self.analysis.expectations = opts.expectations;
         self.contracts.extend(manifest.load_contracts()?);
         self.manifest = Some(manifest);
         Ok(self)
@@ -241,9 +242,21 @@ pub fn merged_runs(
 ) -> Result<(RunGraph, crate::blame::Blame), QueryError> {
     // However many requests arrive at once, at most a core's worth of merges run together: the
     // rest wait here rather than each holding a run's results in memory.
+    let (graph, blame, _) = merged_runs_judged(reader, run_ids, ctx)?;
+    Ok((graph, blame))
+}
+
+/// `merged_runs`, with the runs' broken expectations.
+pub fn merged_runs_judged(
+    reader: &Reader,
+    run_ids: &[String],
+    ctx: &ReportContext,
+) -> Result<(RunGraph, crate::blame::Blame, Vec<crate::expect::Violation>), QueryError> {
     let _permit = MERGES.acquire();
     let rollup = settle::rollup_of(reader, run_ids, &ctx.analysis, store_before(ctx))?;
-    Ok(rollup.graph(&ctx.analysis))
+    let violations = rollup.violations().cloned().collect();
+    let (graph, blame) = rollup.graph(&ctx.analysis);
+    Ok((graph, blame, violations))
 }
 
 /// Results computed by a reader are stored for traces quiet since this time (the settle period
@@ -352,7 +365,7 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
             .join(" + "),
         ..first.clone()
     };
-    let (graph, blame) = merged_runs(reader, &run_ids, ctx)?;
+    let (graph, blame, violations) = merged_runs_judged(reader, &run_ids, ctx)?;
     let info = RunInfo {
         id: run.id.clone(),
         name: run.name.clone(),
@@ -361,6 +374,16 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
     report.run.aged_out_traces = runs.iter().map(|r| r.aged_out).sum();
     if runs.iter().all(|r| r.suite == first.suite) {
         report.run.suite = Some(first.suite.clone());
+    }
+    if !ctx.analysis.expectations.is_empty() {
+        report.violations = Some(report::violations(&violations, &ctx.report));
+        report.expectations = Some(
+            ctx.analysis
+                .expectations
+                .iter()
+                .map(|e| ctx.report.redactor.text(&e.name))
+                .collect(),
+        );
     }
 
     let traces_outside_run = reader.with_conn(|c| {
@@ -713,6 +736,30 @@ pub fn gate_run(
         });
     }
     let mut result = coverage::gate(&analysed.coverage, conditions);
+    if conditions.expectations {
+        let Some(violations) = &analysed.report.violations else {
+            return Ok(GateVerdict {
+                exit_code: 2,
+                text: "--expectations judges the manifest's expect: list, and this manifest has none\n".to_owned(),
+            });
+        };
+        if !violations.is_empty() {
+            result.violations.push(coverage::Violation {
+                condition: coverage::Condition::Expectations,
+                message: format!(
+                    "{} broken expectation{}",
+                    violations.len(),
+                    if violations.len() == 1 { "" } else { "s" }
+                ),
+                items: Vec::new(),
+                tests: Vec::new(),
+                details: violations
+                    .iter()
+                    .map(|v| format!("{} {}", v.summary, v.link))
+                    .collect(),
+            });
+        }
+    }
     if let Some(max) = conditions.max_latency_regression
         && let Some(v) = crate::regressions::violation(&analysed.regressions, max)
     {

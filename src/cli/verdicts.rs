@@ -37,6 +37,9 @@ pub struct GateArgs {
     /// (the first --baseline), both computed over the run's expected set.
     #[arg(long, value_name = "PCT")]
     pub max_coverage_drop: Option<f64>,
+    /// Fail on any broken expectation (the manifest's `expect:`), naming each.
+    #[arg(long)]
+    pub expectations: bool,
     /// A run whose edges and interfaces join the expected set, that --no-new-failures and
     /// --max-coverage-drop compare against, and against which latency regressions are
     /// reported: an id, a name, `latest`, or `previous` (the run of the same suite before this
@@ -105,6 +108,7 @@ impl GateArgs {
             no_new_failures: self.no_new_failures,
             max_coverage_drop: self.max_coverage_drop,
             max_latency_regression: self.max_latency_regression,
+            expectations: self.expectations,
         }
     }
 
@@ -115,6 +119,7 @@ impl GateArgs {
             || self.no_failures
             || self.no_new_failures
             || self.max_coverage_drop.is_some()
+            || self.expectations
             || self.max_latency_regression.is_some()
     }
 
@@ -165,6 +170,9 @@ impl GateArgs {
         if let Some(v) = self.max_coverage_drop {
             q.push(format!("max_coverage_drop={v}"));
         }
+        if self.expectations {
+            q.push("expectations=true".into());
+        }
         if !self.baseline.is_empty() {
             q.push(format!("baseline={}", urlencode(&self.baseline.join(","))));
         }
@@ -202,7 +210,7 @@ pub async fn gate(args: GateCmd) -> anyhow::Result<ExitCode> {
     args.gate.validate()?;
     if !args.gate.any() {
         bail!(
-            "give at least one condition: --min-edge-coverage, --min-interface-coverage, --critical, --no-failures, --no-new-failures, --max-coverage-drop or --max-latency-regression"
+            "give at least one condition: --min-edge-coverage, --min-interface-coverage, --critical, --no-failures, --no-new-failures, --max-coverage-drop, --max-latency-regression or --expectations"
         );
     }
     let source = args.source.open()?;

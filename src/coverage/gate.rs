@@ -26,6 +26,9 @@ pub struct GateConditions {
     /// `--max-coverage-drop PCT`: edge and interface coverage fall by at most PCT points from
     /// the baseline's, both over the run's expected set (judged by `crate::history`).
     pub max_coverage_drop: Option<f64>,
+    /// `--expectations`: no broken expectation (judged by the caller from the report's
+    /// violations).
+    pub expectations: bool,
     /// `--max-latency-regression RATIO`: no interface slower than the baseline by more than
     /// RATIO (judged by `crate::regressions::violation`).
     pub max_latency_regression: Option<f64>,
@@ -52,6 +55,7 @@ pub enum Condition {
     NoFailures,
     NoNewFailures,
     MaxCoverageDrop,
+    Expectations,
     MaxLatencyRegression,
 }
 
@@ -65,6 +69,7 @@ impl Condition {
             Condition::NoFailures => "--no-failures",
             Condition::NoNewFailures => "--no-new-failures",
             Condition::MaxCoverageDrop => "--max-coverage-drop",
+            Condition::Expectations => "--expectations",
             Condition::MaxLatencyRegression => "--max-latency-regression",
         }
     }

@@ -516,11 +516,12 @@ impl Manifest {
         !self.declared.is_empty() || !self.pacts.is_empty() || !self.openapi.is_empty()
     }
 
-    /// What analysis needs from the manifest: its test services and aliases.
+    /// What analysis needs from the manifest: its test services, aliases and expectations.
     pub fn analysis_options(&self) -> AnalysisOptions {
         AnalysisOptions {
             test_services: self.test_services.clone(),
             aliases: self.aliases.clone(),
+            expectations: self.expectations.clone(),
         }
     }
 

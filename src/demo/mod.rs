@@ -106,6 +106,10 @@ pub enum Fault {
     /// `inventory:lag`: every inventory gRPC method takes `INVENTORY_LAG` longer, within its
     /// callers' deadline: no test fails, the run is only slower (a latency regression).
     InventoryLag,
+    /// `payments:double-charge`: checkout sends every charge twice (a retry after an answer it
+    /// did not wait for); payments charges both, every test still passes: only an expectation
+    /// (`calls {max: 1}`) sees it.
+    PaymentsDoubleCharge,
 }
 
 impl Fault {
@@ -120,6 +124,7 @@ impl Fault {
             Fault::CheckoutBadResponse => "checkout:bad-response",
             Fault::InventoryConsumerError => "inventory:consumer-error",
             Fault::InventoryLag => "inventory:lag",
+            Fault::PaymentsDoubleCharge => "payments:double-charge",
         }
     }
 
@@ -141,6 +146,7 @@ impl Fault {
             Fault::InventoryLag => {
                 "inventory answers 80 ms later than usual, within its callers' deadline"
             }
+            Fault::PaymentsDoubleCharge => "checkout charges every order twice; no test notices",
         }
     }
 }
@@ -192,6 +198,7 @@ pub fn all_faults() -> Vec<Fault> {
         Fault::CheckoutBadResponse,
         Fault::InventoryConsumerError,
         Fault::InventoryLag,
+        Fault::PaymentsDoubleCharge,
     ]
 }
 
@@ -260,6 +267,8 @@ pub fn expected_failures(faults: &[Fault]) -> BTreeSet<&'static str> {
             Fault::InventoryConsumerError => &["order_event_fulfilled"],
             // Slower, not broken: a latency regression, which fails no test.
             Fault::InventoryLag => &[],
+            // Charged twice, and every test passes: an expectation's violation, not a failure.
+            Fault::PaymentsDoubleCharge => &[],
         };
         out.extend(tests.iter().copied());
     }
@@ -561,9 +570,10 @@ mod tests {
         assert!(names.len() >= 12);
         assert!(expected_failures(&[Fault::None]).is_empty());
         assert!(expected_failures(&[Fault::InventoryLag]).is_empty());
+        assert!(expected_failures(&[Fault::PaymentsDoubleCharge]).is_empty());
         for fault in all_faults() {
             let failing = expected_failures(&[fault]);
-            if fault == Fault::InventoryLag {
+            if matches!(fault, Fault::InventoryLag | Fault::PaymentsDoubleCharge) {
                 continue;
             }
             assert!(!failing.is_empty(), "{fault}");

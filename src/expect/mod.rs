@@ -192,7 +192,7 @@ fn judge(
         |span: SpanId, hop: Option<&Call<'_>>, expected: String, observed: String| Violation {
             expectation: e.name.clone(),
             test: test.map(str::to_owned),
-            trace_id: *trace.as_bytes(),
+            trace_id: *hop.map_or(trace, |c| c.span.trace_id).as_bytes(),
             span_id: *span.as_bytes(),
             hop: hop.map(|c| {
                 (

@@ -61,6 +61,8 @@ pub struct AnalysisOptions {
     /// (address, service) pairs from the manifest: `host`, `host:port` or a URL, and the service
     /// that answers there. They win over addresses learned from spans.
     pub aliases: Vec<(String, String)>,
+    /// The manifest's `expect:` list, judged per trace when its results are computed.
+    pub expectations: Vec<crate::expect::Expectation>,
 }
 
 /// Analyses the spans of one run (many traces, any order).

@@ -51,6 +51,9 @@ pub struct Rollup {
     tests: BTreeMap<SpanKey, (String, bool)>,
     /// Failures by (trace, failing span).
     failures: BTreeMap<SpanKey, FailureRecord>,
+    /// Broken expectations, each with the trace whose results hold it.
+    #[serde(default)]
+    violations: std::collections::BTreeSet<([u8; 16], crate::expect::Violation)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -325,6 +328,9 @@ impl Rollup {
         for f in &r.failures {
             out.failures.insert((r.trace_id, f.failing_span), f.clone());
         }
+        for v in &r.violations {
+            out.violations.insert((r.trace_id, v.clone()));
+        }
         out
     }
 
@@ -365,6 +371,7 @@ impl Rollup {
         for (k, f) in &other.failures {
             self.failures.insert(*k, f.clone());
         }
+        self.violations.extend(other.violations.iter().cloned());
     }
 
     /// Takes away one trace's results, added before.
@@ -392,6 +399,12 @@ impl Rollup {
         }
         self.tests.retain(|(t, _), _| *t != r.trace_id);
         self.failures.retain(|(t, _), _| *t != r.trace_id);
+        self.violations.retain(|(t, _)| *t != r.trace_id);
+    }
+
+    /// The run's broken expectations.
+    pub fn violations(&self) -> impl Iterator<Item = &crate::expect::Violation> {
+        self.violations.iter().map(|(_, v)| v)
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -186,6 +186,7 @@ fn empty(trace_id: [u8; 16]) -> TraceResult {
         hop_test_names: Vec::new(),
         failures: Vec::new(),
         links: Vec::new(),
+        violations: Vec::new(),
     }
 }
 

@@ -193,7 +193,7 @@ fn the_fingerprint_follows_the_configuration() {
     let plain = AnalysisOptions::default();
     let driver = AnalysisOptions {
         test_services: vec!["driver".to_owned()],
-        aliases: Vec::new(),
+        ..AnalysisOptions::default()
     };
     assert_eq!(
         fingerprint(&plain),
@@ -201,10 +201,29 @@ fn the_fingerprint_follows_the_configuration() {
     );
     assert_ne!(fingerprint(&plain), fingerprint(&driver));
     let aliased = AnalysisOptions {
-        test_services: Vec::new(),
         aliases: vec![("cart:8080".to_owned(), "cart".to_owned())],
+        ..AnalysisOptions::default()
     };
     assert_ne!(fingerprint(&plain), fingerprint(&aliased));
+    let expecting = AnalysisOptions {
+        expectations: vec![crate::expect::Expectation {
+            name: "no N+1".to_owned(),
+            tests: None,
+            caller: None,
+            callee: None,
+            operation: None,
+            calls: None,
+            repeated: Some(5),
+            duration_ms: None,
+            attributes: Vec::new(),
+        }],
+        ..AnalysisOptions::default()
+    };
+    assert_ne!(
+        fingerprint(&plain),
+        fingerprint(&expecting),
+        "results are judged against the expectations"
+    );
 }
 
 /// The edges and interfaces of a graph, as the expected set reads them.

@@ -24,6 +24,8 @@ pub struct GateQuery {
     #[serde(default)]
     pub no_new_failures: bool,
     pub max_coverage_drop: Option<f64>,
+    #[serde(default)]
+    pub expectations: bool,
     /// Comma-separated runs whose edges and interfaces join the expected set, and against
     /// which latency regressions are judged.
     pub baseline: Option<String>,
@@ -49,6 +51,7 @@ pub async fn gate(
         no_new_failures: q.no_new_failures,
         max_coverage_drop: q.max_coverage_drop,
         max_latency_regression: q.max_latency_regression,
+        expectations: q.expectations,
     };
     let verdict = blocking(move || {
         let run = query::resolve_run(&reader, &id)?;

@@ -152,6 +152,9 @@ fn injected(fault: Fault) -> Injected {
         Fault::InventoryLag => {
             unreachable!("a latency fault fails no test (see tests/it/regressions.rs)")
         }
+        Fault::PaymentsDoubleCharge => {
+            unreachable!("a double charge fails no test (see tests/it/expectations.rs)")
+        }
     }
 }
 

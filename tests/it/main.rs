@@ -10,6 +10,7 @@ mod dashboards;
 mod demo;
 mod diff;
 mod disk_full;
+mod expectations;
 mod exposure;
 mod flask;
 mod formats;

@@ -149,9 +149,43 @@ pub fn render_run_page(p: &RunPage) -> Markup {
             (super::graph::render(report))
             h2 #failures-title { "Failures (" (report.failures.len()) ")" }
             (failures(p))
+            (violations(report))
             (untested(report, &run.id))
         },
     )
+}
+
+/// The broken expectations (the manifest's `expect:`), each linking to its offending span.
+fn violations(report: &Report) -> Markup {
+    let Some(vs) = &report.violations else {
+        return html! {};
+    };
+    html! {
+        h2 #violations-title { "Broken expectations (" (vs.len()) ")" }
+        @if vs.is_empty() {
+            p.small { "Every expectation of the manifest held." }
+        } @else {
+            p.small { "What the tests' traces did against what the manifest's " code { "expect:" } " says; a violation is not a failure (its test may have passed)." }
+            table #violations {
+                thead { tr { th { "expectation" } th { "test" } th { "hop" } th { "expected" } th { "observed" } th { "span" } } }
+                tbody {
+                    @for v in vs {
+                        tr {
+                            td { (v.expectation) }
+                            td { (v.test.as_deref().unwrap_or("a request")) }
+                            td { @match &v.hop {
+                                Some(h) => { code { (h.caller) } " → " code { (h.callee) } " " code { (h.operation) } },
+                                None => span.muted { "(missing call)" },
+                            } }
+                            td { (v.expected) }
+                            td.st-failing { (v.observed) }
+                            td { a href=(href::trace(&v.trace_id, Some(&v.span_id))) { "waterfall" } }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The comparison with a baseline: a form to choose one, and the interfaces that got slower
