@@ -20,7 +20,8 @@ use crate::server::{Listeners, Server};
 pub struct DemoArgs {
     /// A fault to inject (repeatable): payments:500, email:down, cart:422, users:401,
     /// inventory:slow, checkout:bad-response, inventory:consumer-error, inventory:lag (slower,
-    /// fails no test), or none. Default: payments:500 and email:down.
+    /// fails no test), payments:double-charge (fails no test, breaks an expectation), or none.
+    /// Default: payments:500 and email:down.
     #[arg(long = "fault", value_name = "F")]
     pub faults: Vec<Fault>,
     /// Stop after printing the report instead of serving the UI until Ctrl-C.

@@ -1130,3 +1130,13 @@ fn bad_expectations_are_refused_with_the_line_and_what_is_wrong() {
         assert!(e.reason.contains(why), "{text}: {e}");
     }
 }
+
+#[test]
+fn the_documented_expectations_parse() {
+    let doc = include_str!("../../docs/manifest.md");
+    let start = doc.find("```yaml\nexpect:").unwrap() + "```yaml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let m = parse_manifest(&doc[start..end], Path::new("docs/tracecov.yaml")).unwrap();
+    assert_eq!(m.expectations.len(), 5);
+    assert!(!m.declares_topology());
+}
