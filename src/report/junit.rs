@@ -174,16 +174,7 @@ fn expectation_cases(report: &Report) -> Vec<Case> {
             }
             let mut body = String::new();
             for v in &vs {
-                let _ = writeln!(
-                    body,
-                    "{}: {} at {}: expected {}, observed {}\n  {}",
-                    v.expectation,
-                    v.test.as_deref().unwrap_or("a request"),
-                    super::violations::hop_text(v),
-                    v.expected,
-                    v.observed,
-                    v.link
-                );
+                let _ = writeln!(body, "{}\n  {}", v.line(), v.link);
             }
             Case {
                 classname: "expectations".to_owned(),

@@ -102,15 +102,7 @@ pub fn text_styled(report: &Report, color: bool) -> String {
             let _ = writeln!(out, "{}", paint.paint("1;33", &title));
         }
         for v in vs {
-            let _ = writeln!(
-                out,
-                "  {}: {} at {}: expected {}, observed {}",
-                v.expectation,
-                v.test.as_deref().unwrap_or("a request"),
-                super::violations::hop_text(v),
-                v.expected,
-                v.observed
-            );
+            let _ = writeln!(out, "  {}", v.line());
             let _ = writeln!(out, "    {}", v.link);
         }
     }

@@ -62,6 +62,20 @@ pub fn violations(list: &[crate::expect::Violation], opts: &ReportOptions) -> Ve
     out
 }
 
+impl Violation {
+    /// One line: `expectation: test at hop: expected …, observed …`.
+    pub fn line(&self) -> String {
+        format!(
+            "{}: {} at {}: expected {}, observed {}",
+            self.expectation,
+            self.test.as_deref().unwrap_or("a request"),
+            hop_text(self),
+            self.expected,
+            self.observed
+        )
+    }
+}
+
 /// `caller -> callee operation`, or "(missing call)".
 pub fn hop_text(v: &Violation) -> String {
     match &v.hop {

@@ -8,9 +8,10 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use tracecov::demo::{self, Fault, ShopConfig};
+use tracecov::demo::{self, Fault};
 
 use crate::common::TestServer;
+use crate::metrics::demo_runs_in;
 
 /// Suite runs per run: enough for every interface into inventory to reach the 20 calls a p95
 /// is judged on (`product_details` calls GetProduct once a suite).
@@ -19,44 +20,8 @@ const SUITES: usize = 25;
 /// Runs the demo suite `SUITES` times with `faults` into a run it opens (the single open run
 /// takes every trace) and closes; returns the run's id.
 async fn suite_run(server: &TestServer, name: &str, faults: Vec<Fault>) -> String {
-    let run: Value = server
-        .http
-        .post(server.api("/api/runs"))
-        .json(&serde_json::json!({ "name": name }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let run_id = run["id"].as_str().unwrap().to_owned();
-    let shop = demo::start(ShopConfig {
-        otlp_endpoint: server.addrs.otlp_http_url(),
-        faults: faults.clone(),
-        resource_attributes: Vec::new(),
-    })
-    .await
-    .unwrap();
-    for _ in 0..SUITES {
-        let suite = shop.run_suite().await;
-        assert_eq!(
-            suite.failed(),
-            demo::expected_failures(&faults),
-            "{name}: {:#?}",
-            suite.tests
-        );
-    }
-    // Flushes every span before the run closes.
-    shop.shutdown().await.unwrap();
-    let resp = server
-        .http
-        .post(server.api(&format!("/api/runs/{run_id}/close")))
-        .header("x-tracecov", "1")
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    run_id
+    let report = demo_runs_in(server, serde_json::json!({ "name": name }), faults, SUITES).await;
+    report["run"]["id"].as_str().unwrap().to_owned()
 }
 
 /// The report of `run` against `baseline`, with extra query parameters.
