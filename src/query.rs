@@ -132,8 +132,12 @@ pub struct ReportContext {
     pub contracts: Vec<Contract>,
     /// Background traffic joins the expected set even though another source is configured.
     pub include_background: bool,
-    /// Runs whose edges and interfaces join the expected set (`--baseline`).
+    /// Runs whose edges and interfaces join the expected set (`--baseline`), and against which
+    /// latency regressions are reported.
     pub baselines: Vec<String>,
+    /// What counts as a latency regression against the baselines (`--latency-threshold`,
+    /// `--latency-floor`).
+    pub latency: crate::regressions::Thresholds,
     pub report: ReportOptions,
     /// The settle period: results a reader computes for a trace quiet this long are stored for
     /// the next reader. `None` stores nothing.
@@ -200,6 +204,7 @@ impl ReportContext {
             }
         }
         self.analysis.aliases.extend(opts.aliases);
+        self.analysis.expectations = opts.expectations;
         self.contracts.extend(manifest.load_contracts()?);
         self.manifest = Some(manifest);
         Ok(self)
@@ -228,6 +233,10 @@ pub struct Analysed {
     pub traces_outside_run: u64,
     /// Names in the manifest that no trace shows, each with the closest names seen.
     pub warnings: Vec<String>,
+    /// Interfaces slower than in the baselines (empty without one); the report holds them too.
+    pub regressions: Vec<crate::regressions::Regression>,
+    /// The expected set the coverage was computed over (a diff computes its base's over it).
+    pub expected: coverage::Expected,
 }
 
 /// The graph and blame of runs (by id; `""`: the traces of no run), from their rollups.
@@ -238,9 +247,21 @@ pub fn merged_runs(
 ) -> Result<(RunGraph, crate::blame::Blame), QueryError> {
     // However many requests arrive at once, at most a core's worth of merges run together: the
     // rest wait here rather than each holding a run's results in memory.
+    let (graph, blame, _) = merged_runs_judged(reader, run_ids, ctx)?;
+    Ok((graph, blame))
+}
+
+/// `merged_runs`, with the runs' broken expectations.
+pub fn merged_runs_judged(
+    reader: &Reader,
+    run_ids: &[String],
+    ctx: &ReportContext,
+) -> Result<(RunGraph, crate::blame::Blame, Vec<crate::expect::Violation>), QueryError> {
     let _permit = MERGES.acquire();
     let rollup = settle::rollup_of(reader, run_ids, &ctx.analysis, store_before(ctx))?;
-    Ok(rollup.graph(&ctx.analysis))
+    let violations = rollup.violations().cloned().collect();
+    let (graph, blame) = rollup.graph(&ctx.analysis);
+    Ok((graph, blame, violations))
 }
 
 /// Results computed by a reader are stored for traces quiet since this time (the settle period
@@ -313,7 +334,14 @@ pub fn analyse_runs(
     let Some(cache) = &ctx.cache else {
         return Ok(Arc::new(analyse_now(reader, runs, ctx)?));
     };
-    let key = stamp(reader, runs)?;
+    // The baselines and thresholds decide the expected set and the regressions: an analysis
+    // against other ones is another analysis.
+    let key = format!(
+        "{} baselines {:?} latency {:?}",
+        stamp(reader, runs)?,
+        ctx.baselines,
+        ctx.latency
+    );
     if let Some(hit) = cache.get(&key) {
         return Ok(hit);
     }
@@ -342,7 +370,7 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
             .join(" + "),
         ..first.clone()
     };
-    let (graph, blame) = merged_runs(reader, &run_ids, ctx)?;
+    let (graph, blame, violations) = merged_runs_judged(reader, &run_ids, ctx)?;
     let info = RunInfo {
         id: run.id.clone(),
         name: run.name.clone(),
@@ -363,6 +391,16 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
                 });
             }
         }
+    }
+    if !ctx.analysis.expectations.is_empty() {
+        report.violations = Some(report::violations(&violations, &ctx.report));
+        report.expectations = Some(
+            ctx.analysis
+                .expectations
+                .iter()
+                .map(|e| ctx.report.redactor.text(&e.name))
+                .collect(),
+        );
     }
 
     let traces_outside_run = reader.with_conn(|c| {
@@ -403,7 +441,15 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         }
         baseline = Some(merged_runs(reader, &ids, ctx)?.0);
     }
-    let expected = coverage::expected(&Sources {
+    let regressions = match &baseline {
+        Some(base) => {
+            let found = crate::regressions::regressions(base, &graph, &ctx.latency);
+            report.regressions = Some(found.iter().map(report::regression).collect());
+            found
+        }
+        None => Vec::new(),
+    };
+    let mut expected = coverage::expected(&Sources {
         manifest: ctx.manifest.as_ref(),
         contracts: &ctx.contracts,
         baseline: baseline.as_ref(),
@@ -411,18 +457,12 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         include_background: background_wanted,
         everything: everything.as_ref(),
     });
-    // Failing keys from blame: the hops failures were placed on, plus the graph's default.
-    let mut failing = coverage::failing_hops(&graph);
-    for f in &blame.failures {
-        if let Some(h) = &f.hop {
-            failing.insert(HopKey {
-                caller: h.caller.clone(),
-                callee: h.callee.clone(),
-                operation: Some(h.operation.clone()),
-            });
-        }
+    if !configured {
+        // What the run itself did was seen, even once its spans aged out of the store (its
+        // results outlive them): its report does not change with retention.
+        expected.add_graph(&graph);
     }
-    let cov = coverage::coverage(&graph, &expected, &failing);
+    let cov = coverage::coverage(&graph, &expected, &failing_keys(&graph, &blame));
     report::apply_coverage(&mut report, &cov);
     attach_examples(reader, &run_ids, ctx, &mut report)?;
     let warnings = match &ctx.manifest {
@@ -454,7 +494,112 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         sources_configured: configured,
         traces_outside_run,
         warnings,
+        regressions,
+        expected,
     })
+}
+
+/// The failing keys of a run: the hops its failures were placed on, plus the graph's default.
+fn failing_keys(
+    graph: &RunGraph,
+    blame: &crate::blame::Blame,
+) -> std::collections::BTreeSet<HopKey> {
+    let mut failing = coverage::failing_hops(graph);
+    for f in &blame.failures {
+        if let Some(h) = &f.hop {
+            failing.insert(HopKey {
+                caller: h.caller.clone(),
+                callee: h.callee.clone(),
+                operation: Some(h.operation.clone()),
+            });
+        }
+    }
+    failing
+}
+
+/// What changed from `base` to `run` (`tracecov diff`): both analysed from their rollups, the
+/// base's coverage computed again over the run's expected set so that a status means the same
+/// on both sides. `base` may be `previous`: the run of `run`'s suite before it.
+pub fn diff_runs(
+    reader: &Reader,
+    base: &str,
+    run: &str,
+    ctx: &ReportContext,
+) -> Result<crate::history::Diff, QueryError> {
+    let run = resolve_run(reader, run)?;
+    let base = resolve_run_beside(reader, base, &run)?;
+    let after = analyse_run(reader, &run, ctx)?;
+    // The base's coverage is computed again over the run's expected set (`report_over`), so it
+    // is analysed against no baseline of its own: the run's (`previous`, say) names another
+    // run when said of the base, or none at all.
+    let unbased;
+    let base_ctx = if ctx.baselines.is_empty() {
+        ctx
+    } else {
+        unbased = ReportContext {
+            baselines: Vec::new(),
+            ..ctx.clone()
+        };
+        &unbased
+    };
+    let before = analyse_run(reader, &base, base_ctx)?;
+    let base_report = report_over(&before, &after.expected, &base, ctx);
+    let side = |run: &Run| crate::history::diff::RunRef {
+        id: run.id.clone(),
+        name: run.name.clone(),
+    };
+    let latency = |kind, list: Vec<crate::regressions::Regression>| {
+        list.into_iter()
+            .map(move |r| crate::history::LatencyChange {
+                change: kind,
+                caller: r.caller,
+                callee: r.callee,
+                operation: r.operation,
+            })
+    };
+    let changed: Vec<_> = latency(
+        crate::history::ChangeKind::Slower,
+        crate::regressions::regressions(&before.graph, &after.graph, &ctx.latency),
+    )
+    .chain(latency(
+        crate::history::ChangeKind::Faster,
+        crate::regressions::improvements(&before.graph, &after.graph, &ctx.latency),
+    ))
+    .collect();
+    Ok(crate::history::diff(
+        crate::history::DiffSide {
+            run: side(&base),
+            report: &base_report,
+            graph: &before.graph,
+        },
+        crate::history::DiffSide {
+            run: side(&run),
+            report: &after.report,
+            graph: &after.graph,
+        },
+        &changed,
+    ))
+}
+
+/// A run's report with its coverage computed over `expected` rather than its own expected set.
+fn report_over(
+    analysed: &Analysed,
+    expected: &coverage::Expected,
+    run: &Run,
+    ctx: &ReportContext,
+) -> Report {
+    let info = RunInfo {
+        id: run.id.clone(),
+        name: run.name.clone(),
+    };
+    let mut report = report::build_with(&info, &analysed.graph, &analysed.blame, &ctx.report);
+    let cov = coverage::coverage(
+        &analysed.graph,
+        expected,
+        &failing_keys(&analysed.graph, &analysed.blame),
+    );
+    report::apply_coverage(&mut report, &cov);
+    report
 }
 
 /// Gives each untested item of `report` its `example`: the recorded trace outside `runs` that
@@ -599,7 +744,56 @@ pub fn gate_run(
             text: format!("{refused}\n"),
         });
     }
-    let result = coverage::gate(&analysed.coverage, conditions);
+    if conditions.max_latency_regression.is_some() && ctx.baselines.is_empty() {
+        return Ok(GateVerdict {
+            exit_code: 2,
+            text:
+                "--max-latency-regression needs a baseline to compare with: give --baseline RUN (an id, a name, or previous)\n"
+                    .to_owned(),
+        });
+    }
+    let mut result = coverage::gate(&analysed.coverage, conditions);
+    if conditions.expectations {
+        let Some(violations) = &analysed.report.violations else {
+            return Ok(GateVerdict {
+                exit_code: 2,
+                text: "--expectations judges the manifest's expect: list, and this manifest has none\n".to_owned(),
+            });
+        };
+        if !violations.is_empty() {
+            result.violations.push(coverage::Violation {
+                condition: coverage::Condition::Expectations,
+                message: format!(
+                    "{} broken expectation{}",
+                    violations.len(),
+                    if violations.len() == 1 { "" } else { "s" }
+                ),
+                items: Vec::new(),
+                tests: Vec::new(),
+                details: violations
+                    .iter()
+                    .map(|v| format!("{} {}", v.summary, v.link))
+                    .collect(),
+            });
+        }
+    }
+    if let Some(max) = conditions.max_latency_regression
+        && let Some(v) = crate::regressions::violation(&analysed.regressions, max)
+    {
+        result.violations.push(v);
+    }
+    if conditions.has_history_condition() {
+        let Some(base) = ctx.baselines.first() else {
+            return Ok(GateVerdict {
+                exit_code: 2,
+                text: "--no-new-failures and --max-coverage-drop compare the run with a baseline: give --baseline RUN (an id, a name, or previous)\n".to_owned(),
+            });
+        };
+        let d = diff_runs(reader, base, &run.id, ctx)?;
+        result
+            .violations
+            .extend(crate::history::judge(&d, conditions));
+    }
     Ok(GateVerdict {
         exit_code: result.exit_code() as u8,
         text: result.text(),

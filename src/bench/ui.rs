@@ -206,6 +206,9 @@ pub fn generated_report(services: usize, edges: usize) -> Report {
             untested,
             unexpected: Vec::new(),
         }),
+        violations: None,
+        expectations: None,
+        regressions: None,
     }
 }
 
@@ -233,6 +236,7 @@ pub fn page_of(report: Report) -> RunPage {
         placed_traces,
         warnings: Vec::new(),
         heat: Default::default(),
+        baseline: None,
     }
 }
 

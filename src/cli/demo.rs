@@ -19,8 +19,9 @@ use crate::server::{Listeners, Server};
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// A fault to inject (repeatable): payments:500, email:down, cart:422, users:401,
-    /// inventory:slow, checkout:bad-response, inventory:consumer-error, or none. Default:
-    /// payments:500 and email:down.
+    /// inventory:slow, checkout:bad-response, inventory:consumer-error, inventory:lag (slower,
+    /// fails no test), payments:double-charge (fails no test, breaks an expectation), or none.
+    /// Default: payments:500 and email:down.
     #[arg(long = "fault", value_name = "F")]
     pub faults: Vec<Fault>,
     /// Stop after printing the report instead of serving the UI until Ctrl-C.

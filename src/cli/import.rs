@@ -421,6 +421,7 @@ impl DataTarget {
                 // In nanoseconds, as retention computes its cutoff: nothing is old enough.
                 max_age: Duration::from_nanos(u64::MAX),
                 max_bytes: u64::MAX,
+                max_history_age: Duration::from_nanos(u64::MAX),
             },
             retention_every: Duration::MAX,
             ..WriterConfig::default()

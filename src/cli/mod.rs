@@ -5,6 +5,7 @@
 
 mod client;
 mod demo;
+mod diff;
 mod export;
 mod history;
 mod import;
@@ -49,6 +50,9 @@ pub enum Command {
     Bug(verdicts::BugCmd),
     /// The flaky hops of a suite's last runs: failing in some runs, passed through in others.
     Flaky(history::FlakyCmd),
+    /// What changed from one run to another: new and fixed failures, newly untested and newly
+    /// covered edges and interfaces, the coverage delta.
+    Diff(diff::DiffArgs),
     /// Import recorded traces (OTLP/JSON, Jaeger JSON, Zipkin v2 JSON) into a run.
     ///
     /// The format is detected from each file's content (gzip too) unless `--format` is given.
@@ -191,6 +195,7 @@ pub fn main() -> ExitCode {
             Command::Impact(args) => verdicts::impact(args).await,
             Command::Bug(args) => verdicts::bug(args).await,
             Command::Flaky(args) => history::flaky(args).await,
+            Command::Diff(args) => diff::run(args).await,
             Command::Import(args) => import::run(args).await,
             Command::Export(args) => export::run(args).await,
             Command::Bench(BenchCommand::Analysis {

@@ -36,6 +36,12 @@ pub struct ReportArgs {
     /// Write to this file instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// A run whose edges and interfaces join the expected set, and against which the
+    /// interfaces that got slower are reported (`regressions`); repeatable.
+    #[arg(long, value_name = "RUN")]
+    pub baseline: Vec<String>,
+    #[command(flatten)]
+    pub latency: super::verdicts::LatencyArgs,
     #[command(flatten)]
     pub summary: SummaryArgs,
     #[command(flatten)]
@@ -125,7 +131,9 @@ pub fn render(report: &report::Report, format: Format, color: bool) -> String {
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.open()?;
-    let ctx = args.source.report_context()?;
+    let mut ctx = args.source.report_context()?;
+    ctx.baselines = args.baseline.clone();
+    ctx.latency = args.latency.thresholds()?;
     source
         .wait_for_results(&args.run, &ctx, args.source.wait)
         .await?;

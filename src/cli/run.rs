@@ -131,6 +131,7 @@ impl Api {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    args.gate.validate()?;
     let token = super::serve::secret(&args.token, "--token")?;
     let ingest_token = super::serve::secret(&args.ingest_token, "--ingest-token")?;
     let mut embedded = None;
@@ -221,7 +222,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     api.post(&format!("{path}/close"), Value::Null).await?;
-    let report: Report = serde_json::from_value(api.get(&format!("{path}/report")).await?)
+    // Against the baseline, when one is given: the report lists the interfaces that got slower.
+    let report_path = if args.gate.baseline.is_empty() {
+        format!("{path}/report")
+    } else {
+        format!(
+            "{path}/report?baseline={}&{}",
+            urlencode(&args.gate.baseline.join(",")),
+            args.gate.latency.query()
+        )
+    };
+    let report: Report = serde_json::from_value(api.get(&report_path).await?)
         .context("the server's report is not valid JSON")?;
     print!("{}", render(&report, args.format, stdout_colors()));
     for file in &args.reports {

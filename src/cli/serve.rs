@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Remove traces received longer ago than this (e.g. 30d, 12h).
     #[arg(long, env = "TRACECOV_RETENTION_AGE", default_value = "30d", value_parser = parse_duration_arg)]
     pub retention_age: Duration,
+    /// Remove runs (their reports, diffs, history) whose newest span arrived longer ago than
+    /// this; until then a run's results outlive its aged-out spans (e.g. 365d).
+    #[arg(long, env = "TRACECOV_HISTORY_AGE", default_value = "365d", value_parser = parse_duration_arg)]
+    pub history_age: Duration,
     /// Remove the oldest traces while the stored spans exceed this size (e.g. 20GiB).
     #[arg(long, env = "TRACECOV_RETENTION_SIZE", default_value = "20GiB", value_parser = parse_size)]
     pub retention_size: u64,
@@ -202,6 +206,7 @@ impl ServeArgs {
                 retention: Retention {
                     max_age: self.retention_age,
                     max_bytes: self.retention_size,
+                    max_history_age: self.history_age,
                 },
                 retention_every: self.retention_every,
                 test_delay: self.test_writer_delay.unwrap_or_default(),

@@ -168,8 +168,21 @@ impl Source {
             Source::Server { base, http } => {
                 let (first, rest) = what.split_first().context("no run given")?;
                 let mut url = format!("{base}/api/runs/{}/report", urlencode(first));
+                let mut q = Vec::new();
                 if !rest.is_empty() {
-                    url.push_str(&format!("?also={}", urlencode(&rest.join(","))));
+                    q.push(format!("also={}", urlencode(&rest.join(","))));
+                }
+                if !ctx.baselines.is_empty() {
+                    q.push(format!("baseline={}", urlencode(&ctx.baselines.join(","))));
+                    q.push(format!(
+                        "latency_threshold={}&latency_floor_ms={}",
+                        ctx.latency.ratio,
+                        ctx.latency.floor_ns as f64 / 1e6
+                    ));
+                }
+                if !q.is_empty() {
+                    url.push('?');
+                    url.push_str(&q.join("&"));
                 }
                 let body = api_get(http, &url).await?;
                 serde_json::from_slice(&body).context("the server's report is not valid JSON")

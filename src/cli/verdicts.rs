@@ -29,9 +29,73 @@ pub struct GateArgs {
     /// Fail when any test failed or any item is failing.
     #[arg(long)]
     pub no_failures: bool,
-    /// A run whose edges and interfaces join the expected set; repeatable.
+    /// Fail when the run has a failure the baseline (the first --baseline) did not have: the
+    /// same test, class and hop.
+    #[arg(long)]
+    pub no_new_failures: bool,
+    /// Fail when edge or interface coverage fell by more than PCT points from the baseline's
+    /// (the first --baseline), both computed over the run's expected set.
+    #[arg(long, value_name = "PCT")]
+    pub max_coverage_drop: Option<f64>,
+    /// Fail on any broken expectation (the manifest's `expect:`), naming each.
+    #[arg(long)]
+    pub expectations: bool,
+    /// A run whose edges and interfaces join the expected set, that --no-new-failures and
+    /// --max-coverage-drop compare against, and against which latency regressions are
+    /// reported: an id, a name, `latest`, or `previous` (the run of the same suite before this
+    /// one); repeatable.
     #[arg(long, value_name = "RUN")]
     pub baseline: Vec<String>,
+    /// Fail when an interface's p95 grew by more than RATIO against --baseline (of those the
+    /// latency thresholds report).
+    #[arg(long, value_name = "RATIO")]
+    pub max_latency_regression: Option<f64>,
+    #[command(flatten)]
+    pub latency: LatencyArgs,
+}
+
+/// What counts as a latency regression against `--baseline` (`report`, `gate`, `run`).
+#[derive(Debug, Clone, Args)]
+pub struct LatencyArgs {
+    /// Report an interface as slower than the baseline when its p95 grew by more than this
+    /// factor (and by at least --latency-floor), with at least 20 calls in both runs.
+    #[arg(long, value_name = "RATIO", default_value_t = crate::regressions::DEFAULT_RATIO)]
+    pub latency_threshold: f64,
+    /// The least growth of a p95 that is reported: milliseconds, or a duration (5ms, 0.2s).
+    #[arg(long, value_name = "MS", default_value = "5", value_parser = parse_floor_ms)]
+    pub latency_floor: f64,
+}
+
+impl Default for LatencyArgs {
+    fn default() -> Self {
+        Self {
+            latency_threshold: crate::regressions::DEFAULT_RATIO,
+            latency_floor: crate::regressions::DEFAULT_FLOOR_NS as f64 / 1e6,
+        }
+    }
+}
+
+/// `--latency-floor`: a plain number is milliseconds; anything else a duration.
+fn parse_floor_ms(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(ms) => Ok(ms),
+        Err(_) => Ok(crate::config::parse_duration(s)?.as_secs_f64() * 1e3),
+    }
+}
+
+impl LatencyArgs {
+    pub fn thresholds(&self) -> anyhow::Result<crate::regressions::Thresholds> {
+        crate::regressions::Thresholds::new(Some(self.latency_threshold), Some(self.latency_floor))
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// The API's query parameters for them.
+    pub fn query(&self) -> String {
+        format!(
+            "latency_threshold={}&latency_floor_ms={}",
+            self.latency_threshold, self.latency_floor
+        )
+    }
 }
 
 impl GateArgs {
@@ -41,6 +105,10 @@ impl GateArgs {
             min_interface_coverage: self.min_interface_coverage,
             critical: self.critical,
             no_failures: self.no_failures,
+            no_new_failures: self.no_new_failures,
+            max_coverage_drop: self.max_coverage_drop,
+            max_latency_regression: self.max_latency_regression,
+            expectations: self.expectations,
         }
     }
 
@@ -49,12 +117,17 @@ impl GateArgs {
             || self.min_interface_coverage.is_some()
             || self.critical
             || self.no_failures
+            || self.no_new_failures
+            || self.max_coverage_drop.is_some()
+            || self.expectations
+            || self.max_latency_regression.is_some()
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> anyhow::Result<()> {
         for (flag, v) in [
             ("--min-edge-coverage", self.min_edge_coverage),
             ("--min-interface-coverage", self.min_interface_coverage),
+            ("--max-coverage-drop", self.max_coverage_drop),
         ] {
             if let Some(v) = v
                 && !(0.0..=100.0).contains(&v)
@@ -62,6 +135,17 @@ impl GateArgs {
                 bail!("{flag} takes a percentage from 0 to 100, not {v}");
             }
         }
+        if let Some(r) = self.max_latency_regression {
+            if !r.is_finite() || r < 1.0 {
+                bail!("--max-latency-regression takes a factor of at least 1, not {r}");
+            }
+            if self.baseline.is_empty() {
+                bail!(
+                    "--max-latency-regression needs a baseline to compare with: give --baseline RUN"
+                );
+            }
+        }
+        self.latency.thresholds()?;
         Ok(())
     }
 
@@ -80,9 +164,22 @@ impl GateArgs {
         if self.no_failures {
             q.push("no_failures=true".into());
         }
+        if self.no_new_failures {
+            q.push("no_new_failures=true".into());
+        }
+        if let Some(v) = self.max_coverage_drop {
+            q.push(format!("max_coverage_drop={v}"));
+        }
+        if self.expectations {
+            q.push("expectations=true".into());
+        }
         if !self.baseline.is_empty() {
             q.push(format!("baseline={}", urlencode(&self.baseline.join(","))));
         }
+        if let Some(r) = self.max_latency_regression {
+            q.push(format!("max_latency_regression={r}"));
+        }
+        q.push(self.latency.query());
         q.join("&")
     }
 }
@@ -113,7 +210,7 @@ pub async fn gate(args: GateCmd) -> anyhow::Result<ExitCode> {
     args.gate.validate()?;
     if !args.gate.any() {
         bail!(
-            "give at least one condition: --min-edge-coverage, --min-interface-coverage, --critical or --no-failures"
+            "give at least one condition: --min-edge-coverage, --min-interface-coverage, --critical, --no-failures, --no-new-failures, --max-coverage-drop, --max-latency-regression or --expectations"
         );
     }
     let source = args.source.open()?;
@@ -128,6 +225,7 @@ pub async fn gate(args: GateCmd) -> anyhow::Result<ExitCode> {
         Source::Data(reader) => {
             let mut ctx = args.source.report_context()?;
             ctx.baselines = args.gate.baseline.clone();
+            ctx.latency = args.gate.latency.thresholds()?;
             let conditions = args.gate.conditions();
             let run = args.run.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<GateVerdict> {

@@ -21,9 +21,25 @@ pub struct GateConditions {
     pub critical: bool,
     /// `--no-failures`: no failed test and no failing item.
     pub no_failures: bool,
+    /// `--no-new-failures`: no failure the baseline did not have (judged by `crate::history`).
+    pub no_new_failures: bool,
+    /// `--max-coverage-drop PCT`: edge and interface coverage fall by at most PCT points from
+    /// the baseline's, both over the run's expected set (judged by `crate::history`).
+    pub max_coverage_drop: Option<f64>,
+    /// `--expectations`: no broken expectation (judged by the caller from the report's
+    /// violations).
+    pub expectations: bool,
+    /// `--max-latency-regression RATIO`: no interface slower than the baseline by more than
+    /// RATIO (judged by `crate::regressions::violation`).
+    pub max_latency_regression: Option<f64>,
 }
 
 impl GateConditions {
+    /// A condition that compares the run with a baseline run.
+    pub fn has_history_condition(&self) -> bool {
+        self.no_new_failures || self.max_coverage_drop.is_some()
+    }
+
     /// A condition that judges coverage (everything but `no_failures`).
     pub fn has_coverage_condition(&self) -> bool {
         self.min_edge_coverage.is_some() || self.min_interface_coverage.is_some() || self.critical
@@ -37,6 +53,10 @@ pub enum Condition {
     MinInterfaceCoverage,
     Critical,
     NoFailures,
+    NoNewFailures,
+    MaxCoverageDrop,
+    Expectations,
+    MaxLatencyRegression,
 }
 
 impl Condition {
@@ -47,6 +67,10 @@ impl Condition {
             Condition::MinInterfaceCoverage => "--min-interface-coverage",
             Condition::Critical => "--critical",
             Condition::NoFailures => "--no-failures",
+            Condition::NoNewFailures => "--no-new-failures",
+            Condition::MaxCoverageDrop => "--max-coverage-drop",
+            Condition::Expectations => "--expectations",
+            Condition::MaxLatencyRegression => "--max-latency-regression",
         }
     }
 }
@@ -61,6 +85,9 @@ pub struct Violation {
     pub items: Vec<Item>,
     /// For `no_failures`: the failed tests.
     pub tests: Vec<String>,
+    /// Anything else that breaks it, a line each (a new failure, a coverage figure, an
+    /// interface slower than the baseline).
+    pub details: Vec<String>,
 }
 
 /// The gate's verdict.
@@ -98,6 +125,9 @@ impl GateResult {
             }
             for test in &v.tests {
                 let _ = writeln!(out, "  failed test {test}");
+            }
+            for detail in &v.details {
+                let _ = writeln!(out, "  {detail}");
             }
         }
         out
@@ -150,6 +180,7 @@ pub fn gate(coverage: &Coverage, conditions: &GateConditions) -> GateResult {
             message,
             items: not_covered(condition == Condition::MinEdgeCoverage),
             tests: Vec::new(),
+            details: Vec::new(),
         });
     }
     if conditions.critical {
@@ -172,6 +203,7 @@ pub fn gate(coverage: &Coverage, conditions: &GateConditions) -> GateResult {
                 ),
                 items,
                 tests: Vec::new(),
+                details: Vec::new(),
             });
         }
     }
@@ -186,6 +218,7 @@ pub fn gate(coverage: &Coverage, conditions: &GateConditions) -> GateResult {
             ),
             items: coverage.failing.clone(),
             tests: coverage.failed_tests.clone(),
+            details: Vec::new(),
         });
     }
     GateResult { violations }

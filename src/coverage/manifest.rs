@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::expect::{AttrRule, Bounds, Expectation, Glob};
 use crate::graph::AnalysisOptions;
 
 use super::error::{NameWarning, SourceError, closest, line_of};
@@ -42,6 +43,9 @@ pub struct Manifest {
     pub openapi: Vec<OpenApiRef>,
     /// Pact files, paths resolved (a directory stands for its `*.json` files).
     pub pacts: Vec<PathBuf>,
+    /// The `expect:` list: what each test's traces must have done (DESIGN, "Expectations").
+    /// Never a source of the expected topology.
+    pub expectations: Vec<Expectation>,
     /// Every node name the manifest mentions, with the line it first appears on, for
     /// `unknown_names`.
     names: Vec<(String, Option<usize>)>,
@@ -71,6 +75,52 @@ struct Raw {
     edges: Vec<Short<RawEdge>>,
     #[serde(default)]
     pacts: OneOrMany<String>,
+    #[serde(default)]
+    expect: Vec<RawExpect>,
+}
+
+/// One entry of `expect:` as written; `parse_expectation` checks it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    name: String,
+    #[serde(default)]
+    tests: Option<String>,
+    #[serde(default)]
+    caller: Option<String>,
+    #[serde(default)]
+    callee: Option<String>,
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(default)]
+    calls: Option<RawBounds>,
+    #[serde(default)]
+    repeated: Option<RawMax>,
+    #[serde(default)]
+    duration_ms: Option<RawMaxMs>,
+    #[serde(default)]
+    attributes: Option<BTreeMap<String, serde_yaml_ng::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBounds {
+    #[serde(default)]
+    min: Option<u64>,
+    #[serde(default)]
+    max: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMax {
+    max: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMaxMs {
+    max: f64,
 }
 
 #[derive(Deserialize, Default)]
@@ -260,8 +310,23 @@ pub fn parse_manifest(text: &str, file: &Path) -> Result<Manifest, SourceError> 
         declared: Vec::new(),
         openapi: Vec::new(),
         pacts: raw.pacts.0.iter().map(|p| dir.join(p)).collect(),
+        expectations: Vec::new(),
         names: Vec::new(),
     };
+    for (i, e) in raw.expect.iter().enumerate() {
+        let place = format!("expect[{i}] ({:?})", e.name);
+        let checked = parse_expectation(e).map_err(|(needle, why)| {
+            let needle = if needle.is_empty() { &e.name } else { &needle };
+            err(needle, format!("{place}: {why}"))
+        })?;
+        if m.expectations.iter().any(|x| x.name == checked.name) {
+            return Err(err(
+                &e.name,
+                format!("{place}: another expectation has this name"),
+            ));
+        }
+        m.expectations.push(checked);
+    }
     let mut names: BTreeSet<&str> = BTreeSet::new();
     for name in &raw.test_services {
         names.insert(name.as_str());
@@ -356,6 +421,94 @@ pub fn parse_manifest(text: &str, file: &Path) -> Result<Manifest, SourceError> 
     Ok(m)
 }
 
+/// Checks one `expect:` entry; an error names the text to find its line by (empty: the entry's
+/// name) and what is wrong.
+fn parse_expectation(e: &RawExpect) -> Result<Expectation, (String, String)> {
+    if e.name.trim().is_empty() {
+        return Err((String::new(), "an expectation needs a name".into()));
+    }
+    let glob = |what: &str, p: &Option<String>| -> Result<Option<Glob>, (String, String)> {
+        p.as_deref()
+            .map(|p| Glob::new(p).map_err(|g| (p.to_owned(), format!("{what}: {g}"))))
+            .transpose()
+    };
+    let calls = match &e.calls {
+        None => None,
+        Some(RawBounds {
+            min: None,
+            max: None,
+        }) => {
+            return Err(("calls".into(), "`calls` needs `min`, `max` or both".into()));
+        }
+        Some(RawBounds {
+            min: Some(min),
+            max: Some(max),
+        }) if min > max => {
+            return Err((
+                "calls".into(),
+                format!("`calls` cannot be at least {min} and at most {max}"),
+            ));
+        }
+        Some(b) => Some(Bounds {
+            min: b.min,
+            max: b.max,
+        }),
+    };
+    if let Some(r) = &e.repeated
+        && r.max == 0
+    {
+        return Err((
+            "repeated".into(),
+            "`repeated {max: 0}` would forbid every call: say `calls {max: 0}`".into(),
+        ));
+    }
+    if let Some(d) = &e.duration_ms
+        && !(d.max.is_finite() && d.max > 0.0)
+    {
+        return Err((
+            "duration_ms".into(),
+            format!(
+                "`duration_ms {{max}}` must be a positive number of milliseconds, not {}",
+                d.max
+            ),
+        ));
+    }
+    let mut attributes = Vec::new();
+    for (key, v) in e.attributes.iter().flatten() {
+        let rule = match v {
+            serde_yaml_ng::Value::String(s) if s == "present" => AttrRule::Present,
+            serde_yaml_ng::Value::String(s) if s == "absent" => AttrRule::Absent,
+            serde_yaml_ng::Value::String(s) => AttrRule::Equals(s.clone()),
+            serde_yaml_ng::Value::Number(n) => AttrRule::Equals(n.to_string()),
+            serde_yaml_ng::Value::Bool(b) => AttrRule::Equals(b.to_string()),
+            _ => {
+                return Err((
+                    key.clone(),
+                    format!("attribute {key:?}: expected present, absent or a value"),
+                ));
+            }
+        };
+        attributes.push((key.clone(), rule));
+    }
+    if calls.is_none() && e.repeated.is_none() && e.duration_ms.is_none() && attributes.is_empty() {
+        return Err((
+            String::new(),
+            "says nothing to check: give `calls`, `repeated`, `duration_ms` or `attributes`".into(),
+        ));
+    }
+    Ok(Expectation {
+        name: e.name.clone(),
+        tests: glob("tests", &e.tests)?,
+        caller: glob("caller", &e.caller)?,
+        callee: glob("callee", &e.callee)?,
+        operation: glob("operation", &e.operation)?,
+        calls,
+        repeated: e.repeated.as_ref().map(|r| r.max),
+        duration_ms: e.duration_ms.as_ref().map(|d| d.max),
+        attributes,
+    })
+}
+
 impl Manifest {
     /// The manifest declares expectations (edges, interfaces, contracts), not only aliases,
     /// test services or mocks.
@@ -363,11 +516,12 @@ impl Manifest {
         !self.declared.is_empty() || !self.pacts.is_empty() || !self.openapi.is_empty()
     }
 
-    /// What analysis needs from the manifest: its test services and aliases.
+    /// What analysis needs from the manifest: its test services, aliases and expectations.
     pub fn analysis_options(&self) -> AnalysisOptions {
         AnalysisOptions {
             test_services: self.test_services.clone(),
             aliases: self.aliases.clone(),
+            expectations: self.expectations.clone(),
         }
     }
 

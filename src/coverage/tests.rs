@@ -874,6 +874,7 @@ fn gate_names_what_breaks_each_condition() {
             min_interface_coverage: Some(80.0),
             critical: true,
             no_failures: true,
+            ..GateConditions::default()
         },
     );
     assert_eq!(r.exit_code(), 1);
@@ -1021,4 +1022,121 @@ fn the_documented_example_manifest_parses() {
             .iter()
             .any(|d| d.critical && d.operation.as_deref() == Some("POST /sessions"))
     );
+}
+
+// ---- expectations ----
+
+#[test]
+fn expectations_parse_and_change_no_coverage() {
+    let m = manifest(
+        r#"
+expect:
+  - name: checkout charges once
+    tests: "test_checkout*"
+    caller: checkout
+    callee: payments
+    operation: "POST /charge"
+    calls: {min: 1, max: 1}
+  - name: no N+1
+    repeated: {max: 5}
+  - name: payments answers in time
+    callee: payments
+    duration_ms: {max: 300}
+  - name: never the real provider
+    callee: "ext:api.stripe.com:443"
+    calls: {max: 0}
+  - name: idempotent charges
+    callee: payments
+    attributes: {"http.request.header.idempotency-key": present, "http.request.method": POST}
+"#,
+    );
+    assert_eq!(m.expectations.len(), 5);
+    assert!(
+        !m.declares_topology(),
+        "expectations are no source of the expected set"
+    );
+    let once = &m.expectations[0];
+    assert_eq!(
+        once.calls,
+        Some(crate::expect::Bounds {
+            min: Some(1),
+            max: Some(1)
+        })
+    );
+    assert!(once.tests.as_ref().unwrap().matches("test_checkout_paid"));
+    assert_eq!(m.expectations[1].repeated, Some(5));
+    assert_eq!(m.expectations[2].duration_ms, Some(300.0));
+    assert_eq!(
+        m.expectations[4].attributes,
+        [
+            (
+                "http.request.header.idempotency-key".to_owned(),
+                crate::expect::AttrRule::Present
+            ),
+            (
+                "http.request.method".to_owned(),
+                crate::expect::AttrRule::Equals("POST".into())
+            ),
+        ]
+    );
+}
+
+#[test]
+fn bad_expectations_are_refused_with_the_line_and_what_is_wrong() {
+    for (text, line, why) in [
+        (
+            "expect:\n  - name: a\n    callee: payments\n    count: {max: 1}\n",
+            4,
+            "unknown field `count`",
+        ),
+        (
+            "expect:\n  - name: a\n    callee: \"pay[\"\n    calls: {max: 1}\n",
+            3,
+            "callee: a `[` set is not closed",
+        ),
+        (
+            "expect:\n  - name: a\n    calls: {min: 3, max: 1}\n",
+            3,
+            "cannot be at least 3 and at most 1",
+        ),
+        (
+            "expect:\n  - name: a\n    calls: {}\n",
+            3,
+            "needs `min`, `max` or both",
+        ),
+        (
+            "expect:\n  - name: a\n    repeated: {max: 0}\n",
+            3,
+            "say `calls {max: 0}`",
+        ),
+        (
+            "expect:\n  - name: a\n    duration_ms: {max: -5}\n",
+            3,
+            "positive number",
+        ),
+        (
+            "expect:\n  - name: a\n    callee: b\n",
+            2,
+            "says nothing to check",
+        ),
+        (
+            "expect:\n  - name: a\n    calls: {max: 1}\n  - name: a\n    calls: {max: 2}\n",
+            2,
+            "another expectation has this name",
+        ),
+    ] {
+        let e = manifest_err(text);
+        assert_eq!(e.line, Some(line), "{text}: {e}");
+        assert!(e.reason.contains(why), "{text}: {e}");
+    }
+}
+
+#[test]
+fn the_documented_expectations_parse() {
+    let doc = include_str!("../../docs/manifest.md");
+    let start = doc.find("```yaml\nexpect:").unwrap() + "```yaml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let m = parse_manifest(&doc[start..end], Path::new("docs/tracecov.yaml")).unwrap();
+    assert_eq!(m.expectations.len(), 5);
+    assert!(!m.declares_topology());
 }

@@ -44,6 +44,8 @@ struct Checkout {
     notifications_url: String,
     broker: Broker,
     rename_order_id: bool,
+    /// `payments:double-charge`: every charge is sent twice.
+    double_charge: bool,
     orders: Mutex<HashMap<String, Order>>,
     next_order: AtomicU64,
 }
@@ -79,6 +81,7 @@ pub(crate) fn spawn(
         notifications_url: format!("http://{}", addrs.notifications),
         broker,
         rename_order_id: faults.has(Fault::CheckoutBadResponse),
+        double_charge: faults.has(Fault::PaymentsDoubleCharge),
         orders: Mutex::new(HashMap::new()),
         next_order: AtomicU64::new(1),
     });
@@ -242,24 +245,37 @@ async fn place_order(
         ),
     })?;
 
-    // 3. Charge.
-    let out = Outbound::new(
-        Method::POST,
-        format!("{}/charge", c.payments_url),
-        "/charge",
-    )
-    .json(json!({
-        "order_id": order_id,
-        "amount_cents": reservation.total_cents,
-        "card": req.card,
-    }));
-    let response = c.http.send(&cx, out).await.map_err(|e| {
+    // 3. Charge (twice under `payments:double-charge`: the first answer is dropped unread).
+    let charge = || {
+        Outbound::new(
+            Method::POST,
+            format!("{}/charge", c.payments_url),
+            "/charge",
+        )
+        .json(json!({
+            "order_id": order_id,
+            "amount_cents": reservation.total_cents,
+            "card": req.card,
+        }))
+    };
+    let unreachable = |e| {
         ApiError::new(
             502,
             "payments_unreachable",
             format!("cannot reach payments: {e}"),
         )
-    })?;
+    };
+    if c.double_charge {
+        let first = c.http.send(&cx, charge()).await.map_err(unreachable)?;
+        if first.status() == StatusCode::PAYMENT_REQUIRED {
+            return Err(ApiError::new(
+                402,
+                "payment_declined",
+                "the payment was declined",
+            ));
+        }
+    }
+    let response = c.http.send(&cx, charge()).await.map_err(unreachable)?;
     let status = response.status();
     if status == StatusCode::PAYMENT_REQUIRED {
         return Err(ApiError::new(

@@ -3,7 +3,8 @@
 //!
 //! The poster is sold out, so reserving it answers FAILED_PRECONDITION (the out-of-stock test
 //! expects that). Under `inventory:slow` every gRPC method takes longer than its callers'
-//! deadline. The consumer starts each CONSUMER span as a child of the producer's context and
+//! deadline; under `inventory:lag` each takes 80 ms longer, inside its server span and well
+//! within the deadline, so only the latency shows it. The consumer starts each CONSUMER span as a child of the producer's context and
 //! links it to the producer too: the pairing tracecov reads either way. Under
 //! `inventory:consumer-error` the consumer cannot commit any order: it logs the exception as an
 //! OTLP log record of its span and drops the message, leaving the span's status unset (as many
@@ -34,7 +35,8 @@ pub(crate) const SOLD_OUT_SKU: &str = "poster";
 struct Stock {
     telemetry: Telemetry,
     addr: SocketAddr,
-    slow: bool,
+    /// How long every gRPC method waits before answering (`inventory:slow`, `inventory:lag`).
+    delay: Option<std::time::Duration>,
     /// `inventory:consumer-error`: every order event fails to commit and is dropped.
     consumer_fails: bool,
     products: Mutex<BTreeMap<String, pb::Product>>,
@@ -78,7 +80,13 @@ pub(crate) fn spawn(
     let stock = Arc::new(Stock {
         telemetry,
         addr,
-        slow: faults.has(Fault::InventorySlow),
+        delay: if faults.has(Fault::InventorySlow) {
+            Some(super::INVENTORY_SLOW)
+        } else if faults.has(Fault::InventoryLag) {
+            Some(super::INVENTORY_LAG)
+        } else {
+            None
+        },
         consumer_fails: faults.has(Fault::InventoryConsumerError),
         products: Mutex::new(catalog()),
         reservations: AtomicU64::new(0),
@@ -106,8 +114,8 @@ struct Service(Arc<Stock>);
 
 impl Stock {
     async fn maybe_slow(&self) {
-        if self.slow {
-            tokio::time::sleep(super::INVENTORY_SLOW).await;
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
         }
     }
 

@@ -20,7 +20,15 @@
 //!    edge). Key design decision: a client with a same-service CLIENT or SERVER child is skipped,
 //!    because nested client instrumentation (a `requests` span around a `urllib3` span) would
 //!    otherwise count one call twice, and a SERVER child means the service called itself.
+//!
+//! Once a tree's hops are found, each gets the own time of the nodes on the critical path below
+//! the call (`critical`), walked from the calling span (from the answering span when the
+//! caller's side is the caller's own SERVER or CONSUMER span, which holds more than the call).
+//! A span's own time is its service's, except for a calling span of rule 1 or 4 — a call no span
+//! answered — whose time is its callee's (a database, a queue, an external host, a service that
+//! did not answer): that is what the caller waited for.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use petgraph::graph::NodeIndex;
@@ -29,7 +37,7 @@ use crate::model::{Span, SpanKind};
 
 use super::address::AddressMap;
 use super::forest::{Forest, SpanRef};
-use super::run::{Hop, Interner, NodeKind, OpId, Target};
+use super::run::{Hop, Interner, NodeKind, OpId, PathNode, Target};
 use super::semconv;
 use super::testcase::Attribution;
 
@@ -43,6 +51,13 @@ pub(crate) struct Extractor<'x> {
     address: &'x mut AddressMap,
     node_buf: String,
     op_buf: String,
+    /// Per tree being extracted (reused): each span's service node, by span index.
+    span_nodes: Vec<NodeIndex>,
+    /// The calling spans no span answered, with the callee their time belongs to.
+    unanswered: HashMap<usize, (NodeIndex, Option<Target>)>,
+    /// (hop, span its critical path starts from) of the tree's hops.
+    roots: Vec<(usize, usize)>,
+    walker: super::critical::Walker,
 }
 
 impl<'x> Extractor<'x> {
@@ -58,15 +73,24 @@ impl<'x> Extractor<'x> {
             address,
             node_buf: String::new(),
             op_buf: String::new(),
+            span_nodes: Vec::new(),
+            unanswered: HashMap::new(),
+            roots: Vec::new(),
+            walker: Default::default(),
         }
     }
 
     pub fn extract(&mut self, forest: &Forest<'_>, t: usize, attribution: &Attribution) {
         let tree = forest.tree(t);
+        self.span_nodes.clear();
+        self.span_nodes.resize(tree.len(), NodeIndex::new(0));
+        self.unanswered.clear();
+        self.roots.clear();
         for (ix, span) in tree.spans() {
             let here = SpanRef { tree: t, span: ix };
             let test = attribution.test_of(here);
             let service = self.service_node(span);
+            self.span_nodes[ix] = service;
             let parent = tree.parent(ix).map(|p| tree.span(p));
             let mut producer_made_hop = false;
             let mut consumer_queue = None;
@@ -75,7 +99,8 @@ impl<'x> Extractor<'x> {
                 SpanKind::Producer => {
                     if let Some((queue, named_by)) = self.producer_queue(forest, here) {
                         let hop = self.hop(service, queue, span, Some(span), None, named_by, test);
-                        self.emit(hop);
+                        self.emit(hop, ix);
+                        self.unanswered.insert(ix, (queue, None));
                         producer_made_hop = true;
                     }
                 }
@@ -99,7 +124,7 @@ impl<'x> Extractor<'x> {
                                 && (child.status.code == crate::model::StatusCode::Error
                                     || semconv::server_in_error(child))
                         });
-                        self.emit(hop);
+                        self.emit(hop, ix);
                         consumer_queue = Some(queue);
                     }
                 }
@@ -111,10 +136,11 @@ impl<'x> Extractor<'x> {
             {
                 let p = tree.span(p_ix);
                 let caller = self.service_node(p);
+                let root = call_root(p, p_ix, ix);
                 if let Some(queue) = consumer_queue {
                     if p.kind != SpanKind::Producer {
                         let hop = self.hop(caller, queue, span, Some(p), None, Some(span), test);
-                        self.emit(hop);
+                        self.emit(hop, root);
                     }
                 } else if let Some((queue, _)) = (p.kind == SpanKind::Producer)
                     .then(|| {
@@ -129,10 +155,10 @@ impl<'x> Extractor<'x> {
                     .flatten()
                 {
                     let hop = self.hop(queue, service, span, None, Some(span), Some(p), test);
-                    self.emit(hop);
+                    self.emit(hop, ix);
                 } else {
                     let hop = self.hop(caller, service, span, Some(p), Some(span), None, test);
-                    self.emit(hop);
+                    self.emit(hop, root);
                 }
             }
 
@@ -148,8 +174,9 @@ impl<'x> Extractor<'x> {
                 match self.callee_of(span) {
                     Some((callee, target)) if callee != service => {
                         let mut hop = self.hop(service, callee, span, Some(span), None, None, test);
-                        hop.target = target;
-                        self.emit(hop);
+                        hop.target = target.clone();
+                        self.emit(hop, ix);
+                        self.unanswered.insert(ix, (callee, target));
                     }
                     Some(_) => {}
                     None => {
@@ -162,10 +189,37 @@ impl<'x> Extractor<'x> {
                 }
             }
         }
+        self.critical_paths(tree);
     }
 
-    fn emit(&mut self, hop: Hop) {
+    /// Adds a hop whose critical path starts at span `root` of the tree being extracted.
+    fn emit(&mut self, hop: Hop, root: usize) {
+        self.roots.push((self.hops.len(), root));
         self.hops.push(hop);
+    }
+
+    /// The own times along the critical path below each of the tree's hops.
+    fn critical_paths(&mut self, tree: &super::TraceTree<'_>) {
+        let Self {
+            roots,
+            walker,
+            unanswered,
+            span_nodes,
+            hops,
+            ..
+        } = self;
+        for &(h, root) in roots.iter() {
+            hops[h].path = walker.own_times(tree, root, |i| match unanswered.get(&i) {
+                Some((node, target)) => PathNode {
+                    node: *node,
+                    target: target.clone().map(Box::new),
+                },
+                None => PathNode {
+                    node: span_nodes[i],
+                    target: None,
+                },
+            });
+        }
     }
 
     /// Builds a hop. `at` is the span whose trace the hop is recorded in; `client` and `server`
@@ -212,6 +266,7 @@ impl<'x> Extractor<'x> {
             error: client_error || server_error,
             test,
             target: None,
+            path: Vec::new(),
         }
     }
 
@@ -320,6 +375,17 @@ fn paired_producer<'a>(forest: &Forest<'a>, consumer: SpanRef) -> Option<&'a Spa
         .filter_map(|l| forest.resolve(l.trace_id, l.span_id))
         .map(|r| forest.span(r))
         .find(|s| s.kind == SpanKind::Producer)
+}
+
+/// Where the critical path of a call from parent span `p` (index `p_ix`) to span `ix` starts:
+/// the calling span, unless it is the caller's own entry (a SERVER or CONSUMER span standing in
+/// for a missing client span), which holds more than this call: then the answering span.
+fn call_root(p: &Span, p_ix: usize, ix: usize) -> usize {
+    if matches!(p.kind, SpanKind::Server | SpanKind::Consumer) {
+        ix
+    } else {
+        p_ix
+    }
 }
 
 pub(crate) fn same_service(a: &Span, b: &Span) -> bool {

@@ -15,13 +15,15 @@
 //! 3. `testcase`: find the test spans, attribute every span to the nearest test above it, or
 //!    across span links.
 //! 4. `hops`: per tree, the calls across boundaries (`semconv` reads the attributes).
-//! 5. `run`: aggregate hops into edges and interfaces on a petgraph graph, sorted.
+//! 5. `critical`: per hop, the own time of each node on the critical path below the call.
+//! 6. `run`: aggregate hops into edges and interfaces on a petgraph graph, sorted.
 //!
 //! Speed matters (a million spans in about a second): spans are addressed by index, names are
 //! built in reused buffers and interned, and nothing allocates per span except the trees' index
 //! vectors.
 
 mod address;
+pub mod critical;
 mod forest;
 pub(crate) mod hops;
 pub(crate) mod run;
@@ -40,10 +42,11 @@ use std::collections::BTreeMap;
 use crate::model::{Span, SpanKind};
 
 pub use address::AddressMap;
+pub use critical::{PathSum, PathTimes};
 pub use forest::{Forest, SpanRef};
 pub use run::{
-    Diagnostics, Edge, EdgeRef, Hop, HopSample, Interface, Latency, Node, NodeKind, OpId, RunGraph,
-    SAMPLES, Target,
+    Diagnostics, Edge, EdgeRef, Hop, HopSample, Interface, Latency, Node, NodeKind, OpId, PathNode,
+    RunGraph, SAMPLES, Target,
 };
 pub use sketch::Sketch;
 pub use testcase::{SESSION_ROOT_NAME, TestCase, TestId, TestOutcome, is_pytest_session_root};
@@ -58,6 +61,8 @@ pub struct AnalysisOptions {
     /// (address, service) pairs from the manifest: `host`, `host:port` or a URL, and the service
     /// that answers there. They win over addresses learned from spans.
     pub aliases: Vec<(String, String)>,
+    /// The manifest's `expect:` list, judged per trace when its results are computed.
+    pub expectations: Vec<crate::expect::Expectation>,
 }
 
 /// Analyses the spans of one run (many traces, any order).

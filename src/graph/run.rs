@@ -16,6 +16,7 @@ use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 
 use crate::model::{SpanId, TraceId};
 
+use super::critical::{PathTimes, band};
 use super::sketch::Sketch;
 use super::testcase::{TestCase, TestId};
 
@@ -82,6 +83,19 @@ pub struct Hop {
     /// callee the address map or the set of services decided. Kept so per-trace results can
     /// resolve it again when they are merged with what other traces taught (`results`).
     pub target: Option<Target>,
+    /// The own time of each node on the critical path below the call (`critical`), from the
+    /// calling span (the answering one when the caller's side is its own entry span).
+    pub path: Vec<(PathNode, u64)>,
+}
+
+/// Whose own time a part of a call's critical path is: a node, and — when the node is the
+/// callee of a call no span answered, named from a raw target — that target, so per-trace
+/// results can name it again when merging, as they do the call's callee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathNode {
+    pub node: NodeIndex,
+    /// Boxed: rare, and a path step is kept per node per hop.
+    pub target: Option<Box<Target>>,
 }
 
 /// The raw callee of a call that no span answered, before the address map resolves it.
@@ -151,6 +165,9 @@ pub struct Interface {
     pub server: Sketch,
     /// Up to `SAMPLES` of its hops in error: those first by (trace id, span id).
     pub samples: Vec<HopSample>,
+    /// Its calls' critical paths: each node's own time, by the calls' latency band (what a
+    /// latency regression is blamed by).
+    pub path: PathTimes,
 }
 
 /// All hops with one (caller, callee).
@@ -361,11 +378,21 @@ pub(crate) struct InterfaceParts {
     pub named_tests: Vec<(String, u64)>,
     /// Candidates for `Interface::samples`, any number, any order.
     pub samples: Vec<HopSample>,
+    pub path: PathTimes,
 }
 
 impl InterfaceParts {
-    fn add_hop(&mut self, hop: &Hop, tests: &[TestCase]) {
+    fn add_hop(&mut self, hop: &Hop, tests: &[TestCase], nodes: &Interner<NodeKind>) {
         self.calls += 1;
+        // Filed under the latency its p95 is read from: the calling side's, else the answer's.
+        if let Some(ns) = hop.client_ns.or(hop.server_ns) {
+            self.path.record(
+                band(ns),
+                hop.path
+                    .iter()
+                    .map(|(p, own)| (nodes.key(p.node.index() as u32), *own)),
+            );
+        }
         if let Some(ns) = hop.client_ns {
             self.client.record(ns);
         }
@@ -400,6 +427,7 @@ impl InterfaceParts {
         self.tests.extend(other.tests);
         self.named_tests.extend(other.named_tests);
         self.samples.extend(other.samples);
+        self.path.add(&other.path);
     }
 }
 
@@ -415,7 +443,7 @@ pub(crate) fn assemble(totals: Totals, hops: Vec<Hop>) -> RunGraph {
                 hop.operation.0,
             ))
             .or_default()
-            .add_hop(hop, &totals.tests);
+            .add_hop(hop, &totals.tests, &totals.nodes);
     }
     assemble_interfaces(totals, interfaces.into_iter().collect(), hops)
 }
@@ -453,6 +481,9 @@ pub(crate) fn assemble_interfaces(
         hop.caller = NodeIndex::new(node_remap[hop.caller.index()] as usize);
         hop.callee = NodeIndex::new(node_remap[hop.callee.index()] as usize);
         hop.operation = OpId(op_remap[hop.operation.index()]);
+        for (p, _) in &mut hop.path {
+            p.node = NodeIndex::new(node_remap[p.node.index()] as usize);
+        }
     }
     // Stable: hops of one interface stay in trace order.
     hops.sort_by_key(|h| (h.caller, h.callee, h.operation));
@@ -562,6 +593,7 @@ fn finish_interface(operation: String, p: InterfaceParts, tests: &[TestCase]) ->
         client: p.client,
         server: p.server,
         samples,
+        path: p.path,
     }
 }
 

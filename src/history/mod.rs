@@ -1,356 +1,106 @@
-//! History across runs (DESIGN, "History across runs"): flaky hops and trends over a suite's
-//! last runs.
+//! History across runs (DESIGN, "History across runs"): what changed from one run to another
+//! (`diff`), the gate conditions that judge a run against its baseline, the flaky hops of a
+//! suite's last runs (`flaky`) and an edge's or interface's trend over them (`trend`).
 //!
-//! Owns `RunDigest` (`digest`: what history needs of one run), the `run_digests` table that
-//! keeps one per run and fingerprint, the suite's window of runs, and the two questions asked of
-//! it: `flaky` (pure, in `flaky`) and `trend` (pure, in `trend`). `query` and the report read
-//! `flaky_in_report` to mark failures on flaky hops.
-//!
-//! Key design decision: history never re-analyses spans, and it does not turn each run's rollup
-//! into a graph either. A run's rollup → graph is tens of milliseconds for a 100,000-span run
-//! (BENCHMARKS.md, "History"), twenty of them too slow for a question DESIGN wants answered in
-//! milliseconds. So each run's digest is computed once from its graph and kept with the stamp
-//! of the rollup it came from: `rollup_stamps` holds, per run and fingerprint, the results
-//! generation of the transaction that last rewrote the run's rollup (`results::settle` writes it
-//! in that transaction), and a digest is fresh while its stamp is the rollup's. A run whose
-//! traces are still pending gets a digest computed for the question and not kept. `serve` keeps
-//! them ready: its history keeper (`keep_digests`, a thread beside the settle worker) makes the
-//! digest of every run that has finished and has none or a stale one, so questions read digests
-//! and the first question after a run pays nothing more than the others.
-//!
-//! Everything here but `flaky` and `trend` blocks (SQLite, merging a rollup): call it from a
-//! blocking thread.
+//! `diff` and `judge` compare reports and graphs that `crate::query` built from the runs' stored
+//! rollups, so their cost follows edges, interfaces and failures, never spans. `flaky` and
+//! `trend` read each run's `RunDigest` (`digest`): what history needs of a run, made once from
+//! its graph and kept beside its rollup, so that a question over a hundred runs reads a hundred
+//! small digests rather than turning a hundred rollups into graphs. Everything here is pure but
+//! `store`, which keeps the digests and asks the questions of a suite's window. Rendering for
+//! people (text, Markdown) lives beside the data in `diff`, and in `report::history` for flaky
+//! hops and trends.
 
+pub mod diff;
 pub mod digest;
 pub mod flaky;
+mod store;
 pub mod trend;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use rusqlite::{OptionalExtension, params};
-
-use crate::blame::Blame;
-use crate::graph::RunGraph;
-use crate::query::{self, QueryError, ReportContext};
-use crate::results::{fingerprint, settle};
-use crate::runs::{self, Run};
-use crate::store::{Reader, StoreError};
-
+pub use diff::{Change, ChangeKind, Diff, DiffSide, ItemState, LatencyChange, diff};
 pub use digest::RunDigest;
 pub use flaky::{FlakyHop, WindowRun};
+pub use store::{
+    DEFAULT_LAST, HopNames, Known, MAX_LAST, Window, WindowEntry, digest_pass, digests, flaky_hops,
+    flaky_in_report, keep_digests, trend_of, window,
+};
 pub use trend::{TrendItem, TrendPoint};
 
-/// Runs of a suite `flaky` and the trends look at when not told (`--last`, `last=`).
-pub const DEFAULT_LAST: usize = 20;
+use crate::coverage::{Condition, GateConditions, Violation};
 
-/// The most runs a window holds, whatever is asked.
-pub const MAX_LAST: usize = 1_000;
-
-/// One run of a window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowEntry {
-    pub id: String,
-    pub name: String,
-    pub created_ns: u64,
-}
-
-/// A suite's last runs, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Window {
-    pub suite: String,
-    pub runs: Vec<WindowEntry>,
-}
-
-/// The window of `last` runs of a suite: `suite`, else `until`'s, else the latest run's; ending
-/// at `until` when given, else at the suite's newest run.
-pub fn window(
-    reader: &Reader,
-    suite: Option<&str>,
-    until: Option<&Run>,
-    last: usize,
-) -> Result<Window, QueryError> {
-    let suite = match (suite, until) {
-        (Some(s), _) => s.to_owned(),
-        (None, Some(run)) => run.suite.clone(),
-        (None, None) => query::resolve_run(reader, "latest")?.suite,
-    };
-    let until = until
-        .filter(|r| r.suite == suite)
-        .map(|r| (r.created_ns, r.id.as_str()));
-    let mut heads = reader.with_conn(|c| runs::suite_run_heads(c, &suite, until, last))?;
-    if heads.is_empty() {
-        return Err(QueryError::NoSuchSuite(suite));
+/// The gate's conditions on a run against its baseline (`--no-new-failures`,
+/// `--max-coverage-drop`), from their diff; each violation names exactly what broke it.
+pub fn judge(d: &Diff, conditions: &GateConditions) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if conditions.no_new_failures && !d.failures.new.is_empty() {
+        out.push(Violation {
+            condition: Condition::NoNewFailures,
+            message: format!(
+                "{} failure{} that {} ({}) did not have",
+                d.failures.new.len(),
+                if d.failures.new.len() == 1 { "" } else { "s" },
+                d.base.name,
+                d.base.id
+            ),
+            items: Vec::new(),
+            tests: Vec::new(),
+            details: d
+                .failures
+                .new
+                .iter()
+                .map(|f| {
+                    let hop = f.hop.as_ref().map_or_else(
+                        || "no hop".to_owned(),
+                        |h| format!("{} -> {} {}", h.caller, h.callee, h.operation),
+                    );
+                    format!(
+                        "new failure {}: {} at {hop} {}",
+                        f.test.as_deref().unwrap_or("(no test)"),
+                        f.class,
+                        f.link
+                    )
+                })
+                .collect(),
+        });
     }
-    heads.reverse();
-    Ok(Window {
-        suite,
-        runs: heads
-            .into_iter()
-            .map(|(id, name, created_ns)| WindowEntry {
-                id,
-                name,
-                created_ns,
-            })
-            .collect(),
-    })
-}
-
-/// A run whose graph and blame the caller already holds (the run a report or a page is
-/// about): its digest is made from them when none is stored, rather than from its rollup again.
-pub type Known<'a> = Option<(&'a str, &'a dyn Fn() -> RunDigest)>;
-
-/// The digests of `runs`, in order: stored ones where fresh, the others computed from the runs'
-/// rollups (and kept when nothing of the run is pending), or from what the caller knows.
-pub fn digests(
-    reader: &Reader,
-    runs: &[WindowEntry],
-    ctx: &ReportContext,
-    known: Known<'_>,
-) -> Result<Vec<RunDigest>, QueryError> {
-    let fp = fingerprint(&ctx.analysis);
-    let mut out = Vec::with_capacity(runs.len());
-    for run in runs {
-        let (stamp, stored) = reader.with_conn(|c| load(c, &run.id, fp))?;
-        if let Some(d) = stored {
-            out.push(d);
-            continue;
+    if let Some(max) = conditions.max_coverage_drop {
+        let mut details = Vec::new();
+        for (what, delta) in [
+            ("edge", &d.coverage.edges),
+            ("interface", &d.coverage.interfaces),
+        ] {
+            if let Some(change) = delta.delta
+                && -change > max
+            {
+                details.push(format!(
+                    "{what} coverage {:.1}% -> {:.1}% ({change:+.1} points)",
+                    delta.base.unwrap_or_default(),
+                    delta.run.unwrap_or_default()
+                ));
+            }
         }
-        if let Some((id, make)) = known
-            && id == run.id
-        {
-            out.push(make());
-            continue;
-        }
-        let pending = reader.with_conn(|c| settle::count_pending(c, &run.id, &ctx.analysis))?;
-        out.push(make(reader, &run.id, ctx, (pending == 0).then_some(stamp))?);
-    }
-    Ok(out)
-}
-
-/// Makes a run's digest from its rollup, and keeps it with `stamp` when given (the run has
-/// nothing pending: the rollup read is the one the stamp stands for, or newer).
-fn make(
-    reader: &Reader,
-    run: &str,
-    ctx: &ReportContext,
-    stamp: Option<i64>,
-) -> Result<RunDigest, QueryError> {
-    let (graph, blame) = query::merged_runs(reader, &[run.to_owned()], ctx)?;
-    let d = RunDigest::of(&graph, &blame);
-    if let Some(stamp) = stamp {
-        // Keeping it is a favour to the next question: a failure (the store busy past its
-        // timeout) costs that question a recomputation, never this answer.
-        let fp = fingerprint(&ctx.analysis);
-        if let Err(e) = reader.with_conn(|c| keep(c, run, fp, stamp, &d)) {
-            tracing::warn!(run = %run, error = %e, "keeping a run's history digest failed");
+        if !details.is_empty() {
+            details.extend(
+                d.of(diff::ChangeKind::NewlyUntested)
+                    .map(|c| match &c.operation {
+                        Some(op) => format!("newly untested {} -> {} {op}", c.caller, c.callee),
+                        None => format!("newly untested {} -> {}", c.caller, c.callee),
+                    }),
+            );
+            out.push(Violation {
+                condition: Condition::MaxCoverageDrop,
+                message: format!(
+                    "coverage fell by more than {max} points from {} ({})",
+                    d.base.name, d.base.id
+                ),
+                items: Vec::new(),
+                tests: Vec::new(),
+                details,
+            });
         }
     }
-    Ok(d)
-}
-
-/// Makes and keeps the digests of up to `limit` complete runs (closed, or quiet since
-/// `settled_before`, and nothing pending) whose digest is missing or stale, newest first.
-/// Returns how many it made. `serve` runs it in the background (`keep_digests`), so that a
-/// question over a suite finds every finished run's digest ready.
-pub fn digest_pass(
-    reader: &Reader,
-    ctx: &ReportContext,
-    settled_before: u64,
-    limit: usize,
-    stop: &AtomicBool,
-) -> Result<usize, QueryError> {
-    let fp = fingerprint(&ctx.analysis);
-    let stale: Vec<(String, i64)> = reader.with_conn(|c| {
-        let mut stmt = c.prepare_cached(
-            "SELECT r.id, s.stamp FROM runs r
-             JOIN rollup_stamps s ON s.run_id = r.id AND s.fingerprint = ?1
-             LEFT JOIN run_digests d ON d.run_id = r.id AND d.fingerprint = ?1
-             WHERE (d.stamp IS NULL OR d.stamp != s.stamp OR substr(d.data, 1, 4) != ?2)
-               AND (r.closed_ns IS NOT NULL OR r.last_ns <= ?3)
-             ORDER BY r.created_ns DESC",
-        )?;
-        let rows = stmt
-            .query_map(
-                params![
-                    fp,
-                    &digest::DIGEST_VERSION.to_le_bytes()[..],
-                    settled_before as i64
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    })?;
-    let mut made = 0;
-    for (run, stamp) in stale {
-        if made >= limit || stop.load(Ordering::Relaxed) {
-            break;
-        }
-        // A run still receiving or analysing traces gets its digest when it is done.
-        if reader.with_conn(|c| settle::count_pending(c, &run, &ctx.analysis))? > 0 {
-            continue;
-        }
-        make(reader, &run, ctx, Some(stamp))?;
-        made += 1;
-    }
-    Ok(made)
-}
-
-/// How often `keep_digests` looks for runs to digest, and the most it makes at a time.
-const KEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-const KEEP_AT_ONCE: usize = 4;
-
-/// `serve`'s history keeper: `digest_pass` every half second until `stop` is set. Runs are
-/// complete once they are closed or quiet for `quiet` (the settle period).
-pub fn keep_digests(
-    reader: Reader,
-    ctx: std::sync::Arc<ReportContext>,
-    quiet: std::time::Duration,
-    stop: std::sync::Arc<AtomicBool>,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        let settled_before = crate::ingest::now_ns().saturating_sub(quiet.as_nanos() as u64);
-        if let Err(e) = digest_pass(&reader, &ctx, settled_before, KEEP_AT_ONCE, &stop) {
-            // Nothing is lost: the next question makes the digest it needs.
-            tracing::debug!(error = %e, "making runs' history digests failed");
-        }
-        std::thread::sleep(KEEP_EVERY);
-    }
-}
-
-/// The stamp of a run's rollup, and its stored digest when that is fresh (made from the rollup
-/// with that stamp, of this digest version).
-fn load(
-    conn: &rusqlite::Connection,
-    run: &str,
-    fp: i64,
-) -> Result<(i64, Option<RunDigest>), StoreError> {
-    // One statement: the stamp and the digest as of one moment.
-    let row: Option<(i64, Option<i64>, Option<Vec<u8>>)> = conn
-        .prepare_cached(
-            "SELECT COALESCE(s.stamp, 0), d.stamp, d.data
-             FROM (SELECT ?1 AS run_id, ?2 AS fingerprint) k
-             LEFT JOIN rollup_stamps s ON s.run_id = k.run_id AND s.fingerprint = k.fingerprint
-             LEFT JOIN run_digests d ON d.run_id = k.run_id AND d.fingerprint = k.fingerprint",
-        )?
-        .query_row(params![run, fp], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let Some((stamp, digest_stamp, data)) = row else {
-        return Ok((0, None));
-    };
-    let fresh = (digest_stamp == Some(stamp))
-        .then_some(data)
-        .flatten()
-        .and_then(RunDigest::decode);
-    Ok((stamp, fresh))
-}
-
-/// Keeps a run's digest, made from its rollup as of `stamp`.
-fn keep(
-    conn: &rusqlite::Connection,
-    run: &str,
-    fp: i64,
-    stamp: i64,
-    d: &RunDigest,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO run_digests (run_id, fingerprint, stamp, data) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (run_id, fingerprint) DO UPDATE SET stamp = excluded.stamp, data = excluded.data",
-    )?
-    .execute(params![run, fp, stamp, d.as_bytes()])?;
-    Ok(())
-}
-
-fn window_runs<'a>(window: &'a Window, digests: &'a [RunDigest]) -> Vec<WindowRun<'a>> {
-    window
-        .runs
-        .iter()
-        .zip(digests)
-        .map(|(r, d)| WindowRun {
-            id: &r.id,
-            name: &r.name,
-            digest: d,
-        })
-        .collect()
-}
-
-/// The flaky hops of a window, most unstable first.
-pub fn flaky_hops(
-    reader: &Reader,
-    window: &Window,
-    ctx: &ReportContext,
-) -> Result<Vec<FlakyHop>, QueryError> {
-    let digests = digests(reader, &window.runs, ctx, None)?;
-    Ok(flaky::flaky(&window_runs(window, &digests)))
-}
-
-/// An edge's or interface's trend over a window, oldest first.
-pub fn trend_of(
-    reader: &Reader,
-    window: &Window,
-    item: &TrendItem,
-    ctx: &ReportContext,
-    known: Known<'_>,
-) -> Result<Vec<TrendPoint>, QueryError> {
-    let digests = digests(reader, &window.runs, ctx, known)?;
-    let runs: Vec<(WindowRun<'_>, u64)> = window_runs(window, &digests)
-        .into_iter()
-        .zip(&window.runs)
-        .map(|(w, r)| (w, r.created_ns))
-        .collect();
-    let expected = crate::coverage::expected(&crate::coverage::Sources {
-        manifest: ctx.manifest.as_ref(),
-        contracts: &ctx.contracts,
-        ..Default::default()
-    });
-    let judge = trend::Judge {
-        expected: &expected,
-        configured: ctx
-            .manifest
-            .as_ref()
-            .is_some_and(crate::coverage::Manifest::declares_topology)
-            || !ctx.contracts.is_empty(),
-    };
-    Ok(trend::trend(&runs, item, &judge))
-}
-
-/// A hop as (caller, callee, operation).
-pub type HopNames = (String, String, String);
-
-/// The hops flaky in the suite of `run` over its `DEFAULT_LAST` runs up to `run`, for marking
-/// the failures of `run`'s report, whose graph and blame are given. Empty when none of its
-/// failures has a hop and a test (nothing could be marked) or the suite has one run.
-pub fn flaky_in_report(
-    reader: &Reader,
-    run: &Run,
-    graph: &RunGraph,
-    blame: &Blame,
-    ctx: &ReportContext,
-) -> Result<BTreeSet<HopNames>, QueryError> {
-    if !blame
-        .failures
-        .iter()
-        .any(|f| f.hop.is_some() && f.test.is_some())
-    {
-        return Ok(BTreeSet::new());
-    }
-    let window = match window(reader, None, Some(run), DEFAULT_LAST) {
-        Ok(w) => w,
-        // A run the store does not list (deleted meanwhile): no history to hold it against.
-        Err(QueryError::NoSuchSuite(_) | QueryError::NoSuchRun(_)) => return Ok(BTreeSet::new()),
-        Err(e) => return Err(e),
-    };
-    if window.runs.len() < 2 {
-        return Ok(BTreeSet::new());
-    }
-    let own = || RunDigest::of(graph, blame);
-    let digests = digests(reader, &window.runs, ctx, Some((&run.id, &own)))?;
-    Ok(flaky::flaky(&window_runs(&window, &digests))
-        .into_iter()
-        .map(|h| (h.caller, h.callee, h.operation))
-        .collect())
+    out
 }

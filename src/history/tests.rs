@@ -391,14 +391,18 @@ fn a_runs_digest_is_kept_until_its_rollup_changes() {
             .interface("checkout", "payments", "POST /charge")
             .is_some()
     );
-    let (stamp, kept) = reader.with_conn(|c| super::load(c, "r1", fp)).unwrap();
+    let (stamp, kept) = reader
+        .with_conn(|c| super::store::load(c, "r1", fp))
+        .unwrap();
     assert!(stamp > 0, "the rollup's transaction stamped it");
     assert_eq!(kept.as_ref(), Some(&first[0]), "kept with its stamp");
 
     // Another trace of the run settles: the rollup is rewritten, the digest is stale and made
     // again with the new hop.
     store_fixture(dir.path(), "r1", "shop", STOCKED);
-    let (newer, kept) = reader.with_conn(|c| super::load(c, "r1", fp)).unwrap();
+    let (newer, kept) = reader
+        .with_conn(|c| super::store::load(c, "r1", fp))
+        .unwrap();
     assert!(newer > stamp);
     assert!(kept.is_none(), "a digest older than its rollup is not read");
     let again = super::digests(&reader, &window.runs, &ctx, None).unwrap();
@@ -409,7 +413,7 @@ fn a_runs_digest_is_kept_until_its_rollup_changes() {
     );
     assert!(
         reader
-            .with_conn(|c| super::load(c, "r1", fp))
+            .with_conn(|c| super::store::load(c, "r1", fp))
             .unwrap()
             .1
             .is_some()
@@ -440,7 +444,7 @@ fn a_runs_digest_is_kept_until_its_rollup_changes() {
     );
     assert!(
         reader
-            .with_conn(|c| super::load(c, "r2", fp))
+            .with_conn(|c| super::store::load(c, "r2", fp))
             .unwrap()
             .1
             .is_some()

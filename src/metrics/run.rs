@@ -107,6 +107,25 @@ impl EncodeMetric for SketchHistogram {
 pub fn register(registry: &mut Registry, run: &Run, analysed: &Analysed) {
     service_graph(registry, analysed);
     coverage(registry, run, analysed);
+    violations(registry, analysed);
+}
+
+/// `tracecov_violations{expectation}`: the latest run's violations of each of the manifest's
+/// expectations (0 for those that held); absent when the manifest has no `expect:`.
+fn violations(registry: &mut Registry, analysed: &Analysed) {
+    let report = &analysed.report;
+    let (Some(names), Some(violations)) = (&report.expectations, &report.violations) else {
+        return;
+    };
+    gauges(
+        registry,
+        "tracecov_violations",
+        "Broken expectations of the latest run, by expectation (the manifest's expect: names)",
+        names.iter().map(|name| {
+            let n = violations.iter().filter(|v| v.expectation == *name).count();
+            (vec![("expectation", name.clone())], n as f64)
+        }),
+    );
 }
 
 fn service_graph(registry: &mut Registry, analysed: &Analysed) {

@@ -308,6 +308,57 @@ fn span_content_is_inert_in_every_format() {
     }
 }
 
+/// A report against a baseline lists the slower interfaces with their blamed node in text,
+/// Markdown and HTML, span text inert; one with none says so; JUnit makes no test case of them.
+#[test]
+fn regressions_are_listed_in_every_format_for_people() {
+    let mut report = report();
+    let plain_junit = super::junit(&report);
+    report.regressions = Some(vec![super::Regression {
+        caller: "checkout".to_owned(),
+        callee: format!("users{HOSTILE}"),
+        operation: "GET /users/{id}".to_owned(),
+        base_p95_ms: 2.5,
+        run_p95_ms: 82.75,
+        ratio: 33.1,
+        base_calls: 25,
+        calls: 30,
+        blamed: Some(format!("users{HOSTILE}")),
+    }]);
+    let text = super::text(&report);
+    assert!(text.contains("slower than the baseline (1):"), "{text}");
+    assert!(
+        text.contains(
+            "GET /users/{id}: p95 2.50 -> 82.8 ms (x33.1, 25 -> 30 calls); blamed: users"
+        ),
+        "{text}"
+    );
+    let md = super::markdown(&report);
+    assert!(md.contains("### Slower than the baseline (1)"), "{md}");
+    assert!(
+        md.contains("| 2.5 ms | 82.75 ms | ×33.1 | 25 → 30 |"),
+        "{md}"
+    );
+    let html = super::html(&report);
+    assert!(
+        html.contains("<h2>Slower than the baseline (1)</h2>"),
+        "{html}"
+    );
+    for (name, out) in [("text", &text), ("markdown", &md), ("html", &html)] {
+        assert!(!out.contains('\u{1b}') && !out.contains("pwned"), "{name}");
+    }
+    assert!(!html.contains("<img"), "html: raw markup");
+    assert!(
+        !md.replace("\\<", "").contains("<img"),
+        "markdown: raw HTML"
+    );
+    assert_eq!(super::junit(&report), plain_junit);
+
+    report.regressions = Some(Vec::new());
+    assert!(super::text(&report).contains("no interface is slower than the baseline"));
+    assert!(super::html(&report).contains("No interface got slower."));
+}
+
 /// Above `MAX_GRAPH_NODES` only the failing and untested edges and their neighbours are drawn.
 #[test]
 fn large_graphs_keep_only_the_failing_and_untested_part() {

@@ -1,6 +1,7 @@
 //! The report as one self-contained HTML page, to keep as a CI artifact: the verdict, coverage
 //! numbers, a heatmap (callers as rows, callees as columns; the status in colour and in words),
-//! the run's graph as inline SVG, the failures and the untested items. Inline CSS, no script,
+//! the run's graph as inline SVG, the failures, the interfaces slower than the baseline and the
+//! untested items. Inline CSS, no script,
 //! no external asset.
 //!
 //! Escaping is by hand and total: every string written goes through `escape::html` (or
@@ -87,6 +88,8 @@ pub fn html(report: &Report) -> String {
 
     heatmap(report, &mut out);
     failures(report, &mut out);
+    violations(report, &mut out);
+    regressions(report, &mut out);
     untested(report, &mut out);
 
     let graph = view::graph(report);
@@ -194,6 +197,30 @@ fn heatmap(report: &Report, out: &mut String) {
 /// What the flaky mark means, for its tooltip.
 const FLAKY_TITLE: &str = "flaky: in the suite's last runs, failures were placed on this hop in some runs while the same tests passed through it in others";
 
+fn violations(report: &Report, out: &mut String) {
+    let Some(vs) = report.violations.as_ref().filter(|v| !v.is_empty()) else {
+        return;
+    };
+    let _ = writeln!(out, "<h2>Broken expectations ({})</h2>", vs.len());
+    out.push_str("<table>\n<tr><th>expectation</th><th>test</th><th>hop</th><th>expected</th><th>observed</th><th>trace</th></tr>\n");
+    for v in vs {
+        let link = match escape::safe_href(&v.link) {
+            Some(href) => format!("<a href=\"{href}\">trace</a>"),
+            None => h(&v.link),
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{link}</td></tr>",
+            h(&v.expectation),
+            h(v.test.as_deref().unwrap_or("a request")),
+            h(&super::violations::hop_text(v)),
+            h(&v.expected),
+            h(&v.observed),
+        );
+    }
+    out.push_str("</table>\n");
+}
+
 fn failures(report: &Report, out: &mut String) {
     if report.failures.is_empty() {
         return;
@@ -247,6 +274,43 @@ fn failures(report: &Report, out: &mut String) {
             h(f.blamed.as_deref().unwrap_or("none")),
             h(&f.summary),
             evidence.join("<br>"),
+        );
+    }
+    out.push_str("</table>\n");
+}
+
+/// The interfaces slower than the baseline, when the report was built against one.
+fn regressions(report: &Report, out: &mut String) {
+    let Some(regressions) = &report.regressions else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "<h2>Slower than the baseline ({})</h2>",
+        regressions.len()
+    );
+    if regressions.is_empty() {
+        out.push_str("<p>No interface got slower.</p>\n");
+        return;
+    }
+    out.push_str(
+        "<table>\n<tr><th>caller</th><th>callee</th><th>operation</th><th>p95 before (ms)</th>\
+         <th>p95 now (ms)</th><th>ratio</th><th>calls before</th><th>calls now</th><th>blamed</th></tr>\n",
+    );
+    for r in regressions {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">×{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            h(&r.caller),
+            h(&r.callee),
+            h(&r.operation),
+            r.base_p95_ms,
+            r.run_p95_ms,
+            r.ratio,
+            r.base_calls,
+            r.calls,
+            h(r.blamed.as_deref().unwrap_or("none")),
         );
     }
     out.push_str("</table>\n");

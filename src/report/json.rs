@@ -24,6 +24,49 @@ pub struct Report {
     /// Present when the report was built with coverage (`build_with`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<super::coverage::CoverageSummary>,
+    /// Broken expectations: present (possibly empty) whenever the manifest has `expect:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Vec<super::violations::Violation>>,
+    /// The names of the manifest's expectations, in its order (with `violations`): what held is
+    /// what is named here with no violation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expectations: Option<Vec<String>>,
+    /// Interfaces slower than in the baseline run, the worst first: present (possibly empty)
+    /// when the report was built against a baseline (`--baseline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regressions: Option<Vec<Regression>>,
+}
+
+/// One latency regression of DESIGN's `regressions` (see `crate::regressions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Regression {
+    pub caller: String,
+    pub callee: String,
+    pub operation: String,
+    pub base_p95_ms: f64,
+    pub run_p95_ms: f64,
+    /// `run_p95_ms / base_p95_ms`, as the thresholds and the gate judged it.
+    pub ratio: f64,
+    pub base_calls: u64,
+    pub calls: u64,
+    /// The node whose own time grew most along the slow calls' critical path; null when the
+    /// calls' paths were not recorded.
+    pub blamed: Option<String>,
+}
+
+/// A regression as the report writes it.
+pub fn regression(r: &crate::regressions::Regression) -> Regression {
+    Regression {
+        caller: r.caller.clone(),
+        callee: r.callee.clone(),
+        operation: r.operation.clone(),
+        base_p95_ms: ms(r.base_p95_ns),
+        run_p95_ms: ms(r.run_p95_ns),
+        ratio: r.ratio,
+        base_calls: r.base_calls,
+        calls: r.calls,
+        blamed: r.blamed.clone(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -336,6 +379,9 @@ pub fn build(run: &RunInfo, graph: &RunGraph) -> Report {
             .collect(),
         failures: Vec::new(),
         coverage: None,
+        violations: None,
+        expectations: None,
+        regressions: None,
     }
 }
 

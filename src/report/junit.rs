@@ -6,6 +6,10 @@
 //! Failures that sit on no expected edge (an undeclared dependency, or `silent`) get a test
 //! case of their own in a second suite, so a CI test view never shows green while a test
 //! failed. Everything is XML-escaped after control characters were stripped. No I/O.
+//!
+//! Latency regressions against a baseline are not test cases here: whether one fails a build is
+//! for the gate's `--max-latency-regression` to decide, and a JUnit failure would decide it for
+//! every CI test view that reads the file.
 
 use std::fmt::Write;
 
@@ -62,6 +66,7 @@ pub fn junit(report: &Report) -> String {
         .collect();
 
     let run = &report.run;
+    let expectations = expectation_cases(report);
     let suites = [
         (
             format!("tracecov coverage: run {} ({})", run.name, run.id),
@@ -73,6 +78,10 @@ pub fn junit(report: &Report) -> String {
                 run.name
             ),
             outside,
+        ),
+        (
+            format!("tracecov expectations: run {}", run.name),
+            expectations,
         ),
     ];
     let count =
@@ -135,6 +144,49 @@ pub fn junit(report: &Report) -> String {
     }
     out.push_str("</testsuites>\n");
     out
+}
+
+/// One test case per expectation: passed when it held, else failed with a line per violating
+/// test and its trace link.
+fn expectation_cases(report: &Report) -> Vec<Case> {
+    let Some(vs) = &report.violations else {
+        return Vec::new();
+    };
+    let mut by_name: std::collections::BTreeMap<&str, Vec<&super::violations::Violation>> =
+        std::collections::BTreeMap::new();
+    for v in vs {
+        by_name.entry(v.expectation.as_str()).or_default().push(v);
+    }
+    let names: Vec<&str> = match &report.expectations {
+        Some(names) => names.iter().map(String::as_str).collect(),
+        None => by_name.keys().copied().collect(),
+    };
+    names
+        .into_iter()
+        .map(|name| (name, by_name.remove(name).unwrap_or_default()))
+        .map(|(name, vs)| {
+            if vs.is_empty() {
+                return Case {
+                    classname: "expectations".to_owned(),
+                    name: name.to_owned(),
+                    outcome: Outcome::Passed,
+                };
+            }
+            let mut body = String::new();
+            for v in &vs {
+                let _ = writeln!(body, "{}\n  {}", v.line(), v.link);
+            }
+            Case {
+                classname: "expectations".to_owned(),
+                name: name.to_owned(),
+                outcome: Outcome::Failed {
+                    message: vs[0].summary.clone(),
+                    kind: "violation".to_owned(),
+                    body,
+                },
+            }
+        })
+        .collect()
 }
 
 fn case(report: &Report, item: &Item<'_>) -> Case {

@@ -1,6 +1,7 @@
 //! The report as GitHub/GitLab-flavoured Markdown, for pull-request comments and CI job
 //! summaries: a one-line verdict, the coverage table, the failing hops with their summaries and
-//! trace links, the untested critical items, and a Mermaid flowchart of the run.
+//! trace links, the interfaces slower than the baseline, the untested critical items, and a
+//! Mermaid flowchart of the run.
 //!
 //! Everything that came from a span is escaped (`escape::markdown`, `escape::mermaid`) after
 //! control characters were stripped from the whole report. No I/O: the caller writes the text.
@@ -68,6 +69,49 @@ pub fn markdown(report: &Report) -> String {
                 },
                 md(&f.summary),
                 escape::markdown_url(&f.link)
+            );
+        }
+        out.push('\n');
+    }
+
+    if let Some(vs) = report.violations.as_ref().filter(|v| !v.is_empty()) {
+        let _ = writeln!(out, "### Broken expectations ({})\n", vs.len());
+        out.push_str("| expectation | test | hop | expected | observed | trace |\n|---|---|---|---|---|---|\n");
+        for v in vs {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | [trace]({}) |",
+                md(&v.expectation),
+                md(v.test.as_deref().unwrap_or("a request")),
+                md(&super::violations::hop_text(v)),
+                md(&v.expected),
+                md(&v.observed),
+                escape::markdown_url(&v.link)
+            );
+        }
+        out.push('\n');
+    }
+
+    if let Some(regressions) = report.regressions.as_ref().filter(|r| !r.is_empty()) {
+        let _ = writeln!(
+            out,
+            "### Slower than the baseline ({})\n",
+            regressions.len()
+        );
+        out.push_str(
+            "| interface | p95 before | p95 now | ratio | calls | blamed |\n|---|---:|---:|---:|---:|---|\n",
+        );
+        for r in regressions {
+            let _ = writeln!(
+                out,
+                "| {} | {} ms | {} ms | ×{} | {} → {} | {} |",
+                item(&r.caller, &r.callee, Some(&r.operation)),
+                r.base_p95_ms,
+                r.run_p95_ms,
+                r.ratio,
+                r.base_calls,
+                r.calls,
+                r.blamed.as_deref().map_or("none".to_owned(), md)
             );
         }
         out.push('\n');

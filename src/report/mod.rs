@@ -23,7 +23,7 @@
 //! is added by `apply_coverage` from a `coverage::Coverage`; `build` leaves it out.
 
 mod coverage;
-mod escape;
+pub(crate) mod escape;
 mod history;
 mod html;
 mod json;
@@ -31,6 +31,7 @@ mod junit;
 mod markdown;
 mod text;
 mod view;
+pub mod violations;
 pub use view::{edge_lines, is_problem};
 
 pub use coverage::{
@@ -42,11 +43,12 @@ pub use history::{Flaky, HistoryPoint, RunName, flaky_json, flaky_text, history_
 pub use html::html;
 pub use json::{
     Diagnostics, Edge, Evidence, EvidenceLog, Exception, Failure, FailureHop, Interface, LatencyMs,
-    Node, Percentiles, Report, Run, TestCounts, build, build_with, failure,
+    Node, Percentiles, Regression, Report, Run, TestCounts, build, build_with, failure, regression,
 };
 pub use junit::junit;
 pub use markdown::markdown;
 pub use text::{text, text_styled};
+pub use violations::{Violation, violations};
 
 use crate::links::LinkTemplate;
 use crate::model::Span;

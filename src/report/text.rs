@@ -1,5 +1,5 @@
 //! The plain-text summary of a report, for a terminal: tests, failures with their failing hop,
-//! class, summary and link, the edges with their calls, errors (by class), latency, interfaces
+//! class, summary and link, the interfaces slower than the baseline, the edges with their calls, errors (by class), latency, interfaces
 //! and tests, and diagnostics.
 //!
 //! Colours are the caller's choice (`text_styled`): the CLI asks for them only on a terminal and
@@ -97,6 +97,44 @@ pub fn text_styled(report: &Report, color: bool) -> String {
         }
         let _ = writeln!(out, "    {}", f.summary);
         let _ = writeln!(out, "    {}", f.link);
+    }
+    if let Some(vs) = &report.violations {
+        out.push('\n');
+        if vs.is_empty() {
+            out.push_str("expectations: every one held\n");
+        } else {
+            let title = format!("violations ({}):", vs.len());
+            let _ = writeln!(out, "{}", paint.paint("1;33", &title));
+        }
+        for v in vs {
+            let _ = writeln!(out, "  {}", v.line());
+            let _ = writeln!(out, "    {}", v.link);
+        }
+    }
+
+    if let Some(regressions) = &report.regressions {
+        out.push('\n');
+        if regressions.is_empty() {
+            out.push_str("no interface is slower than the baseline\n");
+        } else {
+            let title = format!("slower than the baseline ({}):", regressions.len());
+            let _ = writeln!(out, "{}", paint.paint("1;33", &title));
+        }
+        for r in regressions {
+            let _ = writeln!(
+                out,
+                "  {} -> {} {}: p95 {} -> {} ms (x{}, {} -> {} calls); blamed: {}",
+                r.caller,
+                r.callee,
+                r.operation,
+                num(r.base_p95_ms),
+                num(r.run_p95_ms),
+                r.ratio,
+                r.base_calls,
+                r.calls,
+                r.blamed.as_deref().unwrap_or("none")
+            );
+        }
     }
 
     out.push('\n');

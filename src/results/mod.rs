@@ -40,7 +40,7 @@ pub use rollup::Rollup;
 
 /// Bumped when `TraceResult`, `Rollup` or what `compute` puts in them changes: stored results
 /// and rollups of another version are recomputed (the fingerprint changes with it).
-const RESULTS_VERSION: u64 = 5;
+const RESULTS_VERSION: u64 = 7;
 
 /// Identifies the configuration results were computed with: the results format and the
 /// analysis options (test-driver services, aliases). Stable across processes (FNV-1a).
@@ -69,6 +69,11 @@ pub fn fingerprint(opts: &AnalysisOptions) -> i64 {
         eat(b"alias");
         eat(a.as_bytes());
         eat(s.as_bytes());
+    }
+    // Expectations in the manifest's order (their order names nothing, but is stable).
+    for e in &opts.expectations {
+        eat(b"expect");
+        eat(format!("{e:?}").as_bytes());
     }
     h as i64
 }
@@ -101,6 +106,8 @@ pub struct TraceResult {
     pub failures: Vec<FailureRecord>,
     /// Traces this one links to, sorted.
     pub links: Vec<[u8; 16]>,
+    /// Broken expectations whose offending span is in this trace (`crate::expect`).
+    pub violations: Vec<crate::expect::Violation>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +139,18 @@ pub struct HopRecord {
     pub class: Option<u8>,
     /// Index in `hop_tests`.
     pub test: Option<u32>,
+    /// The own time of each node on the critical path below the call (`graph::critical`).
+    pub path: Vec<PathStep>,
+}
+
+/// One node's own time on a call's critical path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathStep {
+    /// Index in `nodes`; with `target`, the node is named again when merging, as a hop's
+    /// callee is (the callee of a call no span answered).
+    pub node: u32,
+    pub target: Option<TargetRecord>,
+    pub own_ns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -309,6 +328,7 @@ pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
             hop_test_names: Vec::new(),
             failures: Vec::new(),
             links: links.into_iter().collect(),
+            violations: Vec::new(),
         });
         interners.push(Default::default());
     }
@@ -339,6 +359,21 @@ pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
             r.operations.push(op.to_owned());
             (r.operations.len() - 1) as u32
         });
+        let path = hop
+            .path
+            .iter()
+            .map(|(p, own_ns)| {
+                let n = run.node(p.node);
+                PathStep {
+                    node: match &p.target {
+                        Some(t) => node(&raw_name(t), NodeKind::External),
+                        None => node(&n.id, n.kind),
+                    },
+                    target: p.target.as_deref().map(target_record),
+                    own_ns: *own_ns,
+                }
+            })
+            .collect();
         let test = hop.test.map(|id| {
             let tc = run.test(id);
             *tests.entry((tc.trace_id, tc.span_id)).or_insert_with(|| {
@@ -361,6 +396,7 @@ pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
             error: hop.error,
             class: blame.hop_class(i).map(class_code),
             test,
+            path,
         });
     }
 
@@ -418,6 +454,14 @@ pub fn compute(spans: &[Span], opts: &AnalysisOptions) -> Vec<TraceResult> {
                 .collect(),
             no_error_recorded: e.no_error_recorded.iter().map(|s| *s.as_bytes()).collect(),
         });
+    }
+    // Each violation is kept by the trace of its offending span.
+    for v in crate::expect::evaluate(&opts.expectations, &forest, &run) {
+        if let Ok(t) = TraceId::from_bytes(v.trace_id)
+            && let Some(&i) = by_trace.get(&t)
+        {
+            out[i].violations.push(v);
+        }
     }
     out.sort_by_key(|r| r.trace_id);
     out

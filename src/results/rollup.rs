@@ -3,7 +3,8 @@
 //! spans.
 //!
 //! Owns `Rollup`: per (caller, callee as the trace named it, operation) the calls, errors, error
-//! classes, latency sketches, tests and error examples; the run's tests, failures, services,
+//! classes, latency sketches, tests, error examples and the own time of the nodes on the calls'
+//! critical paths by latency band; the run's tests, failures, services,
 //! learned addresses and diagnostics. Everything in it can be added and taken away again, so a
 //! re-opened trace's contribution is replaced rather than added twice (`subtract` then `add`).
 //! `graph` turns it into the run's `RunGraph` and `Blame` the way analysing all the spans at once
@@ -22,8 +23,8 @@ use crate::blame::{Blame, Evidence, ExceptionInfo, Failure, HopName, LogEvidence
 use crate::graph::hops::Extractor;
 use crate::graph::run::{InterfaceParts, Interner, Totals, assemble_interfaces};
 use crate::graph::{
-    AddressMap, AnalysisOptions, Diagnostics, HopSample, NodeKind, RunGraph, SAMPLES, Sketch,
-    Target, TestCase, TestOutcome,
+    AddressMap, AnalysisOptions, Diagnostics, HopSample, NodeKind, PathTimes, RunGraph, SAMPLES,
+    Sketch, Target, TestCase, TestOutcome,
 };
 use crate::model::{SpanId, TraceId};
 
@@ -50,6 +51,9 @@ pub struct Rollup {
     tests: BTreeMap<SpanKey, (String, bool)>,
     /// Failures by (trace, failing span).
     failures: BTreeMap<SpanKey, FailureRecord>,
+    /// Broken expectations, each with the trace whose results hold it.
+    #[serde(default)]
+    violations: std::collections::BTreeSet<([u8; 16], crate::expect::Violation)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -82,6 +86,12 @@ struct Group {
     tests: Vec<(String, u64, u64)>,
     /// Hops in error, the first `SAMPLES` by (trace, span).
     samples: Vec<Sample>,
+    /// Calls with a duration, by latency band (`graph::critical::band` of the client side's
+    /// duration, else the server side's).
+    path_calls: BTreeMap<u8, u64>,
+    /// Own time on those calls' critical paths, by node (named as a callee is), then band.
+    /// Bounded by the nodes on the interface's paths times the bands its calls fall in.
+    path: BTreeMap<Callee, BTreeMap<u8, u64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +176,15 @@ impl Group {
         self.samples.sort_by_key(|s| (s.trace, s.span));
         self.samples.dedup_by_key(|s| (s.trace, s.span));
         self.samples.truncate(SAMPLES);
+        for (&b, &n) in &other.path_calls {
+            bump(&mut self.path_calls, b, n, true);
+        }
+        for (node, bands) in &other.path {
+            let mine = self.path.entry(node.clone()).or_default();
+            for (&b, &ns) in bands {
+                bump(mine, b, ns, true);
+            }
+        }
     }
 
     fn subtract(&mut self, other: &Group, trace: &[u8; 16]) {
@@ -189,6 +208,19 @@ impl Group {
         // The trace's examples go with it (another trace's errors may now be missing from the
         // examples; they come back when the group is rebuilt).
         self.samples.retain(|s| &s.trace != trace);
+        for (&b, &n) in &other.path_calls {
+            bump(&mut self.path_calls, b, n, false);
+        }
+        for (node, bands) in &other.path {
+            if let Some(mine) = self.path.get_mut(node) {
+                for (&b, &ns) in bands {
+                    bump(mine, b, ns, false);
+                }
+                if mine.is_empty() {
+                    self.path.remove(node);
+                }
+            }
+        }
     }
 }
 
@@ -229,6 +261,22 @@ impl Rollup {
             };
             let g = out.groups.entry(key).or_default();
             g.calls += 1;
+            // As `graph::run` files a hop's critical path: under the band of the latency its
+            // p95 is read from.
+            if let Some(ns) = h.client_ns.or(h.server_ns) {
+                let band = crate::graph::critical::band(ns);
+                bump(&mut g.path_calls, band, 1, true);
+                for step in h.path.iter().filter(|s| s.own_ns > 0) {
+                    let node = match &step.target {
+                        Some(t) => Callee::Target(t.clone()),
+                        None => {
+                            let (id, kind) = node(step.node);
+                            Callee::Node(id, kind)
+                        }
+                    };
+                    bump(g.path.entry(node).or_default(), band, step.own_ns, true);
+                }
+            }
             if let Some(ns) = h.client_ns {
                 g.client.record(ns);
             }
@@ -280,6 +328,9 @@ impl Rollup {
         for f in &r.failures {
             out.failures.insert((r.trace_id, f.failing_span), f.clone());
         }
+        for v in &r.violations {
+            out.violations.insert((r.trace_id, v.clone()));
+        }
         out
     }
 
@@ -320,6 +371,7 @@ impl Rollup {
         for (k, f) in &other.failures {
             self.failures.insert(*k, f.clone());
         }
+        self.violations.extend(other.violations.iter().cloned());
     }
 
     /// Takes away one trace's results, added before.
@@ -347,6 +399,12 @@ impl Rollup {
         }
         self.tests.retain(|(t, _), _| *t != r.trace_id);
         self.failures.retain(|(t, _), _| *t != r.trace_id);
+        self.violations.retain(|(t, _)| *t != r.trace_id);
+    }
+
+    /// The run's broken expectations.
+    pub fn violations(&self) -> impl Iterator<Item = &crate::expect::Violation> {
+        self.violations.iter().map(|(_, v)| v)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -425,6 +483,27 @@ impl Rollup {
                 }
             };
             let op = ex.operations.intern(&key.operation, ());
+            let mut path = PathTimes {
+                calls: g.path_calls.clone(),
+                own: BTreeMap::new(),
+            };
+            for (node, bands) in &g.path {
+                let id = match node {
+                    Callee::Node(id, _) => id.clone(),
+                    Callee::Target(TargetRecord::Peer(p)) => {
+                        let ix = ex.resolve_peer(p);
+                        ex.nodes.key(ix.index() as u32).to_owned()
+                    }
+                    Callee::Target(TargetRecord::Address(host, port)) => {
+                        let ix = ex.resolve_address(host, *port);
+                        ex.nodes.key(ix.index() as u32).to_owned()
+                    }
+                };
+                let mine = path.own.entry(id).or_default();
+                for (&b, &ns) in bands {
+                    *mine.entry(b).or_insert(0) += ns;
+                }
+            }
             let parts = InterfaceParts {
                 calls: g.calls,
                 errors: g.errors,
@@ -453,6 +532,7 @@ impl Rollup {
                         })
                     })
                     .collect(),
+                path,
             };
             interfaces
                 .entry((caller, callee, op))

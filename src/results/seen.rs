@@ -157,6 +157,7 @@ pub fn examples_outside(conn: &Connection, runs: &[String]) -> Result<Vec<Exampl
             error: false,
             class: None,
             test: None,
+            path: Vec::new(),
         });
         out.push(Example {
             result_hop: r,
@@ -185,6 +186,7 @@ fn empty(trace_id: [u8; 16]) -> TraceResult {
         hop_test_names: Vec::new(),
         failures: Vec::new(),
         links: Vec::new(),
+        violations: Vec::new(),
     }
 }
 
@@ -280,6 +282,7 @@ pub fn as_result(conn: &Connection) -> Result<TraceResult, StoreError> {
                     error: false,
                     class: None,
                     test: None,
+                    path: Vec::new(),
                 });
             }
         }

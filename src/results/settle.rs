@@ -686,6 +686,83 @@ pub fn forget(
     rollups.take_away(conn, trace, old.as_ref())
 }
 
+/// Forgets the stored results of a trace that retention removes, keeping what its run learned:
+/// a run's rollup (and its test cases) outlives the run's spans (DESIGN, "History across runs"),
+/// so the trace's contribution stays in it and only its membership goes (nothing can take it
+/// away later). Traces of no run are background, not history: they leave their rollup as when
+/// their results are replaced. What is seen store-wide forgets the trace either way. Returns
+/// whether a run's rollup kept the trace's results.
+pub fn age_out(
+    conn: &Connection,
+    trace: &[u8],
+    rollups: &mut RollupEdits,
+) -> Result<bool, StoreError> {
+    let member: Option<String> = conn
+        .prepare_cached("SELECT run_id FROM trace_rollups WHERE trace_id = ?1")?
+        .query_row(params![trace], |r| r.get(0))
+        .optional()?;
+    match member {
+        Some(run) if !run.is_empty() => {
+            if let Some(old) = super::seen::stored(conn, trace)? {
+                super::seen::forget(conn, &old)?;
+            }
+            super::seen::forget_examples(conn, trace)?;
+            rollups.touched = true;
+            conn.prepare_cached("DELETE FROM trace_rollups WHERE trace_id = ?1")?
+                .execute(params![trace])?;
+            Ok(true)
+        }
+        _ => {
+            forget(conn, trace, rollups)?;
+            Ok(false)
+        }
+    }
+}
+
+/// Removes runs whose newest span arrived before `cutoff_ns` (`--history-age`) with everything
+/// kept of them: rollups, test cases, assignments, and the traces of theirs still stored (a run
+/// taken out of history takes its traces with it, so none is left pointing at it). Returns the
+/// store sequence numbers of those traces for the caller to delete, and the number of runs.
+pub fn expired_runs(
+    conn: &Connection,
+    cutoff_ns: u64,
+) -> Result<(Vec<String>, Vec<i64>), StoreError> {
+    let runs: Vec<String> = {
+        let mut stmt = conn.prepare_cached("SELECT id FROM runs WHERE last_ns < ?1")?;
+        stmt.query_map(params![cutoff_ns as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    let mut seqs = Vec::new();
+    for run in &runs {
+        let mut stmt = conn.prepare_cached(
+            "SELECT t.seq FROM trace_runs tr JOIN traces t ON t.trace_id = tr.trace_id
+             WHERE tr.run_id = ?1",
+        )?;
+        for seq in stmt.query_map(params![run], |r| r.get::<_, i64>(0))? {
+            seqs.push(seq?);
+        }
+    }
+    Ok((runs, seqs))
+}
+
+/// Deletes what is kept of `run` once its traces are gone (see `expired_runs`).
+pub fn drop_run(conn: &Connection, run: &str, rollups: &mut RollupEdits) -> Result<(), StoreError> {
+    rollups.touched = true;
+    rollups.loaded.retain(|(r, _), _| r != run);
+    for sql in [
+        "DELETE FROM run_rollups WHERE run_id = ?1",
+        "DELETE FROM run_tests WHERE run_id = ?1",
+        "DELETE FROM trace_rollups WHERE run_id = ?1",
+        "DELETE FROM seen_examples WHERE run_id = ?1",
+        // History's digests of the run (`history::store`), and the stamp they are held to.
+        "DELETE FROM run_digests WHERE run_id = ?1",
+        "DELETE FROM rollup_stamps WHERE run_id = ?1",
+    ] {
+        conn.prepare_cached(sql)?.execute(params![run])?;
+    }
+    crate::runs::drop_run(conn, run)
+}
+
 /// Traces that need results, with whether each is settled: quiet since `cutoff_ns`, or in a
 /// closed run. Only traces that received a span at or after `low_ns` are looked at (the caller
 /// knows that older ones had fresh results at its last pass).

@@ -193,7 +193,7 @@ fn the_fingerprint_follows_the_configuration() {
     let plain = AnalysisOptions::default();
     let driver = AnalysisOptions {
         test_services: vec!["driver".to_owned()],
-        aliases: Vec::new(),
+        ..AnalysisOptions::default()
     };
     assert_eq!(
         fingerprint(&plain),
@@ -201,10 +201,29 @@ fn the_fingerprint_follows_the_configuration() {
     );
     assert_ne!(fingerprint(&plain), fingerprint(&driver));
     let aliased = AnalysisOptions {
-        test_services: Vec::new(),
         aliases: vec![("cart:8080".to_owned(), "cart".to_owned())],
+        ..AnalysisOptions::default()
     };
     assert_ne!(fingerprint(&plain), fingerprint(&aliased));
+    let expecting = AnalysisOptions {
+        expectations: vec![crate::expect::Expectation {
+            name: "no N+1".to_owned(),
+            tests: None,
+            caller: None,
+            callee: None,
+            operation: None,
+            calls: None,
+            repeated: Some(5),
+            duration_ms: None,
+            attributes: Vec::new(),
+        }],
+        ..AnalysisOptions::default()
+    };
+    assert_ne!(
+        fingerprint(&plain),
+        fingerprint(&expecting),
+        "results are judged against the expectations"
+    );
 }
 
 /// The edges and interfaces of a graph, as the expected set reads them.
@@ -271,6 +290,7 @@ fn everything_seen_follows_the_stored_results_through_retention() {
             Retention {
                 max_age: std::time::Duration::from_secs(3600),
                 max_bytes: u64::MAX,
+                ..Retention::default()
             },
             now,
         )
@@ -358,6 +378,7 @@ fn a_run_whose_trace_aged_out_says_so() {
             Retention {
                 max_age: std::time::Duration::from_secs(3600),
                 max_bytes: u64::MAX,
+                ..Retention::default()
             },
             now,
         )
@@ -369,4 +390,136 @@ fn a_run_whose_trace_aged_out_says_so() {
     assert_eq!(report.run.traces, 1);
     assert_eq!(report.run.aged_out_traces, 1);
     assert!(crate::report::text(&report).contains("1 more traces of this run were removed"));
+}
+
+/// A run's results outlive its spans: once computed, retention removes the spans but the run's
+/// report still holds what they showed (and counts nothing as aged out); the history age then
+/// removes the run with everything kept of it.
+#[test]
+fn a_runs_results_outlive_its_spans_until_the_history_age() {
+    use crate::model::{Attributes, KeyValue, Resource};
+    use crate::runs::RunAssigner;
+    use crate::store::{Durability, Retention, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+    let mut assigner = RunAssigner::open(dir.path(), Vec::new()).unwrap();
+    let (mut spans, _) = crate::graph::fixture::parse(
+        "t1:a - web client \"GET /x\" 0..40 peer.service=api http.request.method=GET http.response.status_code=200
+         t1:b a api server \"GET /x\" 5..30 http.route=/x http.response.status_code=200
+         t2:c - web client \"GET /x\" 0..40 peer.service=api http.request.method=GET http.response.status_code=500
+         t2:d c api server \"GET /x\" 5..30 http.route=/x http.response.status_code=500
+         t3:e - web client \"GET /x\" 0..40 peer.service=api http.request.method=GET http.response.status_code=200
+         t3:f e api server \"GET /x\" 5..30 http.route=/x http.response.status_code=200",
+    );
+    let t3 = TraceId::from_hex_padded("74330000000000000000000000000000").unwrap();
+    for s in &mut spans {
+        let mut attrs = s.resource.attributes.0.clone();
+        // The third trace is an earlier run of the suite, to diff against.
+        let run = if s.trace_id == t3 { "earlier" } else { "kept" };
+        attrs.push(KeyValue::new(crate::runs::RUN_ID_ATTR, run));
+        s.resource = std::sync::Arc::new(Resource::new(Attributes(attrs)));
+    }
+    let now = crate::ingest::now_ns();
+    let hour = std::time::Duration::from_secs(3600);
+    let received = now - 2 * hour.as_nanos() as u64;
+    store.write(&spans, received).unwrap();
+    assigner
+        .assign(&spans.iter().collect::<Vec<_>>(), received)
+        .unwrap();
+    let reader = store.reader();
+    let ctx = crate::query::ReportContext {
+        settle: Some(std::time::Duration::ZERO),
+        ..Default::default()
+    };
+    let run = crate::query::resolve_run(&reader, "kept").unwrap();
+    let before = crate::query::run_report(&reader, &run, &ctx).unwrap();
+    assert_eq!(before.run.traces, 2);
+    assert_eq!(before.edges.len(), 1, "{before:#?}");
+    let diff_before = crate::query::diff_runs(&reader, "earlier", "kept", &ctx).unwrap();
+    assert_eq!(diff_before.failures.new.len(), 1);
+    // The suite's history of the edge (its digests made and kept here).
+    let item = crate::history::TrendItem {
+        caller: "web".into(),
+        callee: "api".into(),
+        operation: None,
+    };
+    let trend = || {
+        let window = crate::history::window(&reader, None, None, 20).unwrap();
+        crate::history::trend_of(&reader, &window, &item, &ctx, None).unwrap()
+    };
+    let history_before = trend();
+    assert_eq!(
+        history_before
+            .iter()
+            .map(|p| (p.calls, p.errors))
+            .collect::<Vec<_>>(),
+        [(1, 0), (2, 1)]
+    );
+
+    store
+        .enforce_retention(
+            Retention {
+                max_age: hour,
+                max_bytes: u64::MAX,
+                ..Retention::default()
+            },
+            now,
+        )
+        .unwrap();
+    let traces: i64 = reader
+        .with_conn(|c| Ok(c.query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(traces, 0, "the spans aged out");
+    let run = crate::query::resolve_run(&reader, "kept").unwrap();
+    assert_eq!(run.aged_out, 0, "nothing the run learned was lost");
+    let after = crate::query::run_report(&reader, &run, &ctx).unwrap();
+    assert_eq!(
+        crate::report::to_json(&after),
+        crate::report::to_json(&before),
+        "the report of a run whose spans are gone"
+    );
+    assert_eq!(
+        crate::query::diff_runs(&reader, "earlier", "kept", &ctx).unwrap(),
+        diff_before,
+        "the diff of runs whose spans are gone"
+    );
+    assert_eq!(
+        trend(),
+        history_before,
+        "the history of runs whose spans are gone"
+    );
+    // Made again from the rollups alone, as after a new digest version.
+    reader
+        .with_conn(|c| Ok(c.execute("DELETE FROM run_digests", [])?))
+        .unwrap();
+    assert_eq!(
+        trend(),
+        history_before,
+        "digests made from rollups that outlived their spans"
+    );
+
+    // The history age removes the run and what it kept.
+    store
+        .enforce_retention(
+            Retention {
+                max_age: hour,
+                max_bytes: u64::MAX,
+                max_history_age: hour,
+            },
+            now,
+        )
+        .unwrap();
+    assert!(crate::query::resolve_run(&reader, "kept").is_err());
+    let left: i64 = reader
+        .with_conn(|c| {
+            Ok(c.query_row(
+                "SELECT (SELECT COUNT(*) FROM run_rollups) + (SELECT COUNT(*) FROM run_tests)
+                      + (SELECT COUNT(*) FROM trace_rollups) + (SELECT COUNT(*) FROM run_digests)
+                      + (SELECT COUNT(*) FROM rollup_stamps)",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(left, 0);
 }

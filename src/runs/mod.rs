@@ -145,21 +145,41 @@ impl Run {
     }
 }
 
-/// Forgets a trace that retention removes: its run assignment goes, and its run counts it as
-/// aged out.
-pub fn forget_trace(conn: &Connection, trace_id: &[u8]) -> Result<(), StoreError> {
+/// Forgets a trace that retention removes: its run assignment goes, and, when the run's results
+/// did not keep what the trace contributed (`results_kept`: it aged out before its results were
+/// computed), its run counts it as aged out.
+pub fn forget_trace(
+    conn: &Connection,
+    trace_id: &[u8],
+    results_kept: bool,
+) -> Result<(), StoreError> {
     let run: Option<String> = conn
         .prepare_cached("SELECT run_id FROM trace_runs WHERE trace_id = ?1")?
         .query_row(params![trace_id], |r| r.get(0))
         .optional()?;
     if let Some(run) = run {
-        conn.prepare_cached(
-            "INSERT INTO run_aged_out (run_id, traces) VALUES (?1, 1)
-             ON CONFLICT (run_id) DO UPDATE SET traces = traces + 1",
-        )?
-        .execute(params![run])?;
+        if !results_kept {
+            conn.prepare_cached(
+                "INSERT INTO run_aged_out (run_id, traces) VALUES (?1, 1)
+                 ON CONFLICT (run_id) DO UPDATE SET traces = traces + 1",
+            )?
+            .execute(params![run])?;
+        }
         conn.prepare_cached("DELETE FROM trace_runs WHERE trace_id = ?1")?
             .execute(params![trace_id])?;
+    }
+    Ok(())
+}
+
+/// Deletes a run and its assignments (`--history-age`; the results it kept go first, in
+/// `results::settle::drop_run`).
+pub fn drop_run(conn: &Connection, run: &str) -> Result<(), StoreError> {
+    for sql in [
+        "DELETE FROM trace_runs WHERE run_id = ?1",
+        "DELETE FROM run_aged_out WHERE run_id = ?1",
+        "DELETE FROM runs WHERE id = ?1",
+    ] {
+        conn.prepare_cached(sql)?.execute(params![run])?;
     }
     Ok(())
 }

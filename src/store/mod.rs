@@ -96,6 +96,10 @@ pub enum Durability {
     Power,
 }
 
+/// `--history-age`'s default: a year.
+pub const DEFAULT_HISTORY_AGE: std::time::Duration =
+    std::time::Duration::from_secs(365 * 24 * 3600);
+
 /// How long and how much to keep.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
@@ -103,6 +107,9 @@ pub struct Retention {
     pub max_age: std::time::Duration,
     /// When the stored span bytes exceed this, the oldest traces (by receipt) are removed first.
     pub max_bytes: u64,
+    /// Runs whose newest span arrived longer ago than this are removed with what they kept
+    /// (`--history-age`); their rollups outlive their spans until then.
+    pub max_history_age: std::time::Duration,
 }
 
 impl Default for Retention {
@@ -110,6 +117,7 @@ impl Default for Retention {
         Self {
             max_age: std::time::Duration::from_secs(30 * 24 * 3600),
             max_bytes: 20 * 1024 * 1024 * 1024,
+            max_history_age: DEFAULT_HISTORY_AGE,
         }
     }
 }
@@ -619,6 +627,16 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut removed = 0u64;
         let mut rollups = crate::results::settle::RollupEdits::default();
+        // History first: runs older than the history age go with their remaining traces.
+        let history_cutoff = now_ns.saturating_sub(retention.max_history_age.as_nanos() as u64);
+        let (expired, seqs) = crate::results::settle::expired_runs(&tx, history_cutoff)?;
+        for seq in seqs {
+            delete_trace(&tx, seq, &mut rollups)?;
+            removed += 1;
+        }
+        for run in &expired {
+            crate::results::settle::drop_run(&tx, run, &mut rollups)?;
+        }
         // By age: every trace whose newest span arrived before the cutoff.
         let old: Vec<i64> = {
             let mut stmt = tx.prepare("SELECT seq FROM traces WHERE last_received_ns < ?1")?;
@@ -839,8 +857,8 @@ fn delete_trace(
         .query_row(params![seq], |r| r.get(0))
         .optional()?;
     if let Some(id) = trace_id {
-        crate::results::settle::forget(tx, &id, rollups)?;
-        crate::runs::forget_trace(tx, &id)?;
+        let kept = crate::results::settle::age_out(tx, &id, rollups)?;
+        crate::runs::forget_trace(tx, &id, kept)?;
     }
     tx.prepare_cached(
         "DELETE FROM trace_results WHERE trace_id = (SELECT trace_id FROM traces WHERE seq = ?1)",
@@ -1165,11 +1183,13 @@ mod tests {
         let keep_all = Retention {
             max_age: std::time::Duration::from_nanos(10_000),
             max_bytes: u64::MAX,
+            ..Retention::default()
         };
         assert_eq!(store.enforce_retention(keep_all, 6_000).unwrap(), 0);
         let by_age = Retention {
             max_age: std::time::Duration::from_nanos(2_000),
             max_bytes: u64::MAX,
+            ..Retention::default()
         };
         assert_eq!(store.enforce_retention(by_age, 6_000).unwrap(), 1);
         let reader = store.reader();
@@ -1190,6 +1210,7 @@ mod tests {
         let by_size = Retention {
             max_age: std::time::Duration::from_secs(1),
             max_bytes: 1,
+            ..Retention::default()
         };
         // Over the size limit: the oldest (T2) goes first, then T1, until under the limit.
         assert_eq!(store.enforce_retention(by_size, 7_000).unwrap(), 2);
@@ -1238,6 +1259,7 @@ mod tests {
         let by_age = Retention {
             max_age: std::time::Duration::from_nanos(1),
             max_bytes: u64::MAX,
+            ..Retention::default()
         };
         assert_eq!(store.enforce_retention(by_age, 9_000).unwrap(), 1);
         let left: i64 = store
@@ -1384,6 +1406,7 @@ mod tests {
         let limit = Retention {
             max_age: std::time::Duration::from_secs(3600),
             max_bytes: (spans_bytes + (on_disk - spans_bytes) / 4) as u64,
+            ..Retention::default()
         };
         let removed = store.enforce_retention(limit, 2_000).unwrap();
         assert!(

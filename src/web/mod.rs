@@ -6,6 +6,7 @@
 
 mod api;
 pub mod auth;
+pub mod diff;
 pub mod exposure;
 mod history;
 mod runs;
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}/export", get(runs::export))
         .route("/api/flaky", get(history::flaky))
         .route("/api/history", get(history::history))
+        .route("/api/diff", get(diff::diff))
         .route("/metrics", get(metrics))
         .merge(ui::routes())
         .fallback(not_found)

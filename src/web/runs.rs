@@ -115,6 +115,50 @@ pub struct ReportQuery {
     /// More runs to report together with this one (comma-separated).
     #[serde(default)]
     pub also: Option<String>,
+    /// Runs to report against (comma-separated): they join the expected set, and the
+    /// interfaces slower than in them are listed under `regressions`.
+    #[serde(default)]
+    pub baseline: Option<String>,
+    /// What counts as a regression: `--latency-threshold` and `--latency-floor` (in ms).
+    #[serde(default)]
+    pub latency_threshold: Option<f64>,
+    #[serde(default)]
+    pub latency_floor_ms: Option<f64>,
+}
+
+/// Comma-separated run references as a list.
+pub(crate) fn run_list(text: Option<&str>) -> Vec<String> {
+    text.iter()
+        .flat_map(|b| b.split(','))
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The latency thresholds a request gives (defaults for those it leaves out); 400 when bad.
+pub(crate) fn latency_thresholds(
+    ratio: Option<f64>,
+    floor_ms: Option<f64>,
+) -> Result<crate::regressions::Thresholds, ApiError> {
+    crate::regressions::Thresholds::new(ratio, floor_ms)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))
+}
+
+/// The server's report context, compared with `baselines` under `latency` when a request gives
+/// any (a copy then; the shared one otherwise, since copying holds the manifest's contracts).
+pub(crate) fn against_baselines(
+    ctx: &std::sync::Arc<query::ReportContext>,
+    baselines: Vec<String>,
+    latency: crate::regressions::Thresholds,
+) -> std::sync::Arc<query::ReportContext> {
+    if baselines.is_empty() && latency == ctx.latency {
+        return ctx.clone();
+    }
+    let mut copy = (**ctx).clone();
+    copy.baselines = baselines;
+    copy.latency = latency;
+    std::sync::Arc::new(copy)
 }
 
 pub async fn report(
@@ -130,16 +174,13 @@ pub async fn report(
         ));
     }
     let reader = state.reader.clone();
-    let ctx = state.report.clone();
-    let mut runs = vec![id];
-    runs.extend(
-        q.also
-            .iter()
-            .flat_map(|a| a.split(','))
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(str::to_owned),
+    let ctx = against_baselines(
+        &state.report,
+        run_list(q.baseline.as_deref()),
+        latency_thresholds(q.latency_threshold, q.latency_floor_ms)?,
     );
+    let mut runs = vec![id];
+    runs.extend(run_list(q.also.as_deref()));
     let report = blocking(move || Ok(query::runs_report(&reader, &runs, &ctx)?)).await?;
     Ok(match format.as_str() {
         "text" => (

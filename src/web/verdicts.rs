@@ -21,8 +21,17 @@ pub struct GateQuery {
     pub critical: bool,
     #[serde(default)]
     pub no_failures: bool,
-    /// Comma-separated runs whose edges and interfaces join the expected set.
+    #[serde(default)]
+    pub no_new_failures: bool,
+    pub max_coverage_drop: Option<f64>,
+    #[serde(default)]
+    pub expectations: bool,
+    /// Comma-separated runs whose edges and interfaces join the expected set, and against
+    /// which latency regressions are judged.
     pub baseline: Option<String>,
+    pub max_latency_regression: Option<f64>,
+    pub latency_threshold: Option<f64>,
+    pub latency_floor_ms: Option<f64>,
 }
 
 pub async fn gate(
@@ -32,19 +41,17 @@ pub async fn gate(
 ) -> Result<Json<query::GateVerdict>, ApiError> {
     let reader = state.reader.clone();
     let mut ctx = (*state.report).clone();
-    ctx.baselines = q
-        .baseline
-        .iter()
-        .flat_map(|b| b.split(','))
-        .map(str::trim)
-        .filter(|b| !b.is_empty())
-        .map(str::to_owned)
-        .collect();
+    ctx.baselines = super::runs::run_list(q.baseline.as_deref());
+    ctx.latency = super::runs::latency_thresholds(q.latency_threshold, q.latency_floor_ms)?;
     let conditions = GateConditions {
         min_edge_coverage: q.min_edge_coverage,
         min_interface_coverage: q.min_interface_coverage,
         critical: q.critical,
         no_failures: q.no_failures,
+        no_new_failures: q.no_new_failures,
+        max_coverage_drop: q.max_coverage_drop,
+        max_latency_regression: q.max_latency_regression,
+        expectations: q.expectations,
     };
     let verdict = blocking(move || {
         let run = query::resolve_run(&reader, &id)?;

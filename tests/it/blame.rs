@@ -149,6 +149,12 @@ fn injected(fault: Fault) -> Injected {
             blamed: "inventory",
         },
         Fault::None => unreachable!("no fault has no blame"),
+        Fault::InventoryLag => {
+            unreachable!("a latency fault fails no test (see tests/it/regressions.rs)")
+        }
+        Fault::PaymentsDoubleCharge => {
+            unreachable!("a double charge fails no test (see tests/it/expectations.rs)")
+        }
     }
 }
 

@@ -237,6 +237,15 @@ for path in sys.argv[2:]:
 print("errors", bad)
 "#;
 
+/// Validates JSON report files against the committed schema: the validator's output, ending
+/// with `errors N`.
+pub(crate) fn validate_reports(paths: &[&Path]) -> String {
+    let schema = repo_root().join("docs/report.schema.json");
+    let mut args = vec![schema.to_str().unwrap()];
+    args.extend(paths.iter().map(|p| p.to_str().unwrap()));
+    run_python(VALIDATE, &args)
+}
+
 /// The JSON reports (with coverage and failures, and of a hostile trace) validate against the
 /// committed schema; a report with a renamed key does not.
 #[test]

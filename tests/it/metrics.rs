@@ -101,10 +101,25 @@ fn get(samples: &BTreeMap<Key, f64>, name: &str, labels: &[(&str, String)]) -> f
 
 /// Runs the demo suite with `faults` into `server`, in a run it opens and closes.
 pub async fn demo_run(server: &TestServer, name: &str, faults: Vec<Fault>) -> Value {
+    demo_run_in(server, serde_json::json!({ "name": name }), faults).await
+}
+
+/// `demo_run` in the run `POST /api/runs` opens with `open` (its name, its suite).
+pub async fn demo_run_in(server: &TestServer, open: Value, faults: Vec<Fault>) -> Value {
+    demo_runs_in(server, open, faults, 1).await
+}
+
+/// `demo_run_in`, the suite run `times` times into the run.
+pub async fn demo_runs_in(
+    server: &TestServer,
+    open: Value,
+    faults: Vec<Fault>,
+    times: usize,
+) -> Value {
     let run: Value = server
         .http
         .post(server.api("/api/runs"))
-        .json(&serde_json::json!({ "name": name }))
+        .json(&open)
         .send()
         .await
         .unwrap()
@@ -119,9 +134,12 @@ pub async fn demo_run(server: &TestServer, name: &str, faults: Vec<Fault>) -> Va
     })
     .await
     .unwrap();
-    let suite = shop.run_suite().await;
+    for _ in 0..times {
+        let suite = shop.run_suite().await;
+        assert_eq!(suite.failed(), demo::expected_failures(&faults));
+    }
+    // Flushes every span before the run closes.
     shop.shutdown().await.unwrap();
-    assert_eq!(suite.failed(), demo::expected_failures(&faults));
     let resp = server
         .http
         .post(server.api(&format!("/api/runs/{run_id}/close")))

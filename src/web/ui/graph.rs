@@ -1,7 +1,8 @@
 //! The run's service graph as inline SVG, laid out on the server with `layout-rs`.
 //!
 //! Failing edges are red and thick, untested expected edges dashed, stubbed dotted, unexpected
-//! purple; node shapes say the kind (service: rounded box, database: cylinder, queue: hexagon,
+//! purple; an edge slower than the baseline has an orange halo and the node blamed for it a
+//! dashed orange outline; node shapes say the kind (service: rounded box, database: cylinder, queue: hexagon,
 //! external: dashed ellipse, a namespace group: stacked boxes). Above `MAX_NODES` nodes the graph
 //! is aggregated by namespace; when even that is too many, only the failing and untested edges
 //! and their ends are drawn — a hairball of hundreds of boxes helps nobody.
@@ -93,6 +94,9 @@ pub struct GEdge {
     pub critical: bool,
     /// Edges an aggregated edge stands for.
     pub count: usize,
+    /// Slower than the baseline the page compares with (it holds an interface of the report's
+    /// `regressions`): outlined.
+    pub slower: bool,
 }
 
 /// What to draw, and how it was reduced.
@@ -136,6 +140,12 @@ fn model_of_nodes(report: &Report) -> Model {
         .map(|n| (n.id.as_str(), Kind::of(&n.kind)))
         .collect();
     let edges = crate::report::edge_lines(report);
+    let slow: BTreeSet<(&str, &str)> = report
+        .regressions
+        .iter()
+        .flatten()
+        .map(|r| (r.caller.as_str(), r.callee.as_str()))
+        .collect();
     // Ends only the manifest names (no span showed them) take their kind from the id's prefix.
     for e in &edges {
         kinds.entry(e.0).or_insert_with(|| Kind::of_id(e.0));
@@ -143,7 +153,7 @@ fn model_of_nodes(report: &Report) -> Model {
     }
     let total = kinds.len();
     if total <= MAX_NODES {
-        return build(&kinds, &edges, |id| id.to_owned(), None);
+        return build(&kinds, &edges, &slow, |id| id.to_owned(), None);
     }
     // Aggregate by namespace: a node without one stays itself.
     let group_of = |id: &str| -> String {
@@ -159,6 +169,7 @@ fn model_of_nodes(report: &Report) -> Model {
         return build(
             &kinds,
             &edges,
+            &slow,
             group_of,
             Some(format!(
                 "{total} nodes, drawn as {} namespaces: each box stands for a namespace's \
@@ -191,12 +202,13 @@ fn model_of_nodes(report: &Report) -> Model {
         groups.len(),
         kinds.len()
     );
-    build(&kinds, &kept, |id| id.to_owned(), Some(note))
+    build(&kinds, &kept, &slow, |id| id.to_owned(), Some(note))
 }
 
 fn build(
     kinds: &BTreeMap<&str, Kind>,
     edges: &[(&str, &str, &str, bool)],
+    slow: &BTreeSet<(&str, &str)>,
     group_of: impl Fn(&str) -> String,
     note: Option<String>,
 ) -> Model {
@@ -230,9 +242,11 @@ fn build(
             status: (*status).to_owned(),
             critical: false,
             count: 0,
+            slower: false,
         });
         e.count += 1;
         e.critical |= critical;
+        e.slower |= slow.contains(&(*a, *b));
         if severity(status) > severity(&e.status) {
             e.status = (*status).to_owned();
         }
@@ -371,6 +385,13 @@ fn f(v: f64) -> String {
 /// The graph section: the SVG, its legend, and the note on how it was reduced.
 pub fn render(report: &Report) -> Markup {
     let model = model(report);
+    // Nodes blamed for a latency regression against the baseline: outlined.
+    let blamed: BTreeSet<&str> = report
+        .regressions
+        .iter()
+        .flatten()
+        .filter_map(|r| r.blamed.as_deref())
+        .collect();
     if model.nodes.is_empty() {
         return html! { p { "No node to draw." } };
     }
@@ -424,12 +445,12 @@ pub fn render(report: &Report) -> Markup {
                 }
                 @for (i, n) in model.nodes.iter().enumerate() {
                     @if let Some((xy, size)) = geo.boxes.get(&i) {
-                        (node(&model, i, n, *xy, *size))
+                        (node(&model, i, n, *xy, *size, blamed.contains(n.id.as_str())))
                     }
                 }
             }
         }
-        p.small { "Edges: green = covered; thick red = failing; dashed amber = untested; dotted grey = stubbed; dash-dot purple = unexpected; ★ = critical. Shapes: rounded box = service, cylinder = database, hexagon = queue, dashed ellipse = external, stacked boxes = a namespace; a red outline = an end of a failing edge, amber = of an untested one. Hover an edge or a node for its name and status." }
+        p.small { "Edges: green = covered; thick red = failing; dashed amber = untested; dotted grey = stubbed; dash-dot purple = unexpected; ★ = critical; a wide orange halo = slower than the baseline (its blamed node outlined in dashed orange). Shapes: rounded box = service, cylinder = database, hexagon = queue, dashed ellipse = external, stacked boxes = a namespace; a red outline = an end of a failing edge, amber = of an untested one. Hover an edge or a node for its name and status." }
     }
 }
 
@@ -464,12 +485,20 @@ fn edge(model: &Model, e: &GEdge, path: &[(Point, Point)]) -> Markup {
     let from = &model.nodes[e.from].id;
     let to = &model.nodes[e.to].id;
     html! {
+        @if e.slower {
+            // A wide halo under the edge: slower than the baseline, whatever its status.
+            path class="edge-slower" d=(d) fill="none" stroke="#fb8500" stroke-width="11"
+                stroke-opacity="0.4" stroke-linecap="round" data-caller=(from) data-callee=(to) {
+                title { (label(from)) " → " (label(to)) ": slower than the baseline" }
+            }
+        }
         path class={ "edge " (status) } d=(d) stroke=(colour) stroke-width=(width)
             stroke-dasharray=[(!dash.is_empty()).then_some(dash)] marker-end={ "url(#arrow-" (status) ")" }
             data-caller=(from) data-callee=(to) {
             title {
                 (label(from)) " → " (label(to)) ": " (e.status)
                 @if e.critical { " ★ critical" }
+                @if e.slower { ", slower than the baseline" }
                 @if e.count > 1 { " (" (e.count) " edges)" }
             }
         }
@@ -495,7 +524,7 @@ fn midpoint(path: &[(Point, Point)]) -> Point {
     }
 }
 
-fn node(model: &Model, i: usize, n: &GNode, xy: Point, size: Point) -> Markup {
+fn node(model: &Model, i: usize, n: &GNode, xy: Point, size: Point, blamed: bool) -> Markup {
     // The worst problem on an edge touching the node: failing outlines it red, untested amber.
     let touching = || model.edges.iter().filter(|e| e.from == i || e.to == i);
     let problem = if touching().any(|e| e.status == "failing") {
@@ -562,12 +591,13 @@ fn node(model: &Model, i: usize, n: &GNode, xy: Point, size: Point) -> Markup {
         .find(|e| e.from == i && e.to == i)
         .map(|e| e.status.as_str());
     html! {
-        g class={ "node " (n.kind.as_str()) @if let Some(p) = problem { " problem " (p) } } data-node=(n.id) {
+        g class={ "node " (n.kind.as_str()) @if let Some(p) = problem { " problem " (p) } @if blamed { " blamed" } } data-node=(n.id) {
             title {
                 (label(&n.id)) " (" (n.kind.as_str())
                 @if n.members > 1 { ", " (n.members) " nodes" }
                 ")"
                 @if let Some(s) = self_status { "; calls within: " (s) }
+                @if blamed { "; blamed for calls slower than the baseline" }
             }
             (shape)
             text x=(f(x + w / 2.0)) y=(f(y + h / 2.0 + 4.0)) text-anchor="middle" { (node_text(n)) }

@@ -50,6 +50,10 @@ pub struct HeatOptions {
     /// with more than `OVERVIEW_ABOVE` callers or callees opens on namespaces, unless filtered.
     #[serde(default)]
     pub view: Option<String>,
+    /// The run the page compares latency with (the run page's `?baseline=`): not a filter, but
+    /// kept by the filter form so filtering does not drop the comparison.
+    #[serde(default)]
+    pub baseline: Option<String>,
 }
 
 /// Above this many callers or callees an unfiltered heatmap opens on its namespaces.
@@ -168,8 +172,16 @@ fn title(e: &Edge) -> String {
     t
 }
 
-/// The heatmap section: filter form, legend and table.
+/// The heatmap section: filter form, legend and table. The cells of edges with an interface
+/// slower than the baseline (the report's `regressions`) are outlined.
 pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
+    let baseline = HeatOptions::nonempty(&opts.baseline);
+    let mut slow: HashMap<(&str, &str), Vec<&crate::report::Regression>> = HashMap::new();
+    for r in report.regressions.iter().flatten() {
+        slow.entry((r.caller.as_str(), r.callee.as_str()))
+            .or_default()
+            .push(r);
+    }
     let caller_q = HeatOptions::nonempty(&opts.caller);
     let callee_q = HeatOptions::nonempty(&opts.callee);
     let status_q = HeatOptions::nonempty(&opts.status);
@@ -320,6 +332,7 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
             label { "critical only" input type="checkbox" name="critical" value="1" checked[only_critical]; }
             @if let Some(q) = caller_ns_q { input type="hidden" name="caller_ns" value=(ns_param(q)); }
             @if let Some(q) = callee_ns_q { input type="hidden" name="callee_ns" value=(ns_param(q)); }
+            @if let Some(b) = baseline { input type="hidden" name="baseline" value=(b); }
             button type="submit" { "Apply" }
             a href=(href::run(run_id)) { "reset" }
         }
@@ -330,6 +343,9 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
             span { span.swatch.cell.stubbed { "S" } "stubbed (only a mock answered)" }
             span { span.swatch.cell.unexpected { "!" } "unexpected (not declared)" }
             span { span.critical-mark { "★" } " critical (outlined)" }
+            @if report.regressions.is_some() {
+                span { span.swatch.cell.slower { "⏱" } "slower than the baseline (orange frame)" }
+            }
         }
         @if overview {
             p.small #heat-overview {
@@ -386,7 +402,7 @@ pub fn render(report: &Report, run_id: &str, opts: &HeatOptions) -> Markup {
                                 th.row scope="row" title=(r) { (crate::web::ui::graph::label(r)) }
                                 @for c in &cols {
                                     @match cells.get(&(r.as_str(), c.as_str())) {
-                                        Some(e) => (cell(e, run_id, status_q.is_some_and(|st| status_of(e) != st))),
+                                        Some(e) => (cell(e, run_id, status_q.is_some_and(|st| status_of(e) != st), slow.get(&(e.caller.as_str(), e.callee.as_str())).map(Vec::as_slice).unwrap_or_default())),
                                         None => td.empty {},
                                     }
                                 }
@@ -479,10 +495,21 @@ fn namespace_matrix(kept: &[&Edge], run_id: &str) -> Markup {
     }
 }
 
-fn cell(e: &Edge, run_id: &str, dim: bool) -> Markup {
+fn cell(e: &Edge, run_id: &str, dim: bool, slower: &[&crate::report::Regression]) -> Markup {
     let status = status_of(e);
+    let mut title = title(e);
+    for r in slower {
+        title.push_str(&format!(
+            "\nslower than the baseline: {} p95 {} → {} ms (×{}), blamed: {}",
+            r.operation,
+            r.base_p95_ms,
+            r.run_p95_ms,
+            r.ratio,
+            r.blamed.as_deref().unwrap_or("none")
+        ));
+    }
     let class = format!(
-        "cell {}{}{}{}",
+        "cell {}{}{}{}{}",
         super::layout::status_class(status),
         if status == "covered" {
             format!(" shade-{}", shade(e.tests.len()))
@@ -494,11 +521,12 @@ fn cell(e: &Edge, run_id: &str, dim: bool) -> Markup {
         } else {
             ""
         },
-        if dim { " dim" } else { "" }
+        if dim { " dim" } else { "" },
+        if slower.is_empty() { "" } else { " slower" }
     );
     html! {
         td class=(class) data-status=(status) data-caller=(e.caller) data-callee=(e.callee)
-            data-critical=[(e.critical == Some(true)).then_some("true")] title=(title(e)) {
+            data-critical=[(e.critical == Some(true)).then_some("true")] title=(title) {
             a href=(href::edge(run_id, &e.caller, &e.callee)) aria-label={ (e.caller) " to " (e.callee) ": " (status) @if e.critical == Some(true) { ", critical" } ", " (e.tests.len()) " tests" } {
                 (symbol(e))
             }

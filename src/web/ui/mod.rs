@@ -2,8 +2,8 @@
 //!
 //! Pages: the runs (`/`), a run (`/runs/{id}`: verdict, coverage heatmap, service graph,
 //! failures, diagnostics), one edge's interfaces (`/runs/{id}/edges?caller=&callee=`), a trace
-//! (`/traces/{trace_id}?span=`: the waterfall the default trace links open) and a bug report
-//! (`/traces/{trace_id}/bug?span=`). Styles and the one script are compiled into the binary and
+//! (`/traces/{trace_id}?span=`: the waterfall the default trace links open), a bug report
+//! (`/traces/{trace_id}/bug?span=`) and two runs compared (`/diff?base=&run=`). Styles and the one script are compiled into the binary and
 //! served from `/assets/`.
 //!
 //! A key design decision: every page is written with `maud`, whose `html!` escapes every
@@ -16,6 +16,7 @@
 //! Data comes from `crate::query` on the blocking pool; nothing here reads the store itself.
 
 mod bug;
+mod diff;
 mod edge;
 pub mod graph;
 pub mod heatmap;
@@ -54,6 +55,7 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(runs::page))
         .route("/runs/{id}", get(run::page))
         .route("/runs/{id}/edges", get(edge::page))
+        .route("/diff", get(diff::page))
         .route("/traces/{trace_id}", get(trace::page))
         .route("/traces/{trace_id}/bug", get(bug::page))
         .route("/assets/{file}", get(asset))

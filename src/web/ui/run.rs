@@ -1,5 +1,6 @@
-//! The run page (`/runs/{id}`): the verdict and coverage numbers, the diagnostics, the coverage
-//! heatmap, the service graph, the failures and the untested items. While the run is open the
+//! The run page (`/runs/{id}`): the verdict and coverage numbers, the diagnostics, the
+//! interfaces slower than a baseline (`?baseline=RUN`, as `tracecov report --baseline` takes
+//! it), the coverage heatmap, the service graph, the failures and the untested items. While the run is open the
 //! page polls the API and reloads itself when spans arrive or the run closes.
 //!
 //! `render_run_page` takes only what the report holds (plus the run's state), so `tracecov
@@ -16,6 +17,18 @@ use crate::query::{self, RunStatus};
 use crate::report::Report;
 use crate::server::AppState;
 
+/// The run page's comparison: `?baseline=RUN` (with the report's latency thresholds, also
+/// optional), as `tracecov report --baseline` takes it.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct BaselineQuery {
+    #[serde(default)]
+    pub baseline: Option<String>,
+    #[serde(default)]
+    pub latency_threshold: Option<f64>,
+    #[serde(default)]
+    pub latency_floor_ms: Option<f64>,
+}
+
 /// Everything the run page shows.
 pub struct RunPage {
     pub run: RunStatus,
@@ -26,15 +39,31 @@ pub struct RunPage {
     /// Names in the manifest that no trace shows.
     pub warnings: Vec<String>,
     pub heat: HeatOptions,
+    /// The run the report was compared with (`?baseline=`), when it was.
+    pub baseline: Option<String>,
 }
 
 pub async fn page(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(heat): Query<HeatOptions>,
+    Query(base): Query<BaselineQuery>,
 ) -> Result<Page, UiError> {
     let reader = state.reader.clone();
-    let ctx = state.report.clone();
+    let baseline = base
+        .baseline
+        .as_deref()
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(str::to_owned);
+    let latency =
+        crate::regressions::Thresholds::new(base.latency_threshold, base.latency_floor_ms)
+            .map_err(|e| UiError::new(axum::http::StatusCode::BAD_REQUEST, e))?;
+    let ctx = crate::web::runs::against_baselines(
+        &state.report,
+        baseline.iter().cloned().collect(),
+        latency,
+    );
     let quiet = state.config.settle;
     blocking(move || {
         let run = query::resolve_run(&reader, &id)?;
@@ -50,6 +79,7 @@ pub async fn page(
             report: a.report.clone(),
             warnings: a.warnings.clone(),
             heat,
+            baseline,
         };
         Ok(render_run_page(&page))
     })
@@ -87,8 +117,10 @@ pub fn render_run_page(p: &RunPage) -> Markup {
             p.small {
                 "started " (layout::time(run.created_ns))
                 @if let Some(c) = run.closed_ns { ", closed " (layout::time(c)) }
+                " · suite " code { (run.suite) }
                 " · " (report.run.spans) " spans in " (report.run.traces) " traces · "
-                a href={ "/api/runs/" (super::enc(&run.id)) "/report" } { "JSON report" }
+                a href={ "/api/runs/" (super::enc(&run.id)) "/report" } { "JSON report" } " · "
+                a #compare-previous href={ "/diff?base=previous&run=" (super::enc(&run.id)) } { "compare with the previous run of this suite" }
             }
             @if p.run.open {
                 p.warnbox #open-run { "This run is open: the page refreshes itself as spans arrive." }
@@ -110,15 +142,94 @@ pub fn render_run_page(p: &RunPage) -> Markup {
                 }
             }
             (diagnostics(p))
+            (slower(p))
             h2 #heatmap-title { "Coverage heatmap" }
             (heatmap::render(report, &run.id, &p.heat))
             h2 #graph-title { "Service graph" }
             (super::graph::render(report))
             h2 #failures-title { "Failures (" (report.failures.len()) ")" }
             (failures(p))
+            (violations(report))
             (untested(report, &run.id))
         },
     )
+}
+
+/// The broken expectations (the manifest's `expect:`), each linking to its offending span.
+fn violations(report: &Report) -> Markup {
+    let Some(vs) = &report.violations else {
+        return html! {};
+    };
+    html! {
+        h2 #violations-title { "Broken expectations (" (vs.len()) ")" }
+        @if vs.is_empty() {
+            p.small { "Every expectation of the manifest held." }
+        } @else {
+            p.small { "What the tests' traces did against what the manifest's " code { "expect:" } " says; a violation is not a failure (its test may have passed)." }
+            table #violations {
+                thead { tr { th { "expectation" } th { "test" } th { "hop" } th { "expected" } th { "observed" } th { "span" } } }
+                tbody {
+                    @for v in vs {
+                        tr {
+                            td { (v.expectation) }
+                            td { (v.test.as_deref().unwrap_or("a request")) }
+                            td { @match &v.hop {
+                                Some(h) => { code { (h.caller) } " → " code { (h.callee) } " " code { (h.operation) } },
+                                None => span.muted { "(missing call)" },
+                            } }
+                            td { (v.expected) }
+                            td.st-failing { (v.observed) }
+                            td { a href=(href::trace(&v.trace_id, Some(&v.span_id))) { "waterfall" } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The comparison with a baseline: a form to choose one, and the interfaces that got slower
+/// than in it, each with the node blamed for it.
+fn slower(p: &RunPage) -> Markup {
+    let run_id = &p.run.run.id;
+    html! {
+        h2 #slower-title { "Slower than the baseline" }
+        form.compare method="get" action=(href::run(run_id)) {
+            label { "compare latency with run "
+                input type="text" name="baseline" value=[p.baseline.as_deref()] placeholder="run id or name";
+            }
+            " "
+            button type="submit" { "Compare" }
+            @if p.baseline.is_some() { " " a href=(href::run(run_id)) { "stop comparing" } }
+        }
+        @match (&p.baseline, &p.report.regressions) {
+            (Some(base), Some(regressions)) if regressions.is_empty() => {
+                p #slower.small { "No interface with 20 calls or more in both runs got slower than in " code { (base) } "." }
+            }
+            (Some(base), Some(regressions)) => {
+                p.small { "Against run " code { (base) } ": the p95 grew past the threshold. "
+                    b { "blamed" } " is the node whose own time grew most along the slow calls' critical path: the callee that is slow, not the caller that waited." }
+                table #slower {
+                    thead { tr { th { "interface" } th { "p95 before" } th { "p95 now" } th { "ratio" } th { "calls" } th { "blamed" } } }
+                    tbody {
+                        @for r in regressions {
+                            tr data-caller=(r.caller) data-callee=(r.callee) {
+                                td { a href=(href::edge(run_id, &r.caller, &r.callee)) { (r.caller) " → " (r.callee) } br; code { (r.operation) } }
+                                td.num { (r.base_p95_ms) " ms" }
+                                td.num { (r.run_p95_ms) " ms" }
+                                td.num { "×" (r.ratio) }
+                                td.num { (r.base_calls) " → " (r.calls) }
+                                td.blamed { @match &r.blamed { Some(b) => code { (b) }, None => span.muted { "none" } } }
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                p.small { "Give a run to compare with: the interfaces whose p95 grew past the threshold are listed here, and outlined in the heatmap and the graph." }
+            }
+        }
+    }
 }
 
 /// Distinct hops (caller, callee, operation) the failures are placed on.

@@ -64,18 +64,44 @@ fn hostile_report() -> crate::report::Report {
         .diagnostics
         .propagation_breaks
         .insert(IMG.to_owned(), 1);
+    report.regressions = Some(vec![crate::report::Regression {
+        caller: format!("svc{IMG}"),
+        callee: format!("callee{BREAKOUT}"),
+        operation: format!("GET /x/{SCRIPT}"),
+        base_p95_ms: 2.0,
+        run_p95_ms: 80.0,
+        ratio: 40.0,
+        base_calls: 25,
+        calls: 25,
+        blamed: Some(format!("callee{BREAKOUT}")),
+    }]);
     report
 }
 
 #[test]
 fn run_page_renders_hostile_names_as_text() {
-    let html = super::render_run_page(&page_of(hostile_report())).into_string();
+    let mut page = page_of(hostile_report());
+    page.baseline = Some(format!("base{SCRIPT}"));
+    let html = super::render_run_page(&page).into_string();
     assert_inert(&html);
     assert!(!html.contains("javascript:"), "a javascript: link was kept");
     assert!(html.contains("&lt;/script&gt;&lt;script&gt;alert(2)"));
     // The failing edge is in the heatmap and the graph.
     assert!(html.contains("data-status=\"failing\""));
     assert!(html.contains("class=\"edge failing\""));
+    // So is the slower one, outlined, and listed with its blamed node.
+    assert!(
+        html.contains("id=\"slower\""),
+        "no slower-than-baseline table"
+    );
+    assert!(
+        html.contains("class=\"edge-slower\""),
+        "the slower edge is not outlined"
+    );
+    assert!(
+        html.contains(" slower\" data-status=\"failing\""),
+        "the slower cell is not outlined"
+    );
 }
 
 fn attr(key: &str, value: &str) -> KeyValue {
