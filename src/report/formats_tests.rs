@@ -186,6 +186,7 @@ fn html_report() {
         .heat td{text-align:center;min-width:6em}.heat th.row{text-align:right}
         .small{font-size:.85em;color:#586069}
         svg text{font:12px system-ui,sans-serif}
+        .flaky{font-size:.85em;font-weight:600;color:#7d4e00;border:1px solid currentColor;border-radius:3px;padding:0 .35em}
         </style>
         </head>
         <body>
@@ -357,6 +358,35 @@ fn regressions_are_listed_in_every_format_for_people() {
     report.regressions = Some(Vec::new());
     assert!(super::text(&report).contains("no interface is slower than the baseline"));
     assert!(super::html(&report).contains("No interface got slower."));
+}
+
+/// A failure on a flaky hop says so in every format for people; one that is not, nowhere.
+#[test]
+fn flaky_failures_are_marked_in_every_format_for_people() {
+    let mut report = report();
+    assert!(!report.failures.is_empty(), "the fixture has a failure");
+    let plain = (
+        super::text(&report),
+        super::markdown(&report),
+        super::html(&report),
+    );
+    assert!(!plain.0.contains("flaky") && !plain.1.contains("flaky"));
+    assert!(!plain.2.contains("class=\"flaky\""));
+    report.failures[0].flaky = true;
+    let text = super::text(&report);
+    assert!(
+        text.contains(" (flaky: it also passed in recent runs)"),
+        "{text}"
+    );
+    let md = super::markdown(&report);
+    assert!(md.contains(" (flaky) |"), "{md}");
+    let html = super::html(&report);
+    assert!(
+        html.contains("<span class=\"flaky\" title=\"flaky: "),
+        "{html}"
+    );
+    let json = super::to_json(&report);
+    assert!(json.contains("\"flaky\": true"), "{json}");
 }
 
 /// Above `MAX_GRAPH_NODES` only the failing and untested edges and their neighbours are drawn.

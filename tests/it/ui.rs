@@ -297,14 +297,14 @@ impl Page {
     }
 
     /// Nothing a hostile string could have made: no image, no event-handler attribute, no script
-    /// but the UI's own, no SVG outside the service graph, and no dialog so far.
+    /// but the UI's own, no SVG but the service graph and an edge's trend, and no dialog so far.
     fn assert_nothing_injected(&mut self, page: &str) {
         let found = self.eval(
             "JSON.stringify({\
                img: document.querySelectorAll('img').length,\
                handlers: [...document.querySelectorAll('*')].filter(e => [...e.attributes].some(a => a.name.startsWith('on'))).length,\
                scripts: [...document.scripts].map(s => s.getAttribute('src')),\
-               stray_svg: [...document.querySelectorAll('svg')].filter(s => s.id !== 'graph').length\
+               stray_svg: [...document.querySelectorAll('svg')].filter(s => s.id !== 'graph' && s.id !== 'trend').length\
              })",
         );
         let found: Value = serde_json::from_str(found.as_str().unwrap()).unwrap();
