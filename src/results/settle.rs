@@ -32,7 +32,7 @@ use super::{Rollup, TraceResult, compute, fingerprint};
 const MAX_COMPONENT: usize = 64;
 
 /// Traces computed per transaction by the worker (and per round of threads).
-const BATCH_TRACES: usize = 8192;
+pub(crate) const BATCH_TRACES: usize = 8192;
 
 /// Spans of unlinked traces analysed together.
 const BATCH_SPANS: usize = 20_000;
