@@ -306,6 +306,21 @@ pub fn run(runs: usize, spans: usize, repeat: usize, keep: Option<PathBuf>) -> a
             "the newest run's whole report, marks included: {} (median of {repeat})",
             ms(median(report))
         );
+        // `tracecov diff previous NEWEST`: both runs analysed from their rollups, the base's
+        // coverage over the run's expected set, the latency changes. The first time pays the
+        // two analyses; asked again, the analyses are the cache's, as in `serve`.
+        let cached = ReportContext {
+            cache: Some(Arc::new(query::AnalysisCache::default())),
+            ..ctx.clone()
+        };
+        let times = time(repeat + 1, || {
+            Ok(query::diff_runs(reader, "previous", &newest.id, &cached)?)
+        })?;
+        println!(
+            "diff previous -> newest: asked first {}, then {} (median of {repeat})",
+            ms(times[0]),
+            ms(median(times[1..].to_vec()))
+        );
     }
     let (digest_bytes, rollup_bytes): (i64, i64) = reader.with_conn(|c| {
         Ok(c.query_row(

@@ -153,9 +153,19 @@ pub enum BenchCommand {
         /// Spans to generate.
         #[arg(long, default_value_t = 200_000)]
         spans: usize,
-        /// Runs; the median is reported.
-        #[arg(long, default_value_t = 3)]
+        /// Runs, each timing both stores in turn; the medians and the median of the runs'
+        /// ratios are reported.
+        #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Keep the last run's two stores in DIR/without and DIR/with (new or empty), for
+        /// `--analyse`.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<std::path::PathBuf>,
+        /// Only compute every trace's results of the store in STORE, storing nothing (so it can
+        /// be repeated), and print the time: for timing the two stores `--keep` leaves as
+        /// whole processes, in turn.
+        #[arg(long, value_name = "STORE", conflicts_with_all = ["spans", "runs", "keep"])]
+        analyse: Option<std::path::PathBuf>,
     },
     /// The run page of a generated run rendered on the server, against its JSON report.
     Ui {
@@ -237,9 +247,17 @@ pub fn main() -> ExitCode {
                 .await??;
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Bench(BenchCommand::Logs { spans, runs }) => {
-                tokio::task::spawn_blocking(move || crate::bench::logs::run(spans, runs.max(1)))
-                    .await??;
+            Command::Bench(BenchCommand::Logs {
+                spans,
+                runs,
+                keep,
+                analyse,
+            }) => {
+                tokio::task::spawn_blocking(move || match analyse {
+                    Some(store) => crate::bench::logs::analyse(&store),
+                    None => crate::bench::logs::run(spans, runs.max(1), keep.as_deref()),
+                })
+                .await??;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Bench(BenchCommand::Ui {

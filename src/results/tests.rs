@@ -339,6 +339,37 @@ fn unlinked_traces_analysed_together_get_the_results_they_get_alone() {
     assert_eq!(together, alone);
 }
 
+/// Traces shared out among threads (more shares than threads, each taken by whichever thread is
+/// free) get the results one thread computing them all gives them: none lost, none twice, linked
+/// traces included.
+#[test]
+fn traces_shared_among_threads_get_the_results_one_thread_gives() {
+    use crate::store::{Durability, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+    let mut spans = crate::bench::analysis::generate(5_000);
+    spans.extend(fixture_spans("zipkin-lens/messaging-kafka.json"));
+    let (linked, _) = crate::graph::fixture::parse(
+        "t1:a - web producer send 0..10
+         t2:b - worker consumer process 20..30 link=t1:a",
+    );
+    spans.extend(linked);
+    store.write(&spans, 1).unwrap();
+    let reader = store.reader();
+    let ids = reader.with_conn(crate::runs::all_traces).unwrap();
+    let opts = AnalysisOptions::default();
+    let by_trace = |mut v: Vec<(TraceId, super::TraceResult, i64)>| {
+        v.sort_by_key(|(t, _, _)| *t);
+        v
+    };
+    let one = by_trace(settle::compute_traces(&reader, &ids, &opts).unwrap());
+    assert_eq!(one.len(), ids.len());
+    for threads in [2, 3] {
+        let shared = by_trace(settle::compute_on(&reader, &ids, &opts, threads).unwrap());
+        assert!(shared == one, "{threads} threads");
+    }
+}
+
 /// Retention removes a run's old trace with its run assignment, and the run's report says part of
 /// it aged out (before, the run still counted the removed trace).
 #[test]

@@ -717,28 +717,29 @@ impl Store {
     }
 }
 
-/// Attaches the stored log records of a trace to the spans they name, by time. Records naming
-/// no span, or a span not stored, are evidence on nothing and stay in the store.
-fn attach_logs(conn: &Connection, trace_id: TraceId, spans: &mut [Span]) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT l.span_id, l.data FROM traces t JOIN logs l ON l.trace_seq = t.seq
-         WHERE t.trace_id = ?1 AND length(l.span_id) = 8",
-    )?;
-    let mut rows = stmt.query(params![&trace_id.as_bytes()[..]])?;
-    let mut by_span: HashMap<SpanId, Vec<LogRecord>> = HashMap::new();
-    while let Some(row) = rows.next()? {
-        let span_id: Vec<u8> = row.get(0)?;
-        let Ok(span_id) = SpanId::from_slice(&span_id) else {
-            continue;
-        };
-        let data: Vec<u8> = row.get(1)?;
-        by_span
-            .entry(span_id)
-            .or_default()
-            .push(codec::decode_log(&data)?);
-    }
+// A trace's spans (0) and its log records that name a span (1), in one statement: one read of
+// the store per trace, and the records come from the same snapshot as the spans. (As a second
+// statement, the records cost a few percent of per-trace analysis even in a store without any,
+// `tracecov bench logs`.)
+//
+// The seq is found in subqueries, not by `traces JOIN spans ... WHERE trace_id = ?1`: SQLite
+// plans such a join with the bound id as a possible filter on a table it might scan, which marks
+// the statement to be prepared again whenever the id is bound anew, and rusqlite clears the
+// bindings each time a cached statement is put back, so every trace read paid a full parse and
+// plan. Here the id only meets the unique index that consumes it. Being one statement, it never
+// mixes two traces when retention frees a seq and a new trace takes it.
+const TRACE_READ: &str = "
+    SELECT 0, span_id, resource_id, data FROM spans
+     WHERE trace_seq = (SELECT seq FROM traces WHERE trace_id = ?1)
+    UNION ALL
+    SELECT 1, span_id, NULL, data FROM logs
+     WHERE trace_seq = (SELECT seq FROM traces WHERE trace_id = ?1) AND length(span_id) = 8";
+
+/// Attaches log records to the spans they name, by time. Records naming a span not stored are
+/// evidence on nothing (and stay in the store).
+fn attach_logs(spans: &mut [Span], mut by_span: HashMap<SpanId, Vec<LogRecord>>) {
     if by_span.is_empty() {
-        return Ok(());
+        return;
     }
     for span in spans.iter_mut() {
         if let Some(mut logs) = by_span.remove(&span.span_id) {
@@ -746,7 +747,6 @@ fn attach_logs(conn: &Connection, trace_id: TraceId, spans: &mut [Span]) -> Resu
             span.logs = logs;
         }
     }
-    Ok(())
 }
 
 /// The tally of `trace_id` in this commit, its row found or made the first time.
@@ -968,25 +968,32 @@ impl Reader {
         Ok(resource)
     }
 
-    /// Every stored span of a trace, ordered by start time. Empty when the trace is unknown.
+    /// Every stored span of a trace, ordered by start time, with the log records that name it.
+    /// Empty when the trace is unknown.
     pub fn trace(&self, trace_id: TraceId) -> Result<Vec<Span>, StoreError> {
         self.with_conn(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT s.span_id, s.resource_id, s.data
-                 FROM traces t JOIN spans s ON s.trace_seq = t.seq
-                 WHERE t.trace_id = ?1",
-            )?;
+            let mut stmt = conn.prepare_cached(TRACE_READ)?;
             let mut rows = stmt.query(params![&trace_id.as_bytes()[..]])?;
             let mut spans = Vec::new();
+            let mut logs: HashMap<SpanId, Vec<LogRecord>> = HashMap::new();
             let mut scopes = codec::ScopeCache::default();
             while let Some(row) = rows.next()? {
-                let span_id: Vec<u8> = row.get(0)?;
+                let is_log = row.get::<_, i64>(0)? == 1;
+                let span_id: Vec<u8> = row.get(1)?;
+                let data: Vec<u8> = row.get(3)?;
+                if is_log {
+                    if let Ok(span_id) = SpanId::from_slice(&span_id) {
+                        logs.entry(span_id)
+                            .or_default()
+                            .push(codec::decode_log(&data)?);
+                    }
+                    continue;
+                }
                 let span_id = SpanId::from_slice(&span_id).map_err(|e| CorruptRow {
                     what: "span id",
                     reason: e.to_string(),
                 })?;
-                let resource = self.resource(conn, row.get(1)?)?;
-                let data: Vec<u8> = row.get(2)?;
+                let resource = self.resource(conn, row.get(2)?)?;
                 spans.push(codec::decode_span(
                     trace_id,
                     span_id,
@@ -996,7 +1003,7 @@ impl Reader {
                 )?);
             }
             spans.sort_by_key(|s| (s.start_ns, s.span_id));
-            attach_logs(conn, trace_id, &mut spans)?;
+            attach_logs(&mut spans, logs);
             Ok(spans)
         })
     }
@@ -1267,6 +1274,45 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM logs", [], |r| r.get(0))
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    /// Regression: every trace read prepared its statements afresh (a join with the trace id
+    /// bound was planned again on each new binding), 16 % of the CPU of computing results.
+    /// Reading other traces on the same connection must reuse the prepared statement as it is.
+    #[test]
+    fn reading_traces_reuses_its_prepared_statements() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let r = resource("a");
+        let (a, b) = (
+            span(T1, "0000000000000001", &r),
+            span(T2, "0000000000000002", &r),
+        );
+        store.write([&a, &b], 1_000).unwrap();
+        let log = crate::model::TracedLog {
+            trace_id: a.trace_id,
+            span_id: Some(a.span_id),
+            record: LogRecord {
+                severity_number: LogRecord::ERROR,
+                body: "boom".into(),
+                ..LogRecord::default()
+            },
+        };
+        store
+            .write_encoded(&[&EncodedSpans::encode_logs([&log])], 2_000)
+            .unwrap();
+        let reader = store.reader();
+        for (t, logs) in [(a.trace_id, 1), (b.trace_id, 0)].repeat(2) {
+            let spans = reader.trace(t).unwrap();
+            assert_eq!((spans.len(), spans[0].logs.len()), (1, logs));
+        }
+        reader
+            .with_conn(|c| {
+                let stmt = c.prepare_cached(TRACE_READ)?;
+                assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+                Ok(())
+            })
+            .unwrap();
     }
 
     /// Two different spans with the same ids whose content hashes collide (a crafted collision

@@ -12,9 +12,10 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use serde_json::Value;
-use tracecov::demo::{self, Fault, ShopConfig};
+use tracecov::demo::{self, Fault};
 
 use crate::common::{TestServer, repo_root};
+use crate::metrics::demo_run_in;
 
 const CALLER: &str = "checkout";
 const CALLEE: &str = "payments";
@@ -28,37 +29,14 @@ async fn suite_run(
     suite: &str,
     faults: &[Fault],
 ) -> (String, Value) {
-    let run: Value = server
-        .http
-        .post(server.api("/api/runs"))
-        .json(&serde_json::json!({ "name": name, "suite": suite }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = run["id"].as_str().unwrap().to_owned();
-    assert_eq!(run["suite"], suite, "{run}");
-    let shop = demo::start(ShopConfig {
-        otlp_endpoint: server.addrs.otlp_http_url(),
-        faults: faults.to_vec(),
-        resource_attributes: Vec::new(),
-    })
-    .await
-    .unwrap();
-    let result = shop.run_suite().await;
-    shop.shutdown().await.unwrap();
-    assert_eq!(result.failed(), demo::expected_failures(faults));
-    let resp = server
-        .http
-        .post(server.api(&format!("/api/runs/{id}/close")))
-        .header("x-tracecov", "1")
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    (id.clone(), report(server, &id).await)
+    let report = demo_run_in(
+        server,
+        serde_json::json!({ "name": name, "suite": suite }),
+        faults.to_vec(),
+    )
+    .await;
+    assert_eq!(report["run"]["suite"], suite, "{}", report["run"]);
+    (report["run"]["id"].as_str().unwrap().to_owned(), report)
 }
 
 async fn report(server: &TestServer, id: &str) -> Value {
