@@ -57,6 +57,13 @@ impl TestServer {
         (status, resp.json().await.unwrap())
     }
 
+    /// `GET path` of the UI/API listener: the status and the body as text.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let resp = self.http.get(self.api(path)).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    }
+
     /// `GET /metrics`, as text.
     pub async fn metrics(&self) -> String {
         self.http

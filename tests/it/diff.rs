@@ -157,14 +157,8 @@ async fn diff_names_what_broke_and_what_got_fixed_and_the_gate_fails_on_it() {
     assert_eq!(verdict["exit_code"], 2, "{verdict}");
 
     // The compare page.
-    let page = server
-        .http
-        .get(server.api("/diff?base=previous&run=broken"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
+    let (status, html) = server.get_text("/diff?base=previous&run=broken").await;
+    assert_eq!(status, 200);
     assert!(html.contains("id=\"diff-new\""), "{html}");
     assert!(html.contains("data-change=\"newly_failing\""), "{html}");
     server.stop().await;

@@ -136,15 +136,8 @@ async fn a_double_charge_breaks_calls_max_one_while_every_test_passes() {
     );
 
     // The run page lists them.
-    let page = server
-        .http
-        .get(server.api("/runs/doubled"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (status, page) = server.get_text("/runs/doubled").await;
+    assert_eq!(status, 200);
     assert!(page.contains("id=\"violations\""), "{page}");
     server.stop().await;
 }

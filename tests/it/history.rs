@@ -196,15 +196,10 @@ async fn alternating_outcomes_make_a_flaky_hop_and_a_steady_failure_does_not() {
     );
     assert!(out.ends_with("errors 0\n"), "{out}");
     // Text reports say it too.
-    let text = server
-        .http
-        .get(server.api(&format!("/api/runs/{}/report?format=text", runs[2].0)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (status, text) = server
+        .get_text(&format!("/api/runs/{}/report?format=text", runs[2].0))
+        .await;
+    assert_eq!(status, 200);
     assert!(text.contains("(flaky"), "{text}");
 
     // The trend of the edge, oldest first, as each run's report states its calls and errors.
@@ -315,15 +310,8 @@ async fn alternating_outcomes_make_a_flaky_hop_and_a_steady_failure_does_not() {
         html.contains("class=\"badge flaky\""),
         "no flaky badge on the edge's failures"
     );
-    let run_page = server
-        .http
-        .get(server.api(&format!("/runs/{}", runs[2].0)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (status, run_page) = server.get_text(&format!("/runs/{}", runs[2].0)).await;
+    assert_eq!(status, 200);
     assert!(
         run_page.contains("class=\"badge flaky\""),
         "no flaky badge on the run page"

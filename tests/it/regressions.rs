@@ -146,14 +146,10 @@ async fn inventory_lag_is_a_regression_blamed_on_inventory_and_fails_the_gate() 
     assert!(found.len() >= 4, "{found:#?}");
 
     // The run page compares the same way, and outlines what got slower.
-    let page = server
-        .http
-        .get(server.api(&format!("/runs/{lagging}?baseline={healthy}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
+    let (status, html) = server
+        .get_text(&format!("/runs/{lagging}?baseline={healthy}"))
+        .await;
+    assert_eq!(status, 200);
     assert!(
         html.contains("id=\"slower\""),
         "no slower-than-baseline table"
