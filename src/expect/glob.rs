@@ -8,6 +8,8 @@ use std::fmt;
 pub struct Glob {
     text: String,
     parts: Vec<Part>,
+    /// The name a pattern without wildcards matches (escapes taken out), compared whole.
+    literal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,9 +85,17 @@ impl Glob {
                 c => parts.push(Part::Literal(c)),
             }
         }
+        let literal = parts
+            .iter()
+            .map(|part| match part {
+                Part::Literal(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
         Ok(Self {
             text: pattern.to_owned(),
             parts,
+            literal,
         })
     }
 
@@ -93,14 +103,18 @@ impl Glob {
         &self.text
     }
 
-    /// Whether the whole of `name` matches.
+    /// Whether the whole of `name` matches. Allocates nothing: the name is walked by byte
+    /// offsets, one character at a time.
     pub fn matches(&self, name: &str) -> bool {
-        let chars: Vec<char> = name.chars().collect();
+        if let Some(literal) = &self.literal {
+            return literal == name;
+        }
         // Classic backtracking over the last `*`: linear for patterns with one star, and at
-        // worst parts × name for any.
+        // worst parts × name for any. `n` is a byte offset into `name`, always at a character
+        // boundary.
         let (mut p, mut n) = (0usize, 0usize);
         let mut star: Option<(usize, usize)> = None;
-        while n < chars.len() {
+        while let Some(c) = name[n..].chars().next() {
             let step = match self.parts.get(p) {
                 Some(Part::Any) => {
                     star = Some((p, n));
@@ -108,22 +122,21 @@ impl Glob {
                     continue;
                 }
                 Some(Part::One) => true,
-                Some(Part::Literal(c)) => *c == chars[n],
+                Some(Part::Literal(l)) => *l == c,
                 Some(Part::Set { negated, ranges }) => {
-                    ranges
-                        .iter()
-                        .any(|(lo, hi)| (*lo..=*hi).contains(&chars[n]))
-                        != *negated
+                    ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated
                 }
                 None => false,
             };
             if step {
                 p += 1;
-                n += 1;
+                n += c.len_utf8();
             } else if let Some((sp, sn)) = star {
+                // The star takes one more character and the rest is tried again after it.
+                let skipped = name[sn..].chars().next().map_or(1, char::len_utf8);
                 p = sp + 1;
-                n = sn + 1;
-                star = Some((sp, sn + 1));
+                n = sn + skipped;
+                star = Some((sp, n));
             } else {
                 return false;
             }
@@ -159,6 +172,13 @@ mod tests {
         assert!(!m("*a*b*c*", "xxaxxcxxbxx"));
         assert!(m("payments", "payments"));
         assert!(!m("payments", "payment"));
+        assert!(m("a\\?", "a?"));
+        assert!(!m("a\\?", "ab"));
+        // Characters of more than one byte are one character each, before and after a star.
+        assert!(m("caf?", "café"));
+        assert!(m("*é-?", "crème-brûlé-x"));
+        assert!(m("[à-ü]*", "über"));
+        assert!(!m("*é", "ée-"));
     }
 
     #[test]
