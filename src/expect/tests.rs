@@ -5,6 +5,7 @@ use expect_test::{Expect, expect};
 use super::*;
 use crate::graph::fixture::{label, parse};
 use crate::graph::{Forest, analyze_forest};
+use crate::model::Span;
 
 /// A test that places an order: checkout charges payments `charges` times, one after another.
 fn checkout(charges: usize, key: bool) -> String {
@@ -32,11 +33,35 @@ fn checkout(charges: usize, key: bool) -> String {
     s
 }
 
+/// The violations of a forest analysed with the expectations (their facts gathered as the
+/// hops are found, as per-trace results are computed) — the same as when the graph was
+/// analysed without them (the facts gathered from the spans when judged).
+fn judged(
+    forest: &Forest<'_>,
+    opts: &crate::graph::AnalysisOptions,
+    expectations: &[Expectation],
+) -> Vec<Violation> {
+    let with = crate::graph::AnalysisOptions {
+        expectations: expectations.to_vec(),
+        ..opts.clone()
+    };
+    let gathered = evaluate(expectations, forest, &analyze_forest(forest, &with));
+    let without = crate::graph::AnalysisOptions {
+        expectations: Vec::new(),
+        ..opts.clone()
+    };
+    let later = evaluate(expectations, forest, &analyze_forest(forest, &without));
+    assert_eq!(
+        gathered, later,
+        "facts gathered during analysis and after differ"
+    );
+    gathered
+}
+
 fn check(fixture: &str, expectations: &[Expectation], want: Expect) {
     let (spans, opts) = parse(fixture);
     let forest = Forest::build(&spans);
-    let graph = analyze_forest(&forest, &opts);
-    let got: Vec<String> = evaluate(expectations, &forest, &graph)
+    let got: Vec<String> = judged(&forest, &opts, expectations)
         .iter()
         .map(|v| {
             format!(
@@ -298,7 +323,6 @@ fn n_plus_one_in_recorded_traces_is_the_sequential_lookups_only() {
     })
     .unwrap();
     let forest = Forest::build(&spans);
-    let graph = analyze_forest(&forest, &crate::graph::AnalysisOptions::default());
     let lookups = |e: Expectation| Expectation {
         callee: glob("redis"),
         operation: glob("GET /drivers/{id}"),
@@ -327,7 +351,7 @@ fn n_plus_one_in_recorded_traces_is_the_sequential_lookups_only() {
     ];
     let by_id: std::collections::HashMap<SpanId, &Span> =
         spans.iter().map(|s| (s.span_id, s)).collect();
-    let got: Vec<String> = evaluate(&expectations, &forest, &graph)
+    let got: Vec<String> = judged(&forest, &Default::default(), &expectations)
         .iter()
         .map(|v| {
             let span = by_id[&SpanId::from_bytes(v.span_id).unwrap()];

@@ -60,6 +60,20 @@ pub(crate) struct Extractor<'x> {
     walker: super::critical::Walker,
 }
 
+/// Node and operation names by the ids the extractor's interners give them, for what needs to
+/// name the hops before the graph is assembled (expectations' facts: `expect::Gatherer`).
+pub(crate) struct Names<'a>(pub &'a Interner<NodeKind>, pub &'a Interner<()>);
+
+impl crate::expect::Names for Names<'_> {
+    fn node(&self, ix: usize) -> &str {
+        self.0.key(ix as u32)
+    }
+
+    fn operation(&self, ix: usize) -> &str {
+        self.1.key(ix as u32)
+    }
+}
+
 impl<'x> Extractor<'x> {
     /// `nodes` must already hold every service that produced spans: a peer name is only taken for
     /// a service when such a service exists.
@@ -267,6 +281,7 @@ impl<'x> Extractor<'x> {
             test,
             target: None,
             path: Vec::new(),
+            facts: u32::MAX,
         }
     }
 

@@ -111,8 +111,29 @@ pub(crate) fn analyze_forest_counted(
     let attribution = testcase::attribute(forest, &opts.test_services);
 
     let mut extractor = hops::Extractor::new(nodes, &mut address);
+    let mut gatherer = crate::expect::Gatherer::new(&opts.expectations);
     for t in 0..forest.trees().len() {
+        let first = extractor.hops.len();
         extractor.extract(forest, t, &attribution);
+        // What expectations read of this tree's spans, read now that they are in the cache.
+        if let Some(g) = &mut gatherer {
+            let is_test = |span| {
+                attribution
+                    .test_of(SpanRef { tree: t, span })
+                    .is_some_and(|id| {
+                        let test = &attribution.tests[id.index()];
+                        test.trace_id == forest.tree(t).trace_id()
+                            && test.span_id == forest.tree(t).span(span).span_id
+                    })
+            };
+            let names = hops::Names(&extractor.nodes, &extractor.operations);
+            g.gather(
+                forest.tree(t),
+                &mut extractor.hops[first..],
+                &names,
+                is_test,
+            );
+        }
     }
 
     let tree_diag = forest.diagnostics();
@@ -129,7 +150,7 @@ pub(crate) fn analyze_forest_counted(
     };
     let mut unresolved = extractor.unresolved_per_tree;
     unresolved.resize(forest.trees().len(), 0);
-    let graph = run::assemble(
+    let mut graph = run::assemble(
         run::Totals {
             nodes: extractor.nodes,
             operations: extractor.operations,
@@ -140,5 +161,7 @@ pub(crate) fn analyze_forest_counted(
         },
         extractor.hops,
     );
+
+    graph.set_expect_facts(gatherer.map(crate::expect::Gatherer::finish));
     (graph, unresolved)
 }

@@ -86,6 +86,9 @@ pub struct Hop {
     /// The own time of each node on the critical path below the call (`critical`), from the
     /// calling span (the answering one when the caller's side is its own entry span).
     pub path: Vec<(PathNode, u64)>,
+    /// Its facts in `RunGraph::expect_facts` (`u32::MAX` for none): what expectations read of
+    /// its spans, gathered when it was found.
+    pub(crate) facts: u32,
 }
 
 /// Whose own time a part of a call's critical path is: a node, and — when the node is the
@@ -220,6 +223,9 @@ pub struct Diagnostics {
 pub struct RunGraph {
     graph: DiGraph<Node, Edge>,
     hops: Vec<Hop>,
+    /// The facts expectations read of the hops' spans, gathered as the hops were found (when
+    /// analysis had expectations).
+    expect_facts: Option<crate::expect::Gathered>,
     operations: Vec<String>,
     tests: Vec<TestCase>,
     spans: u64,
@@ -278,6 +284,15 @@ impl RunGraph {
     /// edges and interfaces say. Only analysis (blame, per-trace results) reads them.
     pub(crate) fn hops(&self) -> &[Hop] {
         &self.hops
+    }
+
+    /// What expectations read of the hops' spans, when gathered during analysis.
+    pub(crate) fn expect_facts(&self) -> Option<&crate::expect::Gathered> {
+        self.expect_facts.as_ref()
+    }
+
+    pub(crate) fn set_expect_facts(&mut self, facts: Option<crate::expect::Gathered>) {
+        self.expect_facts = facts;
     }
 
     pub fn operation(&self, op: OpId) -> &str {
@@ -557,6 +572,7 @@ pub(crate) fn assemble_interfaces(
     RunGraph {
         graph,
         hops,
+        expect_facts: None,
         operations,
         tests,
         spans,
