@@ -23,6 +23,7 @@ mod logs;
 mod metrics;
 mod otlp_clients;
 mod otlp_json;
+mod pg;
 mod pytest_plugin;
 mod python_sdk;
 mod regressions;
