@@ -29,6 +29,7 @@ mod python_sdk;
 mod regressions;
 mod results;
 mod run_assignment;
+mod shared_db;
 mod tokens;
 mod ui;
 mod verdicts;
