@@ -340,3 +340,128 @@ fn shared_db_flags_are_checked() {
         assert!(err.contains(says), "{flags:?}: {err}");
     }
 }
+
+/// `tracecov run --server` against an instance that advertises the deployment's OTLP endpoint
+/// hands that endpoint to its command, not the instance's own receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_against_a_server_hands_its_command_the_advertised_otlp_endpoint() {
+    // The command only reads its environment: nothing needs to listen there.
+    let advertised = "http://collector.test:4318";
+    let server = TestServer::start_with(|c| {
+        c.advertise_otlp = Some(advertised.into());
+        c.settle = Duration::from_millis(300);
+    })
+    .await;
+    let out_file = server.dir.path().join("endpoint.txt");
+    let (ui, file) = (server.addrs.ui_url(), out_file.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tracecov"))
+            .args(["run", "--name", "advertised", "--server", &ui, "--"])
+            .args([
+                "sh",
+                "-c",
+                "printf %s \"$OTEL_EXPORTER_OTLP_ENDPOINT\" > \"$1\"",
+                "sh",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let endpoint = std::fs::read_to_string(&out_file).unwrap_or_else(|e| {
+        panic!(
+            "the command did not run ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(endpoint, advertised);
+    server.stop().await;
+}
+
+/// The single open run and automatic runs are the deployment's: a run opened through one
+/// instance takes the traces another receives, and test traces reaching two instances at once,
+/// with no run open, open one automatic run between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_run_and_automatic_runs_span_instances() {
+    let Some(pg) = PgCluster::shared() else {
+        return;
+    };
+    let url = pg.database();
+    let a = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://a.test:4320"))).await;
+    let b = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://b.test:4320"))).await;
+    let opened: Value = a
+        .http
+        .post(a.api("/api/runs"))
+        .json(&json!({"name": "nightly"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resp = b
+        .post_otlp(
+            "application/json",
+            export("11f7651916cd43dd8448eb211c80319c", &[]).into_bytes(),
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let (status, on_b) = b.get_json("/api/runs/nightly").await;
+    assert_eq!(status, 200, "{on_b}");
+    assert_eq!(on_b["id"], opened["id"], "b filed its trace under a's run");
+    assert_eq!(on_b["traces"], 1);
+
+    let close = a
+        .http
+        .post(a.api(&format!(
+            "/api/runs/{}/close",
+            opened["id"].as_str().unwrap()
+        )))
+        .header("x-tracecov", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(close.status(), 200);
+    let test_trace = |trace: &str| {
+        json!({"resourceSpans": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "tests"}}]},
+            "scopeSpans": [{"spans": [{
+                "traceId": trace, "spanId": "7000000000000001", "name": "test_checkout",
+                "kind": 1, "startTimeUnixNano": "1000", "endTimeUnixNano": "2000",
+                "attributes": [{"key": "test.case.name", "value": {"stringValue": "test_checkout"}}]
+            }]}]
+        }]})
+        .to_string()
+        .into_bytes()
+    };
+    let (ra, rb) = tokio::join!(
+        a.post_otlp(
+            "application/json",
+            test_trace("21f7651916cd43dd8448eb211c80319c"),
+            false
+        ),
+        b.post_otlp(
+            "application/json",
+            test_trace("31f7651916cd43dd8448eb211c80319c"),
+            false
+        ),
+    );
+    assert_eq!((ra.status().as_u16(), rb.status().as_u16()), (200, 200));
+    eventually("both test traces assigned", async || {
+        (pg.psql_in(&url, "SELECT count(*) FROM trace_runs") == "3").then_some(())
+    })
+    .await;
+    assert_eq!(
+        pg.psql_in(
+            &url,
+            "SELECT count(*) || ' ' || count(DISTINCT t.run_id) FROM trace_runs t
+             JOIN runs r ON r.id = t.run_id WHERE r.kind = 'auto'"
+        ),
+        "2 1",
+        "one automatic run holds both"
+    );
+    a.stop().await;
+    b.stop().await;
+}
