@@ -43,6 +43,9 @@ use crate::config::SharedDbConfig;
 /// How long a connection may take to be made, and a pooled one to be had: past it the database
 /// counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one call that blocks a thread (run assignment, opening a run) may take: a database
+/// that accepted the connection and then stopped answering must not hold the writer thread.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections each instance holds at most.
 const POOL_SIZE: usize = 8;
 /// The first pause before probing a database that stopped answering; it doubles up to the
@@ -59,6 +62,8 @@ pub enum SharedError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("the shared database is degraded ({0}); retrying in the background")]
     Degraded(String),
+    #[error("the shared database did not answer within {0:?}")]
+    Timeout(Duration),
     #[error(
         "the shared database's schema is at version {found}, newer than this tracecov's {known}: upgrade tracecov"
     )]
@@ -70,7 +75,7 @@ impl SharedError {
     /// refused): only those make the health degraded.
     pub fn is_connection(&self) -> bool {
         match self {
-            SharedError::Pool(_) | SharedError::Degraded(_) => true,
+            SharedError::Pool(_) | SharedError::Degraded(_) | SharedError::Timeout(_) => true,
             // A server's error has a SQLSTATE code; a lost or refused connection has none.
             SharedError::Postgres(e) => e.is_closed() || e.code().is_none(),
             SharedError::Config(_) | SharedError::NewerSchema { .. } => false,
@@ -214,8 +219,8 @@ impl SharedDb {
     }
 
     /// Runs `work` on the pool's runtime from a thread that may block (the writer thread, the
-    /// blocking pool). Fails at once while the database is known to be down; a connection
-    /// failure of `work` makes it so.
+    /// blocking pool), for at most `CALL_TIMEOUT`. Fails at once while the database is known to
+    /// be down; a connection failure or a timeout of `work` makes it so.
     pub(crate) fn block_on<T>(
         &self,
         work: impl Future<Output = Result<T, SharedError>>,
@@ -223,7 +228,11 @@ impl SharedDb {
         if let Some(d) = self.health.degraded() {
             return Err(SharedError::Degraded(d.problem));
         }
-        let result = self.runtime.block_on(work);
+        let result = self.runtime.block_on(async {
+            tokio::time::timeout(CALL_TIMEOUT, work)
+                .await
+                .unwrap_or(Err(SharedError::Timeout(CALL_TIMEOUT)))
+        });
         if let Err(e) = &result
             && e.is_connection()
         {
@@ -286,7 +295,11 @@ impl SharedDb {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(pause) => {}
                 }
-                match db.heartbeat().await {
+                // Bounded: a database that hangs must turn the health degraded, not freeze it.
+                let beat = tokio::time::timeout(CALL_TIMEOUT, db.heartbeat())
+                    .await
+                    .unwrap_or(Err(SharedError::Timeout(CALL_TIMEOUT)));
+                match beat {
                     Ok(()) => {
                         db.health.succeeded();
                         pause = every;

@@ -207,6 +207,35 @@ impl PgCluster {
         assert!(out.status.success(), "pg_ctl start: {}", text(&out));
     }
 
+    /// Freezes the server (SIGSTOP to the postmaster and its backends): connections stay open
+    /// and nothing answers, as with a database host that hangs.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Sends `sig` to the postmaster (the first line of `postmaster.pid`) and its children,
+    /// by id.
+    fn signal(&self, sig: &str) {
+        let Ok(pidfile) = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+        else {
+            return;
+        };
+        let Some(main) = pidfile.lines().next().map(str::trim) else {
+            return;
+        };
+        let children = std::fs::read_to_string(format!("/proc/{main}/task/{main}/children"))
+            .unwrap_or_default();
+        // One at a time: a backend may have exited since the list was read.
+        for pid in std::iter::once(main).chain(children.split_whitespace()) {
+            let _ = Command::new("kill").arg(sig).arg(pid).output();
+        }
+    }
+
     /// The URL of database `db` as `--shared-db` takes it.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
@@ -265,6 +294,8 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         if self.port != 0 {
+            // A test that failed while the server was frozen must not leave it stopped for good.
+            self.signal("-CONT");
             // Already stopped by a test is fine: pg_ctl says so and nothing is left running.
             let _ = self.run(
                 "pg_ctl",

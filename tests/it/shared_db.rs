@@ -465,3 +465,50 @@ async fn the_open_run_and_automatic_runs_span_instances() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A database host that hangs (connections open, nothing answers) is found out and reported
+/// like one that is down, within the bound on a call, and exports go on being acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_database_turns_health_degraded_and_back() {
+    let Some(pg) = PgCluster::start() else {
+        return;
+    };
+    let url = pg.database();
+    let server =
+        TestServer::start_with(|c| c.shared = Some(shared(&url, "http://a.test:4320"))).await;
+    assert_eq!(health(&server).await["status"], "ok");
+    pg.freeze();
+    let h = eventually("health degraded while the database hangs", async || {
+        let h = health(&server).await;
+        (h["status"] == "degraded").then_some(h)
+    })
+    .await;
+    assert!(
+        h["shared_db"]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("did not answer") || p.contains("unreachable")),
+        "{h}"
+    );
+    let resp = server
+        .post_otlp(
+            "application/json",
+            export(
+                "4df7651916cd43dd8448eb211c80319c",
+                &[("cicd.pipeline.run.id", "while-hung")],
+            )
+            .into_bytes(),
+            false,
+        )
+        .await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "acknowledged: the spans are durable here"
+    );
+    pg.thaw();
+    eventually("health ok again", async || {
+        (health(&server).await["status"] == "ok").then_some(())
+    })
+    .await;
+    server.stop().await;
+}
