@@ -56,6 +56,9 @@ pub struct ServeConfig {
     /// The PEM certificate chain and key every listener serves TLS with (`--tls-cert`,
     /// `--tls-key`).
     pub tls: Option<TlsFiles>,
+    /// The origins whose pages may export to the OTLP/HTTP receiver (`--cors-origin`; see
+    /// `web::cors`).
+    pub cors_origins: crate::web::cors::CorsOrigins,
 }
 
 /// A secret given on the command line: its `Debug` never shows it.
@@ -117,6 +120,7 @@ impl ServeConfig {
             ingest_token: None,
             token: None,
             tls: None,
+            cors_origins: crate::web::cors::CorsOrigins::default(),
         }
     }
 }
