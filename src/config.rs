@@ -62,6 +62,9 @@ pub struct ServeConfig {
     /// The deployment's OTLP endpoint (`--advertise-otlp`: the Collector in front), reported by
     /// `/api/health` so `tracecov run --server` hands it to its command.
     pub advertise_otlp: Option<String>,
+    /// The origins whose pages may export to the OTLP/HTTP receiver (`--cors-origin`; see
+    /// `web::cors`).
+    pub cors_origins: crate::web::cors::CorsOrigins,
 }
 
 /// How an instance joins its deployment's shared database.
@@ -140,6 +143,7 @@ impl ServeConfig {
             tls: None,
             shared: None,
             advertise_otlp: None,
+            cors_origins: crate::web::cors::CorsOrigins::default(),
         }
     }
 }

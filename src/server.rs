@@ -292,6 +292,10 @@ impl Server {
         }
         let router = router
             .layer(axum::middleware::from_fn_with_state(
+                config.cors_origins.clone(),
+                web::cors::guard,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
                 web::exposure::Exposure::new(
                     addrs.http,
                     config.public_url.as_deref(),

@@ -65,6 +65,8 @@ pub struct RunArgs {
     pub manifest: Option<PathBuf>,
     #[command(flatten)]
     pub gate: super::verdicts::GateArgs,
+    #[command(flatten)]
+    pub cors: super::serve::CorsArgs,
     /// The test command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -143,6 +145,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             config.test_services = args.test_services.clone();
             config.token = token.clone();
             config.ingest_token = ingest_token.clone();
+            config.cors_origins = args.cors.origins()?;
             config.manifest = args.manifest.clone().or_else(|| {
                 let here = PathBuf::from("tracecov.yaml");
                 here.exists().then_some(here)

@@ -147,6 +147,8 @@ pub struct ServeArgs {
     pub heartbeat: Duration,
     #[command(flatten)]
     pub output: super::output::OutputArgs,
+    #[command(flatten)]
+    pub cors: CorsArgs,
     /// Test-only: delay every store commit, to exercise backpressure.
     #[arg(long, env = "TRACECOV_TEST_WRITER_DELAY", value_parser = parse_duration_arg, hide = true)]
     pub test_writer_delay: Option<Duration>,
@@ -157,6 +159,27 @@ pub struct ServeArgs {
     /// Test-only: how often a failure that goes on is summed up in the log (30s).
     #[arg(long, env = "TRACECOV_TEST_FAILURE_SUMMARY", value_parser = parse_duration_arg, hide = true)]
     pub test_failure_summary: Option<Duration>,
+}
+
+/// `--cors-origin`, on every command that runs a collector (`serve`, `run`, `demo`).
+#[derive(Debug, Clone, Args, Default)]
+pub struct CorsArgs {
+    /// An origin (`http://localhost:3000`) whose pages may export to the OTLP/HTTP receiver:
+    /// the OpenTelemetry web SDK's preflights are answered for it, with credentials; other
+    /// origins are refused. Repeatable.
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "TRACECOV_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+}
+
+impl CorsArgs {
+    pub fn origins(&self) -> anyhow::Result<crate::web::cors::CorsOrigins> {
+        Ok(crate::web::cors::CorsOrigins::new(&self.cors_origins)?)
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -313,6 +336,7 @@ impl ServeArgs {
             },
             shared,
             advertise_otlp,
+            cors_origins: self.cors.origins()?,
         })
     }
 }
