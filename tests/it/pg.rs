@@ -168,9 +168,12 @@ impl PgCluster {
     /// Starts the server and waits (`pg_ctl -w`: it polls until connections are accepted) until
     /// it is ready.
     fn pg_ctl_start(&self) -> Output {
+        // Not `synchronous_commit=off`: `stop` is an immediate shutdown (a crash), which then
+        // lost the last commits (a test's database, the schema) when it came within the WAL
+        // writer's delay of them. Without fsync, a commit's WAL write costs no disk sync.
         let options = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+             -c fsync=off -c full_page_writes=off",
             self.port,
             self.dir.path().join("sock").display()
         );
