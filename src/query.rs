@@ -91,9 +91,20 @@ pub fn unsettled_traces(
 }
 
 pub fn resolve_run(reader: &Reader, what: &str) -> Result<Run, QueryError> {
+    mirror_runs(reader, results::RunLookup::Named(what))?;
     reader
         .with_conn(|c| runs::find_run(c, what))?
         .ok_or_else(|| QueryError::NoSuchRun(what.to_owned()))
+}
+
+/// When the store is one of a deployment's, copies the deployment's runs `lookup` may answer
+/// with into it first: runs are decided in the shared database, and an instance holds only the
+/// runs it took part in until it is asked about others.
+pub fn mirror_runs(reader: &Reader, lookup: results::RunLookup<'_>) -> Result<(), QueryError> {
+    if let Some(d) = reader.deployment() {
+        reader.with_conn(|c| d.mirror_runs(c, lookup))?;
+    }
+    Ok(())
 }
 
 /// Resolves a run reference said next to `current` (a baseline, a diff's base): `previous` is
@@ -102,6 +113,7 @@ pub fn resolve_run_beside(reader: &Reader, what: &str, current: &Run) -> Result<
     if what != "previous" {
         return resolve_run(reader, what);
     }
+    mirror_runs(reader, results::RunLookup::Before(current))?;
     reader
         .with_conn(|c| runs::previous_run(c, current))?
         .ok_or_else(|| {
@@ -617,12 +629,8 @@ fn attach_examples(
     if cov.untested.is_empty() {
         return Ok(());
     }
-    let (examples, seen) = reader.with_conn(|c| {
-        Ok((
-            results::seen::examples_outside(c, runs)?,
-            results::seen::as_result(c)?,
-        ))
-    })?;
+    let examples = results::seen::examples_outside_all(reader, runs)?;
+    let seen = results::seen::everything_seen(reader)?;
     let naming = results::Rollup::of(&seen);
     type Key = (String, String, Option<String>);
     let mut best: std::collections::HashMap<Key, &results::seen::Example> =

@@ -18,7 +18,7 @@ use crate::config::ServeConfig;
 use crate::ingest::{self, IngestQueue, Writer};
 use crate::results::settle::{self, SettleCounters};
 use crate::runs::{EmbeddedRuns, RunAssigner, RunRegistry};
-use crate::shared::{SharedDb, SharedRuns};
+use crate::shared::{SharedDb, SharedReads, SharedRuns, publish};
 use crate::store::{Reader, Store};
 use crate::web;
 
@@ -195,10 +195,22 @@ impl Server {
         let data_dir = config.data_dir.clone();
         let durability = config.durability;
         let (test_services, hook_registry) = (config.test_services.clone(), registry.clone());
+        let publishing = shared
+            .as_ref()
+            .map(|db| (db.instance_url().to_owned(), db.target().to_owned()));
         // Off the async workers: SQLite, and a shared registry that blocks on the runtime.
         let (store, assigner) = tokio::task::spawn_blocking(move || {
             let store = crate::store::Store::open(&data_dir, durability)
                 .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+            // One of a deployment's instances records what its results change for publication;
+            // a store used alone keeps no such record.
+            store
+                .reader()
+                .with_conn(|c| match &publishing {
+                    Some((instance, target)) => publish::install(c, instance, target),
+                    None => publish::uninstall(c),
+                })
+                .context("cannot prepare the store's publication to the shared database")?;
             let mut assigner =
                 RunAssigner::open(&data_dir, test_services)?.with_registry(hook_registry);
             // Assignments a previous process could not make (its spans are stored).
@@ -229,8 +241,16 @@ impl Server {
         let mut tasks = Vec::new();
         let (forwarder, mut forward_tasks) = ingest::Forwarder::start(&config.forward, &shutdown);
         if let (Some(db), Some(s)) = (&shared, &config.shared) {
-            // Waited for like the forwarding tasks: it ends at shutdown, never on its own.
+            // Waited for like the forwarding tasks: they end at shutdown, never on their own.
             forward_tasks.push(db.spawn_heartbeat(s.heartbeat_every, shutdown.clone()));
+            forward_tasks.push(publish::spawn_publisher(
+                db.clone(),
+                reader.clone(),
+                queue.clone(),
+                shutdown.clone(),
+            ));
+            // Every question read through this reader adds the other instances' shares.
+            reader.set_deployment(Arc::new(SharedReads::new(db.clone())));
         }
 
         // One memory budget for both receivers' exports, and a bound on each listener's

@@ -672,6 +672,17 @@ fn record(
             params![key, now_ns as i64],
         )?;
     } else {
+        // A trace whose results were stored under another run (or none: its assignment waited
+        // for the shared database while it settled) has them computed again, which moves its
+        // contribution to its run's rollup.
+        let before: Option<String> = tx
+            .prepare_cached("SELECT run_id FROM trace_runs WHERE trace_id = ?1")?
+            .query_row(params![key], |r| r.get(0))
+            .optional()?;
+        if before.as_deref() != Some(assigned.run.as_str()) {
+            tx.prepare_cached("UPDATE trace_results SET received_ns = -1 WHERE trace_id = ?1")?
+                .execute(params![key])?;
+        }
         tx.execute(
             "INSERT INTO trace_runs (trace_id, run_id, explicit, last_ns) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (trace_id) DO UPDATE SET run_id = excluded.run_id,

@@ -19,6 +19,11 @@ pub struct DbHealth {
     state: Mutex<Option<Degraded>>,
     /// Failed attempts since the process started (connections, heartbeats).
     failures: AtomicU64,
+    /// Changes of this instance's results not yet published (`shared::publish`), as of the
+    /// publisher's last pass.
+    unpublished: AtomicU64,
+    /// Traces whose run assignment waits for the database, as of the publisher's last pass.
+    unassigned: AtomicU64,
 }
 
 impl DbHealth {
@@ -29,6 +34,20 @@ impl DbHealth {
 
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    pub fn unpublished(&self) -> u64 {
+        self.unpublished.load(Ordering::Relaxed)
+    }
+
+    pub fn unassigned(&self) -> u64 {
+        self.unassigned.load(Ordering::Relaxed)
+    }
+
+    /// What the publisher found waiting at its last pass.
+    pub fn set_backlog(&self, unpublished: u64, unassigned: u64) {
+        self.unpublished.store(unpublished, Ordering::Relaxed);
+        self.unassigned.store(unassigned, Ordering::Relaxed);
     }
 
     /// A call to the database could not reach it.

@@ -1,12 +1,15 @@
 //! The database a deployment's instances share (`serve --shared-db postgres://…`; DESIGN, "Many
-//! instances, one deployment"). In progress (issue 20): this module holds the foundation — the
-//! connection pool, the schema and its migrations, the instance's registration and heartbeat,
-//! the connection's health, and run assignment decided in PostgreSQL (`runs::SharedRuns`).
-//! Per-trace results, rollups and history still live in each instance's embedded store.
+//! instances, one deployment"). In progress (issue 20): the connection pool, the schema and its
+//! migrations, the instance's registration and heartbeat, the connection's health, run
+//! assignment decided in PostgreSQL (`runs::SharedRuns`), this instance's results published
+//! (`publish`: its share of each run's rollup, its facts and examples, its per-trace results,
+//! from an outbox the embedded store keeps), and the reads that add the other instances'
+//! shares and copy the deployment's runs (`reads::SharedReads`, the `results::Deployment`).
+//! History's digests are not kept in a deployment yet: made per question.
 //!
 //! Main types: `SharedDb` (pool, health, this instance), `DbHealth` (ok, or degraded and why:
 //! what `/api/health` and `/metrics` report), `SharedRuns` (the `runs::RunRegistry` over
-//! PostgreSQL).
+//! PostgreSQL), `SharedReads` (the `results::Deployment` over PostgreSQL).
 //!
 //! Key design decisions:
 //! - tokio-postgres through a deadpool pool, on the server's own Tokio runtime. The callers that
@@ -25,6 +28,8 @@
 //! acknowledgement wait for PostgreSQL.
 
 mod health;
+pub mod publish;
+mod reads;
 mod runs;
 mod schema;
 
@@ -35,6 +40,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_util::sync::CancellationToken;
 
 pub use health::{DbHealth, Degraded};
+pub use reads::SharedReads;
 pub use runs::SharedRuns;
 pub use schema::{MIGRATIONS, Migration};
 

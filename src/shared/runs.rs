@@ -32,7 +32,7 @@ use crate::store::StoreError;
 /// The advisory lock key automatic runs are opened under ("auto-run").
 const AUTO_RUN_LOCK: i64 = 0x6175_746f_2d72_756e;
 
-const RUN_COLUMNS: &str =
+pub(super) const RUN_COLUMNS: &str =
     "id, name, kind, ci_run_id, created_ns, closed_ns, last_ns, suite, ci_job";
 
 /// The `RunRegistry` of a deployment.
@@ -52,7 +52,7 @@ impl From<SharedError> for StoreError {
     }
 }
 
-fn run_row(row: &Row) -> RunRow {
+pub(super) fn run_row(row: &Row) -> RunRow {
     RunRow {
         id: row.get(0),
         name: row.get(1),

@@ -27,11 +27,18 @@ const MIGRATION_LOCK: i64 = 0x7472_6163_6563_6f76;
 /// Every migration, in order. Version 1 lays out what DESIGN keeps in the shared database, even
 /// the parts later steps of issue 20 fill: today run assignment (`runs`, `trace_runs`) and the
 /// instances' registry are used.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "deployment: instances, runs, per-trace results, aggregates, history",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "deployment: instances, runs, per-trace results, aggregates, history",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        name: "each instance's share of rollups and store-wide facts",
+        sql: V2,
+    },
+];
 
 /// Times of the tracecov data model (`*_ns`) are nanoseconds since the epoch as the instance
 /// that wrote them saw them, like the embedded store's; the instances' liveness uses the
@@ -154,6 +161,44 @@ CREATE TABLE run_digests (
     stamp        BIGINT NOT NULL,
     data         BYTEA NOT NULL,
     PRIMARY KEY (run_id, fingerprint)
+);
+";
+
+/// What each instance publishes of its embedded store (`shared::publish`), summed by readers:
+/// a run's rollup is the sum of its instances' shares, as the embedded rollup is the sum of its
+/// traces' results, so every instance keeps its share with the machinery of a single process
+/// (replacing a re-opened trace's contribution, aging out) and nothing is merged under
+/// concurrency in the database. Version 1's `run_rollups`, `run_tests`, `seen` and
+/// `seen_examples` (one row for the whole deployment) stay unused.
+const V2: &str = "
+-- An instance's share of a run's rollup: `results::Rollup` postcard-encoded without its test
+-- cases, which are `tests` (postcard: [((trace id, span id), (name, failed))]).
+CREATE TABLE instance_rollups (
+    run_id       TEXT NOT NULL,
+    fingerprint  BIGINT NOT NULL,
+    instance     TEXT NOT NULL,
+    data         BYTEA NOT NULL,
+    tests        BYTEA NOT NULL,
+    PRIMARY KEY (run_id, fingerprint, instance)
+);
+
+-- The facts an instance's stored results hold, with how many hold them.
+CREATE TABLE instance_seen (
+    instance  TEXT NOT NULL,
+    fact      BYTEA NOT NULL,
+    n         BIGINT NOT NULL,
+    PRIMARY KEY (instance, fact)
+);
+
+-- An instance's example trace per fact and run.
+CREATE TABLE instance_seen_examples (
+    instance  TEXT NOT NULL,
+    fact      BYTEA NOT NULL,
+    run_id    TEXT NOT NULL,
+    trace_id  BYTEA NOT NULL,
+    span_id   BYTEA NOT NULL,
+    test      TEXT,
+    PRIMARY KEY (instance, fact, run_id)
 );
 ";
 

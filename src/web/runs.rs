@@ -66,6 +66,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<RunStatus>>,
     let quiet = state.config.settle;
     let runs = blocking(move || {
         let now = now_ns();
+        query::mirror_runs(&reader, crate::results::RunLookup::All)?;
         Ok(reader
             .with_conn(runs::list_runs)?
             .into_iter()

@@ -30,6 +30,7 @@ mod regressions;
 mod results;
 mod run_assignment;
 mod shared_db;
+mod shared_db_reports;
 mod tokens;
 mod ui;
 mod verdicts;
