@@ -192,6 +192,15 @@ pub fn uninstall(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A rollup share's current value: the rollup and its test cases, encoded; `None` once gone.
+type Share = Option<(Vec<u8>, Vec<u8>)>;
+/// A trace's stored result: fingerprint, received, the result encoded.
+type StoredResult = Option<(i64, i64, Vec<u8>)>;
+/// An example's trace, span and test.
+type ExampleValue = Option<(Vec<u8>, Vec<u8>, Option<String>)>;
+/// An outbox row: id, kind, key, run, fingerprint.
+type Queued = (i64, String, Option<Vec<u8>>, Option<String>, Option<i64>);
+
 /// One batch of changes with their current values.
 #[derive(Default)]
 struct Batch {
@@ -199,12 +208,12 @@ struct Batch {
     last: i64,
     rows: usize,
     /// (run, fingerprint, (rollup, test cases) or gone)
-    rollups: Vec<(String, i64, Option<(Vec<u8>, Vec<u8>)>)>,
+    rollups: Vec<(String, i64, Share)>,
     /// (trace, (fingerprint, received, result) or gone, last received while stored)
-    traces: Vec<(Vec<u8>, Option<(i64, i64, Vec<u8>)>, Option<i64>)>,
+    traces: Vec<(Vec<u8>, StoredResult, Option<i64>)>,
     facts: Vec<(Vec<u8>, Option<i64>)>,
     /// (fact, run, (trace, span, test) or gone)
-    examples: Vec<(Vec<u8>, String, Option<(Vec<u8>, Vec<u8>, Option<String>)>)>,
+    examples: Vec<(Vec<u8>, String, ExampleValue)>,
 }
 
 /// The test cases of a rollup as published: postcard of [((trace, span), (name, failed))].
@@ -220,7 +229,7 @@ fn read_batch(conn: &Connection) -> Result<Batch, StoreError> {
 
 fn read_batch_in(conn: &Connection) -> Result<Batch, StoreError> {
     let mut batch = Batch::default();
-    let rows: Vec<(i64, String, Option<Vec<u8>>, Option<String>, Option<i64>)> = conn
+    let rows: Vec<Queued> = conn
         .prepare_cached("SELECT id, kind, key, run, fp FROM shared_outbox ORDER BY id LIMIT ?1")?
         .query_map(params![BATCH], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
