@@ -21,6 +21,7 @@ mod import;
 mod limits;
 mod logs;
 mod metrics;
+mod node_runner;
 mod otlp_clients;
 mod otlp_json;
 mod pytest_plugin;
