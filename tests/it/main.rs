@@ -24,6 +24,7 @@ mod metrics;
 mod node_runner;
 mod otlp_clients;
 mod otlp_json;
+mod playwright;
 mod pytest_plugin;
 mod python_sdk;
 mod regressions;
