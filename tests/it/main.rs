@@ -18,6 +18,7 @@ mod forward;
 mod graph_e2e;
 mod history;
 mod import;
+mod integrations;
 mod limits;
 mod logs;
 mod metrics;
