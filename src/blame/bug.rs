@@ -282,10 +282,11 @@ fn duration_ms(span: &Span) -> Option<f64> {
         .then(|| ((span.end_ns - span.start_ns) as f64 / 1e3).round() / 1e3)
 }
 
+/// A report object (a failure, a violation) at top level with `run` and `path` added.
 #[derive(Serialize)]
-struct BugJson<'a> {
+struct WithRunAndPath<'a, T: Serialize> {
     #[serde(flatten)]
-    failure: &'a report::Failure,
+    subject: &'a T,
     run: Option<RunJson<'a>>,
     path: Vec<String>,
 }
@@ -296,15 +297,18 @@ struct RunJson<'a> {
     name: &'a str,
 }
 
-/// The bug report as JSON: the failure's report object at top level, plus `run` and `path`.
-pub fn bug_json(bug: &BugReport) -> String {
-    let doc = BugJson {
-        failure: &bug.failure,
-        run: bug.run.as_ref().map(|r| RunJson {
+fn with_run_and_path<T: Serialize>(
+    subject: &T,
+    run: Option<&RunInfo>,
+    path: &[PathStep],
+) -> String {
+    let doc = WithRunAndPath {
+        subject,
+        run: run.map(|r| RunJson {
             id: &r.id,
             name: &r.name,
         }),
-        path: bug.path.iter().map(|p| p.span_id.to_hex()).collect(),
+        path: path.iter().map(|p| p.span_id.to_hex()).collect(),
     };
     // Plain structs of strings and numbers: serializing cannot fail.
     let mut out =
@@ -313,30 +317,15 @@ pub fn bug_json(bug: &BugReport) -> String {
     out
 }
 
-#[derive(Serialize)]
-struct ViolationJson<'a> {
-    #[serde(flatten)]
-    violation: &'a report::violations::Violation,
-    run: Option<RunJson<'a>>,
-    path: Vec<String>,
+/// The bug report as JSON: the failure's report object at top level, plus `run` and `path`.
+pub fn bug_json(bug: &BugReport) -> String {
+    with_run_and_path(&bug.failure, bug.run.as_ref(), &bug.path)
 }
 
 /// A violation's bug report as JSON: the violation's report object at top level, plus `run` and
 /// `path` (span ids from the test's span down to the violation's).
 pub fn violation_json(bug: &ViolationBug) -> String {
-    let doc = ViolationJson {
-        violation: &bug.violation,
-        run: bug.run.as_ref().map(|r| RunJson {
-            id: &r.id,
-            name: &r.name,
-        }),
-        path: bug.path.iter().map(|p| p.span_id.to_hex()).collect(),
-    };
-    // Plain structs of strings: serializing cannot fail.
-    let mut out =
-        report::json_escape_controls(serde_json::to_string_pretty(&doc).unwrap_or_default());
-    out.push('\n');
-    out
+    with_run_and_path(&bug.violation, bug.run.as_ref(), &bug.path)
 }
 
 /// Text for inline code in Markdown: backticks would end the span early.

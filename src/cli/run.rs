@@ -162,8 +162,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         http: super::client::api_client(token.as_ref().map(|t| t.0.as_str()))?,
     };
     let health = api.get("/api/health").await?;
-    let endpoint = health["otlp_http"]
+    // A deployment's instances advertise the Collector in front of them (`--advertise-otlp`):
+    // the command's spans go where every other exporter's go.
+    let endpoint = health["advertise_otlp"]
         .as_str()
+        .or_else(|| health["otlp_http"].as_str())
         .context("the server's /api/health names no otlp_http receiver")?
         .to_owned();
     let name = args.name.clone().or_else(ci_run_name);

@@ -54,6 +54,9 @@ pub enum StoreError {
     Corrupt(#[from] CorruptRow),
     #[error("the store is closed")]
     Closed,
+    /// The shared database (`serve --shared-db`) failed or could not be reached.
+    #[error("{0}")]
+    Shared(String),
     #[error(
         "the store in {path} has format version {found}, this tracecov reads version {expected}; \
          move it aside or point --data elsewhere"

@@ -59,7 +59,10 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// 200 while serving: a store that refuses writes (a full disk) is `"status": "degraded"`, since
-/// the server still answers, and exports get retryable refusals until it recovers by itself.
+/// the server still answers, and exports get retryable refusals until it recovers by itself. So
+/// is a shared database (`--shared-db`) that does not answer: exports are still acknowledged
+/// (their spans are durable here) and their runs assigned once it is back. `advertise_otlp` is
+/// the deployment's OTLP endpoint, when `--advertise-otlp` names one.
 pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
     let counters = &state.queue_counters;
     let failures = counters
@@ -80,13 +83,39 @@ pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
             }),
         ),
     };
-    Json(serde_json::json!({
+    let mut body = serde_json::json!({
         "status": status,
         "otlp_grpc": state.addrs.grpc.to_string(),
         "otlp_http": state.addrs.otlp_http_url(),
         "ui": state.addrs.ui_url(),
         "store": store,
-    }))
+    });
+    if let Some(otlp) = &state.config.advertise_otlp {
+        body["advertise_otlp"] = otlp.clone().into();
+    }
+    if let Some(db) = &state.shared {
+        let failures = db.health().failures();
+        body["shared_db"] = match db.health().degraded() {
+            None => serde_json::json!({
+                "status": "ok",
+                "database": db.target(),
+                "instance_url": db.instance_url(),
+                "failures": failures,
+            }),
+            Some(d) => {
+                body["status"] = "degraded".into();
+                serde_json::json!({
+                    "status": "degraded",
+                    "database": db.target(),
+                    "instance_url": db.instance_url(),
+                    "problem": d.problem,
+                    "failing_since_unix_nano": d.since_ns,
+                    "failures": failures,
+                })
+            }
+        };
+    }
+    Json(body)
 }
 
 pub async fn stats(State(state): State<AppState>) -> Result<Json<crate::store::Stats>, ApiError> {
