@@ -1,7 +1,8 @@
 //! JavaScript test runners with the real OpenTelemetry JS SDK (npm packages pinned in
 //! `integrations/package-lock.json`, installed by `npm ci --prefix integrations`, which `.ci/run`
 //! does): a node:test suite whose tests are wrapped by `integrations/node/node-test.js`, run by
-//! `tracecov run -- node --test`, against `tests/js/storefront` (Express, instrumented by the
+//! `tracecov run -- node --test` (and the same tests under Jest, through
+//! `integrations/node/jest-setup.js`), against `tests/js/storefront` (Express, instrumented by the
 //! Node auto-instrumentations at their defaults: current HTTP attribute names, and Express's own
 //! middleware spans), which calls the Flask fixture `billing` (Python's Flask instrumentation at
 //! its defaults: the legacy names). Also the helpers the Playwright tests share.
@@ -153,9 +154,14 @@ pub fn start_storefront(
 pub fn report_in(stdout: &[u8], stderr: &[u8]) -> Value {
     let stdout = String::from_utf8_lossy(stdout);
     let stderr = String::from_utf8_lossy(stderr);
-    let start = stdout
-        .find("\n{\n")
-        .unwrap_or_else(|| panic!("no JSON report in: {stdout}\n{stderr}"));
+    // The command's own output, if it wrote any to stdout, comes first.
+    let start = if stdout.starts_with("{\n") {
+        0
+    } else {
+        stdout
+            .find("\n{\n")
+            .unwrap_or_else(|| panic!("no JSON report in: {stdout}\n{stderr}"))
+    };
     serde_json::from_str(&stdout[start..]).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
 }
 
@@ -187,8 +193,15 @@ pub fn node_ids(report: &Value) -> Vec<&str> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_test_suite_under_tracecov_run_gets_its_tests_hops_and_failure_right() {
+/// Runs a JavaScript suite against the storefront under `tracecov run` (`runner`: Node's
+/// arguments, run in `cwd`; `suite`: the test driver's service name) and checks its report: two
+/// tests, one failing on billing's 500 (`failing`), each test's hops, one graph, coverage.
+async fn storefront_suite_under_tracecov_run(
+    runner: Vec<PathOrArg>,
+    cwd: &'static str,
+    suite: &'static str,
+    failing: &'static str,
+) {
     let Some(node) = node() else { return };
     let server = TestServer::start().await;
     let endpoint = server.addrs.otlp_http_url();
@@ -200,13 +213,13 @@ async fn a_node_test_suite_under_tracecov_run_gets_its_tests_hops_and_failure_ri
         // protocol and the run id in OTEL_RESOURCE_ATTRIBUTES.
         let mut run = Command::new(env!("CARGO_BIN_EXE_tracecov"));
         js_env(&mut run)
-            .args(["run", "--name", "node-test", "--settle", "1s"])
+            .args(["run", "--name", suite, "--settle", "1s"])
             .args(["--format", "json", "--server", &ui, "--"])
             .arg(&node)
-            .arg("--test")
-            .arg(repo_root().join("tests/js/node-suite/storefront.test.js"))
+            .args(runner.iter().map(PathOrArg::os))
+            .current_dir(repo_root().join(cwd))
             .env("STOREFRONT", &storefront.url)
-            .env("OTEL_SERVICE_NAME", "storefront-suite");
+            .env("OTEL_SERVICE_NAME", suite);
         let out = run.output().unwrap();
         drop((storefront, billing));
         out
@@ -216,13 +229,8 @@ async fn a_node_test_suite_under_tracecov_run_gets_its_tests_hops_and_failure_ri
     assert_eq!(
         out.status.code(),
         Some(1),
-        "node --test's exit status passes through: {}",
+        "the runner's exit status passes through: {}",
         String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("# pass 1") && stdout.contains("# fail 1"),
-        "{stdout}"
     );
     let report = report_in(&out.stdout, &out.stderr);
 
@@ -230,32 +238,31 @@ async fn a_node_test_suite_under_tracecov_run_gets_its_tests_hops_and_failure_ri
     assert_eq!(report["run"]["tests"]["failed"], 1, "{report}");
     // Node's current names and Flask's legacy ones meet in one graph: billing is one node, never
     // also an `ext:127.0.0.1:PORT` for the storefront's calls to it.
-    assert_eq!(
-        node_ids(&report),
-        ["billing", "storefront", "storefront-suite"],
-        "{report}"
-    );
-    assert_eq!(
-        edges(&report),
-        [
-            (
-                "storefront -> billing".to_owned(),
-                vec!["GET /prices".to_owned(), "POST /charge".to_owned()]
-            ),
-            (
-                "storefront-suite -> storefront".to_owned(),
-                vec![
-                    "GET /api/products".to_owned(),
-                    "POST /api/checkout".to_owned()
-                ]
-            ),
-        ],
-        "{report}"
-    );
-    let suite_edge = &report["edges"][1];
+    let mut want = vec!["billing", "storefront", suite];
+    want.sort();
+    assert_eq!(node_ids(&report), want, "{report}");
+    let ops = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut want = vec![
+        (
+            "storefront -> billing".to_owned(),
+            ops(&["GET /prices", "POST /charge"]),
+        ),
+        (
+            format!("{suite} -> storefront"),
+            ops(&["GET /api/products", "POST /api/checkout"]),
+        ),
+    ];
+    want.sort();
+    assert_eq!(edges(&report), want, "{report}");
+    let suite_edge = report["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["caller"] == suite)
+        .unwrap();
     assert_eq!(
         suite_edge["tests"],
-        serde_json::json!(["checkout > places an order", "lists products"])
+        serde_json::json!([failing, "lists products"])
     );
 
     // The failing test got a 502 from the storefront, which got a 500 from billing: the failure
@@ -263,7 +270,7 @@ async fn a_node_test_suite_under_tracecov_run_gets_its_tests_hops_and_failure_ri
     let failures = report["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 1, "{report}");
     let failure = &failures[0];
-    assert_eq!(failure["test"], "checkout > places an order");
+    assert_eq!(failure["test"], failing);
     assert_eq!(failure["class"], "callee_error", "{failure}");
     assert_eq!(
         failure["hop"],
@@ -278,4 +285,51 @@ async fn a_node_test_suite_under_tracecov_run_gets_its_tests_hops_and_failure_ri
     assert_eq!(coverage["interfaces"]["expected"], 4, "{coverage}");
     assert_eq!(coverage["interfaces"]["covered"], 4, "{coverage}");
     server.stop().await;
+}
+
+/// A runner's argument: a path in the repository or a plain word.
+pub enum PathOrArg {
+    Path(&'static str),
+    Arg(&'static str),
+}
+
+impl PathOrArg {
+    fn os(&self) -> std::ffi::OsString {
+        match self {
+            PathOrArg::Path(p) => repo_root().join(p).into_os_string(),
+            PathOrArg::Arg(a) => a.into(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_test_suite_under_tracecov_run_gets_its_tests_hops_and_failure_right() {
+    use PathOrArg::*;
+    storefront_suite_under_tracecov_run(
+        vec![
+            Arg("--test"),
+            Path("tests/js/node-suite/storefront.test.js"),
+        ],
+        "tests/js/node-suite",
+        "storefront-suite",
+        "checkout > places an order",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jest_suite_under_tracecov_run_gets_its_tests_hops_and_failure_right() {
+    use PathOrArg::*;
+    storefront_suite_under_tracecov_run(
+        // Jest finds its configuration from its working directory. Its module sandbox needs
+        // --experimental-vm-modules for the OTLP exporter's dynamic `import("http")`.
+        vec![
+            Arg("--experimental-vm-modules"),
+            Path("integrations/node_modules/jest/bin/jest.js"),
+        ],
+        "tests/js/jest-suite",
+        "storefront-jest",
+        "checkout places an order",
+    )
+    .await;
 }
