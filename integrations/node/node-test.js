@@ -6,7 +6,8 @@
 // `test` and `it` take node:test's arguments (name, options, fn). Each test body runs inside a
 // span made by tracing.js: `test.case.name` is the test's name under its `describe` blocks
 // ("cart > adds an item"), `test.suite.name` the test file's name. The spans are exported when the
-// file's tests are done. Everything else (hooks, `t.skip()`, `only`, `todo`) is node:test's own.
+// file's tests are done. Everything else (hooks, `t.skip()`, `only`, `todo`) is node:test's own;
+// node:test reports a failing test's location as this file's line.
 
 "use strict";
 
@@ -14,7 +15,8 @@ const nodeTest = require("node:test");
 const { traced, shutdown } = require("./tracing.js");
 
 // The names of the enclosing `describe` blocks. node:test runs a suite's function while
-// `describe` is being called, so the stack holds exactly the blocks a test is declared in.
+// `describe` is being called, so the stack holds exactly the blocks a test is declared in (as
+// long as the tests are declared before the suite function's first `await`).
 const suites = [];
 
 nodeTest.after(shutdown);
