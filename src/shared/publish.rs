@@ -423,6 +423,9 @@ async fn pass(db: &SharedDb, reader: &Reader, queue: &IngestQueue) -> Result<(),
             tracing::debug!(error = %e, "asking the writer to assign waiting traces failed");
         }
     }
+    close_runs_closed_elsewhere(db, reader)
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
         let batch = local(reader, read_batch).await.map_err(|e| e.to_string())?;
         if batch.rows == 0 {
@@ -450,6 +453,45 @@ async fn pass(db: &SharedDb, reader: &Reader, queue: &IngestQueue) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Closes here the explicit runs another instance closed: a closed run's traces are settled at
+/// once (`results::settle::pending`), so every instance computes their results as soon as the
+/// run is closed through any of them, not a settle period later. Explicit runs only: they are
+/// the ones closed, and few are open at a time (CI runs are never closed).
+async fn close_runs_closed_elsewhere(db: &SharedDb, reader: &Reader) -> Result<(), StoreError> {
+    let open: Vec<String> = local(reader, |c| {
+        let mut stmt = c.prepare_cached(
+            "SELECT id FROM runs WHERE kind = 'explicit' AND closed_ns IS NULL LIMIT 1000",
+        )?;
+        let ids = stmt.query_map([], |r| r.get(0))?;
+        Ok(ids.collect::<Result<_, _>>()?)
+    })
+    .await?;
+    if open.is_empty() {
+        return Ok(());
+    }
+    let client = db.client().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {} FROM runs WHERE id = ANY($1) AND closed_ns IS NOT NULL",
+                super::runs::RUN_COLUMNS
+            ),
+            &[&open],
+        )
+        .await
+        .map_err(SharedError::from)?;
+    let closed: Vec<crate::runs::RunRow> = rows.iter().map(super::runs::run_row).collect();
+    if closed.is_empty() {
+        return Ok(());
+    }
+    local(reader, move |c| {
+        closed
+            .iter()
+            .try_for_each(|run| crate::runs::mirror_run(c, run))
+    })
+    .await
 }
 
 /// Publishes what the embedded store changes until `shutdown`, and once more then (when the
