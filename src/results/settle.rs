@@ -35,7 +35,7 @@ const MAX_COMPONENT: usize = 64;
 pub(crate) const BATCH_TRACES: usize = 8192;
 
 /// Spans of unlinked traces analysed together.
-const BATCH_SPANS: usize = 20_000;
+pub(crate) const BATCH_SPANS: usize = 20_000;
 
 /// What the worker reports (`/metrics`).
 #[derive(Debug, Default)]

@@ -22,6 +22,7 @@ mod integrations;
 mod limits;
 mod logs;
 mod metrics;
+mod n_plus_one;
 mod node_runner;
 mod otlp_clients;
 mod otlp_json;
