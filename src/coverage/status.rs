@@ -16,7 +16,7 @@
 //! stubbed: the real integration was never exercised; the mock's own row shows it failing, so
 //! the hop where the test broke is not painted as a quiet stub.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use crate::graph::RunGraph;
@@ -197,36 +197,64 @@ struct Unit {
 
 /// Which expected interfaces an observed one matched.
 #[derive(Debug, Default)]
-struct Consumed {
-    edge: BTreeMap<(String, String), BTreeSet<usize>>,
-    any: BTreeMap<String, BTreeSet<usize>>,
+struct Consumed<'a> {
+    edge: HashMap<(&'a str, &'a str), BTreeSet<usize>>,
+    any: HashMap<&'a str, BTreeSet<usize>>,
 }
 
 /// The coverage of `run` against `expected`; `failing` says where tests failed (see
 /// `failing_hops`).
+///
+/// Edges and interfaces are looked up by name through indexes built once (borrowing the names
+/// from `run` and `expected`), never by scanning every row: a run with thousands of edges and
+/// interfaces is covered in a few milliseconds.
 pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>) -> Coverage {
-    let mut edges_exp: BTreeMap<(String, String), ExpectedEdge> = expected.edges.clone();
+    // The expected edges by name. An edge an interface expected from any caller makes expected
+    // is added on the side (`added`): every such edge lists interfaces and has none of its own.
+    let listed: HashMap<(&str, &str), &ExpectedEdge> = expected
+        .edges
+        .iter()
+        .map(|((c, s), e)| ((c.as_str(), s.as_str()), e))
+        .collect();
+    let added_edge = ExpectedEdge {
+        critical: false,
+        lists_interfaces: true,
+        interfaces: Vec::new(),
+    };
+    let mut added: BTreeSet<(&str, &str)> = BTreeSet::new();
     let mut consumed = Consumed::default();
     // (caller, real callee, operation as observed) → unit.
-    let mut units: BTreeMap<(String, String, String), Unit> = BTreeMap::new();
-    let mut rows: Vec<EdgeCoverage> = Vec::new();
+    let mut units: BTreeMap<(&str, &str, &str), Unit> = BTreeMap::new();
+    let mut rows: Vec<EdgeCoverage> = Vec::with_capacity(run.edges().len());
 
-    let edge_failing = |c: &str, s: &str| failing.iter().any(|k| k.caller == c && k.callee == s);
-    let iface_failing = |c: &str, s: &str, op: &str| {
-        failing
-            .iter()
-            .any(|k| k.caller == c && k.callee == s && k.operation.as_deref() == Some(op))
-    };
+    let failing_edges: HashSet<(&str, &str)> = failing
+        .iter()
+        .map(|k| (k.caller.as_str(), k.callee.as_str()))
+        .collect();
+    let failing_interfaces: HashSet<(&str, &str, &str)> = failing
+        .iter()
+        .filter_map(|k| Some((k.caller.as_str(), k.callee.as_str(), k.operation.as_deref()?)))
+        .collect();
+    let edge_failing = |c: &str, s: &str| failing_edges.contains(&(c, s));
+    let iface_failing = |c: &str, s: &str, op: &str| failing_interfaces.contains(&(c, s, op));
+    // The run's edges that a test crossed.
+    let tested_edges: HashSet<(&str, &str)> = run
+        .edges()
+        .filter(|e| !e.edge.tests.is_empty())
+        .map(|e| (e.caller.id.as_str(), e.callee.id.as_str()))
+        .collect();
+    let tested = |c: &str, s: &str| tested_edges.contains(&(c, s));
 
     // Pass 1: every observed interface, matched to expectations.
     // (row index, interface index, unit key) to fill in critical flags once units are final.
-    let mut pending: Vec<(usize, usize, (String, String, String))> = Vec::new();
+    let mut pending: Vec<(usize, usize, (&str, &str, &str))> = Vec::new();
     for e in run.edges() {
         let caller = e.caller.id.as_str();
         let observed_callee = e.callee.id.as_str();
         let real = expected.mocks.get(observed_callee).map(String::as_str);
         let mocked = real.is_some();
         let callee = real.unwrap_or(observed_callee);
+        let key = (caller, callee);
         let mut row = EdgeCoverage {
             caller: caller.to_owned(),
             callee: observed_callee.to_owned(),
@@ -234,7 +262,7 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             expected: false,
             critical: false,
             observed: true,
-            interfaces: Vec::new(),
+            interfaces: Vec::with_capacity(e.edge.interfaces.len()),
         };
         for iface in &e.edge.interfaces {
             let op = Op::lenient(&iface.operation);
@@ -248,15 +276,17 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             } else {
                 Status::Covered
             };
-            let key = (caller.to_owned(), callee.to_owned());
+            let exp = listed
+                .get(&key)
+                .copied()
+                .or_else(|| added.contains(&key).then_some(&added_edge));
             let matched = match_interface(
                 &op,
-                edges_exp.get(&key).map(|x| x.interfaces.as_slice()),
+                exp.map(|x| x.interfaces.as_slice()),
                 expected.any_caller.get(callee).map(Vec::as_slice),
             );
             let mut critical = false;
             let is_expected = if !matched.edge.is_empty() || !matched.any.is_empty() {
-                let exp = edges_exp.get(&key);
                 for &i in &matched.edge {
                     critical |= exp.is_some_and(|x| x.interfaces[i].critical);
                 }
@@ -265,31 +295,25 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
                 }
                 consumed
                     .edge
-                    .entry(key.clone())
+                    .entry(key)
                     .or_default()
                     .extend(&matched.edge);
                 consumed
                     .any
-                    .entry(callee.to_owned())
+                    .entry(callee)
                     .or_default()
                     .extend(&matched.any);
-                if !matched.any.is_empty() {
+                if !matched.any.is_empty() && exp.is_none() {
                     // Expected from any caller: this caller's edge is expected too.
-                    edges_exp
-                        .entry(key.clone())
-                        .or_insert_with(|| ExpectedEdge {
-                            critical: false,
-                            lists_interfaces: true,
-                            interfaces: Vec::new(),
-                        });
+                    added.insert(key);
                 }
                 true
             } else {
-                edges_exp.get(&key).is_some_and(|x| !x.lists_interfaces)
+                exp.is_some_and(|x| !x.lists_interfaces)
             };
             if is_expected {
-                let ukey = (key.0, key.1, iface.operation.clone());
-                let unit = units.entry(ukey.clone()).or_insert(Unit {
+                let ukey = (caller, callee, iface.operation.as_str());
+                let unit = units.entry(ukey).or_insert(Unit {
                     critical: false,
                     status: Status::Untested,
                     has_real_row: false,
@@ -323,40 +347,47 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
     for (r, i, ukey) in pending {
         rows[r].interfaces[i].critical = units[&ukey].critical;
     }
+    // Every expected edge, in order: those listed and those added above (never both).
+    let mut expected_edges: Vec<((&str, &str), &ExpectedEdge)> = listed
+        .iter()
+        .map(|(k, e)| (*k, *e))
+        .chain(added.iter().map(|k| (*k, &added_edge)))
+        .collect();
+    expected_edges.sort_unstable_by_key(|(k, _)| *k);
+    let expected_edge = |c: &str, s: &str| {
+        listed
+            .get(&(c, s))
+            .copied()
+            .or_else(|| added.contains(&(c, s)).then_some(&added_edge))
+    };
 
     // Edge statuses, for every expected edge.
     let edge_status = |c: &str, s: &str| -> Status {
         if edge_failing(c, s) {
             return Status::Failing;
         }
-        let tested = |callee: &str| {
-            run.edge(c, callee)
-                .is_some_and(|e| !e.edge.tests.is_empty())
-        };
-        if tested(s) {
+        if tested(c, s) {
             Status::Covered
         } else if expected
             .mocks
             .iter()
-            .any(|(mock, real)| real == s && tested(mock))
+            .any(|(mock, real)| real == s && tested(c, mock))
         {
             Status::Stubbed
         } else {
             Status::Untested
         }
     };
-    for row in &mut rows {
-        match expected.mocks.get(&row.callee) {
+    for (row, e) in rows.iter_mut().zip(run.edges()) {
+        let (caller, callee) = (e.caller.id.as_str(), e.callee.id.as_str());
+        match expected.mocks.get(callee) {
             Some(real) => {
-                if let Some(exp) = edges_exp.get(&(row.caller.clone(), real.clone())) {
+                if let Some(exp) = expected_edge(caller, real) {
                     row.expected = true;
                     row.critical = exp.critical;
-                    let tested = run
-                        .edge(&row.caller, &row.callee)
-                        .is_some_and(|e| !e.edge.tests.is_empty());
-                    row.status = if edge_failing(&row.caller, &row.callee) {
+                    row.status = if edge_failing(caller, callee) {
                         Status::Failing
-                    } else if tested {
+                    } else if tested(caller, callee) {
                         Status::Stubbed
                     } else {
                         Status::Untested
@@ -364,39 +395,46 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
                 }
             }
             None => {
-                if let Some(exp) = edges_exp.get(&(row.caller.clone(), row.callee.clone())) {
+                if let Some(exp) = expected_edge(caller, callee) {
                     row.expected = true;
                     row.critical = exp.critical;
-                    row.status = edge_status(&row.caller, &row.callee);
+                    row.status = edge_status(caller, callee);
                 }
             }
         }
     }
+    // The row of each observed edge (rows are in the graph's edge order; a graph has one edge
+    // per caller and callee).
+    let observed_rows: HashMap<(&str, &str), usize> = run
+        .edges()
+        .enumerate()
+        .map(|(i, e)| ((e.caller.id.as_str(), e.callee.id.as_str()), i))
+        .collect();
 
     // Expected edges and interfaces that no real row shows.
     let mut summary = Summary::default();
     let mut items: Vec<Item> = Vec::new();
-    for ((c, s), exp) in &edges_exp {
+    for ((c, s), exp) in expected_edges {
         let status = edge_status(c, s);
         summary.edges.count(status);
         if exp.critical {
             summary.critical.count(status);
         }
         items.push(Item {
-            caller: c.clone(),
-            callee: s.clone(),
+            caller: c.to_owned(),
+            callee: s.to_owned(),
             operation: None,
             critical: exp.critical,
             status,
         });
         let mut extra: Vec<InterfaceCoverage> = Vec::new();
-        for ((uc, us, op), unit) in units.range((c.clone(), s.clone(), String::new())..) {
-            if uc != c || us != s {
+        for ((uc, us, op), unit) in units.range((c, s, "")..) {
+            if (*uc, *us) != (c, s) {
                 break;
             }
             if !unit.has_real_row {
                 extra.push(InterfaceCoverage {
-                    operation: op.clone(),
+                    operation: (*op).to_owned(),
                     status: unit.status,
                     expected: true,
                     critical: unit.critical,
@@ -404,7 +442,7 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
                 });
             }
         }
-        let used = consumed.edge.get(&(c.clone(), s.clone()));
+        let used = consumed.edge.get(&(c, s));
         for (i, iface) in exp.interfaces.iter().enumerate() {
             if used.is_some_and(|u| u.contains(&i)) {
                 continue;
@@ -414,8 +452,8 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
                 summary.critical.count(Status::Untested);
             }
             items.push(Item {
-                caller: c.clone(),
-                callee: s.clone(),
+                caller: c.to_owned(),
+                callee: s.to_owned(),
                 operation: Some(iface.name.clone()),
                 critical: iface.critical,
                 status: Status::Untested,
@@ -428,11 +466,11 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
                 observed: false,
             });
         }
-        match rows.iter_mut().find(|r| &r.caller == c && &r.callee == s) {
+        match observed_rows.get(&(c, s)).and_then(|&i| rows.get_mut(i)) {
             Some(row) => row.interfaces.extend(extra),
             None => rows.push(EdgeCoverage {
-                caller: c.clone(),
-                callee: s.clone(),
+                caller: c.to_owned(),
+                callee: s.to_owned(),
                 status,
                 expected: true,
                 critical: exp.critical,
@@ -447,15 +485,15 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             summary.critical.count(unit.status);
         }
         items.push(Item {
-            caller: c.clone(),
-            callee: s.clone(),
-            operation: Some(op.clone()),
+            caller: (*c).to_owned(),
+            callee: (*s).to_owned(),
+            operation: Some((*op).to_owned()),
             critical: unit.critical,
             status: unit.status,
         });
     }
     for (s, list) in &expected.any_caller {
-        let used = consumed.any.get(s);
+        let used = consumed.any.get(s.as_str());
         let open: Vec<InterfaceCoverage> = list
             .iter()
             .enumerate()
