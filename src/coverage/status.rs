@@ -233,7 +233,13 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
         .collect();
     let failing_interfaces: HashSet<(&str, &str, &str)> = failing
         .iter()
-        .filter_map(|k| Some((k.caller.as_str(), k.callee.as_str(), k.operation.as_deref()?)))
+        .filter_map(|k| {
+            Some((
+                k.caller.as_str(),
+                k.callee.as_str(),
+                k.operation.as_deref()?,
+            ))
+        })
         .collect();
     let edge_failing = |c: &str, s: &str| failing_edges.contains(&(c, s));
     let iface_failing = |c: &str, s: &str, op: &str| failing_interfaces.contains(&(c, s, op));
@@ -293,16 +299,8 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
                 for &i in &matched.any {
                     critical |= expected.any_caller[callee][i].critical;
                 }
-                consumed
-                    .edge
-                    .entry(key)
-                    .or_default()
-                    .extend(&matched.edge);
-                consumed
-                    .any
-                    .entry(callee)
-                    .or_default()
-                    .extend(&matched.any);
+                consumed.edge.entry(key).or_default().extend(&matched.edge);
+                consumed.any.entry(callee).or_default().extend(&matched.any);
                 if !matched.any.is_empty() && exp.is_none() {
                     // Expected from any caller: this caller's edge is expected too.
                     added.insert(key);
