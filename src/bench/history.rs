@@ -292,9 +292,14 @@ pub fn run(runs: usize, spans: usize, repeat: usize, keep: Option<PathBuf>) -> a
     // What the report of the newest run adds to mark its failures on flaky hops.
     if let Some(newest) = suite.runs.last() {
         let (graph, blame) = query::merged_runs(reader, std::slice::from_ref(&newest.id), &ctx)?;
+        let own = || history::RunDigest::of(&graph, &blame);
         let times = time(repeat, || {
             Ok(history::flaky_in_report(
-                reader, newest, &graph, &blame, &ctx,
+                reader,
+                newest,
+                &blame.failures,
+                &own,
+                &ctx,
             )?)
         })?;
         println!(
