@@ -16,7 +16,7 @@
 //! stubbed: the real integration was never exercised; the mock's own row shows it failing, so
 //! the hop where the test broke is not painted as a quiet stub.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use crate::graph::RunGraph;
@@ -223,8 +223,10 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
     };
     let mut added: BTreeSet<(&str, &str)> = BTreeSet::new();
     let mut consumed = Consumed::default();
-    // (caller, real callee, operation as observed) → unit.
-    let mut units: BTreeMap<(&str, &str, &str), Unit> = BTreeMap::new();
+    // (caller, real callee, operation as observed) → unit, found through `unit_of`. They arrive
+    // nearly sorted (the graph's edges and interfaces are), and are sorted once pass 1 is done.
+    let mut units: Vec<((&str, &str, &str), Unit)> = Vec::new();
+    let mut unit_of: HashMap<(&str, &str, &str), usize> = HashMap::new();
     let mut rows: Vec<EdgeCoverage> = Vec::with_capacity(run.edges().len());
 
     let failing_edges: HashSet<(&str, &str)> = failing
@@ -253,7 +255,7 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
 
     // Pass 1: every observed interface, matched to expectations.
     // (row index, interface index, unit key) to fill in critical flags once units are final.
-    let mut pending: Vec<(usize, usize, (&str, &str, &str))> = Vec::new();
+    let mut pending: Vec<(usize, usize, usize)> = Vec::new();
     for e in run.edges() {
         let caller = e.caller.id.as_str();
         let observed_callee = e.callee.id.as_str();
@@ -311,15 +313,22 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             };
             if is_expected {
                 let ukey = (caller, callee, iface.operation.as_str());
-                let unit = units.entry(ukey).or_insert(Unit {
-                    critical: false,
-                    status: Status::Untested,
-                    has_real_row: false,
+                let u = *unit_of.entry(ukey).or_insert_with(|| {
+                    units.push((
+                        ukey,
+                        Unit {
+                            critical: false,
+                            status: Status::Untested,
+                            has_real_row: false,
+                        },
+                    ));
+                    units.len() - 1
                 });
+                let unit = &mut units[u].1;
                 unit.critical |= critical;
                 unit.status = unit.status.max(own);
                 unit.has_real_row |= !mocked;
-                pending.push((rows.len(), row.interfaces.len(), ukey));
+                pending.push((rows.len(), row.interfaces.len(), u));
             }
             // The mock's own row shows a failure placed on it (failing > stubbed); the real
             // interface it stands in for stays stubbed, as `own` says.
@@ -342,9 +351,10 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
         }
         rows.push(row);
     }
-    for (r, i, ukey) in pending {
-        rows[r].interfaces[i].critical = units[&ukey].critical;
+    for (r, i, u) in pending {
+        rows[r].interfaces[i].critical = units[u].1.critical;
     }
+    units.sort_by(|a, b| a.0.cmp(&b.0));
     // Every expected edge, in order: those listed and those added above (never both).
     let mut expected_edges: Vec<((&str, &str), &ExpectedEdge)> = listed
         .iter()
@@ -412,6 +422,8 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
     // Expected edges and interfaces that no real row shows.
     let mut summary = Summary::default();
     let mut items: Vec<Item> = Vec::new();
+    // Every unit's edge is expected (a unit is made only for an interface of an expected edge).
+    let mut units_counted = 0;
     for ((c, s), exp) in expected_edges {
         let status = edge_status(c, s);
         summary.edges.count(status);
@@ -426,10 +438,25 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             status,
         });
         let mut extra: Vec<InterfaceCoverage> = Vec::new();
-        for ((uc, us, op), unit) in units.range((c, s, "")..) {
-            if (*uc, *us) != (c, s) {
-                break;
+        // The edge's interfaces, sorted here so that `items` ends up (nearly) sorted.
+        let mut edge_items: Vec<Item> = Vec::new();
+        let first = units.partition_point(|((uc, us, _), _)| (*uc, *us) < (c, s));
+        for ((_, _, op), unit) in units[first..]
+            .iter()
+            .take_while(|((uc, us, _), _)| (*uc, *us) == (c, s))
+        {
+            units_counted += 1;
+            summary.interfaces.count(unit.status);
+            if unit.critical {
+                summary.critical.count(unit.status);
             }
+            edge_items.push(Item {
+                caller: c.to_owned(),
+                callee: s.to_owned(),
+                operation: Some((*op).to_owned()),
+                critical: unit.critical,
+                status: unit.status,
+            });
             if !unit.has_real_row {
                 extra.push(InterfaceCoverage {
                     operation: (*op).to_owned(),
@@ -449,7 +476,7 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             if iface.critical {
                 summary.critical.count(Status::Untested);
             }
-            items.push(Item {
+            edge_items.push(Item {
                 caller: c.to_owned(),
                 callee: s.to_owned(),
                 operation: Some(iface.name.clone()),
@@ -464,6 +491,8 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
                 observed: false,
             });
         }
+        edge_items.sort();
+        items.extend(edge_items);
         match observed_rows.get(&(c, s)).and_then(|&i| rows.get_mut(i)) {
             Some(row) => row.interfaces.extend(extra),
             None => rows.push(EdgeCoverage {
@@ -477,19 +506,7 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             }),
         }
     }
-    for ((c, s, op), unit) in &units {
-        summary.interfaces.count(unit.status);
-        if unit.critical {
-            summary.critical.count(unit.status);
-        }
-        items.push(Item {
-            caller: (*c).to_owned(),
-            callee: (*s).to_owned(),
-            operation: Some((*op).to_owned()),
-            critical: unit.critical,
-            status: unit.status,
-        });
-    }
+    debug_assert_eq!(units_counted, units.len(), "a unit of an edge not expected");
     for (s, list) in &expected.any_caller {
         let used = consumed.any.get(s.as_str());
         let open: Vec<InterfaceCoverage> = list
