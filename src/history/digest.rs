@@ -537,7 +537,7 @@ impl RunDigest {
 pub(crate) fn graph_of<'d>(items: impl Iterator<Item = ItemRef<'d>>) -> RunGraph {
     let mut nodes: Interner<NodeKind> = Interner::default();
     let mut operations: Interner<()> = Interner::default();
-    let mut parts = Vec::new();
+    let mut parts = Vec::with_capacity(items.size_hint().0);
     for i in items {
         let a = nodes.intern(i.caller, NodeKind::Service);
         let b = nodes.intern(i.callee, NodeKind::Service);
