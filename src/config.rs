@@ -56,7 +56,31 @@ pub struct ServeConfig {
     /// The PEM certificate chain and key every listener serves TLS with (`--tls-cert`,
     /// `--tls-key`).
     pub tls: Option<TlsFiles>,
+    /// The database this instance shares with the others of its deployment (`--shared-db`,
+    /// `--instance-url`); `None`: one process, the embedded store alone.
+    pub shared: Option<SharedDbConfig>,
+    /// The deployment's OTLP endpoint (`--advertise-otlp`: the Collector in front), reported by
+    /// `/api/health` so `tracecov run --server` hands it to its command.
+    pub advertise_otlp: Option<String>,
+    /// The origins whose pages may export to the OTLP/HTTP receiver (`--cors-origin`; see
+    /// `web::cors`).
+    pub cors_origins: crate::web::cors::CorsOrigins,
 }
+
+/// How an instance joins its deployment's shared database.
+#[derive(Debug, Clone)]
+pub struct SharedDbConfig {
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`; may hold a password.
+    pub url: Secret,
+    /// The address the other instances reach this one at (`--instance-url`).
+    pub instance_url: String,
+    /// How often the instance beats its heartbeat (and so, at most, how long a recovered
+    /// database goes unnoticed).
+    pub heartbeat_every: Duration,
+}
+
+/// The default heartbeat interval of an instance in a deployment.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// A secret given on the command line: its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -117,6 +141,9 @@ impl ServeConfig {
             ingest_token: None,
             token: None,
             tls: None,
+            shared: None,
+            advertise_otlp: None,
+            cors_origins: crate::web::cors::CorsOrigins::default(),
         }
     }
 }

@@ -26,5 +26,6 @@ pub mod report;
 pub mod results;
 pub mod runs;
 pub mod server;
+pub mod shared;
 pub mod store;
 pub mod web;

@@ -91,9 +91,20 @@ pub fn unsettled_traces(
 }
 
 pub fn resolve_run(reader: &Reader, what: &str) -> Result<Run, QueryError> {
+    mirror_runs(reader, results::RunLookup::Named(what))?;
     reader
         .with_conn(|c| runs::find_run(c, what))?
         .ok_or_else(|| QueryError::NoSuchRun(what.to_owned()))
+}
+
+/// When the store is one of a deployment's, copies the deployment's runs `lookup` may answer
+/// with into it first: runs are decided in the shared database, and an instance holds only the
+/// runs it took part in until it is asked about others.
+pub fn mirror_runs(reader: &Reader, lookup: results::RunLookup<'_>) -> Result<(), QueryError> {
+    if let Some(d) = reader.deployment() {
+        reader.with_conn(|c| d.mirror_runs(c, lookup))?;
+    }
+    Ok(())
 }
 
 /// Resolves a run reference said next to `current` (a baseline, a diff's base): `previous` is
@@ -102,6 +113,7 @@ pub fn resolve_run_beside(reader: &Reader, what: &str, current: &Run) -> Result<
     if what != "previous" {
         return resolve_run(reader, what);
     }
+    mirror_runs(reader, results::RunLookup::Before(current))?;
     reader
         .with_conn(|c| runs::previous_run(c, current))?
         .ok_or_else(|| {
@@ -731,12 +743,8 @@ fn attach_examples(
     if cov.untested.is_empty() {
         return Ok(());
     }
-    let (examples, seen) = reader.with_conn(|c| {
-        Ok((
-            results::seen::examples_outside(c, runs)?,
-            results::seen::as_result(c)?,
-        ))
-    })?;
+    let examples = results::seen::examples_outside_all(reader, runs)?;
+    let seen = results::seen::everything_seen(reader)?;
     let naming = results::Rollup::of(&seen);
     type Key = (String, String, Option<String>);
     let mut best: std::collections::HashMap<Key, &results::seen::Example> =
@@ -940,15 +948,15 @@ impl From<StoreError> for BugQueryError {
     }
 }
 
-/// The bug report of a failure in `trace_id`, and the trace's spans. The failure is the one its
-/// run's report holds (from the run's rollup); only the traces on its path are read for the
-/// report's body.
+/// The bug report of a failure in `trace_id` (or, when it holds none there, of a broken
+/// expectation), and the trace's spans. The failure is the one its run's report holds (from the
+/// run's rollup); only the traces on its path are read for the report's body.
 pub fn bug(
     reader: &Reader,
     trace_id: crate::model::TraceId,
     span: Option<crate::model::SpanId>,
     ctx: &ReportContext,
-) -> Result<(crate::blame::bug::BugReport, Vec<Span>), BugQueryError> {
+) -> Result<(crate::blame::bug::Bug, Vec<Span>), BugQueryError> {
     let trace_spans = reader.trace(trace_id)?;
     if trace_spans.is_empty() {
         return Err(crate::blame::bug::BugError::NoSpans(trace_id).into());
@@ -958,8 +966,26 @@ pub fn bug(
         None => None,
     };
     let run_id = run.as_ref().map(|r| r.id.clone()).unwrap_or_default();
-    let (_, blame) = merged_runs(reader, std::slice::from_ref(&run_id), ctx)?;
-    let failure = crate::blame::bug::pick(&blame.failures, trace_id, span)?;
+    let info = run.as_ref().map(|r| RunInfo {
+        id: r.id.clone(),
+        name: r.name.clone(),
+    });
+    let (graph, blame, violations) =
+        merged_runs_judged(reader, std::slice::from_ref(&run_id), ctx)?;
+    // A failure first; a broken expectation when the trace (or the span) holds no failure.
+    let failure = match crate::blame::bug::pick(&blame.failures, trace_id, span) {
+        Ok(f) => f,
+        Err(e) => {
+            let Some(v) = crate::blame::bug::pick_violation(&violations, trace_id, span) else {
+                return Err(e.into());
+            };
+            let bug = violation_bug(reader, &graph, v, &trace_spans, info.as_ref(), ctx)?;
+            return Ok((
+                crate::blame::bug::Bug::Violation(Box::new(bug)),
+                trace_spans,
+            ));
+        }
+    };
     let mut spans = Vec::new();
     let mut read = std::collections::BTreeSet::from([trace_id]);
     for &(t, _) in &failure.path {
@@ -968,12 +994,54 @@ pub fn bug(
         }
     }
     spans.extend(trace_spans.iter().cloned());
-    let info = run.as_ref().map(|r| RunInfo {
-        id: r.id.clone(),
-        name: r.name.clone(),
-    });
     let bug = crate::blame::bug::bug_report_for(failure, &spans, info.as_ref(), &ctx.report);
-    Ok((bug, trace_spans))
+    Ok((crate::blame::bug::Bug::Failure(Box::new(bug)), trace_spans))
+}
+
+/// The bug report of a broken expectation on a span of `trace_spans`: the path runs from its
+/// test's span (read from the test's own trace when a link joined the two) down to that span.
+fn violation_bug(
+    reader: &Reader,
+    graph: &RunGraph,
+    v: &crate::expect::Violation,
+    trace_spans: &[Span],
+    run: Option<&RunInfo>,
+    ctx: &ReportContext,
+) -> Result<crate::blame::bug::ViolationBug, BugQueryError> {
+    use crate::model::{SpanId, TraceId};
+    let bad = || crate::blame::bug::BugError::NoFailure(trace_spans[0].trace_id);
+    let at = (
+        TraceId::from_bytes(v.trace_id).map_err(|_| bad())?,
+        SpanId::from_bytes(v.span_id).map_err(|_| bad())?,
+    );
+    let tests: std::collections::HashSet<(TraceId, SpanId)> = graph
+        .tests()
+        .iter()
+        .map(|t| (t.trace_id, t.span_id))
+        .collect();
+    // The violation's test: the one of that name in the same trace, else the first of that name.
+    let named = |t: &&crate::graph::TestCase| Some(t.name.as_str()) == v.test.as_deref();
+    let test = graph
+        .tests()
+        .iter()
+        .filter(named)
+        .find(|t| t.trace_id == at.0)
+        .or_else(|| graph.tests().iter().find(named))
+        .map(|t| (t.trace_id, t.span_id));
+    let mut spans = trace_spans.to_vec();
+    if let Some((t, _)) = test.filter(|(t, _)| *t != at.0) {
+        spans.extend(reader.trace(t)?);
+    }
+    let forest = crate::graph::Forest::build(&spans);
+    let path = crate::blame::bug::path_to(&forest, at, &tests, test);
+    let report = crate::report::violations::violation(v, &ctx.report).ok_or_else(bad)?;
+    Ok(crate::blame::bug::violation_bug(
+        report,
+        &path,
+        &spans,
+        run,
+        &ctx.report,
+    ))
 }
 
 /// One trace as the trace view shows it: its spans redacted, the failures placed in it, and the
@@ -985,6 +1053,8 @@ pub struct TraceDetail {
     pub run: Option<Run>,
     /// Failures placed on a span of this trace (or failing in it), as the report writes them.
     pub failures: Vec<report::Failure>,
+    /// Expectations broken on a span of this trace, as the report writes them.
+    pub violations: Vec<report::violations::Violation>,
     pub hops: Vec<TraceHop>,
 }
 
@@ -999,8 +1069,9 @@ pub struct TraceHop {
     pub error: bool,
 }
 
-/// The trace view's data: the trace's spans, its hops named as its run names them and the
-/// failures placed in it (from its stored results and its run's rollup). `None` when the store
+/// The trace view's data: the trace's spans, its hops named as its run names them, the
+/// failures placed in it and the expectations broken in it (from its stored results and its
+/// run's rollup). `None` when the store
 /// holds no span of it.
 pub fn trace_detail(
     reader: &Reader,
@@ -1034,6 +1105,12 @@ pub fn trace_detail(
         .filter(|f| f.placed_trace == trace_id || f.trace_id == trace_id)
         .map(|f| report::failure(f, &ctx.report))
         .collect();
+    let mine: Vec<crate::expect::Violation> = rollup
+        .violations()
+        .filter(|v| v.trace_id == *trace_id.as_bytes())
+        .cloned()
+        .collect();
+    let violations = report::violations::violations(&mine, &ctx.report);
     let r = &ctx.report.redactor;
     let result = settle::results_of(reader, &[trace_id], &ctx.analysis, store_before(ctx))?;
     let hops = result
@@ -1052,6 +1129,7 @@ pub fn trace_detail(
         spans: r.redact_spans(&trace),
         run,
         failures,
+        violations,
         hops,
     }))
 }

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServeConfig;
 use crate::ingest::{self, IngestQueue, Writer};
 use crate::results::settle::{self, SettleCounters};
-use crate::runs::RunAssigner;
+use crate::runs::{EmbeddedRuns, RunAssigner, RunRegistry};
+use crate::shared::{SharedDb, SharedReads, SharedRuns, publish};
 use crate::store::{Reader, Store};
 use crate::web;
 
@@ -96,6 +97,10 @@ pub struct AppState {
     /// The settle worker's backlog and progress.
     pub results: Arc<SettleCounters>,
     pub addrs: Addrs,
+    /// Where runs are opened and closed: the embedded store, or the shared database.
+    pub runs: Arc<dyn RunRegistry>,
+    /// The deployment's shared database (`--shared-db`), for its health.
+    pub shared: Option<Arc<SharedDb>>,
 }
 
 /// The report context a server's configuration describes.
@@ -151,12 +156,14 @@ fn warn_about_exposure(config: &ServeConfig, addrs: Addrs) {
 /// A started server.
 pub struct Server {
     pub addrs: Addrs,
+    /// The deployment's shared database, when this instance is one of many.
+    pub shared: Option<Arc<SharedDb>>,
     pub reader: Reader,
     pub queue: IngestQueue,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
-    /// One per `--forward` destination; they end at shutdown and are waited for apart from
-    /// `tasks`, whose first end stops the server.
+    /// One per `--forward` destination, and the shared database's heartbeat; they end at
+    /// shutdown and are waited for apart from `tasks`, whose first end stops the server.
     forward_tasks: Vec<JoinHandle<()>>,
     writer: Option<Writer>,
     /// The settle worker and its stop flag; it stops before the writer closes the store.
@@ -167,41 +174,84 @@ pub struct Server {
 const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Server {
-    /// Opens the store and starts serving on `listeners`.
+    /// Opens the store (and joins the shared database, with `--shared-db`) and starts serving
+    /// on `listeners`.
     pub async fn start(config: ServeConfig, listeners: Listeners) -> anyhow::Result<Server> {
         let mut addrs = listeners.addrs()?;
         addrs.tls = config.tls.is_some();
         warn_about_exposure(&config, addrs);
+        let shared = match &config.shared {
+            Some(s) => Some(
+                SharedDb::connect(s, config.advertise_otlp.as_deref())
+                    .await
+                    .context("cannot join the shared database (--shared-db)")?,
+            ),
+            None => None,
+        };
+        let registry: Arc<dyn RunRegistry> = match &shared {
+            Some(db) => Arc::new(SharedRuns::new(db.clone())),
+            None => Arc::new(EmbeddedRuns),
+        };
         let data_dir = config.data_dir.clone();
         let durability = config.durability;
-        let store =
-            tokio::task::spawn_blocking(move || crate::store::Store::open(&data_dir, durability))
-                .await?
-                .with_context(|| {
-                    format!("cannot open the store in {}", config.data_dir.display())
-                })?;
-        Self::start_with_store(config, listeners, store, addrs)
+        let (test_services, hook_registry) = (config.test_services.clone(), registry.clone());
+        let publishing = shared
+            .as_ref()
+            .map(|db| (db.instance_url().to_owned(), db.target().to_owned()));
+        // Off the async workers: SQLite, and a shared registry that blocks on the runtime.
+        let (store, assigner) = tokio::task::spawn_blocking(move || {
+            let store = crate::store::Store::open(&data_dir, durability)
+                .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+            // One of a deployment's instances records what its results change for publication;
+            // a store used alone keeps no such record.
+            store
+                .reader()
+                .with_conn(|c| match &publishing {
+                    Some((instance, target)) => publish::install(c, instance, target),
+                    None => publish::uninstall(c),
+                })
+                .context("cannot prepare the store's publication to the shared database")?;
+            let mut assigner =
+                RunAssigner::open(&data_dir, test_services)?.with_registry(hook_registry);
+            // Assignments a previous process could not make (its spans are stored).
+            if let Err(e) = assigner.retry_pending(&store.reader()) {
+                tracing::error!(error = %e, "assigning traces left from before the restart failed");
+            }
+            anyhow::Ok((store, assigner))
+        })
+        .await??;
+        Self::start_with_store(config, listeners, store, assigner, addrs, registry, shared)
     }
 
     fn start_with_store(
         config: ServeConfig,
         listeners: Listeners,
         store: Store,
+        mut assigner: RunAssigner,
         addrs: Addrs,
+        registry: Arc<dyn RunRegistry>,
+        shared: Option<Arc<SharedDb>>,
     ) -> anyhow::Result<Server> {
         let reader = store.reader();
-        let mut assigner = RunAssigner::open(&config.data_dir, config.test_services.clone())?;
-        // Assignments a previous process could not make (its spans are stored).
-        if let Err(e) = assigner.retry_pending(&reader) {
-            tracing::error!(error = %e, "assigning traces left from before the restart failed");
-        }
         let hook_reader = reader.clone();
         let hook: ingest::CommitHook =
             Box::new(move |spans, now| assigner.after_commit(spans, now, &hook_reader));
         let (queue, writer) = Writer::start(store, config.writer.clone(), vec![hook]);
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
-        let (forwarder, forward_tasks) = ingest::Forwarder::start(&config.forward, &shutdown);
+        let (forwarder, mut forward_tasks) = ingest::Forwarder::start(&config.forward, &shutdown);
+        if let (Some(db), Some(s)) = (&shared, &config.shared) {
+            // Waited for like the forwarding tasks: they end at shutdown, never on their own.
+            forward_tasks.push(db.spawn_heartbeat(s.heartbeat_every, shutdown.clone()));
+            forward_tasks.push(publish::spawn_publisher(
+                db.clone(),
+                reader.clone(),
+                queue.clone(),
+                shutdown.clone(),
+            ));
+            // Every question read through this reader adds the other instances' shares.
+            reader.set_deployment(Arc::new(SharedReads::new(db.clone())));
+        }
 
         // One memory budget for both receivers' exports, and a bound on each listener's
         // connections.
@@ -262,6 +312,10 @@ impl Server {
         }
         let router = router
             .layer(axum::middleware::from_fn_with_state(
+                config.cors_origins.clone(),
+                web::cors::guard,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
                 web::exposure::Exposure::new(
                     addrs.http,
                     config.public_url.as_deref(),
@@ -305,24 +359,26 @@ impl Server {
                 })
                 .context("starting the settle worker")?
         };
-        let metrics = Arc::new(
-            crate::metrics::Exporter::new(
-                reader.clone(),
-                report.clone(),
-                queue.counters.clone(),
-                forwarder.counters(),
-                config.settle,
-                results.clone(),
-            )
-            .with_limits(crate::metrics::Limits {
-                admission,
-                connections: vec![
-                    ("otlp_grpc", gauges[0].clone()),
-                    ("otlp_http", gauges[1].clone()),
-                    ("ui", gauges[2].clone()),
-                ],
-            }),
-        );
+        let mut metrics = crate::metrics::Exporter::new(
+            reader.clone(),
+            report.clone(),
+            queue.counters.clone(),
+            forwarder.counters(),
+            config.settle,
+            results.clone(),
+        )
+        .with_limits(crate::metrics::Limits {
+            admission,
+            connections: vec![
+                ("otlp_grpc", gauges[0].clone()),
+                ("otlp_http", gauges[1].clone()),
+                ("ui", gauges[2].clone()),
+            ],
+        });
+        if let Some(db) = &shared {
+            metrics = metrics.with_shared_db(db.health().clone());
+        }
+        let metrics = Arc::new(metrics);
         let state = AppState {
             reader: reader.clone(),
             config: Arc::new(config.clone()),
@@ -332,6 +388,8 @@ impl Server {
             ui: Arc::default(),
             results,
             addrs,
+            runs: registry,
+            shared: shared.clone(),
         };
         let request_timeout = state.config.request_timeout;
         let exposure = web::exposure::Exposure::new(
@@ -365,6 +423,7 @@ impl Server {
 
         Ok(Server {
             addrs,
+            shared,
             reader,
             queue,
             shutdown,

@@ -96,7 +96,7 @@ fn one(dir: &Path, spans: &[Span], logs: &[TracedLog], results: bool) -> anyhow:
 /// CPU time (user and system) this process has used so far, every thread's including those that
 /// ended, from Linux's `/proc/self/stat`, in its clock ticks of 1/100 s (`USER_HZ`, 100 on every
 /// Linux architecture this runs on): 10 ms steps, against phases of a second or more.
-fn cpu_seconds() -> anyhow::Result<f64> {
+pub(super) fn cpu_seconds() -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
     // The command name (field 2) may hold spaces; the fields after it are numbers.
     let fields: Vec<&str> = stat
@@ -221,12 +221,55 @@ pub fn run(n: usize, runs: usize, keep: Option<&Path>) -> anyhow::Result<()> {
 /// batches, on every core) and stores nothing, so that it can be run again and again; prints
 /// the time that took.
 pub fn analyse(dir: &Path) -> anyhow::Result<()> {
+    let analysed = analyse_store(dir, &AnalysisOptions::default())?;
+    println!(
+        "per-trace results of {} traces in {}: {:.3} s (nothing stored)",
+        analysed.traces,
+        dir.display(),
+        analysed.seconds
+    );
+    Ok(())
+}
+
+/// What `analyse_store` did.
+pub(super) struct Analysed {
+    pub traces: usize,
+    /// Violations in the results (none without expectations).
+    pub violations: usize,
+    /// The computing alone: opening the store and listing its traces left out.
+    pub seconds: f64,
+}
+
+/// Computes every trace's results of the store in `dir` with `opts` as the settle worker does
+/// (traces in the order it takes them, in its batches, on every core), and stores nothing.
+pub(super) fn analyse_store(dir: &Path, opts: &AnalysisOptions) -> anyhow::Result<Analysed> {
     if !store::db_path(dir).is_file() {
         anyhow::bail!("no store in {}", dir.display());
     }
     store::prepare_for_reading(dir)?;
     let reader = Reader::new(dir);
-    let ids: Vec<TraceId> = reader.with_conn(|c| {
+    let ids = settle_order(&reader)?;
+    let start = Instant::now();
+    let (mut traces, mut violations) = (0, 0);
+    for chunk in ids.chunks(settle::BATCH_TRACES) {
+        let results = settle::compute_parallel(&reader, chunk, opts)?;
+        traces += results.len();
+        violations += results
+            .iter()
+            .map(|(_, r, _)| r.violations.len())
+            .sum::<usize>();
+    }
+    Ok(Analysed {
+        traces,
+        violations,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Every trace of the store, in the order the settle worker takes them (the order they last
+/// received something).
+pub(super) fn settle_order(reader: &Reader) -> anyhow::Result<Vec<TraceId>> {
+    Ok(reader.with_conn(|c| {
         let mut stmt = c.prepare("SELECT trace_id FROM traces ORDER BY last_received_ns, seq")?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         let mut ids = Vec::new();
@@ -236,18 +279,5 @@ pub fn analyse(dir: &Path) -> anyhow::Result<()> {
             }
         }
         Ok(ids)
-    })?;
-    let opts = AnalysisOptions::default();
-    let start = Instant::now();
-    let mut computed = 0;
-    for chunk in ids.chunks(settle::BATCH_TRACES) {
-        computed += settle::compute_parallel(&reader, chunk, &opts)?.len();
-    }
-    println!(
-        "per-trace results of {} traces in {}: {:.3} s (nothing stored)",
-        computed,
-        dir.display(),
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+    })?)
 }

@@ -3,6 +3,7 @@
 //! ratio; none of them is a test.
 
 pub mod analysis;
+pub mod expectations;
 pub mod history;
 pub mod ingest;
 pub mod logs;

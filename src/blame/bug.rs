@@ -27,9 +27,11 @@ use super::{Failure, classify, grpc_code, grpc_name};
 pub enum BugError {
     #[error("trace {0} holds no spans")]
     NoSpans(TraceId),
-    #[error("trace {0} holds no failure")]
+    #[error("trace {0} holds no failure and breaks no expectation")]
     NoFailure(TraceId),
-    #[error("trace {trace} holds no failure placed on (or starting at) span {span}")]
+    #[error(
+        "trace {trace} holds no failure placed on (or starting at) span {span}, nor a broken expectation on it"
+    )]
     NoFailureAtSpan { trace: TraceId, span: SpanId },
 }
 
@@ -71,6 +73,102 @@ pub struct BugReport {
     pub failing_link: String,
     /// The failing span's duration.
     pub failing_ms: Option<f64>,
+}
+
+/// The bug report of a broken expectation (`tracecov bug TRACE --span SPAN` on a violation's
+/// span): what was expected, what happened, and the path from the test down to that span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViolationBug {
+    /// The violation as in the JSON report (redacted, with its link).
+    pub violation: report::violations::Violation,
+    pub run: Option<RunInfo>,
+    /// From the test's span (or the trace's root when the trace holds no test) down to the
+    /// violation's span.
+    pub path: Vec<PathStep>,
+    pub services: Vec<ServiceFacts>,
+}
+
+/// What `tracecov bug` writes about: a failure, or a broken expectation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bug {
+    Failure(Box<BugReport>),
+    Violation(Box<ViolationBug>),
+}
+
+impl Bug {
+    pub fn markdown(&self) -> String {
+        match self {
+            Bug::Failure(b) => bug_markdown(b),
+            Bug::Violation(v) => violation_markdown(v),
+        }
+    }
+
+    pub fn json(&self) -> String {
+        match self {
+            Bug::Failure(b) => bug_json(b),
+            Bug::Violation(v) => violation_json(v),
+        }
+    }
+}
+
+/// The violation of `trace_id` on `span`, or the trace's first, from a run's violations.
+pub fn pick_violation(
+    violations: &[crate::expect::Violation],
+    trace_id: TraceId,
+    span: Option<SpanId>,
+) -> Option<&crate::expect::Violation> {
+    violations.iter().find(|v| {
+        v.trace_id == *trace_id.as_bytes() && span.is_none_or(|s| v.span_id == *s.as_bytes())
+    })
+}
+
+/// The ids from the test's span down to `at`: up through `at`'s parents to the nearest span in
+/// `tests` (or the trace's root), then `test` in front when the walk did not reach it (a
+/// consumer's trace that joined its test through a link).
+pub fn path_to(
+    forest: &Forest<'_>,
+    at: (TraceId, SpanId),
+    tests: &std::collections::HashSet<(TraceId, SpanId)>,
+    test: Option<(TraceId, SpanId)>,
+) -> Vec<(TraceId, SpanId)> {
+    let Some(r) = forest.resolve(at.0, at.1) else {
+        return vec![at];
+    };
+    let tree = forest.tree(r.tree);
+    let mut up = vec![at];
+    if !tests.contains(&at) {
+        for ix in tree.ancestors(r.span) {
+            let id = (at.0, tree.span(ix).span_id);
+            up.push(id);
+            if tests.contains(&id) {
+                break;
+            }
+        }
+    }
+    if let Some(t) = test.filter(|t| !up.contains(t)) {
+        up.push(t);
+    }
+    up.reverse();
+    up
+}
+
+/// The bug report of `violation` (as the report writes it), its path from `path` (see
+/// `path_to`), written from `spans`.
+pub fn violation_bug(
+    violation: report::violations::Violation,
+    path: &[(TraceId, SpanId)],
+    spans: &[Span],
+    run: Option<&RunInfo>,
+    opts: &ReportOptions,
+) -> ViolationBug {
+    let forest = Forest::build(spans);
+    let (path, services) = path_steps(&forest, path, None, &opts.redactor);
+    ViolationBug {
+        violation,
+        run: run.cloned(),
+        path,
+        services,
+    }
 }
 
 /// Builds the bug report for the failure of `trace_id` placed on (or starting at) `span`, or the
@@ -120,10 +218,31 @@ pub fn bug_report_for(
     opts: &ReportOptions,
 ) -> BugReport {
     let forest = Forest::build(spans);
-    let r = &opts.redactor;
+    let (path, services) = path_steps(&forest, &failure.path, failure.origin, &opts.redactor);
+    let failing = forest
+        .resolve(failure.trace_id, failure.failing_span)
+        .map(|f| forest.span(f));
+    BugReport {
+        failure: report::failure(failure, opts),
+        run: run.cloned(),
+        path,
+        services,
+        failing_link: opts.links.render(failure.trace_id, failure.failing_span),
+        failing_ms: failing.and_then(duration_ms),
+    }
+}
+
+/// The spans at `ids` that the forest holds, as path steps (redacted), and the services they
+/// cross, each once in path order.
+fn path_steps(
+    forest: &Forest<'_>,
+    ids: &[(TraceId, SpanId)],
+    origin: Option<(TraceId, SpanId)>,
+    r: &Redactor,
+) -> (Vec<PathStep>, Vec<ServiceFacts>) {
     let mut path = Vec::new();
     let mut services: Vec<ServiceFacts> = Vec::new();
-    for &(t, s) in &failure.path {
+    for &(t, s) in ids {
         let Some(at) = forest.resolve(t, s) else {
             continue;
         };
@@ -142,9 +261,9 @@ pub fn bug_report_for(
             duration_ms: duration_ms(span),
             error: crate::graph::semconv::in_error(span) || span.status.code == StatusCode::Error,
             code,
-            origin: failure.origin == Some((t, s)),
+            origin: origin == Some((t, s)),
         });
-        if !services.iter().any(|f| f.service == span.service()) {
+        if !services.iter().any(|f| f.service == r.text(span.service())) {
             let attrs = &span.resource.attributes;
             services.push(ServiceFacts {
                 service: r.text(span.service()),
@@ -155,17 +274,7 @@ pub fn bug_report_for(
             });
         }
     }
-    let failing = forest
-        .resolve(failure.trace_id, failure.failing_span)
-        .map(|f| forest.span(f));
-    BugReport {
-        failure: report::failure(failure, opts),
-        run: run.cloned(),
-        path,
-        services,
-        failing_link: opts.links.render(failure.trace_id, failure.failing_span),
-        failing_ms: failing.and_then(duration_ms),
-    }
+    (path, services)
 }
 
 fn duration_ms(span: &Span) -> Option<f64> {
@@ -173,10 +282,11 @@ fn duration_ms(span: &Span) -> Option<f64> {
         .then(|| ((span.end_ns - span.start_ns) as f64 / 1e3).round() / 1e3)
 }
 
+/// A report object (a failure, a violation) at top level with `run` and `path` added.
 #[derive(Serialize)]
-struct BugJson<'a> {
+struct WithRunAndPath<'a, T: Serialize> {
     #[serde(flatten)]
-    failure: &'a report::Failure,
+    subject: &'a T,
     run: Option<RunJson<'a>>,
     path: Vec<String>,
 }
@@ -187,21 +297,35 @@ struct RunJson<'a> {
     name: &'a str,
 }
 
-/// The bug report as JSON: the failure's report object at top level, plus `run` and `path`.
-pub fn bug_json(bug: &BugReport) -> String {
-    let doc = BugJson {
-        failure: &bug.failure,
-        run: bug.run.as_ref().map(|r| RunJson {
+fn with_run_and_path<T: Serialize>(
+    subject: &T,
+    run: Option<&RunInfo>,
+    path: &[PathStep],
+) -> String {
+    let doc = WithRunAndPath {
+        subject,
+        run: run.map(|r| RunJson {
             id: &r.id,
             name: &r.name,
         }),
-        path: bug.path.iter().map(|p| p.span_id.to_hex()).collect(),
+        path: path.iter().map(|p| p.span_id.to_hex()).collect(),
     };
     // Plain structs of strings and numbers: serializing cannot fail.
     let mut out =
         report::json_escape_controls(serde_json::to_string_pretty(&doc).unwrap_or_default());
     out.push('\n');
     out
+}
+
+/// The bug report as JSON: the failure's report object at top level, plus `run` and `path`.
+pub fn bug_json(bug: &BugReport) -> String {
+    with_run_and_path(&bug.failure, bug.run.as_ref(), &bug.path)
+}
+
+/// A violation's bug report as JSON: the violation's report object at top level, plus `run` and
+/// `path` (span ids from the test's span down to the violation's).
+pub fn violation_json(bug: &ViolationBug) -> String {
+    with_run_and_path(&bug.violation, bug.run.as_ref(), &bug.path)
 }
 
 /// Text for inline code in Markdown: backticks would end the span early.
@@ -269,13 +393,7 @@ pub fn bug_markdown(bug: &BugReport) -> String {
 
     out.push_str("\n## Path\n\n");
     let last = bug.path.len().saturating_sub(1);
-    for (depth, step) in bug.path.iter().enumerate() {
-        let mut facts: Vec<String> = Vec::new();
-        facts.extend(step.code.clone());
-        facts.extend(step.duration_ms.map(ms));
-        if step.error {
-            facts.push("error".to_owned());
-        }
+    write_path(&mut out, &bug.path, |depth, step| {
         let mut marks = String::new();
         if f.evidence
             .no_error_recorded
@@ -289,34 +407,9 @@ pub fn bug_markdown(bug: &BugReport) -> String {
         if depth == last {
             marks.push_str(" — **failure placed here**");
         }
-        let _ = writeln!(
-            out,
-            "{}- {} {} {} ({}){marks}",
-            "  ".repeat(depth),
-            code(&step.service),
-            step.kind.as_str(),
-            code(&step.name),
-            facts.join(", ")
-        );
-    }
-    out.push_str("\n```mermaid\nflowchart TD\n");
-    for (i, step) in bug.path.iter().enumerate() {
-        let mut label = format!("{}: {}", step.service, step.name);
-        if let Some(c) = &step.code {
-            label.push_str("<br/>");
-            label.push_str(c);
-        }
-        let label = mermaid(&label).replace("#lt;br/#gt;", "<br/>");
-        let _ = writeln!(out, "  s{i}[\"{label}\"]");
-        if i > 0 {
-            let _ = writeln!(out, "  s{} --> s{i}", i - 1);
-        }
-    }
-    if !bug.path.is_empty() {
-        out.push_str("  classDef failed fill:#fdd,stroke:#c00\n");
-        let _ = writeln!(out, "  class s{last} failed");
-    }
-    out.push_str("```\n");
+        marks
+    });
+    write_flowchart(&mut out, &bug.path);
 
     out.push_str("\n## Evidence\n\n");
     let e = &f.evidence;
@@ -424,8 +517,134 @@ pub fn bug_markdown(bug: &BugReport) -> String {
         let _ = writeln!(out, "- {what}: {}", ms(t));
     }
 
+    write_services(&mut out, &bug.services);
+
+    out.push_str("\n## Links\n\n");
+    let _ = writeln!(out, "- [The span the failure is placed on]({})", f.link);
+    let _ = writeln!(out, "- [The failing span]({})", bug.failing_link);
+    out
+}
+
+/// A violation's bug report as Markdown: title, what was expected and what happened, the test
+/// and run, the path from the test down to the offending span (list and Mermaid flowchart), the
+/// services' versions and environments, and the link.
+pub fn violation_markdown(bug: &ViolationBug) -> String {
+    let v = &bug.violation;
+    let mut out = String::new();
+    let subject = v.test.as_deref().unwrap_or("a request");
+    let place = match &v.hop {
+        Some(h) => format!(" at {} -> {} ({})", h.caller, h.callee, h.operation),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "# {subject} broke the expectation \"{}\"{place}\n",
+        v.expectation
+    );
+    let _ = writeln!(
+        out,
+        "{}\n\nA broken expectation is not a failure: the test may have passed. It says the \
+         test's traces did not do what the manifest's `expect:` asks.\n",
+        v.summary
+    );
+    out.push_str("| | |\n|---|---|\n");
+    let _ = writeln!(out, "| Expectation | {} |", code(&v.expectation));
+    let _ = writeln!(out, "| Expected | {} |", v.expected.replace('|', "\\|"));
+    let _ = writeln!(out, "| Observed | {} |", v.observed.replace('|', "\\|"));
+    match &v.hop {
+        Some(h) => {
+            let _ = writeln!(
+                out,
+                "| Hop | {} → {}, {} |",
+                code(&h.caller),
+                code(&h.callee),
+                code(&h.operation)
+            );
+        }
+        None => out.push_str("| Hop | none: the call was never made |\n"),
+    }
+    if let Some(t) = &v.test {
+        let _ = writeln!(out, "| Test | {} |", code(t));
+    }
+    match &bug.run {
+        Some(run) => {
+            let _ = writeln!(out, "| Run | {} ({}) |", run.name, code(&run.id));
+        }
+        None => out.push_str("| Run | none |\n"),
+    }
+    let _ = writeln!(out, "| Trace | {} |", code(&v.trace_id));
+    let _ = writeln!(out, "| Span | {} |", code(&v.span_id));
+
+    out.push_str("\n## Path\n\n");
+    let last = bug.path.len().saturating_sub(1);
+    // For `repeated` the span is the one the repeated calls were made under.
+    let at = match &v.hop {
+        None => " — **the test that never made the call**",
+        Some(_) => " — **expectation broken here**",
+    };
+    write_path(&mut out, &bug.path, |depth, _| {
+        if depth == last {
+            at.to_owned()
+        } else {
+            String::new()
+        }
+    });
+    write_flowchart(&mut out, &bug.path);
+    write_services(&mut out, &bug.services);
+    out.push_str("\n## Links\n\n");
+    let _ = writeln!(out, "- [The span that broke the expectation]({})", v.link);
+    out
+}
+
+/// The path as an indented list, one step a level deeper than the one before, each with its
+/// code, duration and error, then what `marks` says of it.
+fn write_path(out: &mut String, path: &[PathStep], marks: impl Fn(usize, &PathStep) -> String) {
+    for (depth, step) in path.iter().enumerate() {
+        let mut facts: Vec<String> = Vec::new();
+        facts.extend(step.code.clone());
+        facts.extend(step.duration_ms.map(ms));
+        if step.error {
+            facts.push("error".to_owned());
+        }
+        let _ = writeln!(
+            out,
+            "{}- {} {} {} ({}){}",
+            "  ".repeat(depth),
+            code(&step.service),
+            step.kind.as_str(),
+            code(&step.name),
+            facts.join(", "),
+            marks(depth, step)
+        );
+    }
+}
+
+/// The path as a Mermaid flowchart, its last step outlined.
+fn write_flowchart(out: &mut String, path: &[PathStep]) {
+    out.push_str("\n```mermaid\nflowchart TD\n");
+    for (i, step) in path.iter().enumerate() {
+        let mut label = format!("{}: {}", step.service, step.name);
+        if let Some(c) = &step.code {
+            label.push_str("<br/>");
+            label.push_str(c);
+        }
+        let label = mermaid(&label).replace("#lt;br/#gt;", "<br/>");
+        let _ = writeln!(out, "  s{i}[\"{label}\"]");
+        if i > 0 {
+            let _ = writeln!(out, "  s{} --> s{i}", i - 1);
+        }
+    }
+    if !path.is_empty() {
+        out.push_str("  classDef failed fill:#fdd,stroke:#c00\n");
+        let _ = writeln!(out, "  class s{} failed", path.len() - 1);
+    }
+    out.push_str("```\n");
+}
+
+/// The `## Services` section: each service's version and environment.
+fn write_services(out: &mut String, services: &[ServiceFacts]) {
     out.push_str("\n## Services\n\n");
-    for s in &bug.services {
+    for s in services {
         let _ = writeln!(
             out,
             "- {}: version {}, environment {}",
@@ -434,11 +653,6 @@ pub fn bug_markdown(bug: &BugReport) -> String {
             s.environment.as_deref().map_or("unknown".to_owned(), code),
         );
     }
-
-    out.push_str("\n## Links\n\n");
-    let _ = writeln!(out, "- [The span the failure is placed on]({})", f.link);
-    let _ = writeln!(out, "- [The failing span]({})", bug.failing_link);
-    out
 }
 
 /// A time in nanoseconds since the epoch as UTC `YYYY-MM-DD HH:MM:SS.mmm UTC`: log records are

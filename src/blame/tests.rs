@@ -726,6 +726,38 @@ fn an_explicit_success_internal_and_database_spans_are_not_gaps() {
     );
 }
 
+/// Regression: Express under the Node auto-instrumentations (default settings) puts
+/// `middleware` and `request handler` INTERNAL spans, status unset, between its server span and
+/// the calls its handler makes. The walk stopped at the server span and blamed the Express
+/// service for its callee's 500 (tests/it/node_runner.rs found it with the real SDK).
+#[test]
+fn a_call_in_error_under_a_frameworks_own_layers_is_followed() {
+    check(
+        &format!(
+            r#"
+        t1:t - driver internal test_pay 0..500 test.case.name=test_pay {FAILED}
+        t1:c t driver client "POST /checkout" 10..400 http.request.method=POST url.template=/checkout http.response.status_code=502 status=error
+        t1:g c storefront server "POST /checkout" 12..390 http.method=POST http.route=/checkout http.status_code=502 status=error
+        t1:m g storefront internal "middleware - query" 13..14 http.route=/checkout
+        t1:h m storefront internal "request handler - /checkout" 15..380 http.route=/checkout
+        t1:k h storefront client POST 20..300 http.method=POST http.url=http://payments:8080/charge http.status_code=500
+        t1:p k {CHARGE_500}
+        "#
+        ),
+        expect![[r#"
+            failure test_pay callee_error on t1:p hop storefront -> payments "POST /charge" blamed payments
+              path t > c > g > k > p
+              collateral [c g k]
+              evidence http Some(500) rpc None message Some("ledger down") exception None client Some(280.0) server Some(278.0)
+              summary: payments answered POST /charge from storefront with HTTP 500 (`ledger down`); 1 test failed here
+            errors driver -> storefront: 1 {"callee_error": 1}
+              "POST /checkout": 1 {"callee_error": 1}
+            errors storefront -> payments: 1 {"callee_error": 1}
+              "POST /charge": 1 {"callee_error": 1}
+        "#]],
+    );
+}
+
 #[test]
 fn recorded_codes_decide_before_logged_errors() {
     // A 404 the test expected and a 200, both of which logged ERROR: the 404 stays a

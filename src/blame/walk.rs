@@ -1,7 +1,8 @@
 //! The origin walk of DESIGN's "Finding the origin": from a failing span down to the span where
 //! the failure started, and the critical path of a timeout down to the span that held the time.
-//! The walk follows the children in error, and, where none is, steps through calls into other
-//! services that recorded no outcome to a callee's span in error below them (DESIGN's "errors
+//! The walk follows the children in error (looking through the service's own layers that
+//! recorded nothing, such as a web framework's middleware spans), and, where none is, steps
+//! through calls into other services that recorded no outcome to a callee's span in error below them (DESIGN's "errors
 //! the instrumentation did not record"); those calls are listed, never counted as errors.
 //!
 //! Reads the forest only; classification is `classify`'s.
@@ -121,20 +122,12 @@ impl<'f, 'a> Walker<'f, 'a> {
         collateral: &mut Vec<SpanRef>,
     ) -> Option<Vec<SpanRef>> {
         let mut errors = Vec::new();
-        for c in self.below(r) {
-            if !self.visited.insert(c) {
-                continue;
-            }
+        let service = self.forest.span(r).service();
+        self.errors_below(r, service, 0, collateral, &mut errors);
+        errors.sort_by_key(|&(_, c)| {
             let s = self.forest.span(c);
-            if !semconv::in_error(s) {
-                continue;
-            }
-            if is_cancellation(s) {
-                self.errors_in(c, collateral);
-            } else {
-                errors.push((Vec::new(), c));
-            }
-        }
+            (s.start_ns, s.span_id)
+        });
         if let Some(path) = self.follow(errors, depth, collateral) {
             return Some(path);
         }
@@ -143,6 +136,45 @@ impl<'f, 'a> Walker<'f, 'a> {
             return Some(path);
         }
         self.may_be_origin(r).then(Vec::new)
+    }
+
+    /// The spans in error below `r`, with `r`'s service's own layers looked through: a span of
+    /// that service which is neither a call nor an answer and recorded no outcome (the
+    /// `middleware` and `request handler` spans Express's instrumentation puts between a server
+    /// span and the calls its handler makes) hides nothing, so the spans in error of the same
+    /// service under it count as `r`'s own. Through a layer, only that service's spans are
+    /// taken: a layer whose child is another service's span is an uninstrumented call, which
+    /// DESIGN does not cross (`gaps` says which calls are crossed).
+    fn errors_below(
+        &mut self,
+        r: SpanRef,
+        service: &str,
+        layers: usize,
+        collateral: &mut Vec<SpanRef>,
+        out: &mut Vec<(Vec<SpanRef>, SpanRef)>,
+    ) {
+        for c in self.below(r) {
+            let s = self.forest.span(c);
+            if layers > 0 && s.service() != service {
+                continue;
+            }
+            if !self.visited.insert(c) {
+                continue;
+            }
+            if semconv::in_error(s) {
+                if is_cancellation(s) {
+                    self.errors_in(c, collateral);
+                } else {
+                    out.push((Vec::new(), c));
+                }
+            } else if is_layer(s, service) {
+                if layers >= MAX_DEPTH {
+                    self.cut_short = true;
+                } else {
+                    self.errors_below(c, service, layers + 1, collateral, out);
+                }
+            }
+        }
     }
 
     /// Follows the first of `steps` (spans in error, each with the calls stepped through to
@@ -261,6 +293,15 @@ fn is_gap(from: &Span, call: &Span) -> bool {
         && call.attributes.first_str(semconv::DB_SYSTEM).is_none()
         && !semconv::recorded_outcome(call)
         && !semconv::in_error(call)
+}
+
+/// Whether `span` is a layer of `service`: its own span that neither calls nor answers
+/// (internal or of no kind) and recorded no outcome.
+fn is_layer(span: &Span, service: &str) -> bool {
+    matches!(span.kind, SpanKind::Internal | SpanKind::Unspecified)
+        && span.service() == service
+        && span.attributes.first_str(semconv::DB_SYSTEM).is_none()
+        && !semconv::recorded_outcome(span)
 }
 
 /// A timeout's critical path: from `from` down through the child that used up its parent's

@@ -30,6 +30,8 @@ pub struct DemoArgs {
     /// The store (default: a fresh temporary directory).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub cors: super::serve::CorsArgs,
 }
 
 /// Binds `preferred`, or a free port on the same host when it is taken.
@@ -70,6 +72,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // The server's own report context (the UI, the API, `/metrics`) judges coverage against the
     // same built-in manifest as the report printed below.
     config.builtin_manifest = Some(crate::coverage::demo_manifest());
+    config.cors_origins = args.cors.origins()?;
     let (grpc, g_std) = bind_or_free(config::DEFAULT_GRPC_ADDR).await?;
     let (http, h_std) = bind_or_free(config::DEFAULT_HTTP_ADDR).await?;
     let (ui, u_std) = bind_or_free(config::DEFAULT_UI_ADDR).await?;

@@ -167,6 +167,30 @@ pub enum BenchCommand {
         #[arg(long, value_name = "STORE", conflicts_with_all = ["spans", "runs", "keep"])]
         analyse: Option<std::path::PathBuf>,
     },
+    /// What expectations cost: per-trace results of a generated suite with ten expectations
+    /// (every rule, globs) against the same without, in turn, in memory and as the settle
+    /// worker computes them.
+    Expectations {
+        /// Spans to generate.
+        #[arg(long, default_value_t = 200_000)]
+        spans: usize,
+        /// Runs, each timing without and with in turn; the medians and the median of the runs'
+        /// ratios are reported.
+        #[arg(long, default_value_t = 9)]
+        runs: usize,
+        /// Keep the store in DIR/store and the ten expectations in DIR/tracecov.yaml (DIR new or
+        /// empty), for `--analyse`.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<std::path::PathBuf>,
+        /// Only compute every trace's results of the store in STORE, storing nothing (so it can
+        /// be repeated), and print the time: for timing with and without expectations as whole
+        /// processes, in turn.
+        #[arg(long, value_name = "STORE", conflicts_with_all = ["spans", "runs", "keep"])]
+        analyse: Option<std::path::PathBuf>,
+        /// With `--analyse`: judge the expectations of this manifest (none without).
+        #[arg(long, value_name = "FILE", requires = "analyse")]
+        manifest: Option<std::path::PathBuf>,
+    },
     /// The run page of a generated run rendered on the server, against its JSON report.
     Ui {
         /// Services in the generated run.
@@ -256,6 +280,20 @@ pub fn main() -> ExitCode {
                 tokio::task::spawn_blocking(move || match analyse {
                     Some(store) => crate::bench::logs::analyse(&store),
                     None => crate::bench::logs::run(spans, runs.max(1), keep.as_deref()),
+                })
+                .await??;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Bench(BenchCommand::Expectations {
+                spans,
+                runs,
+                keep,
+                analyse,
+                manifest,
+            }) => {
+                tokio::task::spawn_blocking(move || match analyse {
+                    Some(store) => crate::bench::expectations::analyse(&store, manifest.as_deref()),
+                    None => crate::bench::expectations::run(spans, runs.max(1), keep.as_deref()),
                 })
                 .await??;
                 Ok(ExitCode::SUCCESS)

@@ -65,6 +65,8 @@ pub struct RunArgs {
     pub manifest: Option<PathBuf>,
     #[command(flatten)]
     pub gate: super::verdicts::GateArgs,
+    #[command(flatten)]
+    pub cors: super::serve::CorsArgs,
     /// The test command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -143,6 +145,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             config.test_services = args.test_services.clone();
             config.token = token.clone();
             config.ingest_token = ingest_token.clone();
+            config.cors_origins = args.cors.origins()?;
             config.manifest = args.manifest.clone().or_else(|| {
                 let here = PathBuf::from("tracecov.yaml");
                 here.exists().then_some(here)
@@ -159,8 +162,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         http: super::client::api_client(token.as_ref().map(|t| t.0.as_str()))?,
     };
     let health = api.get("/api/health").await?;
-    let endpoint = health["otlp_http"]
+    // A deployment's instances advertise the Collector in front of them (`--advertise-otlp`):
+    // the command's spans go where every other exporter's go.
+    let endpoint = health["advertise_otlp"]
         .as_str()
+        .or_else(|| health["otlp_http"].as_str())
         .context("the server's /api/health names no otlp_http receiver")?
         .to_owned();
     let name = args.name.clone().or_else(ci_run_name);

@@ -124,8 +124,31 @@ pub struct ServeArgs {
     /// that destination and counted (tracecov_forward_dropped_spans_total).
     #[arg(long, env = "TRACECOV_FORWARD_QUEUE", default_value = "64MiB", value_parser = parse_size)]
     pub forward_queue: u64,
+    /// Join a deployment of instances sharing this PostgreSQL database
+    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE): runs are decided there (in progress:
+    /// results and history still stay in each instance's --data). Needs --instance-url.
+    #[arg(
+        long,
+        env = "TRACECOV_SHARED_DB",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub shared_db: Option<String>,
+    /// With --shared-db: this instance's UI/API address as the other instances reach it
+    /// (http(s)://HOST:PORT), its key in the shared database.
+    #[arg(long, env = "TRACECOV_INSTANCE_URL", value_name = "URL")]
+    pub instance_url: Option<String>,
+    /// The deployment's OTLP endpoint (the Collector in front of the instances), reported by
+    /// /api/health so that `tracecov run --server` hands it to its command.
+    #[arg(long, env = "TRACECOV_ADVERTISE_OTLP", value_name = "URL")]
+    pub advertise_otlp: Option<String>,
+    /// How often an instance of a deployment beats its heartbeat in the shared database.
+    #[arg(long, env = "TRACECOV_HEARTBEAT", default_value = "5s", value_parser = parse_duration_arg)]
+    pub heartbeat: Duration,
     #[command(flatten)]
     pub output: super::output::OutputArgs,
+    #[command(flatten)]
+    pub cors: CorsArgs,
     /// Test-only: delay every store commit, to exercise backpressure.
     #[arg(long, env = "TRACECOV_TEST_WRITER_DELAY", value_parser = parse_duration_arg, hide = true)]
     pub test_writer_delay: Option<Duration>,
@@ -136,6 +159,27 @@ pub struct ServeArgs {
     /// Test-only: how often a failure that goes on is summed up in the log (30s).
     #[arg(long, env = "TRACECOV_TEST_FAILURE_SUMMARY", value_parser = parse_duration_arg, hide = true)]
     pub test_failure_summary: Option<Duration>,
+}
+
+/// `--cors-origin`, on every command that runs a collector (`serve`, `run`, `demo`).
+#[derive(Debug, Clone, Args, Default)]
+pub struct CorsArgs {
+    /// An origin (`http://localhost:3000`) whose pages may export to the OTLP/HTTP receiver:
+    /// the OpenTelemetry web SDK's preflights are answered for it, with credentials; other
+    /// origins are refused. Repeatable.
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "TRACECOV_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+}
+
+impl CorsArgs {
+    pub fn origins(&self) -> anyhow::Result<crate::web::cors::CorsOrigins> {
+        Ok(crate::web::cors::CorsOrigins::new(&self.cors_origins)?)
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -156,8 +200,57 @@ pub(crate) fn secret(value: &Option<String>, flag: &str) -> anyhow::Result<Optio
     }
 }
 
+/// An `http://` or `https://` URL with a host, trailing slashes dropped; `flag` names it in the
+/// error.
+fn http_url(value: &str, flag: &str) -> anyhow::Result<String> {
+    let v = value.trim().trim_end_matches('/');
+    let rest = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("{flag} must be an http:// or https:// URL, not {value:?}")
+        })?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains('@') {
+        anyhow::bail!("{flag} must name a host (http://HOST:PORT), not {value:?}");
+    }
+    Ok(v.to_owned())
+}
+
 impl ServeArgs {
+    /// `--shared-db`, `--instance-url` and `--advertise-otlp`, checked together.
+    fn shared(&self) -> anyhow::Result<(Option<config::SharedDbConfig>, Option<String>)> {
+        let advertise_otlp = self
+            .advertise_otlp
+            .as_deref()
+            .map(|u| http_url(u, "--advertise-otlp"))
+            .transpose()?;
+        let shared = match (&self.shared_db, &self.instance_url) {
+            (None, None) => None,
+            (None, Some(_)) => anyhow::bail!(
+                "--instance-url is the address of an instance of a deployment: give --shared-db too"
+            ),
+            (Some(_), None) => anyhow::bail!(
+                "--shared-db needs --instance-url: the address (http://HOST:PORT of the UI and \
+                 API) the other instances reach this one at"
+            ),
+            (Some(url), Some(instance)) => {
+                crate::shared::parse_url(url).map_err(anyhow::Error::msg)?;
+                if self.heartbeat.is_zero() {
+                    anyhow::bail!("--heartbeat must be longer than 0");
+                }
+                Some(config::SharedDbConfig {
+                    url: config::Secret(url.trim().to_owned()),
+                    instance_url: http_url(instance, "--instance-url")?,
+                    heartbeat_every: self.heartbeat,
+                })
+            }
+        };
+        Ok((shared, advertise_otlp))
+    }
+
     pub fn to_config(&self) -> anyhow::Result<ServeConfig> {
+        let (shared, advertise_otlp) = self.shared()?;
         let max_body_bytes = usize::try_from(self.max_body)
             .ok()
             .filter(|b| *b > 0)
@@ -241,6 +334,9 @@ impl ServeArgs {
                 }),
                 _ => None,
             },
+            shared,
+            advertise_otlp,
+            cors_origins: self.cors.origins()?,
         })
     }
 }
@@ -264,6 +360,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     for f in &config.forward {
         banner.push_str(&format!("  forward    {}\n", f.target));
+    }
+    if let Some(shared) = &server.shared {
+        banner.push_str(&format!(
+            "  shared db  {} as {}\n",
+            shared.target(),
+            shared.instance_url()
+        ));
+    }
+    if let Some(otlp) = &config.advertise_otlp {
+        banner.push_str(&format!("  advertised OTLP {otlp}\n"));
     }
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {

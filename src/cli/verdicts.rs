@@ -350,8 +350,8 @@ pub async fn bug(args: BugCmd) -> anyhow::Result<ExitCode> {
                     crate::blame::bug::attach(&spans, &ctx.report.redactor, &mut file)?;
                 }
                 Ok(match format {
-                    BugFormat::Markdown => crate::blame::bug::bug_markdown(&bug),
-                    BugFormat::Json => crate::blame::bug::bug_json(&bug),
+                    BugFormat::Markdown => bug.markdown(),
+                    BugFormat::Json => bug.json(),
                 })
             })
             .await??

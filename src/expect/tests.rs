@@ -282,3 +282,73 @@ fn a_trace_with_no_test_is_judged_as_itself() {
     };
     check(fixture, &[for_tests], expect![""]);
 }
+
+/// The traces of a real program (`tests/it/n_plus_one.rs`: a HotROD-like `driver` looking up
+/// eleven drivers in `redis` one after another on one route, all at once on another), as the
+/// OpenTelemetry Rust SDK exported them. The offending spans are named by service, kind and
+/// name: the fixture gets new ids whenever it is written again.
+#[test]
+fn n_plus_one_in_recorded_traces_is_the_sequential_lookups_only() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/otlp-json/hotrod-n-plus-one.jsonl");
+    let mut spans = Vec::new();
+    crate::import::import_file(&path, None, &mut |batch: Vec<Span>| {
+        spans.extend(batch);
+        Ok(())
+    })
+    .unwrap();
+    let forest = Forest::build(&spans);
+    let graph = analyze_forest(&forest, &crate::graph::AnalysisOptions::default());
+    let lookups = |e: Expectation| Expectation {
+        callee: glob("redis"),
+        operation: glob("GET /drivers/{id}"),
+        ..e
+    };
+    let expectations = [
+        // Only the first selects redis's other operation too: it is grouped apart.
+        Expectation {
+            callee: glob("redis"),
+            repeated: Some(5),
+            ..named("no N+1")
+        },
+        lookups(Expectation {
+            calls: Some(Bounds {
+                min: None,
+                max: Some(10),
+            }),
+            ..named("bounded fan-out")
+        }),
+        // All at once: not even two lookups in a row.
+        lookups(Expectation {
+            tests: glob("*parallel"),
+            repeated: Some(1),
+            ..named("parallel lookups")
+        }),
+    ];
+    let by_id: std::collections::HashMap<SpanId, &Span> =
+        spans.iter().map(|s| (s.span_id, s)).collect();
+    let got: Vec<String> = evaluate(&expectations, &forest, &graph)
+        .iter()
+        .map(|v| {
+            let span = by_id[&SpanId::from_bytes(v.span_id).unwrap()];
+            format!(
+                "{} | test {} | {} {:?} {:?} | hop {} | expected {} | observed {}",
+                v.expectation,
+                v.test.as_deref().unwrap_or("-"),
+                span.service(),
+                span.kind,
+                span.name,
+                v.hop
+                    .as_ref()
+                    .map_or("-".to_owned(), |(a, b, c)| format!("{a} -> {b} {c}")),
+                v.expected,
+                v.observed
+            )
+        })
+        .collect();
+    expect![[r#"
+        bounded fan-out | test test_dispatch_parallel | driver Client "GET /drivers/{id}" | hop driver -> redis GET /drivers/{id} | expected at most 10 calls | observed 11 calls
+        bounded fan-out | test test_dispatch_sequential | driver Client "GET /drivers/{id}" | hop driver -> redis GET /drivers/{id} | expected at most 10 calls | observed 11 calls
+        no N+1 | test test_dispatch_sequential | driver Server "GET /dispatch/sequential" | hop driver -> redis GET /drivers/{id} | expected at most 5 calls one after another | observed 11 calls one after another
+    "#]].assert_eq(&(got.join("\n") + "\n"));
+}

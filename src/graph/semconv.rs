@@ -160,12 +160,17 @@ pub fn peer_address(attrs: &Attributes) -> Option<(&str, Option<u16>)> {
 }
 
 /// The address a server span answered on: `server.address`/`server.port`, legacy
-/// `net.host.name`/`net.host.port`, else `http.host` (`host` or `host:port`).
+/// `net.host.name`/`net.host.port`, else `http.host` (`host` or `host:port`). The address
+/// attribute may carry the port itself: Python's WSGI instrumentation under Werkzeug (Flask's
+/// development server) sets `net.host.name` to `127.0.0.1:5000`, and taking that whole as the
+/// host left every call to the service unresolved, a second `ext:` node beside it.
 pub fn served_address(attrs: &Attributes) -> Option<(&str, Option<u16>)> {
-    if let Some(host) = attrs.first_str(HOST_ADDRESS) {
+    if let Some(address) = attrs.first_str(HOST_ADDRESS) {
+        let (host, embedded) = split_host_port(address);
         let port = attrs
             .first_int(HOST_PORT)
-            .and_then(|p| u16::try_from(p).ok());
+            .and_then(|p| u16::try_from(p).ok())
+            .or(embedded);
         return Some((host, port));
     }
     attrs.str(HTTP_HOST).map(split_host_port)
@@ -314,6 +319,22 @@ pub fn operation(server: Option<&Span>, client: Option<&Span>, buf: &mut String)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_served_address_that_carries_its_port_is_split() {
+        // Flask under Werkzeug, by Python's WSGI instrumentation (legacy names).
+        let mut attrs = Attributes::new();
+        attrs.push("net.host.name", "127.0.0.1:45111");
+        attrs.push("net.host.port", 45111_i64);
+        assert_eq!(served_address(&attrs), Some(("127.0.0.1", Some(45111))));
+        let mut attrs = Attributes::new();
+        attrs.push("server.address", "shop.internal:8080");
+        assert_eq!(served_address(&attrs), Some(("shop.internal", Some(8080))));
+        let mut attrs = Attributes::new();
+        attrs.push("server.address", "fe80::1");
+        attrs.push("server.port", 9000_i64);
+        assert_eq!(served_address(&attrs), Some(("fe80::1", Some(9000))));
+    }
 
     #[test]
     fn host_port_forms() {

@@ -69,6 +69,10 @@ pub fn window(
         (None, Some(run)) => run.suite.clone(),
         (None, None) => query::resolve_run(reader, "latest")?.suite,
     };
+    query::mirror_runs(
+        reader,
+        crate::results::RunLookup::Suite(&suite, last.min(MAX_LAST)),
+    )?;
     let until = until
         .filter(|r| r.suite == suite)
         .map(|r| (r.created_ns, r.id.as_str()));
@@ -104,8 +108,16 @@ pub fn digests(
 ) -> Result<Vec<RunDigest>, QueryError> {
     let fp = fingerprint(&ctx.analysis);
     let mut out = Vec::with_capacity(runs.len());
+    // One of a deployment's instances: a run's rollup moves when any instance publishes its
+    // share, which this store's stamps do not see, so digests are made for each question and
+    // never kept (keeping them in the shared database is left for later).
+    let shared = reader.deployment().is_some();
     for run in runs {
-        let (stamp, stored) = reader.with_conn(|c| load(c, &run.id, fp))?;
+        let (stamp, stored) = if shared {
+            (0, None)
+        } else {
+            reader.with_conn(|c| load(c, &run.id, fp))?
+        };
         if let Some(d) = stored {
             out.push(d);
             continue;
@@ -117,7 +129,12 @@ pub fn digests(
             continue;
         }
         let pending = reader.with_conn(|c| settle::count_pending(c, &run.id, &ctx.analysis))?;
-        out.push(make(reader, &run.id, ctx, (pending == 0).then_some(stamp))?);
+        out.push(make(
+            reader,
+            &run.id,
+            ctx,
+            (pending == 0 && !shared).then_some(stamp),
+        )?);
     }
     Ok(out)
 }
@@ -183,6 +200,10 @@ pub fn digest_pass(
     limit: usize,
     stop: &AtomicBool,
 ) -> Result<usize, QueryError> {
+    if reader.deployment().is_some() {
+        // Digests are not kept in a deployment (see `digests`).
+        return Ok(0);
+    }
     let fp = fingerprint(&ctx.analysis);
     let stale: Vec<(String, i64)> = reader.with_conn(|c| {
         let mut stmt = c.prepare_cached(

@@ -67,6 +67,8 @@ pub struct Exporter {
     /// The request memory budget and each listener's connections (a server's; none in tests
     /// that build an exporter alone).
     limits: Option<Limits>,
+    /// The shared database's health (`serve --shared-db`).
+    shared_db: Option<Arc<crate::shared::DbHealth>>,
 }
 
 /// What bounds a server's intake, for its health series.
@@ -101,7 +103,14 @@ impl Exporter {
             cached: tokio::sync::Mutex::new(None),
             build_failures: AtomicU64::new(0),
             limits: None,
+            shared_db: None,
         }
+    }
+
+    /// Adds the shared database's health to the health series.
+    pub fn with_shared_db(mut self, health: Arc<crate::shared::DbHealth>) -> Self {
+        self.shared_db = Some(health);
+        self
     }
 
     /// Adds the server's intake bounds to the health series.
@@ -140,6 +149,20 @@ impl Exporter {
         health::register_forwarding(&mut registry, &self.forward);
         if let Some(limits) = &self.limits {
             health::register_limits(&mut registry, limits);
+        }
+        if let Some(db) = &self.shared_db {
+            gauge(
+                &mut registry,
+                "tracecov_shared_db_up",
+                "1 while the shared database (--shared-db) answers, 0 while it is degraded",
+                if db.degraded().is_none() { 1.0 } else { 0.0 },
+            );
+            counter(
+                &mut registry,
+                "tracecov_shared_db_failures",
+                "Attempts to reach the shared database that failed",
+                db.failures(),
+            );
         }
         gauge(
             &mut registry,

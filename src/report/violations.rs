@@ -22,35 +22,36 @@ pub struct Violation {
     pub link: String,
 }
 
+/// One violation as the report writes it, redacted and linked; none when its ids are not valid
+/// ones (all zeros).
+pub fn violation(v: &crate::expect::Violation, opts: &ReportOptions) -> Option<Violation> {
+    let r = &opts.redactor;
+    let trace = crate::model::TraceId::from_bytes(v.trace_id).ok()?;
+    let span = crate::model::SpanId::from_bytes(v.span_id).ok()?;
+    Some(Violation {
+        expectation: r.text(&v.expectation),
+        test: v.test.as_deref().map(|t| r.text(t)),
+        trace_id: trace.to_hex(),
+        span_id: span.to_hex(),
+        hop: v
+            .hop
+            .as_ref()
+            .map(|(caller, callee, operation)| FailureHop {
+                caller: r.text(caller),
+                callee: r.text(callee),
+                operation: r.text(operation),
+            }),
+        expected: r.text(&v.expected),
+        observed: r.text(&v.observed),
+        summary: r.text(&v.summary()),
+        link: opts.links.render(trace, span),
+    })
+}
+
 /// The report's violations from the run's, redacted and linked, in a stable order (expectation,
 /// test, trace, span).
 pub fn violations(list: &[crate::expect::Violation], opts: &ReportOptions) -> Vec<Violation> {
-    let r = &opts.redactor;
-    let mut out: Vec<Violation> = list
-        .iter()
-        .filter_map(|v| {
-            let trace = crate::model::TraceId::from_bytes(v.trace_id).ok()?;
-            let span = crate::model::SpanId::from_bytes(v.span_id).ok()?;
-            Some(Violation {
-                expectation: r.text(&v.expectation),
-                test: v.test.as_deref().map(|t| r.text(t)),
-                trace_id: trace.to_hex(),
-                span_id: span.to_hex(),
-                hop: v
-                    .hop
-                    .as_ref()
-                    .map(|(caller, callee, operation)| FailureHop {
-                        caller: r.text(caller),
-                        callee: r.text(callee),
-                        operation: r.text(operation),
-                    }),
-                expected: r.text(&v.expected),
-                observed: r.text(&v.observed),
-                summary: r.text(&v.summary()),
-                link: opts.links.render(trace, span),
-            })
-        })
-        .collect();
+    let mut out: Vec<Violation> = list.iter().filter_map(|v| violation(v, opts)).collect();
     out.sort_by(|a, b| {
         (&a.expectation, &a.test, &a.trace_id, &a.span_id).cmp(&(
             &b.expectation,

@@ -19,6 +19,7 @@
 //!   fingerprint: results are derived data, so a new version or another configuration is
 //!   recomputed from the spans, never migrated.
 
+pub mod deployment;
 mod merge;
 pub mod rollup;
 pub mod seen;
@@ -35,6 +36,7 @@ use crate::blame::{self, ErrorClass};
 use crate::graph::{self, AnalysisOptions, Forest, NodeKind, Target, TestOutcome, semconv};
 use crate::model::{Span, SpanId, SpanKind, TraceId};
 
+pub use deployment::{Deployment, RunLookup};
 pub use merge::{NamedHop, merge, trace_hops};
 pub use rollup::Rollup;
 

@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::store::StoreError;
+use crate::store::{Reader, StoreError};
 
+use super::deployment::ExampleRow as RecordedExample;
 use super::{Counts, HopRecord, TargetRecord, TraceResult};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +59,10 @@ fn facts(r: &TraceResult) -> BTreeSet<Vec<u8>> {
     out
 }
 
-/// The latest trace per (hop fact, run) among results being stored, written once per batch.
+/// The example per (hop fact, run) among results being stored, written once per batch: the
+/// best by (a test named, trace id, span id), so that which trace is the example does not
+/// depend on the order traces settled in, nor on which instance of a deployment holds it
+/// (`query::attach_examples` picks among runs by the same order).
 #[derive(Debug, Default)]
 pub(crate) struct Examples(BTreeMap<(Vec<u8>, String), ExampleRow>);
 
@@ -82,15 +86,29 @@ impl Examples {
                 .filter(|(trace, _)| *trace == r.trace_id)
                 .and_then(|(_, s)| r.tests.iter().find(|t| t.span_id == *s))
                 .map(|t| t.name.clone());
-            self.0
-                .insert((key, run.to_owned()), (r.trace_id, span, test));
+            let candidate = (r.trace_id, span, test);
+            let rank = |(trace, span, test): &ExampleRow| (test.is_some(), *trace, *span);
+            match self.0.entry((key, run.to_owned())) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(candidate);
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    if rank(&candidate) > rank(e.get()) {
+                        e.insert(candidate);
+                    }
+                }
+            }
         }
     }
 
     pub(crate) fn write(self, conn: &Connection) -> Result<(), StoreError> {
         let mut put = conn.prepare_cached(
-            "INSERT OR REPLACE INTO seen_examples (fact, run_id, trace_id, span_id, test)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO seen_examples (fact, run_id, trace_id, span_id, test)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (fact, run_id) DO UPDATE SET trace_id = excluded.trace_id,
+               span_id = excluded.span_id, test = excluded.test
+             WHERE (excluded.test IS NOT NULL, excluded.trace_id, excluded.span_id)
+                 > (seen_examples.test IS NOT NULL, seen_examples.trace_id, seen_examples.span_id)",
         )?;
         for ((fact, run), (trace, span, test)) in self.0 {
             put.execute(params![fact, run, &trace[..], &span[..], test])?;
@@ -118,6 +136,20 @@ pub struct Example {
 /// Every recorded example whose run is not one of `runs`, each as a one-hop result (named like
 /// any trace's hops, with the address map of everything seen).
 pub fn examples_outside(conn: &Connection, runs: &[String]) -> Result<Vec<Example>, StoreError> {
+    Ok(examples_of(local_examples(conn)?, runs))
+}
+
+/// `examples_outside` over the whole deployment when the store is one of many: this
+/// instance's examples and the others' (`results::deployment`).
+pub fn examples_outside_all(reader: &Reader, runs: &[String]) -> Result<Vec<Example>, StoreError> {
+    let mut rows = reader.with_conn(local_examples)?;
+    if let Some(d) = reader.deployment() {
+        rows.extend(d.others_examples()?);
+    }
+    Ok(examples_of(rows, runs))
+}
+
+fn local_examples(conn: &Connection) -> Result<Vec<RecordedExample>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT fact, run_id, trace_id, span_id, test FROM seen_examples")?;
     let rows = stmt.query_map([], |r| {
@@ -129,9 +161,13 @@ pub fn examples_outside(conn: &Connection, runs: &[String]) -> Result<Vec<Exampl
             r.get::<_, Option<String>>(4)?,
         ))
     })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn examples_of(rows: Vec<RecordedExample>, runs: &[String]) -> Vec<Example> {
     let mut out = Vec::new();
     for row in rows {
-        let (fact, run_id, trace, span, test) = row?;
+        let (fact, run_id, trace, span, test) = row;
         if runs.contains(&run_id) {
             continue;
         }
@@ -167,7 +203,7 @@ pub fn examples_outside(conn: &Connection, runs: &[String]) -> Result<Vec<Exampl
             test,
         });
     }
-    Ok(out)
+    out
 }
 
 fn empty(trace_id: [u8; 16]) -> TraceResult {
@@ -254,12 +290,31 @@ pub(crate) fn forget(conn: &Connection, old: &TraceResult) -> Result<(), StoreEr
 /// Every fact seen, as one result to merge: its services, learned addresses and one hop per
 /// distinct (caller, callee, operation).
 pub fn as_result(conn: &Connection) -> Result<TraceResult, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT fact FROM seen")?;
+    Ok(result_of_facts(local_facts(conn)?))
+}
+
+/// `as_result` over the whole deployment when the store is one of many: the facts this
+/// instance's results hold and those the others' hold, each once.
+pub fn everything_seen(reader: &Reader) -> Result<TraceResult, StoreError> {
+    let mut facts: BTreeSet<Vec<u8>> = reader.with_conn(local_facts)?.into_iter().collect();
+    if let Some(d) = reader.deployment() {
+        facts.extend(d.others_facts()?);
+    }
+    Ok(result_of_facts(facts))
+}
+
+/// The facts of `seen`, in key order.
+fn local_facts(conn: &Connection) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT fact FROM seen ORDER BY fact")?;
     let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn result_of_facts(facts: impl IntoIterator<Item = Vec<u8>>) -> TraceResult {
     // Any valid id: the merged graph's hops are only read for their edges and interfaces.
     let mut r = empty([0xff; 16]);
-    for row in rows {
-        let Ok(fact) = postcard::from_bytes::<Fact>(&row?) else {
+    for row in facts {
+        let Ok(fact) = postcard::from_bytes::<Fact>(&row) else {
             continue;
         };
         match fact {
@@ -287,5 +342,5 @@ pub fn as_result(conn: &Connection) -> Result<TraceResult, StoreError> {
             }
         }
     }
-    Ok(r)
+    r
 }

@@ -35,7 +35,7 @@ const MAX_COMPONENT: usize = 64;
 pub(crate) const BATCH_TRACES: usize = 8192;
 
 /// Spans of unlinked traces analysed together.
-const BATCH_SPANS: usize = 20_000;
+pub(crate) const BATCH_SPANS: usize = 20_000;
 
 /// What the worker reports (`/metrics`).
 #[derive(Debug, Default)]
@@ -229,22 +229,25 @@ pub fn rollup_of(
         let _ = c.execute_batch("COMMIT");
         out
     })?;
-    match rollup {
-        Some(r) => Ok(r),
+    let mut total = match rollup {
+        Some(r) => r,
         None => {
             tracing::warn!(runs = ?run_ids, "a stored rollup is out of step with its results; merging the results instead");
             let mut traces = Vec::new();
             for run in run_ids {
                 traces.extend(reader.with_conn(|c| traces_in_run(c, run))?);
             }
-            Ok(Rollup::of_all(&results_of(
-                reader,
-                &traces,
-                opts,
-                store_settled_before,
-            )?))
+            Rollup::of_all(&results_of(reader, &traces, opts, store_settled_before)?)
+        }
+    };
+    // One of many instances: this one's share, just brought up to date, and the others'
+    // published shares (`results::deployment`).
+    if let Some(d) = reader.deployment() {
+        for other in d.others_rollups(run_ids, fp)? {
+            total.add(&other);
         }
     }
+    Ok(total)
 }
 
 /// The traces of a run (`""`: of no run).
@@ -1103,6 +1106,6 @@ pub fn everything(
         .map(|(id, _, _)| id)
         .collect();
     let mut out = results_of(reader, &pending, opts, store_settled_before)?;
-    out.push(reader.with_conn(super::seen::as_result)?);
+    out.push(super::seen::everything_seen(reader)?);
     Ok(out)
 }

@@ -145,6 +145,7 @@ fn recorded_traces_merge_to_the_whole_run_report() {
         "zipkin-lens/smartthings-mobile-web-install.json",
         "zipkin-lens/yelp.json",
         "otlp-json/spec-example.json",
+        "otlp-json/hotrod-n-plus-one.jsonl",
     ];
     let mut all = Vec::new();
     for name in names {

@@ -18,6 +18,12 @@
 //! Key design decision: assignment runs on the writer thread as a commit hook with its own
 //! connection, so it is decided in arrival order and before the export is acknowledged, without
 //! the span store knowing runs exist.
+//!
+//! Who decides is a `RunRegistry`: `EmbeddedRuns` (these tables, in the assignment's own
+//! transaction: one process, the default) or `shared::SharedRuns` (PostgreSQL, shared by the
+//! instances of a deployment, `serve --shared-db`). Either way the decision is recorded here
+//! too, where everything else reads runs; `POST /api/runs` and its close go through the same
+//! registry.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -103,7 +109,8 @@ impl RunKind {
             RunKind::Import => "import",
         }
     }
-    fn parse(s: &str) -> Self {
+    /// The kind a stored name stands for (an unknown name reads as explicit).
+    pub(crate) fn parse(s: &str) -> Self {
         match s {
             "ci" => RunKind::Ci,
             "auto" => RunKind::Auto,
@@ -220,7 +227,7 @@ pub fn init_schema(conn: &Connection) -> Result<(), StoreError> {
 }
 
 /// A new run id: time-ordered and unique within this process and across restarts.
-fn new_run_id(now_ns: u64) -> String {
+pub(crate) fn new_run_id(now_ns: u64) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed) & 0xfff;
@@ -493,20 +500,205 @@ pub fn looks_like_test(span: &Span, test_services: &[String]) -> bool {
         || test_services.iter().any(|s| s == span.service())
 }
 
-/// What one batch says about one trace.
-#[derive(Default)]
-struct TraceFacts {
-    explicit_run: Option<String>,
-    ci_run: Option<String>,
-    has_test: bool,
+/// What one commit's spans say about one trace: what a `RunRegistry` decides its run from.
+#[derive(Debug, Clone)]
+pub struct TraceFacts {
+    pub trace_id: TraceId,
+    /// `tracecov.run.id` on a resource.
+    pub explicit_run: Option<String>,
+    /// `cicd.pipeline.run.id` on a resource or a span.
+    pub ci_run: Option<String>,
+    /// A span of the trace marks a test case.
+    pub has_test: bool,
     /// `tracecov.suite`, and the CI pipeline's name, from the resources.
-    suite: SuiteNames,
+    pub suite: SuiteNames,
+}
+
+impl TraceFacts {
+    fn new(trace_id: TraceId) -> Self {
+        Self {
+            trace_id,
+            explicit_run: None,
+            ci_run: None,
+            has_test: false,
+            suite: SuiteNames::default(),
+        }
+    }
+}
+
+/// A trace's run as a registry decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    pub run: String,
+    /// Named by the spans' own id (`tracecov.run.id`, `cicd.pipeline.run.id`): an implicit
+    /// decision (the open run, an automatic run) never moves the trace again.
+    pub explicit: bool,
+    /// The trace stays in the run the embedded store already has it in: only times move.
+    pub kept: bool,
+}
+
+/// Where runs are opened and closed and where an arriving trace's run is decided: the embedded
+/// store's own tables (`EmbeddedRuns`, one process, the default) or a database every instance
+/// of a deployment shares (`shared::SharedRuns`, `serve --shared-db`).
+///
+/// Whatever decides, the decision is also recorded in the embedded store (`trace_runs`, and the
+/// run's row in `runs`), in the transaction `RunAssigner` passes as `local`: everything that
+/// reads runs (reports, settling, rollups, the API) reads them there. Calls block; they are made
+/// on the writer thread (`decide`) and on the blocking pool (`open_run`, `close_run`).
+pub trait RunRegistry: Send + Sync {
+    /// The run of each trace of `traces` (in order; `None`: no run, background traffic),
+    /// decided in DESIGN's order (see the module's doc) and made to exist, with the runs it
+    /// names copied into `local`.
+    fn decide(
+        &self,
+        local: &rusqlite::Transaction<'_>,
+        traces: &[TraceFacts],
+        now_ns: u64,
+    ) -> Result<Vec<Option<Assigned>>, StoreError>;
+
+    /// Opens a run (`POST /api/runs`), known to `local` when this returns.
+    fn open_run(
+        &self,
+        local: &Connection,
+        name: &str,
+        kind: RunKind,
+        suite: &SuiteNames,
+        now_ns: u64,
+    ) -> Result<Run, StoreError>;
+
+    /// Closes a run (`POST /api/runs/{id}/close`); `None` when no such run.
+    fn close_run(
+        &self,
+        local: &Connection,
+        id: &str,
+        now_ns: u64,
+    ) -> Result<Option<Run>, StoreError>;
+}
+
+/// The embedded store decides: runs live in its own tables, decided in the assignment's
+/// transaction. Exactly the single-process behaviour.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmbeddedRuns;
+
+impl RunRegistry for EmbeddedRuns {
+    fn decide(
+        &self,
+        local: &rusqlite::Transaction<'_>,
+        traces: &[TraceFacts],
+        now_ns: u64,
+    ) -> Result<Vec<Option<Assigned>>, StoreError> {
+        traces
+            .iter()
+            .map(|f| decide_embedded(local, f, now_ns))
+            .collect()
+    }
+
+    fn open_run(
+        &self,
+        local: &Connection,
+        name: &str,
+        kind: RunKind,
+        suite: &SuiteNames,
+        now_ns: u64,
+    ) -> Result<Run, StoreError> {
+        create_run(local, name, kind, suite, now_ns)
+    }
+
+    fn close_run(
+        &self,
+        local: &Connection,
+        id: &str,
+        now_ns: u64,
+    ) -> Result<Option<Run>, StoreError> {
+        close_run(local, id, now_ns)
+    }
+}
+
+/// One trace's run, decided in the embedded store: an explicit id wins, else the trace keeps
+/// the run it has, else the single open run, else an automatic run for a test trace.
+fn decide_embedded(
+    tx: &rusqlite::Transaction<'_>,
+    f: &TraceFacts,
+    now_ns: u64,
+) -> Result<Option<Assigned>, StoreError> {
+    let key = &f.trace_id.as_bytes()[..];
+    let current: Option<(String, bool)> = tx
+        .query_row(
+            "SELECT run_id, explicit FROM trace_runs WHERE trace_id = ?1",
+            params![key],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)),
+        )
+        .optional()?;
+    let (run_id, explicit) = match (&f.explicit_run, &f.ci_run) {
+        (Some(id), _) => (ensure_run_id(tx, id, now_ns)?, true),
+        (None, Some(ci)) => (ensure_ci_run(tx, ci, now_ns)?, true),
+        (None, None) => match &current {
+            Some((run, _)) => (run.clone(), false),
+            None => match single_open_explicit(tx)? {
+                Some(run) => (run, false),
+                None if f.has_test => (auto_run(tx, now_ns)?, false),
+                None => return Ok(None),
+            },
+        },
+    };
+    name_suite(tx, &run_id, &f.suite)?;
+    let keep_current = matches!(&current, Some((_, true))) && !explicit
+        || matches!(&current, Some((run, _)) if *run == run_id);
+    Ok(Some(match current {
+        Some((run, was_explicit)) if keep_current => Assigned {
+            run,
+            explicit: was_explicit,
+            kept: true,
+        },
+        _ => Assigned {
+            run: run_id,
+            explicit,
+            kept: false,
+        },
+    }))
+}
+
+/// Records a decided run of a trace in the embedded store and moves the run's `last_ns`.
+fn record(
+    tx: &rusqlite::Transaction<'_>,
+    trace_id: TraceId,
+    assigned: &Assigned,
+    now_ns: u64,
+) -> Result<(), StoreError> {
+    let key = &trace_id.as_bytes()[..];
+    if assigned.kept {
+        tx.execute(
+            "UPDATE trace_runs SET last_ns = ?2 WHERE trace_id = ?1",
+            params![key, now_ns as i64],
+        )?;
+    } else {
+        // A trace whose results were stored under another run (or none: its assignment waited
+        // for the shared database while it settled) has them computed again, which moves its
+        // contribution to its run's rollup.
+        let before: Option<String> = tx
+            .prepare_cached("SELECT run_id FROM trace_runs WHERE trace_id = ?1")?
+            .query_row(params![key], |r| r.get(0))
+            .optional()?;
+        if before.as_deref() != Some(assigned.run.as_str()) {
+            tx.prepare_cached("UPDATE trace_results SET received_ns = -1 WHERE trace_id = ?1")?
+                .execute(params![key])?;
+        }
+        tx.execute(
+            "INSERT INTO trace_runs (trace_id, run_id, explicit, last_ns) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (trace_id) DO UPDATE SET run_id = excluded.run_id,
+               explicit = excluded.explicit, last_ns = excluded.last_ns",
+            params![key, assigned.run, assigned.explicit as i64, now_ns as i64],
+        )?;
+    }
+    touch_run(tx, &assigned.run, now_ns)
 }
 
 /// Assigns arriving traces to runs; runs on the writer thread as a commit hook.
 pub struct RunAssigner {
     conn: Connection,
     test_services: Vec<String>,
+    /// Where runs are decided: the embedded store unless `serve --shared-db`.
+    registry: std::sync::Arc<dyn RunRegistry>,
     /// Failures of `after_commit`, said once and summed up while they last.
     failing: Outage,
 }
@@ -596,15 +788,24 @@ impl RunAssigner {
         Ok(Self {
             conn,
             test_services,
+            registry: std::sync::Arc::new(EmbeddedRuns),
             failing: Outage::new(outage::SUMMARY_EVERY),
         })
+    }
+
+    /// Decides runs through `registry` instead of the embedded store alone.
+    pub fn with_registry(mut self, registry: std::sync::Arc<dyn RunRegistry>) -> Self {
+        self.registry = registry;
+        self
     }
 
     /// Records the runs of the traces in `spans`, which just arrived at `now_ns`.
     pub fn assign(&mut self, spans: &[&Span], now_ns: u64) -> Result<(), StoreError> {
         let mut facts: HashMap<TraceId, TraceFacts> = HashMap::new();
         for span in spans {
-            let f = facts.entry(span.trace_id).or_default();
+            let f = facts
+                .entry(span.trace_id)
+                .or_insert_with(|| TraceFacts::new(span.trace_id));
             if f.explicit_run.is_none() {
                 f.explicit_run = span.resource.attributes.str(RUN_ID_ATTR).map(str::to_owned);
             }
@@ -625,6 +826,10 @@ impl RunAssigner {
                 f.suite.ci_job = resource.str(CI_PIPELINE_NAME_ATTR).map(str::to_owned);
             }
         }
+        // In trace id order: a shared registry locks its rows in this order, so two instances
+        // deciding overlapping batches do not deadlock.
+        let mut facts: Vec<TraceFacts> = facts.into_values().collect();
+        facts.sort_by_key(|f| f.trace_id);
         // A commit that failed for want of room may have left its transaction open.
         if !self.conn.is_autocommit() {
             self.conn.execute_batch("ROLLBACK")?;
@@ -633,55 +838,69 @@ impl RunAssigner {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for (trace_id, f) in facts {
-            let key = &trace_id.as_bytes()[..];
+        let decided = self.registry.decide(&tx, &facts, now_ns)?;
+        for (f, assigned) in facts.iter().zip(decided) {
             // Done with this trace once this transaction commits.
             tx.execute(
                 "DELETE FROM pending_assignments WHERE trace_id = ?1",
-                params![key],
+                params![&f.trace_id.as_bytes()[..]],
             )?;
-            let current: Option<(String, bool)> = tx
-                .query_row(
-                    "SELECT run_id, explicit FROM trace_runs WHERE trace_id = ?1",
-                    params![key],
-                    |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)),
-                )
-                .optional()?;
-            let (run_id, explicit) = match (&f.explicit_run, &f.ci_run) {
-                (Some(id), _) => (ensure_run_id(&tx, id, now_ns)?, true),
-                (None, Some(ci)) => (ensure_ci_run(&tx, ci, now_ns)?, true),
-                (None, None) => match &current {
-                    Some((run, _)) => (run.clone(), false),
-                    None => match single_open_explicit(&tx)? {
-                        Some(run) => (run, false),
-                        None if f.has_test => (auto_run(&tx, now_ns)?, false),
-                        None => continue,
-                    },
-                },
-            };
-            name_suite(&tx, &run_id, &f.suite)?;
-            let keep_current = matches!(&current, Some((_, true))) && !explicit
-                || matches!(&current, Some((run, _)) if *run == run_id);
-            if keep_current {
-                let run = current.map(|c| c.0).unwrap_or(run_id);
-                tx.execute(
-                    "UPDATE trace_runs SET last_ns = ?2 WHERE trace_id = ?1",
-                    params![key, now_ns as i64],
-                )?;
-                touch_run(&tx, &run, now_ns)?;
-                continue;
+            if let Some(assigned) = assigned {
+                record(&tx, f.trace_id, &assigned, now_ns)?;
             }
-            tx.execute(
-                "INSERT INTO trace_runs (trace_id, run_id, explicit, last_ns) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (trace_id) DO UPDATE SET run_id = excluded.run_id,
-                   explicit = excluded.explicit, last_ns = excluded.last_ns",
-                params![key, run_id, explicit as i64, now_ns as i64],
-            )?;
-            touch_run(&tx, &run_id, now_ns)?;
         }
         tx.commit()?;
         Ok(())
     }
+}
+
+/// A run as a shared registry holds it, to be copied into the embedded store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRow {
+    pub id: String,
+    pub name: String,
+    pub kind: RunKind,
+    pub ci_run_id: Option<String>,
+    pub created_ns: u64,
+    pub closed_ns: Option<u64>,
+    pub last_ns: u64,
+    pub suite: Option<String>,
+    pub ci_job: Option<String>,
+}
+
+/// Copies a run decided elsewhere into the embedded store, so that everything reading runs
+/// there finds it: later times win, a close is kept, a suite once named stays.
+pub fn mirror_run(local: &Connection, run: &RunRow) -> Result<(), StoreError> {
+    if let Some(ci) = &run.ci_run_id {
+        // The shared database's run of a CI id is the one: a local run made while the store
+        // was used alone lets go of the id.
+        local
+            .prepare_cached("UPDATE runs SET ci_run_id = NULL WHERE ci_run_id = ?1 AND id <> ?2")?
+            .execute(params![ci, run.id])?;
+    }
+    local
+        .prepare_cached(
+            "INSERT INTO runs (id, name, kind, ci_run_id, created_ns, closed_ns, last_ns, suite, ci_job)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
+               ci_run_id = excluded.ci_run_id,
+               closed_ns = COALESCE(runs.closed_ns, excluded.closed_ns),
+               last_ns = MAX(runs.last_ns, excluded.last_ns),
+               suite = COALESCE(runs.suite, excluded.suite),
+               ci_job = COALESCE(runs.ci_job, excluded.ci_job)",
+        )?
+        .execute(params![
+            run.id,
+            run.name,
+            run.kind.as_str(),
+            run.ci_run_id,
+            run.created_ns as i64,
+            run.closed_ns.map(|v| v as i64),
+            run.last_ns as i64,
+            run.suite,
+            run.ci_job
+        ])?;
+    Ok(())
 }
 
 /// Fills in what the spans say of `run`'s suite where nothing said it before: `--suite` (or a

@@ -54,6 +54,9 @@ pub enum StoreError {
     Corrupt(#[from] CorruptRow),
     #[error("the store is closed")]
     Closed,
+    /// The shared database (`serve --shared-db`) failed or could not be reached.
+    #[error("{0}")]
+    Shared(String),
     #[error(
         "the store in {path} has format version {found}, this tracecov reads version {expected}; \
          move it aside or point --data elsewhere"
@@ -899,6 +902,10 @@ struct ReaderInner {
     pool: Mutex<Vec<Connection>>,
     /// Decoded resources by row id: they never change once written.
     resources: Mutex<HashMap<i64, Arc<Resource>>>,
+    /// The other instances of the deployment this store's server belongs to (`serve
+    /// --shared-db`), set once at start. Carried by the reader because every question goes
+    /// through it: `results` and `query` add what the others hold without a new parameter.
+    deployment: std::sync::OnceLock<Arc<dyn crate::results::Deployment>>,
 }
 
 /// Readers kept open for reuse; more may be open at once, the rest are closed after use.
@@ -911,8 +918,20 @@ impl Reader {
                 path: db_path(dir),
                 pool: Mutex::new(Vec::new()),
                 resources: Mutex::new(HashMap::new()),
+                deployment: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Makes this reader (and its clones) answer for the whole deployment. Set once; a later
+    /// call is ignored.
+    pub fn set_deployment(&self, deployment: Arc<dyn crate::results::Deployment>) {
+        let _ = self.inner.deployment.set(deployment);
+    }
+
+    /// The deployment this store belongs to, when it is one of many.
+    pub fn deployment(&self) -> Option<&Arc<dyn crate::results::Deployment>> {
+        self.inner.deployment.get()
     }
 
     /// Runs `f` with a pooled read connection. Blocking: call from a blocking context.

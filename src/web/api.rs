@@ -31,6 +31,12 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        // The deployment's database not answering is an outage the client may wait out, not a
+        // fault of this store.
+        if let StoreError::Shared(problem) = &e {
+            tracing::warn!(error = %problem, "a question needing the shared database failed");
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, problem.clone());
+        }
         tracing::error!(error = %e, "store read failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
     }
@@ -59,7 +65,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// 200 while serving: a store that refuses writes (a full disk) is `"status": "degraded"`, since
-/// the server still answers, and exports get retryable refusals until it recovers by itself.
+/// the server still answers, and exports get retryable refusals until it recovers by itself. So
+/// is a shared database (`--shared-db`) that does not answer: exports are still acknowledged
+/// (their spans are durable here) and their runs assigned once it is back. `advertise_otlp` is
+/// the deployment's OTLP endpoint, when `--advertise-otlp` names one. Under `shared_db`,
+/// `unpublished` counts this instance's result changes not yet in the shared database and
+/// `unassigned` its traces whose run waits for it.
 pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
     let counters = &state.queue_counters;
     let failures = counters
@@ -80,13 +91,52 @@ pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
             }),
         ),
     };
-    Json(serde_json::json!({
+    let mut body = serde_json::json!({
         "status": status,
         "otlp_grpc": state.addrs.grpc.to_string(),
         "otlp_http": state.addrs.otlp_http_url(),
         "ui": state.addrs.ui_url(),
         "store": store,
-    }))
+    });
+    if let Some(otlp) = &state.config.advertise_otlp {
+        body["advertise_otlp"] = otlp.clone().into();
+    }
+    if let Some(db) = &state.shared {
+        let failures = db.health().failures();
+        // Counted now rather than as of the publisher's last pass, so that "nothing waits" is
+        // true when said: a change stays counted until PostgreSQL has committed it.
+        let reader = state.reader.clone();
+        let (unpublished, unassigned) =
+            tokio::task::spawn_blocking(move || crate::shared::publish::backlog(&reader))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or((db.health().unpublished(), db.health().unassigned()));
+        body["shared_db"] = match db.health().degraded() {
+            None => serde_json::json!({
+                "status": "ok",
+                "database": db.target(),
+                "instance_url": db.instance_url(),
+                "failures": failures,
+                "unpublished": unpublished,
+                "unassigned": unassigned,
+            }),
+            Some(d) => {
+                body["status"] = "degraded".into();
+                serde_json::json!({
+                    "status": "degraded",
+                    "database": db.target(),
+                    "instance_url": db.instance_url(),
+                    "problem": d.problem,
+                    "failing_since_unix_nano": d.since_ns,
+                    "failures": failures,
+                    "unpublished": unpublished,
+                    "unassigned": unassigned,
+                })
+            }
+        };
+    }
+    Json(body)
 }
 
 pub async fn stats(State(state): State<AppState>) -> Result<Json<crate::store::Stats>, ApiError> {

@@ -6,6 +6,7 @@
 
 mod api;
 pub mod auth;
+pub mod cors;
 pub mod diff;
 pub mod exposure;
 mod history;

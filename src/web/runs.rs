@@ -48,12 +48,13 @@ pub async fn open(
         ci_job: clean(body.ci_job),
     };
     let reader = state.reader.clone();
+    let registry = state.runs.clone();
     let quiet = state.config.settle;
     let run = blocking(move || {
         let now = now_ns();
         let name = name.unwrap_or_else(|| format!("run-{}", now / 1_000_000_000));
         let run =
-            reader.with_conn(|c| runs::create_run(c, &name, RunKind::Explicit, &suite, now))?;
+            reader.with_conn(|c| registry.open_run(c, &name, RunKind::Explicit, &suite, now))?;
         Ok(RunStatus::new(run, now, quiet))
     })
     .await?;
@@ -65,6 +66,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<RunStatus>>,
     let quiet = state.config.settle;
     let runs = blocking(move || {
         let now = now_ns();
+        query::mirror_runs(&reader, crate::results::RunLookup::All)?;
         Ok(reader
             .with_conn(runs::list_runs)?
             .into_iter()
@@ -95,12 +97,13 @@ pub async fn close(
     Path(id): Path<String>,
 ) -> Result<Json<RunStatus>, ApiError> {
     let reader = state.reader.clone();
+    let registry = state.runs.clone();
     let quiet = state.config.settle;
     let run = blocking(move || {
         let run = query::resolve_run(&reader, &id)?;
         let now = now_ns();
         let closed = reader
-            .with_conn(|c| runs::close_run(c, &run.id, now))?
+            .with_conn(|c| registry.close_run(c, &run.id, now))?
             .ok_or_else(|| QueryError::NoSuchRun(id.clone()))?;
         Ok(RunStatus::new(closed, now, quiet))
     })

@@ -135,14 +135,10 @@ pub async fn bug(
     let ctx = state.report.clone();
     let (bug, _) = blocking(move || Ok(query::bug(&reader, trace, span, &ctx)?)).await?;
     Ok(match format.as_str() {
-        "json" => (
-            [(header::CONTENT_TYPE, "application/json")],
-            crate::blame::bug::bug_json(&bug),
-        )
-            .into_response(),
+        "json" => ([(header::CONTENT_TYPE, "application/json")], bug.json()).into_response(),
         _ => (
             [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
-            crate::blame::bug::bug_markdown(&bug),
+            bug.markdown(),
         )
             .into_response(),
     })

@@ -353,8 +353,14 @@ async fn inventory_slow_exceeds_the_grpc_deadline() {
         s.service() == "inventory" && s.kind == SpanKind::Server
     });
     assert_eq!(server.parent_span_id, Some(call.span_id));
-    // The callee held the call until the caller gave up; it saw the cancellation.
-    assert!(server.duration_ns() >= call.duration_ns() * 9 / 10);
+    // The callee held the call until the caller gave up (it ended no earlier than the caller's
+    // span, give or take the caller's own bookkeeping; under load the server span may start
+    // late, so its duration is no measure); it saw the cancellation.
+    assert!(
+        server.end_ns + 20_000_000 >= call.end_ns,
+        "the inventory ended {} ms before the gateway gave up",
+        (call.end_ns - server.end_ns) / 1_000_000
+    );
     assert_eq!(attr(server, "rpc.response.status_code"), Some("CANCELLED"));
     assert_ne!(server.status.code, StatusCode::Error);
     run.server.shutdown().await.unwrap();

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tracecov::demo::{self, Fault};
 
 use crate::common::TestServer;
@@ -135,9 +135,112 @@ async fn a_double_charge_breaks_calls_max_one_while_every_test_passes() {
         "{metrics}"
     );
 
-    // The run page lists them.
+    // The run page lists them, each with its bug report.
     let (status, page) = server.get_text("/runs/doubled").await;
     assert_eq!(status, 200);
     assert!(page.contains("id=\"violations\""), "{page}");
+
+    bug_reports_of_a_violation(&server, &violations[0]).await;
     server.stop().await;
+}
+
+async fn bug(server: &TestServer, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_tracecov"))
+        .arg("bug")
+        .args(args)
+        .args(["--server", &server.addrs.ui_url()])
+        .output()
+        .await
+        .unwrap()
+}
+
+/// `tracecov bug TRACE --span SPAN` on a violation's span: the violation's report object with
+/// `run` and `path` (from the test's span down to the offending one), Markdown saying what was
+/// expected and what happened, and the span outlined in the trace's waterfall.
+async fn bug_reports_of_a_violation(server: &TestServer, v: &Value) {
+    let (trace, span) = (
+        v["trace_id"].as_str().unwrap(),
+        v["span_id"].as_str().unwrap(),
+    );
+    let out = bug(server, &[trace, "--span", span, "--format", "json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let mut json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["run"]["name"], "doubled");
+    let path: Vec<String> = json["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(path.last().map(String::as_str), Some(span), "{json:#}");
+    // The path starts at the test's span and goes down, parent to child, through checkout.
+    let spans = server.trace(trace).await["spans"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let by_id = |id: &str| {
+        spans
+            .iter()
+            .find(|s| s["span_id"] == id)
+            .unwrap_or_else(|| panic!("no span {id}"))
+            .clone()
+    };
+    let top = by_id(&path[0]);
+    assert_eq!(
+        top["attributes"]["test.case.name"], v["test"],
+        "the path starts at the test's span: {top:#}"
+    );
+    for pair in path.windows(2) {
+        assert_eq!(by_id(&pair[1])["parent_span_id"], pair[0].as_str());
+    }
+    assert!(
+        path.len() >= 3,
+        "test -> checkout server -> charge: {path:?}"
+    );
+    let obj = json.as_object_mut().unwrap();
+    obj.remove("run");
+    obj.remove("path");
+    assert_eq!(&json, v, "the violation's object exactly as in the report");
+
+    // Without --span, a trace that holds no failure answers with its violation.
+    let out = bug(server, &[trace, "--format", "json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first["expectation"], v["expectation"]);
+
+    let out = bug(server, &[trace, "--span", span]).await;
+    assert!(out.status.success(), "{out:?}");
+    let md = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "broke the expectation \"checkout charges once\" at checkout -> payments (POST /charge)",
+        "| Expected | at most 1 call |",
+        "| Observed | 2 calls |",
+        "— **expectation broken here**",
+        "```mermaid",
+    ] {
+        assert!(md.contains(want), "{want:?} in\n{md}");
+    }
+
+    // The waterfall outlines the offending span and links the bug report; the bug page renders.
+    let (status, page) = server
+        .get_text(&format!("/traces/{trace}?span={span}"))
+        .await;
+    assert_eq!(status, 200);
+    let row = page
+        .find(&format!("data-span=\"{span}\""))
+        .expect("the offending span's row");
+    let opening = &page[page[..row].rfind("<details").unwrap()..row];
+    assert!(opening.contains("violated"), "{opening}");
+    assert!(page.contains(&format!("/traces/{trace}/bug?span={span}")));
+    let (status, page) = server
+        .get_text(&format!("/traces/{trace}/bug?span={span}"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("expectation broken here"), "{page}");
+
+    // The test's own span holds neither a failure nor a violation: exit 2, said plainly.
+    let out = bug(server, &[trace, "--span", &path[0]]).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nor a broken expectation on it"), "{err}");
 }

@@ -165,3 +165,133 @@ async fn a_half_sent_export_is_timed_out() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     server.stop().await;
 }
+
+/// `--cors-origin`: a browser page on an allowed origin gets its preflight answered (the exact
+/// origin, credentials, the headers it asked for) and can read its export's answer; any other
+/// origin is refused at the preflight and at the export; a preflight needs no ingest token
+/// while the export still does; clients without `Origin` are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_exports_are_let_in_from_the_allowed_origins_only() {
+    const PAGE: &str = "http://localhost:5173";
+    let server = TestServer::start_with(|c| {
+        c.cors_origins = tracecov::web::cors::CorsOrigins::new(&[PAGE.to_owned()]).unwrap();
+        c.ingest_token = Some(tracecov::config::Secret("s3cret".into()));
+    })
+    .await;
+    let url = server.traces_url();
+    let preflight = |origin: &str| {
+        server
+            .http
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin.to_owned())
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+    };
+    let header = |resp: &reqwest::Response, name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let resp = preflight(PAGE).send().await.unwrap();
+    assert_eq!(resp.status(), 204, "{:?}", resp.text().await);
+    assert_eq!(
+        header(&resp, "access-control-allow-origin").as_deref(),
+        Some(PAGE)
+    );
+    assert_eq!(
+        header(&resp, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert!(
+        header(&resp, "access-control-allow-methods")
+            .unwrap()
+            .contains("POST")
+    );
+    assert_eq!(
+        header(&resp, "access-control-allow-headers").as_deref(),
+        Some("authorization,content-type")
+    );
+
+    let resp = preflight("http://attacker.example").send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(header(&resp, "access-control-allow-origin"), None);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("--cors-origin"),
+        "{body}"
+    );
+
+    let body = |span: &str| {
+        serde_json::json!({"resourceSpans": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "web"}}]},
+            "scopeSpans": [{"spans": [{
+                "traceId": "5af7651916cd43dd8448eb211c80319c", "spanId": span,
+                "name": "documentLoad", "kind": 1,
+                "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000005000000"
+            }]}]
+        }]})
+        .to_string()
+    };
+    let export = |origin: Option<&str>, token: bool| {
+        let span = if origin.is_some() {
+            "5000000000000001"
+        } else {
+            "5000000000000002"
+        };
+        let mut req = server
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body(span));
+        if let Some(o) = origin {
+            req = req.header("origin", o.to_owned());
+        }
+        if token {
+            req = req.header("authorization", "Bearer s3cret");
+        }
+        req
+    };
+    // From the page, with its token: accepted, and readable by it.
+    let resp = export(Some(PAGE), true).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    assert_eq!(
+        header(&resp, "access-control-allow-origin").as_deref(),
+        Some(PAGE)
+    );
+    // The token is still required of an allowed origin.
+    let resp = export(Some(PAGE), false).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    // Another origin cannot export even with the token (a leaked one in a page elsewhere).
+    let resp = export(Some("http://attacker.example"), true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // An SDK outside a browser sends no Origin: as before.
+    let resp = export(None, true).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let stats = server.wait_for_spans(2).await;
+    assert_eq!(stats["spans"], 2, "{stats}");
+    server.stop().await;
+}
+
+/// A value that is not an origin is refused before anything starts, saying what one looks like.
+#[test]
+fn a_bad_cors_origin_is_refused_with_what_an_origin_is() {
+    for (bad, says) in [
+        ("*", "name each origin"),
+        ("http://localhost:3000/app", "no path"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracecov"))
+            .args(["demo", "--exit", "--cors-origin", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--cors-origin") && err.contains(says), "{err}");
+    }
+}

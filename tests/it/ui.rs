@@ -953,3 +953,71 @@ async fn the_waterfall_shows_a_spans_log_records_redacted() {
     );
     server.stop().await;
 }
+
+/// The demo under `payments:double-charge` (every test passes; the demo manifest's "checkout
+/// charges once" breaks): the run page lists the violation, its waterfall link opens the trace
+/// with the second charge outlined dashed and marked, and its bug report says what was expected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waterfall_outlines_the_span_that_broke_an_expectation() {
+    let server = TestServer::start_with(|c| {
+        c.test_services = vec![demo::TEST_SERVICE.into()];
+        c.builtin_manifest = Some(tracecov::coverage::demo_manifest());
+    })
+    .await;
+    let report = demo_run(&server, "doubled", vec![Fault::PaymentsDoubleCharge]).await;
+    let violation = report["violations"][0].clone();
+    let span = violation["span_id"].as_str().unwrap().to_owned();
+    let ui = server.addrs.ui_url();
+    tokio::task::block_in_place(|| {
+        let browser = Browser::launch();
+        let mut page = Page::open(&browser);
+        page.goto(&format!("{ui}/runs/doubled"));
+        assert!(
+            page.eval("document.querySelectorAll('#violations tbody tr').length")
+                .as_u64()
+                .unwrap()
+                >= 1
+        );
+        page.click_and_wait("#violations tbody tr a");
+        assert!(page.url().contains(&span), "{}", page.url());
+        let row = page.eval(&format!(
+            "(() => {{ const d = document.querySelector('details.wf-row[data-span=\"{span}\"]'); \
+             if (!d) return null; const s = getComputedStyle(d.querySelector('summary')); \
+             return [d.className, s.outlineStyle, d.querySelector('summary').innerText]; }})()"
+        ));
+        assert!(
+            row[0].as_str().unwrap().contains("violated"),
+            "the row is not marked: {row}"
+        );
+        // Selected too (the link's span), whose solid outline wins: the mark still says it.
+        assert!(
+            row[2].as_str().unwrap().contains("expectation broken"),
+            "{row}"
+        );
+        page.goto(&format!(
+            "{ui}/traces/{}",
+            violation["trace_id"].as_str().unwrap()
+        ));
+        let style = page.eval(&format!(
+            "getComputedStyle(document.querySelector('details.wf-row[data-span=\"{span}\"] > summary')).outlineStyle"
+        ));
+        assert_eq!(style, "dashed", "the offending span is outlined dashed");
+        page.screenshot("trace-violation");
+        page.click_and_wait("#trace-violations a[href*='/bug']");
+        let h1 = page.eval("document.querySelector('h1').innerText");
+        let h1 = h1.as_str().unwrap();
+        assert!(
+            h1.contains("broke the expectation") && h1.contains("checkout charges once"),
+            "{h1}"
+        );
+        let facts = page.eval("document.getElementById('bug-facts').innerText");
+        assert!(
+            facts.as_str().unwrap().contains("at most 1 call")
+                && facts.as_str().unwrap().contains("2 calls"),
+            "{facts}"
+        );
+        page.screenshot("bug-violation");
+        page.assert_nothing_injected("violation bug page");
+    });
+    server.stop().await;
+}

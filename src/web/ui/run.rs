@@ -179,7 +179,10 @@ fn violations(report: &Report) -> Markup {
                             } }
                             td { (v.expected) }
                             td.st-failing { (v.observed) }
-                            td { a href=(href::trace(&v.trace_id, Some(&v.span_id))) { "waterfall" } }
+                            td {
+                                a href=(href::trace(&v.trace_id, Some(&v.span_id))) { "waterfall" } " · "
+                                a.bug-link href=(href::bug(&v.trace_id, &v.span_id)) { "bug report" }
+                            }
                         }
                     }
                 }

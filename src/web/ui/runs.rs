@@ -85,6 +85,7 @@ pub async fn page(State(state): State<AppState>) -> Result<Page, UiError> {
     let cache = state.ui.clone();
     blocking(move || {
         let now = now_ns();
+        crate::query::mirror_runs(&reader, crate::results::RunLookup::All)?;
         let all = reader.with_conn(runs::list_runs)?;
         cache.keep_only(all.iter().take(ANALYSED_RUNS).map(|r| r.id.as_str()));
         let mut rows = Vec::with_capacity(all.len());

@@ -144,10 +144,23 @@ fn trace_view_renders_hostile_spans_as_text_and_highlights_the_placed_span() {
     let mut failure = generated_report(6, 30).failures[0].clone();
     failure.span_id = child.to_hex();
     failure.summary = IMG.to_owned();
+    // The root broke an expectation: outlined, its violation listed with a bug-report link.
+    let violation = crate::report::violations::Violation {
+        expectation: IMG.to_owned(),
+        test: Some(BREAKOUT.to_owned()),
+        trace_id: trace.to_hex(),
+        span_id: root.to_hex(),
+        hop: None,
+        expected: "at least 1 call".to_owned(),
+        observed: "0 calls".to_owned(),
+        summary: format!("{IMG} expected at least 1 call, observed 0 calls"),
+        link: String::new(),
+    };
     let detail = TraceDetail {
         spans: vec![a, b],
         run: None,
         failures: vec![failure],
+        violations: vec![violation],
         hops: Vec::new(),
     };
     let html = super::trace::render(trace, &detail, Some(child)).into_string();
@@ -156,6 +169,14 @@ fn trace_view_renders_hostile_spans_as_text_and_highlights_the_placed_span() {
         .find("class=\"wf-row placed selected\"")
         .expect("the placed span is highlighted and selected");
     assert!(html[placed..].contains("data-span=\"00f067aa0ba902b7\""));
+    let violated = html
+        .find("class=\"wf-row violated\"")
+        .expect("the span that broke the expectation is outlined");
+    assert!(html[violated..].contains("data-span=\"b7ad6b7169203331\""));
+    assert!(
+        html.contains("/traces/0af7651916cd43dd8448eb211c80319c/bug?span=b7ad6b7169203331"),
+        "the violation links its bug report"
+    );
 }
 
 #[test]
@@ -180,6 +201,7 @@ fn trace_view_lists_a_spans_log_records_and_marks_the_error_evidence() {
         spans: vec![span],
         run: None,
         failures: Vec::new(),
+        violations: Vec::new(),
         hops: Vec::new(),
     };
     let html = super::trace::render(trace, &detail, None).into_string();

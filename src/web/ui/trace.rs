@@ -1,6 +1,7 @@
 //! The trace view (`/traces/{trace_id}?span=SPAN`), the page tracecov's default trace links open:
 //! a waterfall of the trace's spans in tree order, coloured by service, with hops marked, the
-//! span each failure is placed on and its collateral errors highlighted, the `?span=` span
+//! span each failure is placed on and its collateral errors highlighted, the spans that broke an
+//! expectation of the manifest outlined (dashed), the `?span=` span
 //! selected and opened, and every span's attributes, events, links and log records — redacted —
 //! in a `<details>` that opens on click.
 //!
@@ -132,6 +133,7 @@ pub(super) fn render(id: TraceId, d: &TraceDetail, selected: Option<SpanId>) -> 
         .iter()
         .flat_map(|f| f.collateral.iter().map(String::as_str))
         .collect();
+    let violated: HashSet<&str> = d.violations.iter().map(|v| v.span_id.as_str()).collect();
     // A hop is marked on the span that answered it, or on the calling span when none answered.
     let mut hops: HashMap<SpanId, &TraceHop> = HashMap::new();
     for h in &d.hops {
@@ -169,6 +171,18 @@ pub(super) fn render(id: TraceId, d: &TraceDetail, selected: Option<SpanId>) -> 
                     }
                 }
             }
+            @if !d.violations.is_empty() {
+                div #trace-violations {
+                    @for v in &d.violations {
+                        p.warnbox {
+                            span.badge.mark.violated { "broken expectation" } " "
+                            (layout::prose(&v.summary)) " "
+                            a href=(href::trace(&hex, Some(&v.span_id))) { "show the span" } " · "
+                            a href=(href::bug(&v.trace_id, &v.span_id)) { "bug report" }
+                        }
+                    }
+                }
+            }
             div.legend {
                 @for s in &services { span { span.svc-dot style={ "--svc:" (colour(s)) } {} (s) } }
             }
@@ -176,6 +190,9 @@ pub(super) fn render(id: TraceId, d: &TraceDetail, selected: Option<SpanId>) -> 
                 span { span.mark.placed { "failure placed here" } }
                 span { span.mark.collateral { "collateral" } " an error on the way down, not a failure of its own" }
                 span { span.mark.error { "error" } " in error" }
+                @if !d.violations.is_empty() {
+                    span { span.mark.violated { "expectation broken" } " a span that broke an expectation (dashed outline)" }
+                }
                 span { span.hop { "hop a → b" } " a call across a boundary" }
                 span { span.mark.log-error { "✗ log" } " a log record that is error evidence (ERROR or above, or an exception)" }
             }
@@ -195,6 +212,7 @@ pub(super) fn render(id: TraceId, d: &TraceDetail, selected: Option<SpanId>) -> 
                     (row(&spans[*i], *depth, start, total, colour(spans[*i].service()),
                         placed.contains(&spans[*i].span_id.to_hex()),
                         collateral.contains(spans[*i].span_id.to_hex().as_str()),
+                        violated.contains(spans[*i].span_id.to_hex().as_str()),
                         selected == Some(spans[*i].span_id),
                         hops.get(&spans[*i].span_id).copied()))
                 }
@@ -212,6 +230,7 @@ fn row(
     colour: &str,
     placed: bool,
     collateral: bool,
+    violated: bool,
     selected: bool,
     hop: Option<&TraceHop>,
 ) -> Markup {
@@ -224,6 +243,9 @@ fn row(
     }
     if collateral {
         class.push_str(" collateral");
+    }
+    if violated {
+        class.push_str(" violated");
     }
     if selected {
         class.push_str(" selected");
@@ -239,6 +261,7 @@ fn row(
                     // The marks come first: a long name is cut off at the end, never them.
                     @if placed { span.mark.placed { "failure placed here" } " " }
                     @if collateral { span.mark.collateral { "collateral" } " " }
+                    @if violated { span.mark.violated { "expectation broken" } " " }
                     @if error && !placed && !collateral { span.mark.error { "error" } " " }
                     span.svc { (s.service()) } " "
                     span.span-name { (s.name) }

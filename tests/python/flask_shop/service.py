@@ -2,8 +2,8 @@
 which emit the legacy HTTP attribute names (http.method, http.status_code, http.url) by default.
 
 Usage: service.py orders PORT BILLING_URL | service.py billing PORT
-`billing` fails POST /charge with HTTP 500 and refuses GET /secure with 401 (the injected faults);
-`orders` calls billing and answers 502 when billing fails.
+`billing` answers GET /prices, fails POST /charge with HTTP 500 and refuses GET /secure with 401
+(the injected faults); `orders` calls billing and answers 502 when billing fails.
 """
 
 import signal
@@ -28,6 +28,10 @@ FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
 RequestsInstrumentor().instrument(tracer_provider=provider)
 
 if name == "billing":
+
+    @app.get("/prices")
+    def prices():
+        return jsonify(tea=3, cake=5)
 
     @app.post("/charge")
     def charge():

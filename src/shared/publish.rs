@@ -1,0 +1,535 @@
+//! Publishing this instance's results to the shared database: its share of every run's rollup
+//! (with the test cases), the facts its results hold and their examples, and each trace's
+//! stored result with where its spans are (`trace_results`, `trace_instances`).
+//!
+//! Key design decisions:
+//! - Results are computed and stored in the embedded store exactly as in a single process (the
+//!   settle worker, readers, retention), and published afterwards: an export is acknowledged
+//!   when its spans are durable locally, and a database that does not answer only delays
+//!   publication. What is not published yet is recorded durably in the embedded store, in the
+//!   very transaction that changes it: SQLite triggers on `rollup_stamps` (moved by every
+//!   rewrite of a rollup), `trace_results`, `seen` and `seen_examples` append the changed key to
+//!   `shared_outbox`. The publisher reads a batch of keys, reads their current values, writes
+//!   them in one PostgreSQL transaction, and only then deletes those outbox rows (by id, so a
+//!   change made meanwhile stays queued). A crash or an outage leaves the rows; publishing again
+//!   is idempotent (current values replace whatever was there).
+//! - Triggers rather than calls in `results::settle`: every path that writes results (the
+//!   settle worker, a reader storing what it computed, retention, `--history-age`) is covered
+//!   without each knowing about the deployment, and a store used alone carries no outbox
+//!   (`uninstall` at the start of a serve without `--shared-db`).
+//! - Whole values, not deltas: an instance's share of a rollup is rewritten whole when it
+//!   changed (at most once a pass, whatever number of traces settled), so PostgreSQL never sums
+//!   under concurrency and a lost or repeated publication cannot count anything twice.
+//!
+//! Must not: make an export or a settle pass wait for PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio_util::sync::CancellationToken;
+
+use super::{SharedDb, SharedError};
+use crate::ingest::IngestQueue;
+use crate::results::settle;
+use crate::store::{Reader, StoreError};
+
+/// How often the publisher looks for changes.
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+
+/// Outbox rows published per PostgreSQL transaction.
+const BATCH: i64 = 2_000;
+
+const TRIGGERS: &[(&str, &str, &str)] = &[
+    // (name, event on table, what it queues)
+    (
+        "shared_outbox_rollup_insert",
+        "AFTER INSERT ON rollup_stamps",
+        "('rollup', NULL, new.run_id, new.fingerprint)",
+    ),
+    (
+        "shared_outbox_rollup_update",
+        "AFTER UPDATE ON rollup_stamps",
+        "('rollup', NULL, new.run_id, new.fingerprint)",
+    ),
+    (
+        "shared_outbox_rollup_delete",
+        "AFTER DELETE ON rollup_stamps",
+        "('rollup', NULL, old.run_id, old.fingerprint)",
+    ),
+    (
+        "shared_outbox_trace_insert",
+        "AFTER INSERT ON trace_results",
+        "('trace', new.trace_id, NULL, NULL)",
+    ),
+    (
+        "shared_outbox_trace_update",
+        "AFTER UPDATE ON trace_results",
+        "('trace', new.trace_id, NULL, NULL)",
+    ),
+    (
+        "shared_outbox_trace_delete",
+        "AFTER DELETE ON trace_results",
+        "('trace', old.trace_id, NULL, NULL)",
+    ),
+    (
+        "shared_outbox_fact_insert",
+        "AFTER INSERT ON seen",
+        "('fact', new.fact, NULL, NULL)",
+    ),
+    (
+        "shared_outbox_fact_update",
+        "AFTER UPDATE ON seen",
+        "('fact', new.fact, NULL, NULL)",
+    ),
+    (
+        "shared_outbox_fact_delete",
+        "AFTER DELETE ON seen",
+        "('fact', old.fact, NULL, NULL)",
+    ),
+    (
+        "shared_outbox_example_insert",
+        "AFTER INSERT ON seen_examples",
+        "('example', new.fact, new.run_id, NULL)",
+    ),
+    (
+        "shared_outbox_example_update",
+        "AFTER UPDATE ON seen_examples",
+        "('example', new.fact, new.run_id, NULL)",
+    ),
+    (
+        "shared_outbox_example_delete",
+        "AFTER DELETE ON seen_examples",
+        "('example', old.fact, old.run_id, NULL)",
+    ),
+];
+
+/// Makes the embedded store record what it changes for publication. The first time for this
+/// instance and database (or after it published elsewhere), everything the store holds is
+/// queued. Blocking.
+pub fn install(conn: &Connection, instance: &str, target: &str) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let out = (|| {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS shared_outbox (
+                 id     INTEGER PRIMARY KEY,
+                 kind   TEXT NOT NULL,
+                 key    BLOB,
+                 run    TEXT,
+                 fp     INTEGER
+             );
+             CREATE TABLE IF NOT EXISTS shared_published_to (
+                 instance  TEXT NOT NULL,
+                 target    TEXT NOT NULL
+             );",
+        )?;
+        for (name, event, row) in TRIGGERS {
+            conn.execute_batch(&format!(
+                "CREATE TRIGGER IF NOT EXISTS {name} {event} BEGIN
+                   INSERT INTO shared_outbox (kind, key, run, fp) VALUES {row};
+                 END;"
+            ))?;
+        }
+        let known: Option<(String, String)> = conn
+            .query_row(
+                "SELECT instance, target FROM shared_published_to",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if known.as_ref().map(|(i, t)| (i.as_str(), t.as_str())) != Some((instance, target)) {
+            // Another instance name or database: everything is published again.
+            conn.execute_batch(
+                "DELETE FROM shared_outbox;
+                 INSERT INTO shared_outbox (kind, run, fp)
+                   SELECT 'rollup', run_id, fingerprint FROM run_rollups;
+                 INSERT INTO shared_outbox (kind, key) SELECT 'trace', trace_id FROM trace_results;
+                 INSERT INTO shared_outbox (kind, key) SELECT 'fact', fact FROM seen;
+                 INSERT INTO shared_outbox (kind, key, run)
+                   SELECT 'example', fact, run_id FROM seen_examples;
+                 DELETE FROM shared_published_to;",
+            )?;
+            conn.execute(
+                "INSERT INTO shared_published_to (instance, target) VALUES (?1, ?2)",
+                params![instance, target],
+            )?;
+        }
+        Ok(())
+    })();
+    match out {
+        Ok(()) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Stops recording changes for publication (a serve without `--shared-db`): a store used alone
+/// keeps no outbox. Its next `install` publishes everything again. Blocking.
+pub fn uninstall(conn: &Connection) -> Result<(), StoreError> {
+    let installed: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'shared_outbox')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !installed {
+        return Ok(());
+    }
+    let mut sql = String::from("BEGIN IMMEDIATE;");
+    for (name, _, _) in TRIGGERS {
+        sql.push_str(&format!("DROP TRIGGER IF EXISTS {name};"));
+    }
+    sql.push_str(
+        "DROP TABLE IF EXISTS shared_outbox; DROP TABLE IF EXISTS shared_published_to; COMMIT;",
+    );
+    conn.execute_batch(&sql).inspect_err(|_| {
+        let _ = conn.execute_batch("ROLLBACK");
+    })?;
+    Ok(())
+}
+
+/// A rollup share's current value: the rollup and its test cases, encoded; `None` once gone.
+type Share = Option<(Vec<u8>, Vec<u8>)>;
+/// A trace's stored result: fingerprint, received, the result encoded.
+type StoredResult = Option<(i64, i64, Vec<u8>)>;
+/// An example's trace, span and test.
+type ExampleValue = Option<(Vec<u8>, Vec<u8>, Option<String>)>;
+/// An outbox row: id, kind, key, run, fingerprint.
+type Queued = (i64, String, Option<Vec<u8>>, Option<String>, Option<i64>);
+
+/// One batch of changes with their current values.
+#[derive(Default)]
+struct Batch {
+    /// The last outbox row read: rows up to it are done once the batch is published.
+    last: i64,
+    rows: usize,
+    /// (run, fingerprint, (rollup, test cases) or gone)
+    rollups: Vec<(String, i64, Share)>,
+    /// (trace, (fingerprint, received, result) or gone, last received while stored)
+    traces: Vec<(Vec<u8>, StoredResult, Option<i64>)>,
+    facts: Vec<(Vec<u8>, Option<i64>)>,
+    /// (fact, run, (trace, span, test) or gone)
+    examples: Vec<(Vec<u8>, String, ExampleValue)>,
+}
+
+/// The test cases of a rollup as published: postcard of [((trace, span), (name, failed))].
+pub(super) type PublishedTests = Vec<(([u8; 16], [u8; 8]), (String, bool))>;
+
+fn read_batch(conn: &Connection) -> Result<Batch, StoreError> {
+    // One read transaction: a rollup and its test cases as of one moment.
+    conn.execute_batch("BEGIN")?;
+    let out = read_batch_in(conn);
+    let _ = conn.execute_batch("COMMIT");
+    out
+}
+
+fn read_batch_in(conn: &Connection) -> Result<Batch, StoreError> {
+    let mut batch = Batch::default();
+    let rows: Vec<Queued> = conn
+        .prepare_cached("SELECT id, kind, key, run, fp FROM shared_outbox ORDER BY id LIMIT ?1")?
+        .query_map(params![BATCH], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    batch.rows = rows.len();
+    let mut done = std::collections::HashSet::new();
+    for (id, kind, key, run, fp) in rows {
+        batch.last = id;
+        if !done.insert((kind.clone(), key.clone(), run.clone(), fp)) {
+            continue;
+        }
+        match (kind.as_str(), key, run, fp) {
+            ("rollup", _, Some(run), Some(fp)) => {
+                let value = settle::load_rollup(conn, &run, fp)?.map(|r| {
+                    let tests: PublishedTests = r
+                        .test_cases()
+                        .map(|(k, (name, failed))| (*k, (name.clone(), *failed)))
+                        .collect();
+                    (r.encode(), postcard::to_stdvec(&tests).unwrap_or_default())
+                });
+                batch.rollups.push((run, fp, value));
+            }
+            ("trace", Some(trace), _, _) => {
+                let value = conn
+                    .prepare_cached(
+                        "SELECT fingerprint, received_ns, data FROM trace_results WHERE trace_id = ?1",
+                    )?
+                    .query_row(params![trace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?;
+                let received = conn
+                    .prepare_cached("SELECT last_received_ns FROM traces WHERE trace_id = ?1")?
+                    .query_row(params![trace], |r| r.get(0))
+                    .optional()?;
+                batch.traces.push((trace, value, received));
+            }
+            ("fact", Some(fact), _, _) => {
+                let n = conn
+                    .prepare_cached("SELECT n FROM seen WHERE fact = ?1")?
+                    .query_row(params![fact], |r| r.get(0))
+                    .optional()?;
+                batch.facts.push((fact, n));
+            }
+            ("example", Some(fact), Some(run), _) => {
+                let value = conn
+                    .prepare_cached(
+                        "SELECT trace_id, span_id, test FROM seen_examples
+                         WHERE fact = ?1 AND run_id = ?2",
+                    )?
+                    .query_row(params![fact, run], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()?;
+                batch.examples.push((fact, run, value));
+            }
+            // A row this version does not know (none is written): dropped with the batch.
+            _ => {}
+        }
+    }
+    Ok(batch)
+}
+
+async fn publish(db: &SharedDb, batch: &Batch) -> Result<(), SharedError> {
+    let me = db.instance_url();
+    let mut client = db.client().await?;
+    let tx = client.transaction().await?;
+    let put_rollup = tx
+        .prepare(
+            "INSERT INTO instance_rollups (run_id, fingerprint, instance, data, tests)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (run_id, fingerprint, instance)
+             DO UPDATE SET data = EXCLUDED.data, tests = EXCLUDED.tests",
+        )
+        .await?;
+    let drop_rollup = tx
+        .prepare(
+            "DELETE FROM instance_rollups WHERE run_id = $1 AND fingerprint = $2 AND instance = $3",
+        )
+        .await?;
+    for (run, fp, value) in &batch.rollups {
+        match value {
+            Some((data, tests)) => {
+                tx.execute(&put_rollup, &[run, fp, &me, data, tests])
+                    .await?
+            }
+            None => tx.execute(&drop_rollup, &[run, fp, &me]).await?,
+        };
+    }
+    let drop_result = tx
+        .prepare("DELETE FROM trace_results WHERE trace_id = $1 AND instance = $2")
+        .await?;
+    let put_result = tx
+        .prepare(
+            "INSERT INTO trace_results (trace_id, instance, fingerprint, received_ns, data)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    let put_place = tx
+        .prepare(
+            "INSERT INTO trace_instances (trace_id, instance, received_ns) VALUES ($1, $2, $3)
+             ON CONFLICT (trace_id, instance) DO UPDATE SET received_ns = EXCLUDED.received_ns",
+        )
+        .await?;
+    let drop_place = tx
+        .prepare("DELETE FROM trace_instances WHERE trace_id = $1 AND instance = $2")
+        .await?;
+    for (trace, value, received) in &batch.traces {
+        tx.execute(&drop_result, &[trace, &me]).await?;
+        if let Some((fp, at, data)) = value {
+            tx.execute(&put_result, &[trace, &me, fp, at, data]).await?;
+        }
+        match received {
+            Some(at) => tx.execute(&put_place, &[trace, &me, at]).await?,
+            None => tx.execute(&drop_place, &[trace, &me]).await?,
+        };
+    }
+    let put_fact = tx
+        .prepare(
+            "INSERT INTO instance_seen (instance, fact, n) VALUES ($1, $2, $3)
+             ON CONFLICT (instance, fact) DO UPDATE SET n = EXCLUDED.n",
+        )
+        .await?;
+    let drop_fact = tx
+        .prepare("DELETE FROM instance_seen WHERE instance = $1 AND fact = $2")
+        .await?;
+    for (fact, n) in &batch.facts {
+        match n {
+            Some(n) => tx.execute(&put_fact, &[&me, fact, n]).await?,
+            None => tx.execute(&drop_fact, &[&me, fact]).await?,
+        };
+    }
+    let put_example = tx
+        .prepare(
+            "INSERT INTO instance_seen_examples (instance, fact, run_id, trace_id, span_id, test)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (instance, fact, run_id) DO UPDATE SET trace_id = EXCLUDED.trace_id,
+               span_id = EXCLUDED.span_id, test = EXCLUDED.test",
+        )
+        .await?;
+    let drop_example = tx
+        .prepare(
+            "DELETE FROM instance_seen_examples WHERE instance = $1 AND fact = $2 AND run_id = $3",
+        )
+        .await?;
+    for (fact, run, value) in &batch.examples {
+        match value {
+            Some((trace, span, test)) => {
+                tx.execute(&put_example, &[&me, fact, run, trace, span, test])
+                    .await?
+            }
+            None => tx.execute(&drop_example, &[&me, fact, run]).await?,
+        };
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What waits in the store: changes not published yet, and traces whose run assignment waits
+/// for the database. Blocking.
+pub fn backlog(reader: &Reader) -> Result<(u64, u64), StoreError> {
+    reader.with_conn(count_backlog)
+}
+
+fn count_backlog(conn: &Connection) -> Result<(u64, u64), StoreError> {
+    let outbox: i64 = conn.query_row("SELECT COUNT(*) FROM shared_outbox", [], |r| r.get(0))?;
+    let unassigned: i64 =
+        conn.query_row("SELECT COUNT(*) FROM pending_assignments", [], |r| r.get(0))?;
+    Ok((outbox as u64, unassigned as u64))
+}
+
+/// Runs `f` with a read connection on the blocking pool.
+async fn local<T: Send + 'static>(
+    reader: &Reader,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let reader = reader.clone();
+    tokio::task::spawn_blocking(move || reader.with_conn(f))
+        .await
+        .map_err(|_| StoreError::Closed)?
+}
+
+/// One pass: publishes every change queued, a batch at a time, while the database answers.
+async fn pass(db: &SharedDb, reader: &Reader, queue: &IngestQueue) -> Result<(), String> {
+    let (_, unassigned) = local(reader, count_backlog)
+        .await
+        .map_err(|e| e.to_string())?;
+    if unassigned > 0 {
+        // Traces that arrived while the database did not answer wait for a commit to be
+        // assigned (`runs::RunAssigner::after_commit`): an empty one, now that it answers.
+        if let Err(e) = queue.write(Vec::new()).await {
+            tracing::debug!(error = %e, "asking the writer to assign waiting traces failed");
+        }
+    }
+    close_runs_closed_elsewhere(db, reader)
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let batch = local(reader, read_batch).await.map_err(|e| e.to_string())?;
+        if batch.rows == 0 {
+            break;
+        }
+        let published = tokio::time::timeout(super::CALL_TIMEOUT, publish(db, &batch))
+            .await
+            .unwrap_or(Err(SharedError::Timeout(super::CALL_TIMEOUT)));
+        if let Err(e) = published {
+            if e.is_connection() {
+                db.health().failed(&e);
+            }
+            return Err(e.to_string());
+        }
+        let last = batch.last;
+        local(reader, move |c| {
+            c.prepare_cached("DELETE FROM shared_outbox WHERE id <= ?1")?
+                .execute(params![last])?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if (batch.rows as i64) < BATCH {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Closes here the explicit runs another instance closed: a closed run's traces are settled at
+/// once (`results::settle::pending`), so every instance computes their results as soon as the
+/// run is closed through any of them, not a settle period later. Explicit runs only: they are
+/// the ones closed, and few are open at a time (CI runs are never closed).
+async fn close_runs_closed_elsewhere(db: &SharedDb, reader: &Reader) -> Result<(), StoreError> {
+    let open: Vec<String> = local(reader, |c| {
+        let mut stmt = c.prepare_cached(
+            "SELECT id FROM runs WHERE kind = 'explicit' AND closed_ns IS NULL LIMIT 1000",
+        )?;
+        let ids = stmt.query_map([], |r| r.get(0))?;
+        Ok(ids.collect::<Result<_, _>>()?)
+    })
+    .await?;
+    if open.is_empty() {
+        return Ok(());
+    }
+    let client = db.client().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {} FROM runs WHERE id = ANY($1) AND closed_ns IS NOT NULL",
+                super::runs::RUN_COLUMNS
+            ),
+            &[&open],
+        )
+        .await
+        .map_err(SharedError::from)?;
+    let closed: Vec<crate::runs::RunRow> = rows.iter().map(super::runs::run_row).collect();
+    if closed.is_empty() {
+        return Ok(());
+    }
+    local(reader, move |c| {
+        closed
+            .iter()
+            .try_for_each(|run| crate::runs::mirror_run(c, run))
+    })
+    .await
+}
+
+/// Publishes what the embedded store changes until `shutdown`, and once more then (when the
+/// database answers). While the database is degraded it waits for the heartbeat to find it
+/// back; failures are logged once while they last.
+pub fn spawn_publisher(
+    db: Arc<SharedDb>,
+    reader: Reader,
+    queue: IngestQueue,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            let stopping = tokio::select! {
+                _ = shutdown.cancelled() => true,
+                _ = tokio::time::sleep(PUBLISH_EVERY) => false,
+            };
+            if db.health().degraded().is_none() {
+                match pass(&db, &reader, &queue).await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("publishing results to the shared database works again");
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "publishing results to the shared database failed; they stay queued in the store and are retried");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "publishing results still fails"),
+                }
+            }
+            if let Ok((unpublished, unassigned)) = local(&reader, count_backlog).await {
+                db.health().set_backlog(unpublished, unassigned);
+            }
+            if stopping {
+                break;
+            }
+        }
+    })
+}
