@@ -136,6 +136,30 @@ impl fmt::Display for Item {
     }
 }
 
+/// An item while coverage is worked out, its names borrowed: most items are covered and never
+/// listed, so they are copied only into the lists. Ordered as `Item` is (same fields, same
+/// order).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Named<'a> {
+    caller: &'a str,
+    callee: &'a str,
+    operation: Option<&'a str>,
+    critical: bool,
+    status: Status,
+}
+
+impl Named<'_> {
+    fn owned(&self) -> Item {
+        Item {
+            caller: self.caller.to_owned(),
+            callee: self.callee.to_owned(),
+            operation: self.operation.map(str::to_owned),
+            critical: self.critical,
+            status: self.status,
+        }
+    }
+}
+
 /// One interface row of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceCoverage {
@@ -421,7 +445,7 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
 
     // Expected edges and interfaces that no real row shows.
     let mut summary = Summary::default();
-    let mut items: Vec<Item> = Vec::new();
+    let mut items: Vec<Named<'_>> = Vec::new();
     // Every unit's edge is expected (a unit is made only for an interface of an expected edge).
     let mut units_counted = 0;
     for ((c, s), exp) in expected_edges {
@@ -430,16 +454,16 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
         if exp.critical {
             summary.critical.count(status);
         }
-        items.push(Item {
-            caller: c.to_owned(),
-            callee: s.to_owned(),
+        items.push(Named {
+            caller: c,
+            callee: s,
             operation: None,
             critical: exp.critical,
             status,
         });
         let mut extra: Vec<InterfaceCoverage> = Vec::new();
         // The edge's interfaces, sorted here so that `items` ends up (nearly) sorted.
-        let mut edge_items: Vec<Item> = Vec::new();
+        let mut edge_items: Vec<Named<'_>> = Vec::new();
         let first = units.partition_point(|((uc, us, _), _)| (*uc, *us) < (c, s));
         for ((_, _, op), unit) in units[first..]
             .iter()
@@ -450,10 +474,10 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             if unit.critical {
                 summary.critical.count(unit.status);
             }
-            edge_items.push(Item {
-                caller: c.to_owned(),
-                callee: s.to_owned(),
-                operation: Some((*op).to_owned()),
+            edge_items.push(Named {
+                caller: c,
+                callee: s,
+                operation: Some(op),
                 critical: unit.critical,
                 status: unit.status,
             });
@@ -476,10 +500,10 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             if iface.critical {
                 summary.critical.count(Status::Untested);
             }
-            edge_items.push(Item {
-                caller: c.to_owned(),
-                callee: s.to_owned(),
-                operation: Some(iface.name.clone()),
+            edge_items.push(Named {
+                caller: c,
+                callee: s,
+                operation: Some(&iface.name),
                 critical: iface.critical,
                 status: Status::Untested,
             });
@@ -509,17 +533,11 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
     debug_assert_eq!(units_counted, units.len(), "a unit of an edge not expected");
     for (s, list) in &expected.any_caller {
         let used = consumed.any.get(s.as_str());
-        let open: Vec<InterfaceCoverage> = list
+        let open: Vec<&super::expected::ExpectedInterface> = list
             .iter()
             .enumerate()
             .filter(|(i, _)| !used.is_some_and(|u| u.contains(i)))
-            .map(|(_, iface)| InterfaceCoverage {
-                operation: iface.name.clone(),
-                status: Status::Untested,
-                expected: true,
-                critical: iface.critical,
-                observed: false,
-            })
+            .map(|(_, iface)| iface)
             .collect();
         if open.is_empty() {
             continue;
@@ -529,10 +547,10 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             if iface.critical {
                 summary.critical.count(Status::Untested);
             }
-            items.push(Item {
-                caller: ANY_CALLER.to_owned(),
-                callee: s.clone(),
-                operation: Some(iface.operation.clone()),
+            items.push(Named {
+                caller: ANY_CALLER,
+                callee: s,
+                operation: Some(&iface.name),
                 critical: iface.critical,
                 status: Status::Untested,
             });
@@ -544,7 +562,16 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             expected: true,
             critical: open.iter().any(|i| i.critical),
             observed: false,
-            interfaces: open,
+            interfaces: open
+                .iter()
+                .map(|iface| InterfaceCoverage {
+                    operation: iface.name.clone(),
+                    status: Status::Untested,
+                    expected: true,
+                    critical: iface.critical,
+                    observed: false,
+                })
+                .collect(),
         });
     }
 
@@ -579,8 +606,13 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             });
         }
     }
-    let by =
-        |st: Status| -> Vec<Item> { items.iter().filter(|i| i.status == st).cloned().collect() };
+    let by = |st: Status| -> Vec<Item> {
+        items
+            .iter()
+            .filter(|i| i.status == st)
+            .map(Named::owned)
+            .collect()
+    };
     let mut failed_tests: Vec<String> = run
         .tests()
         .iter()
