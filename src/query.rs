@@ -393,16 +393,8 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         report.run.suite = Some(first.suite.clone());
     }
     if let [only] = runs {
-        // DESIGN: a failure whose hop is flaky in its suite says so. Held against the suite's
-        // runs up to this one, so an old run's report does not change as new runs arrive.
-        let flaky = crate::history::flaky_in_report(reader, only, &graph, &blame, ctx)?;
-        if !flaky.is_empty() {
-            for (shown, f) in report.failures.iter_mut().zip(&blame.failures) {
-                shown.flaky = f.hop.as_ref().is_some_and(|h| {
-                    flaky.contains(&(h.caller.clone(), h.callee.clone(), h.operation.clone()))
-                });
-            }
-        }
+        let own = || crate::history::RunDigest::of(&graph, &blame);
+        mark_flaky(reader, only, &mut report, &blame.failures, &own, ctx)?;
     }
     if !ctx.analysis.expectations.is_empty() {
         report.violations = Some(report::violations(&violations, &ctx.report));
@@ -428,31 +420,12 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         }
         Ok((all - inside).max(0) as u64)
     })?;
-    let configured = ctx.sources_configured();
-    let background_wanted =
-        ctx.include_background || ctx.manifest.as_ref().is_some_and(|m| m.background);
-    let everything = if configured {
-        None
-    } else {
-        // Everything seen: the store-wide facts of the stored results and the traces still
-        // pending, never every result of the store.
-        let _permit = MERGES.acquire();
-        let results = settle::everything(reader, &ctx.analysis, store_before(ctx))?;
-        Some(results::merge(&results, &ctx.analysis).0)
-    };
-    let background = if background_wanted {
-        Some(merged_runs(reader, &[String::new()], ctx)?.0)
-    } else {
-        None
-    };
-    let mut baseline: Option<RunGraph> = None;
-    if !ctx.baselines.is_empty() {
-        let mut ids = Vec::new();
-        for b in &ctx.baselines {
-            ids.push(resolve_run_beside(reader, b, &first)?.id);
-        }
-        baseline = Some(merged_runs(reader, &ids, ctx)?.0);
-    }
+    let ExpectedSet {
+        expected,
+        configured,
+        everything,
+        baseline,
+    } = expected_set(reader, &first, &graph, ctx)?;
     let regressions = match &baseline {
         Some(base) => {
             let found = crate::regressions::regressions(base, &graph, &ctx.latency);
@@ -461,19 +434,6 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
         }
         None => Vec::new(),
     };
-    let mut expected = coverage::expected(&Sources {
-        manifest: ctx.manifest.as_ref(),
-        contracts: &ctx.contracts,
-        baseline: baseline.as_ref(),
-        background: background.as_ref(),
-        include_background: background_wanted,
-        everything: everything.as_ref(),
-    });
-    if !configured {
-        // What the run itself did was seen, even once its spans aged out of the store (its
-        // results outlive them): its report does not change with retention.
-        expected.add_graph(&graph);
-    }
     let cov = coverage::coverage(&graph, &expected, &failing_keys(&graph, &blame));
     report::apply_coverage(&mut report, &cov);
     attach_examples(reader, &run_ids, ctx, &mut report)?;
@@ -511,6 +471,98 @@ fn analyse_now(reader: &Reader, runs: &[Run], ctx: &ReportContext) -> Result<Ana
     })
 }
 
+/// The expected set a run is held against, with the graphs it was made from that a report
+/// reads again.
+struct ExpectedSet {
+    expected: coverage::Expected,
+    /// Whether any source of the expected topology was configured.
+    configured: bool,
+    /// Everything the store has seen, when no source is configured.
+    everything: Option<RunGraph>,
+    /// The baselines' graph, when the context names baselines.
+    baseline: Option<RunGraph>,
+}
+
+/// The expected set of the run `first` whose graph is `graph`, by DESIGN's rules: the
+/// configured sources and baselines, background traffic when asked for; with no source,
+/// everything the store has seen and what the run itself did. A report and a diff both hold a
+/// run against it. `graph` is read only for its edges and interfaces (a digest's graph will
+/// do).
+fn expected_set(
+    reader: &Reader,
+    first: &Run,
+    graph: &RunGraph,
+    ctx: &ReportContext,
+) -> Result<ExpectedSet, QueryError> {
+    let configured = ctx.sources_configured();
+    let background_wanted =
+        ctx.include_background || ctx.manifest.as_ref().is_some_and(|m| m.background);
+    let everything = if configured {
+        None
+    } else {
+        // Everything seen: the store-wide facts of the stored results and the traces still
+        // pending, never every result of the store.
+        let _permit = MERGES.acquire();
+        let results = settle::everything(reader, &ctx.analysis, store_before(ctx))?;
+        Some(results::merge(&results, &ctx.analysis).0)
+    };
+    let background = if background_wanted {
+        Some(merged_runs(reader, &[String::new()], ctx)?.0)
+    } else {
+        None
+    };
+    let mut baseline: Option<RunGraph> = None;
+    if !ctx.baselines.is_empty() {
+        let mut ids = Vec::new();
+        for b in &ctx.baselines {
+            ids.push(resolve_run_beside(reader, b, first)?.id);
+        }
+        baseline = Some(merged_runs(reader, &ids, ctx)?.0);
+    }
+    let mut expected = coverage::expected(&Sources {
+        manifest: ctx.manifest.as_ref(),
+        contracts: &ctx.contracts,
+        baseline: baseline.as_ref(),
+        background: background.as_ref(),
+        include_background: background_wanted,
+        everything: everything.as_ref(),
+    });
+    if !configured {
+        // What the run itself did was seen, even once its spans aged out of the store (its
+        // results outlive them): its report does not change with retention.
+        expected.add_graph(graph);
+    }
+    Ok(ExpectedSet {
+        expected,
+        configured,
+        everything,
+        baseline,
+    })
+}
+
+/// Marks the failures of `report` (built from `failures`, in their order) whose hop is flaky
+/// in the suite of `run`. DESIGN: a failure whose hop is flaky in its suite says so. Held
+/// against the suite's runs up to this one, so an old run's report does not change as new runs
+/// arrive. `own` makes the run's digest when none is stored.
+fn mark_flaky(
+    reader: &Reader,
+    run: &Run,
+    report: &mut Report,
+    failures: &[crate::blame::Failure],
+    own: &dyn Fn() -> crate::history::RunDigest,
+    ctx: &ReportContext,
+) -> Result<(), QueryError> {
+    let flaky = crate::history::flaky_in_report(reader, run, failures, own, ctx)?;
+    if !flaky.is_empty() {
+        for (shown, f) in report.failures.iter_mut().zip(failures) {
+            shown.flaky = f.hop.as_ref().is_some_and(|h| {
+                flaky.contains(&(h.caller.clone(), h.callee.clone(), h.operation.clone()))
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The failing keys of a run: the hops its failures were placed on, plus the graph's default.
 fn failing_keys(
     graph: &RunGraph,
@@ -529,10 +581,78 @@ fn failing_keys(
     failing
 }
 
-/// What changed from `base` to `run` (`tracecov diff`): both analysed from their rollups, the
-/// base's coverage computed again over the run's expected set so that a status means the same
-/// on both sides. `base` may be `previous`: the run of `run`'s suite before it.
+/// What changed from `base` to `run` (`tracecov diff`), from the two runs' history digests and
+/// failures (`history::diff_records`: kept ones when fresh, else made from the rollups and
+/// kept): each run's coverage computed over the run's expected set from its digest's graph, its
+/// failures written as its report writes them, and the latency changes judged on the digests'
+/// p95s. `base` may be `previous`: the run of `run`'s suite before it. The answer is the one
+/// `diff_analysed` gives from the runs' full analyses; the tests hold the two equal.
 pub fn diff_runs(
+    reader: &Reader,
+    base: &str,
+    run: &str,
+    ctx: &ReportContext,
+) -> Result<crate::history::Diff, QueryError> {
+    let run = resolve_run(reader, run)?;
+    let base = resolve_run_beside(reader, base, &run)?;
+    let (after, after_failures) = crate::history::diff_records(reader, &run.id, ctx)?;
+    let (before, before_failures) = crate::history::diff_records(reader, &base.id, ctx)?;
+    let after_graph = after.graph();
+    let before_graph = before.graph();
+    // The base's coverage is computed over the run's expected set, so that a status means the
+    // same on both sides; the baselines of the context are the run's.
+    let set = expected_set(reader, &run, &after_graph, ctx)?;
+    let mut after_report = report_over(
+        &after_graph,
+        &after_failures.blame(),
+        &set.expected,
+        &run,
+        ctx,
+    );
+    let own = || after.clone();
+    mark_flaky(
+        reader,
+        &run,
+        &mut after_report,
+        after_failures.failures(),
+        &own,
+        ctx,
+    )?;
+    let before_report = report_over(
+        &before_graph,
+        &before_failures.blame(),
+        &set.expected,
+        &base,
+        ctx,
+    );
+    let changed = crate::history::diff::latency_changes(&before, &after, &ctx.latency);
+    Ok(crate::history::diff(
+        crate::history::DiffSide {
+            run: run_ref(&base),
+            report: &before_report,
+            latency: crate::history::Latencies::Digest(&before),
+        },
+        crate::history::DiffSide {
+            run: run_ref(&run),
+            report: &after_report,
+            latency: crate::history::Latencies::Digest(&after),
+        },
+        &changed,
+    ))
+}
+
+fn run_ref(run: &Run) -> crate::history::diff::RunRef {
+    crate::history::diff::RunRef {
+        id: run.id.clone(),
+        name: run.name.clone(),
+    }
+}
+
+/// `diff_runs` from the two runs' full analyses (each run's report, as `analyse_run` makes it,
+/// and its graph), the base's coverage computed again over the run's expected set: what the
+/// digests stand for. Slower by two analyses; the tests and `tracecov bench history` hold
+/// `diff_runs` to it.
+pub fn diff_analysed(
     reader: &Reader,
     base: &str,
     run: &str,
@@ -555,11 +675,7 @@ pub fn diff_runs(
         &unbased
     };
     let before = analyse_run(reader, &base, base_ctx)?;
-    let base_report = report_over(&before, &after.expected, &base, ctx);
-    let side = |run: &Run| crate::history::diff::RunRef {
-        id: run.id.clone(),
-        name: run.name.clone(),
-    };
+    let base_report = report_over(&before.graph, &before.blame, &after.expected, &base, ctx);
     let latency = |kind, list: Vec<crate::regressions::Regression>| {
         list.into_iter()
             .map(move |r| crate::history::LatencyChange {
@@ -580,22 +696,24 @@ pub fn diff_runs(
     .collect();
     Ok(crate::history::diff(
         crate::history::DiffSide {
-            run: side(&base),
+            run: run_ref(&base),
             report: &base_report,
-            graph: &before.graph,
+            latency: crate::history::Latencies::Graph(&before.graph),
         },
         crate::history::DiffSide {
-            run: side(&run),
+            run: run_ref(&run),
             report: &after.report,
-            graph: &after.graph,
+            latency: crate::history::Latencies::Graph(&after.graph),
         },
         &changed,
     ))
 }
 
-/// A run's report with its coverage computed over `expected` rather than its own expected set.
+/// A run's report (failures from `blame`) with its coverage computed over `expected` rather
+/// than its own expected set: what a diff reads of each run.
 fn report_over(
-    analysed: &Analysed,
+    graph: &RunGraph,
+    blame: &crate::blame::Blame,
     expected: &coverage::Expected,
     run: &Run,
     ctx: &ReportContext,
@@ -604,12 +722,8 @@ fn report_over(
         id: run.id.clone(),
         name: run.name.clone(),
     };
-    let mut report = report::build_with(&info, &analysed.graph, &analysed.blame, &ctx.report);
-    let cov = coverage::coverage(
-        &analysed.graph,
-        expected,
-        &failing_keys(&analysed.graph, &analysed.blame),
-    );
+    let mut report = report::build_with(&info, graph, blame, &ctx.report);
+    let cov = coverage::coverage(graph, expected, &failing_keys(graph, blame));
     report::apply_coverage(&mut report, &cov);
     report
 }

@@ -118,16 +118,12 @@ pub fn regressions(base: &RunGraph, run: &RunGraph, t: &Thresholds) -> Vec<Regre
                 continue;
             };
             let before = &b.edge.interfaces[i];
-            if iface.calls < t.min_calls || before.calls < t.min_calls {
-                continue;
-            }
             let (Some(base_p95), Some(run_p95)) = (p95(before), p95(iface)) else {
                 continue;
             };
-            let ratio = round3(run_p95 as f64 / base_p95.max(1) as f64);
-            if ratio <= t.ratio || run_p95.saturating_sub(base_p95) < t.floor_ns {
+            let Some(ratio) = slower((before.calls, base_p95), (iface.calls, run_p95), t) else {
                 continue;
-            }
+            };
             out.push(Regression {
                 caller: e.caller.id.clone(),
                 callee: e.callee.id.clone(),
@@ -165,6 +161,19 @@ pub fn improvements(base: &RunGraph, run: &RunGraph, t: &Thresholds) -> Vec<Regr
             ..r
         })
         .collect()
+}
+
+/// The ratio by which an interface got slower from `base` to `run`, each (calls, p95 in
+/// nanoseconds), when that is a regression by `t`: enough calls on both sides, and the p95 grown
+/// by more than the ratio and by at least the floor. With the sides swapped, whether it got
+/// faster. `regressions` judges by it, and so does `diff` over the runs' history digests.
+pub fn slower(base: (u64, u64), run: (u64, u64), t: &Thresholds) -> Option<f64> {
+    let ((base_calls, base_p95), (calls, run_p95)) = (base, run);
+    if calls < t.min_calls || base_calls < t.min_calls {
+        return None;
+    }
+    let ratio = round3(run_p95 as f64 / base_p95.max(1) as f64);
+    (ratio > t.ratio && run_p95.saturating_sub(base_p95) >= t.floor_ns).then_some(ratio)
 }
 
 /// An interface's p95 in nanoseconds: the calling side's, else the answering side's.

@@ -9,7 +9,9 @@
 //! computes them. `time` times a question over it; `run` times `flaky` and a trend, first with
 //! the digests not yet made (cold), then as asked again, against the baseline of the same
 //! invocation: turning each run's rollup into its graph, which is what any question over the
-//! runs would pay without the digests. `diff` can be timed the same way over the same store.
+//! runs would pay without the digests. `diff` is timed the same way over the same store: as it
+//! answers (from the runs' digests and failures), and from the two runs' full analyses, the
+//! baseline it stands for, whose answer it must equal.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -292,9 +294,14 @@ pub fn run(runs: usize, spans: usize, repeat: usize, keep: Option<PathBuf>) -> a
     // What the report of the newest run adds to mark its failures on flaky hops.
     if let Some(newest) = suite.runs.last() {
         let (graph, blame) = query::merged_runs(reader, std::slice::from_ref(&newest.id), &ctx)?;
+        let own = || history::RunDigest::of(&graph, &blame);
         let times = time(repeat, || {
             Ok(history::flaky_in_report(
-                reader, newest, &graph, &blame, &ctx,
+                reader,
+                newest,
+                &blame.failures,
+                &own,
+                &ctx,
             )?)
         })?;
         println!(
@@ -306,34 +313,78 @@ pub fn run(runs: usize, spans: usize, repeat: usize, keep: Option<PathBuf>) -> a
             "the newest run's whole report, marks included: {} (median of {repeat})",
             ms(median(report))
         );
-        // `tracecov diff previous NEWEST`: both runs analysed from their rollups, the base's
-        // coverage over the run's expected set, the latency changes. The first time pays the
-        // two analyses; asked again, the analyses are the cache's, as in `serve`.
+        // `tracecov diff previous NEWEST` as it answers: from the two runs' history digests and
+        // failures (kept by the history keeper's pass above), each run's coverage over the
+        // run's expected set, the latency changes judged on the digests' p95s.
+        let times = time(repeat + 1, || {
+            Ok(query::diff_runs(reader, "previous", &newest.id, &ctx)?)
+        })?;
+        let first = times[0];
+        println!(
+            "diff previous -> newest from the runs' digests: asked first {}, then {} (median of {repeat})",
+            ms(first),
+            ms(median(times[1..].to_vec()))
+        );
+        // The same question from the two runs' full analyses (each run's rollup into its graph
+        // and report, the base's coverage again over the run's expected set), as `diff`
+        // answered before its digests: the first time pays the two analyses; asked again, the
+        // analyses are the cache's, as in `serve`.
         let cached = ReportContext {
             cache: Some(Arc::new(query::AnalysisCache::default())),
             ..ctx.clone()
         };
         let times = time(repeat + 1, || {
-            Ok(query::diff_runs(reader, "previous", &newest.id, &cached)?)
+            Ok(query::diff_analysed(
+                reader, "previous", &newest.id, &cached,
+            )?)
         })?;
         println!(
-            "diff previous -> newest: asked first {}, then {} (median of {repeat})",
+            "the same from the runs' full analyses: asked first {}, then {} (analyses cached, median of {repeat}); the digests' first answer takes {:.3} of the analyses' first",
             ms(times[0]),
-            ms(median(times[1..].to_vec()))
+            ms(median(times[1..].to_vec())),
+            first / times[0]
+        );
+        if query::diff_runs(reader, "previous", &newest.id, &ctx)?
+            != query::diff_analysed(reader, "previous", &newest.id, &ctx)?
+        {
+            anyhow::bail!("diff from the runs' digests differs from the diff of their analyses");
+        }
+        println!("the two answers are the same");
+        // A store no server kept since the digests' failures were added: the two runs' records
+        // missing, made from their rollups on the way and kept.
+        let base = query::resolve_run_beside(reader, "previous", newest)?;
+        reader.with_conn(|c| {
+            for table in ["run_digests", "run_failures"] {
+                c.execute(
+                    &format!("DELETE FROM {table} WHERE run_id IN (?1, ?2)"),
+                    rusqlite::params![newest.id, base.id],
+                )?;
+            }
+            Ok(())
+        })?;
+        let missing = time(1, || {
+            Ok(query::diff_runs(reader, "previous", &newest.id, &ctx)?)
+        })?;
+        println!(
+            "diff with the two runs' records missing (made from their rollups and kept): {}",
+            ms(missing[0])
         );
     }
-    let (digest_bytes, rollup_bytes): (i64, i64) = reader.with_conn(|c| {
+    let (digest_bytes, failure_bytes, rollup_bytes): (i64, i64, i64) = reader.with_conn(|c| {
         Ok(c.query_row(
             "SELECT (SELECT COALESCE(SUM(length(data)), 0) FROM run_digests),
+                    (SELECT COALESCE(SUM(length(data)), 0) FROM run_failures),
                     (SELECT COALESCE(SUM(length(data)), 0) FROM run_rollups)",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?)
     })?;
+    let kib = |bytes: i64| bytes as f64 / 1024.0 / runs as f64;
     println!(
-        "stored: digests {:.1} KiB a run, rollups {:.1} KiB a run",
-        digest_bytes as f64 / 1024.0 / runs as f64,
-        rollup_bytes as f64 / 1024.0 / runs as f64
+        "stored: digests {:.1} KiB a run, failures {:.1} KiB a run, rollups {:.1} KiB a run",
+        kib(digest_bytes),
+        kib(failure_bytes),
+        kib(rollup_bytes)
     );
     println!(
         "peak resident memory: {:.0} MiB",

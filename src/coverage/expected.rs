@@ -168,6 +168,13 @@ impl Expected {
             let entry = self.edges.entry(key).or_default();
             entry.lists_interfaces = true;
             for i in &e.edge.interfaces {
+                // An operation already listed under the name it is shown by is merged already:
+                // a name is the canonical form of what was merged, which parses to the same
+                // route, so merging it again would change nothing. (A run's report adds its own
+                // graph to everything seen, which holds nearly all of it.)
+                if entry.interfaces.iter().any(|x| x.name == i.operation) {
+                    continue;
+                }
                 merge(&mut entry.interfaces, &i.operation, false);
             }
         }

@@ -296,6 +296,41 @@ mod tests {
         assert_eq!(op("HTTP POST"), Op::Other("HTTP POST".into()));
     }
 
+    /// `Expected::add_graph` skips an operation whose text is already an expected interface's
+    /// name: that holds only if a canonical name parses to the very route it was made from.
+    #[test]
+    fn a_canonical_name_parses_to_the_operation_it_names() {
+        for text in [
+            "GET /users/{id}",
+            "get /users/:id/orders/<int:n>",
+            "GET /files/<path:p>",
+            "GET /files/*",
+            "GET /files/**",
+            "GET /files/{*rest}",
+            "GET /users/42?expand=orders#top",
+            "GET //users//42/",
+            "GET /",
+            "GET /files/{name}.json",
+            "GET /users/{id",
+            "GET /users/<int:id",
+            "  POST   /charge  ",
+            "/tracecov.demo.v1.Inventory/Reserve",
+            "tracecov.demo.v1.Inventory/Reserve",
+            "GET users",
+            "HTTP POST",
+            "SELECT shop.items",
+            "orders",
+            "",
+        ] {
+            assert_eq!(
+                Op::lenient(&canonical(text)),
+                Op::lenient(text),
+                "{text:?} named {:?}",
+                canonical(text)
+            );
+        }
+    }
+
     #[test]
     fn malformed_routes_are_refused_and_canonical_names_use_braces() {
         let err = Op::parse("GET /users/{id").unwrap_err();

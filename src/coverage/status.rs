@@ -16,7 +16,7 @@
 //! stubbed: the real integration was never exercised; the mock's own row shows it failing, so
 //! the hop where the test broke is not painted as a quiet stub.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use crate::graph::RunGraph;
@@ -136,6 +136,30 @@ impl fmt::Display for Item {
     }
 }
 
+/// An item while coverage is worked out, its names borrowed: most items are covered and never
+/// listed, so they are copied only into the lists. Ordered as `Item` is (same fields, same
+/// order).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Named<'a> {
+    caller: &'a str,
+    callee: &'a str,
+    operation: Option<&'a str>,
+    critical: bool,
+    status: Status,
+}
+
+impl Named<'_> {
+    fn owned(&self) -> Item {
+        Item {
+            caller: self.caller.to_owned(),
+            callee: self.callee.to_owned(),
+            operation: self.operation.map(str::to_owned),
+            critical: self.critical,
+            status: self.status,
+        }
+    }
+}
+
 /// One interface row of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceCoverage {
@@ -197,36 +221,72 @@ struct Unit {
 
 /// Which expected interfaces an observed one matched.
 #[derive(Debug, Default)]
-struct Consumed {
-    edge: BTreeMap<(String, String), BTreeSet<usize>>,
-    any: BTreeMap<String, BTreeSet<usize>>,
+struct Consumed<'a> {
+    edge: HashMap<(&'a str, &'a str), BTreeSet<usize>>,
+    any: HashMap<&'a str, BTreeSet<usize>>,
 }
 
 /// The coverage of `run` against `expected`; `failing` says where tests failed (see
 /// `failing_hops`).
+///
+/// Edges and interfaces are looked up by name through indexes built once (borrowing the names
+/// from `run` and `expected`), never by scanning every row: a run with thousands of edges and
+/// interfaces is covered in a few milliseconds.
 pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>) -> Coverage {
-    let mut edges_exp: BTreeMap<(String, String), ExpectedEdge> = expected.edges.clone();
-    let mut consumed = Consumed::default();
-    // (caller, real callee, operation as observed) → unit.
-    let mut units: BTreeMap<(String, String, String), Unit> = BTreeMap::new();
-    let mut rows: Vec<EdgeCoverage> = Vec::new();
-
-    let edge_failing = |c: &str, s: &str| failing.iter().any(|k| k.caller == c && k.callee == s);
-    let iface_failing = |c: &str, s: &str, op: &str| {
-        failing
-            .iter()
-            .any(|k| k.caller == c && k.callee == s && k.operation.as_deref() == Some(op))
+    // The expected edges by name. An edge an interface expected from any caller makes expected
+    // is added on the side (`added`): every such edge lists interfaces and has none of its own.
+    let listed: HashMap<(&str, &str), &ExpectedEdge> = expected
+        .edges
+        .iter()
+        .map(|((c, s), e)| ((c.as_str(), s.as_str()), e))
+        .collect();
+    let added_edge = ExpectedEdge {
+        critical: false,
+        lists_interfaces: true,
+        interfaces: Vec::new(),
     };
+    let mut added: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut consumed = Consumed::default();
+    // (caller, real callee, operation as observed) → unit, found through `unit_of`. They arrive
+    // nearly sorted (the graph's edges and interfaces are), and are sorted once pass 1 is done.
+    let mut units: Vec<((&str, &str, &str), Unit)> = Vec::new();
+    let mut unit_of: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    let mut rows: Vec<EdgeCoverage> = Vec::with_capacity(run.edges().len());
+
+    let failing_edges: HashSet<(&str, &str)> = failing
+        .iter()
+        .map(|k| (k.caller.as_str(), k.callee.as_str()))
+        .collect();
+    let failing_interfaces: HashSet<(&str, &str, &str)> = failing
+        .iter()
+        .filter_map(|k| {
+            Some((
+                k.caller.as_str(),
+                k.callee.as_str(),
+                k.operation.as_deref()?,
+            ))
+        })
+        .collect();
+    let edge_failing = |c: &str, s: &str| failing_edges.contains(&(c, s));
+    let iface_failing = |c: &str, s: &str, op: &str| failing_interfaces.contains(&(c, s, op));
+    // The run's edges that a test crossed.
+    let tested_edges: HashSet<(&str, &str)> = run
+        .edges()
+        .filter(|e| !e.edge.tests.is_empty())
+        .map(|e| (e.caller.id.as_str(), e.callee.id.as_str()))
+        .collect();
+    let tested = |c: &str, s: &str| tested_edges.contains(&(c, s));
 
     // Pass 1: every observed interface, matched to expectations.
     // (row index, interface index, unit key) to fill in critical flags once units are final.
-    let mut pending: Vec<(usize, usize, (String, String, String))> = Vec::new();
+    let mut pending: Vec<(usize, usize, usize)> = Vec::new();
     for e in run.edges() {
         let caller = e.caller.id.as_str();
         let observed_callee = e.callee.id.as_str();
         let real = expected.mocks.get(observed_callee).map(String::as_str);
         let mocked = real.is_some();
         let callee = real.unwrap_or(observed_callee);
+        let key = (caller, callee);
         let mut row = EdgeCoverage {
             caller: caller.to_owned(),
             callee: observed_callee.to_owned(),
@@ -234,7 +294,7 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             expected: false,
             critical: false,
             observed: true,
-            interfaces: Vec::new(),
+            interfaces: Vec::with_capacity(e.edge.interfaces.len()),
         };
         for iface in &e.edge.interfaces {
             let op = Op::lenient(&iface.operation);
@@ -248,56 +308,51 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             } else {
                 Status::Covered
             };
-            let key = (caller.to_owned(), callee.to_owned());
+            let exp = listed
+                .get(&key)
+                .copied()
+                .or_else(|| added.contains(&key).then_some(&added_edge));
             let matched = match_interface(
                 &op,
-                edges_exp.get(&key).map(|x| x.interfaces.as_slice()),
+                exp.map(|x| x.interfaces.as_slice()),
                 expected.any_caller.get(callee).map(Vec::as_slice),
             );
             let mut critical = false;
             let is_expected = if !matched.edge.is_empty() || !matched.any.is_empty() {
-                let exp = edges_exp.get(&key);
                 for &i in &matched.edge {
                     critical |= exp.is_some_and(|x| x.interfaces[i].critical);
                 }
                 for &i in &matched.any {
                     critical |= expected.any_caller[callee][i].critical;
                 }
-                consumed
-                    .edge
-                    .entry(key.clone())
-                    .or_default()
-                    .extend(&matched.edge);
-                consumed
-                    .any
-                    .entry(callee.to_owned())
-                    .or_default()
-                    .extend(&matched.any);
-                if !matched.any.is_empty() {
+                consumed.edge.entry(key).or_default().extend(&matched.edge);
+                consumed.any.entry(callee).or_default().extend(&matched.any);
+                if !matched.any.is_empty() && exp.is_none() {
                     // Expected from any caller: this caller's edge is expected too.
-                    edges_exp
-                        .entry(key.clone())
-                        .or_insert_with(|| ExpectedEdge {
-                            critical: false,
-                            lists_interfaces: true,
-                            interfaces: Vec::new(),
-                        });
+                    added.insert(key);
                 }
                 true
             } else {
-                edges_exp.get(&key).is_some_and(|x| !x.lists_interfaces)
+                exp.is_some_and(|x| !x.lists_interfaces)
             };
             if is_expected {
-                let ukey = (key.0, key.1, iface.operation.clone());
-                let unit = units.entry(ukey.clone()).or_insert(Unit {
-                    critical: false,
-                    status: Status::Untested,
-                    has_real_row: false,
+                let ukey = (caller, callee, iface.operation.as_str());
+                let u = *unit_of.entry(ukey).or_insert_with(|| {
+                    units.push((
+                        ukey,
+                        Unit {
+                            critical: false,
+                            status: Status::Untested,
+                            has_real_row: false,
+                        },
+                    ));
+                    units.len() - 1
                 });
+                let unit = &mut units[u].1;
                 unit.critical |= critical;
                 unit.status = unit.status.max(own);
                 unit.has_real_row |= !mocked;
-                pending.push((rows.len(), row.interfaces.len(), ukey));
+                pending.push((rows.len(), row.interfaces.len(), u));
             }
             // The mock's own row shows a failure placed on it (failing > stubbed); the real
             // interface it stands in for stays stubbed, as `own` says.
@@ -320,43 +375,51 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
         }
         rows.push(row);
     }
-    for (r, i, ukey) in pending {
-        rows[r].interfaces[i].critical = units[&ukey].critical;
+    for (r, i, u) in pending {
+        rows[r].interfaces[i].critical = units[u].1.critical;
     }
+    units.sort_by(|a, b| a.0.cmp(&b.0));
+    // Every expected edge, in order: those listed and those added above (never both).
+    let mut expected_edges: Vec<((&str, &str), &ExpectedEdge)> = listed
+        .iter()
+        .map(|(k, e)| (*k, *e))
+        .chain(added.iter().map(|k| (*k, &added_edge)))
+        .collect();
+    expected_edges.sort_unstable_by_key(|(k, _)| *k);
+    let expected_edge = |c: &str, s: &str| {
+        listed
+            .get(&(c, s))
+            .copied()
+            .or_else(|| added.contains(&(c, s)).then_some(&added_edge))
+    };
 
     // Edge statuses, for every expected edge.
     let edge_status = |c: &str, s: &str| -> Status {
         if edge_failing(c, s) {
             return Status::Failing;
         }
-        let tested = |callee: &str| {
-            run.edge(c, callee)
-                .is_some_and(|e| !e.edge.tests.is_empty())
-        };
-        if tested(s) {
+        if tested(c, s) {
             Status::Covered
         } else if expected
             .mocks
             .iter()
-            .any(|(mock, real)| real == s && tested(mock))
+            .any(|(mock, real)| real == s && tested(c, mock))
         {
             Status::Stubbed
         } else {
             Status::Untested
         }
     };
-    for row in &mut rows {
-        match expected.mocks.get(&row.callee) {
+    for (row, e) in rows.iter_mut().zip(run.edges()) {
+        let (caller, callee) = (e.caller.id.as_str(), e.callee.id.as_str());
+        match expected.mocks.get(callee) {
             Some(real) => {
-                if let Some(exp) = edges_exp.get(&(row.caller.clone(), real.clone())) {
+                if let Some(exp) = expected_edge(caller, real) {
                     row.expected = true;
                     row.critical = exp.critical;
-                    let tested = run
-                        .edge(&row.caller, &row.callee)
-                        .is_some_and(|e| !e.edge.tests.is_empty());
-                    row.status = if edge_failing(&row.caller, &row.callee) {
+                    row.status = if edge_failing(caller, callee) {
                         Status::Failing
-                    } else if tested {
+                    } else if tested(caller, callee) {
                         Status::Stubbed
                     } else {
                         Status::Untested
@@ -364,39 +427,63 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
                 }
             }
             None => {
-                if let Some(exp) = edges_exp.get(&(row.caller.clone(), row.callee.clone())) {
+                if let Some(exp) = expected_edge(caller, callee) {
                     row.expected = true;
                     row.critical = exp.critical;
-                    row.status = edge_status(&row.caller, &row.callee);
+                    row.status = edge_status(caller, callee);
                 }
             }
         }
     }
+    // The row of each observed edge (rows are in the graph's edge order; a graph has one edge
+    // per caller and callee).
+    let observed_rows: HashMap<(&str, &str), usize> = run
+        .edges()
+        .enumerate()
+        .map(|(i, e)| ((e.caller.id.as_str(), e.callee.id.as_str()), i))
+        .collect();
 
     // Expected edges and interfaces that no real row shows.
     let mut summary = Summary::default();
-    let mut items: Vec<Item> = Vec::new();
-    for ((c, s), exp) in &edges_exp {
+    let mut items: Vec<Named<'_>> = Vec::new();
+    // Every unit's edge is expected (a unit is made only for an interface of an expected edge).
+    let mut units_counted = 0;
+    for ((c, s), exp) in expected_edges {
         let status = edge_status(c, s);
         summary.edges.count(status);
         if exp.critical {
             summary.critical.count(status);
         }
-        items.push(Item {
-            caller: c.clone(),
-            callee: s.clone(),
+        items.push(Named {
+            caller: c,
+            callee: s,
             operation: None,
             critical: exp.critical,
             status,
         });
         let mut extra: Vec<InterfaceCoverage> = Vec::new();
-        for ((uc, us, op), unit) in units.range((c.clone(), s.clone(), String::new())..) {
-            if uc != c || us != s {
-                break;
+        // The edge's interfaces, sorted here so that `items` ends up (nearly) sorted.
+        let mut edge_items: Vec<Named<'_>> = Vec::new();
+        let first = units.partition_point(|((uc, us, _), _)| (*uc, *us) < (c, s));
+        for ((_, _, op), unit) in units[first..]
+            .iter()
+            .take_while(|((uc, us, _), _)| (*uc, *us) == (c, s))
+        {
+            units_counted += 1;
+            summary.interfaces.count(unit.status);
+            if unit.critical {
+                summary.critical.count(unit.status);
             }
+            edge_items.push(Named {
+                caller: c,
+                callee: s,
+                operation: Some(op),
+                critical: unit.critical,
+                status: unit.status,
+            });
             if !unit.has_real_row {
                 extra.push(InterfaceCoverage {
-                    operation: op.clone(),
+                    operation: (*op).to_owned(),
                     status: unit.status,
                     expected: true,
                     critical: unit.critical,
@@ -404,7 +491,7 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
                 });
             }
         }
-        let used = consumed.edge.get(&(c.clone(), s.clone()));
+        let used = consumed.edge.get(&(c, s));
         for (i, iface) in exp.interfaces.iter().enumerate() {
             if used.is_some_and(|u| u.contains(&i)) {
                 continue;
@@ -413,10 +500,10 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             if iface.critical {
                 summary.critical.count(Status::Untested);
             }
-            items.push(Item {
-                caller: c.clone(),
-                callee: s.clone(),
-                operation: Some(iface.name.clone()),
+            edge_items.push(Named {
+                caller: c,
+                callee: s,
+                operation: Some(&iface.name),
                 critical: iface.critical,
                 status: Status::Untested,
             });
@@ -428,11 +515,13 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
                 observed: false,
             });
         }
-        match rows.iter_mut().find(|r| &r.caller == c && &r.callee == s) {
+        edge_items.sort();
+        items.extend(edge_items);
+        match observed_rows.get(&(c, s)).and_then(|&i| rows.get_mut(i)) {
             Some(row) => row.interfaces.extend(extra),
             None => rows.push(EdgeCoverage {
-                caller: c.clone(),
-                callee: s.clone(),
+                caller: c.to_owned(),
+                callee: s.to_owned(),
                 status,
                 expected: true,
                 critical: exp.critical,
@@ -441,32 +530,14 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             }),
         }
     }
-    for ((c, s, op), unit) in &units {
-        summary.interfaces.count(unit.status);
-        if unit.critical {
-            summary.critical.count(unit.status);
-        }
-        items.push(Item {
-            caller: c.clone(),
-            callee: s.clone(),
-            operation: Some(op.clone()),
-            critical: unit.critical,
-            status: unit.status,
-        });
-    }
+    debug_assert_eq!(units_counted, units.len(), "a unit of an edge not expected");
     for (s, list) in &expected.any_caller {
-        let used = consumed.any.get(s);
-        let open: Vec<InterfaceCoverage> = list
+        let used = consumed.any.get(s.as_str());
+        let open: Vec<&super::expected::ExpectedInterface> = list
             .iter()
             .enumerate()
             .filter(|(i, _)| !used.is_some_and(|u| u.contains(i)))
-            .map(|(_, iface)| InterfaceCoverage {
-                operation: iface.name.clone(),
-                status: Status::Untested,
-                expected: true,
-                critical: iface.critical,
-                observed: false,
-            })
+            .map(|(_, iface)| iface)
             .collect();
         if open.is_empty() {
             continue;
@@ -476,10 +547,10 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             if iface.critical {
                 summary.critical.count(Status::Untested);
             }
-            items.push(Item {
-                caller: ANY_CALLER.to_owned(),
-                callee: s.clone(),
-                operation: Some(iface.operation.clone()),
+            items.push(Named {
+                caller: ANY_CALLER,
+                callee: s,
+                operation: Some(&iface.name),
                 critical: iface.critical,
                 status: Status::Untested,
             });
@@ -491,7 +562,16 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             expected: true,
             critical: open.iter().any(|i| i.critical),
             observed: false,
-            interfaces: open,
+            interfaces: open
+                .iter()
+                .map(|iface| InterfaceCoverage {
+                    operation: iface.name.clone(),
+                    status: Status::Untested,
+                    expected: true,
+                    critical: iface.critical,
+                    observed: false,
+                })
+                .collect(),
         });
     }
 
@@ -526,8 +606,13 @@ pub fn coverage(run: &RunGraph, expected: &Expected, failing: &BTreeSet<HopKey>)
             });
         }
     }
-    let by =
-        |st: Status| -> Vec<Item> { items.iter().filter(|i| i.status == st).cloned().collect() };
+    let by = |st: Status| -> Vec<Item> {
+        items
+            .iter()
+            .filter(|i| i.status == st)
+            .map(Named::owned)
+            .collect()
+    };
     let mut failed_tests: Vec<String> = run
         .tests()
         .iter()

@@ -2,18 +2,22 @@
 //! text for a terminal or Markdown for a pull-request comment.
 //!
 //! The input is two reports built over the same expected set (the run's: `query::diff_runs`
-//! rebuilds the base's coverage against it), so an item's status means the same on both sides,
-//! and their graphs for the per-interface latency the report does not carry. An item is an edge
+//! builds the base's coverage against it), so an item's status means the same on both sides,
+//! and where each run's per-interface latency is read (`Latencies`: its digest, or its graph),
+//! which the report does not carry; the interfaces that got slower or faster come judged on the
+//! same p95s (`latency_changes` over digests, `regressions` over graphs). An item is an edge
 //! (operation `null`) or an interface; it changes at most one way, the first of `ChangeKind`'s
 //! order that applies. A failure is the same failure in both runs when its test, class and hop
 //! are the same.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::graph::RunGraph;
+use super::digest::{ItemRef, RunDigest};
+use crate::graph::{RunGraph, Sketch};
+use crate::regressions::{Thresholds, slower};
 use crate::report::escape::{markdown as md_text, markdown_url};
 use crate::report::{Failure, Report};
 
@@ -24,11 +28,19 @@ pub struct RunRef {
     pub name: String,
 }
 
-/// One side of a diff: the run, its report (with coverage) and its graph.
+/// One side of a diff: the run, its report (with coverage) and where its p95s are read.
 pub struct DiffSide<'a> {
     pub run: RunRef,
     pub report: &'a Report,
-    pub graph: &'a RunGraph,
+    pub latency: Latencies<'a>,
+}
+
+/// Where a side's p95s are read: the run's graph (its latency sketches), or its history digest
+/// (the p95s it kept of the same sketches). Either gives the same numbers.
+#[derive(Clone, Copy)]
+pub enum Latencies<'a> {
+    Graph(&'a RunGraph),
+    Digest(&'a RunDigest),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +146,9 @@ pub struct FailureChanges {
 
 type ItemKey = (String, String, Option<String>);
 
+/// An item's key as its report names it.
+type Key<'a> = (&'a str, &'a str, Option<&'a str>);
+
 /// An interface whose latency changed (`crate::regressions`): `Slower` or `Faster`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LatencyChange {
@@ -143,44 +158,113 @@ pub struct LatencyChange {
     pub operation: String,
 }
 
+/// The interfaces that got slower or faster from `base` to `run`, judged on the p95s and calls
+/// their digests kept, as `regressions::regressions` and `improvements` judge them on the runs'
+/// graphs (`regressions::slower`). Sorted by (caller, callee, operation), slower before faster.
+pub fn latency_changes(base: &RunDigest, run: &RunDigest, t: &Thresholds) -> Vec<LatencyChange> {
+    let mut out = Vec::new();
+    // Both digests list their interfaces sorted by name: a merge finds the ones in both.
+    let mut before = base.interfaces().peekable();
+    for r in run.interfaces() {
+        let key = (r.caller, r.callee, r.operation);
+        while before
+            .peek()
+            .is_some_and(|b| (b.caller, b.callee, b.operation) < key)
+        {
+            before.next();
+        }
+        let Some(b) = before
+            .peek()
+            .filter(|b| (b.caller, b.callee, b.operation) == key)
+        else {
+            continue;
+        };
+        let (Some(base_p95), Some(run_p95), Some(operation)) =
+            (b.item.p95_ns, r.item.p95_ns, r.operation)
+        else {
+            continue;
+        };
+        let (b, r) = ((b.item.calls, base_p95), (r.item.calls, run_p95));
+        let change = if slower(b, r, t).is_some() {
+            ChangeKind::Slower
+        } else if slower(r, b, t).is_some() {
+            ChangeKind::Faster
+        } else {
+            continue;
+        };
+        out.push(LatencyChange {
+            change,
+            caller: key.0.to_owned(),
+            callee: key.1.to_owned(),
+            operation: operation.to_owned(),
+        });
+    }
+    out.sort_by_key(|c| c.change);
+    out
+}
+
 /// What changed from `base` to `run`. Both reports must carry coverage over the same expected set.
 /// `latency` lists the interfaces that got slower or faster; each is listed unless it changed in
 /// a way that matters more.
 pub fn diff(base: DiffSide<'_>, run: DiffSide<'_>, latency: &[LatencyChange]) -> Diff {
     let before = items(&base);
     let after = items(&run);
-    let keys: BTreeSet<&ItemKey> = before.keys().chain(after.keys()).collect();
-    let mut changes: Vec<Change> = keys
-        .into_iter()
-        .filter_map(|key| {
-            let (b, r) = (before.get(key), after.get(key));
-            classify(b, r).map(|change| Change {
-                caller: key.0.clone(),
-                callee: key.1.clone(),
-                operation: key.2.clone(),
+    let owned = |key: Key<'_>| (key.0.to_owned(), key.1.to_owned(), key.2.map(str::to_owned));
+    let mut changes: Vec<Change> = Vec::new();
+    // Both lists are sorted by key: one pass over them meets every key once.
+    let (mut b, mut r) = (before.iter().peekable(), after.iter().peekable());
+    loop {
+        let (key, bs, rs) = match (b.peek(), r.peek()) {
+            (None, None) => break,
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                let (x, y) = (b.next(), r.next());
+                (x.map(|x| x.0), x.map(|x| &x.1), y.map(|y| &y.1))
+            }
+            (Some(x), y) if y.is_none_or(|y| x.0 < y.0) => {
+                let x = b.next();
+                (x.map(|x| x.0), x.map(|x| &x.1), None)
+            }
+            _ => {
+                let y = r.next();
+                (y.map(|y| y.0), None, y.map(|y| &y.1))
+            }
+        };
+        let Some(key) = key else { break };
+        if let Some(change) = classify(bs, rs) {
+            let (caller, callee, operation) = owned(key);
+            changes.push(Change {
+                caller,
+                callee,
+                operation,
                 change,
-                base: b.cloned(),
-                run: r.cloned(),
-            })
-        })
+                base: bs.cloned(),
+                run: rs.cloned(),
+            });
+        }
+    }
+    let mut taken: HashSet<ItemKey> = changes
+        .iter()
+        .map(|c| (c.caller.clone(), c.callee.clone(), c.operation.clone()))
         .collect();
+    let state = |list: &[(Key<'_>, ItemState)], key: Key<'_>| {
+        list.binary_search_by(|(k, _)| k.cmp(&key))
+            .ok()
+            .map(|i| list[i].1.clone())
+    };
     for l in latency {
         let key = (
-            l.caller.clone(),
-            l.callee.clone(),
-            Some(l.operation.clone()),
+            l.caller.as_str(),
+            l.callee.as_str(),
+            Some(l.operation.as_str()),
         );
-        let taken = changes
-            .iter()
-            .any(|c| (&c.caller, &c.callee, &c.operation) == (&key.0, &key.1, &key.2));
-        if !taken {
+        if taken.insert(owned(key)) {
             changes.push(Change {
-                caller: key.0.clone(),
-                callee: key.1.clone(),
-                operation: key.2.clone(),
+                caller: l.caller.clone(),
+                callee: l.callee.clone(),
+                operation: Some(l.operation.clone()),
                 change: l.change,
-                base: before.get(&key).cloned(),
-                run: after.get(&key).cloned(),
+                base: state(&before, key),
+                run: state(&after, key),
             });
         }
     }
@@ -212,55 +296,101 @@ fn sort_changes(changes: &mut [Change]) {
     });
 }
 
-/// Every edge and interface of a report (observed or expected), with its state.
-fn items(side: &DiffSide<'_>) -> BTreeMap<ItemKey, ItemState> {
-    let mut out = BTreeMap::new();
-    for e in &side.report.edges {
-        let graph_edge = side.graph.edge(&e.caller, &e.callee);
-        let p95 = |client: Option<&crate::graph::Sketch>, server: Option<&crate::graph::Sketch>| {
-            let ms = |s: &crate::graph::Sketch| {
-                (!s.is_empty())
-                    .then(|| s.latency().p95)
-                    .flatten()
-                    .map(|ns| (ns as f64 / 1e3).round() / 1e3)
+/// Every edge and interface of a report (observed or expected), with its state, sorted by key
+/// (an item listed twice: the last).
+fn items<'a>(side: &DiffSide<'a>) -> Vec<(Key<'a>, ItemState)> {
+    let mut out: Vec<(Key<'a>, ItemState)> = Vec::new();
+    let ms = |ns: u64| (ns as f64 / 1e3).round() / 1e3;
+    let report: &'a Report = side.report;
+    match side.latency {
+        Latencies::Graph(graph) => {
+            // The calling side's p95, else the answering side's.
+            let p95 = |client: Option<&Sketch>, server: Option<&Sketch>| {
+                let p95 = |s: &Sketch| (!s.is_empty()).then(|| s.latency().p95).flatten();
+                client.and_then(p95).or_else(|| server.and_then(p95))
             };
-            client.and_then(ms).or_else(|| server.and_then(ms))
-        };
-        out.insert(
-            (e.caller.clone(), e.callee.clone(), None),
-            ItemState {
-                status: e.status.clone().unwrap_or_else(|| "unexpected".into()),
-                calls: e.calls,
-                errors: e.errors,
-                p95_ms: p95(
+            for e in &report.edges {
+                let graph_edge = graph.edge(&e.caller, &e.callee);
+                let edge_p95 = p95(
                     graph_edge.map(|g| &g.edge.client),
                     graph_edge.map(|g| &g.edge.server),
-                ),
-            },
-        );
-        for i in &e.interfaces {
-            let gi = graph_edge.and_then(|g| {
-                g.edge
-                    .interfaces
-                    .iter()
-                    .find(|x| x.operation == i.operation)
-            });
-            out.insert(
-                (
-                    e.caller.clone(),
-                    e.callee.clone(),
-                    Some(i.operation.clone()),
-                ),
-                ItemState {
-                    status: i.status.clone().unwrap_or_else(|| "unexpected".into()),
-                    calls: i.calls,
-                    errors: i.errors,
-                    p95_ms: p95(gi.map(|g| &g.client), gi.map(|g| &g.server)),
-                },
-            );
+                );
+                put_edge(&mut out, e, edge_p95.map(ms), |op| {
+                    let gi = graph_edge
+                        .and_then(|g| g.edge.interfaces.iter().find(|x| x.operation == op));
+                    p95(gi.map(|g| &g.client), gi.map(|g| &g.server)).map(ms)
+                });
+            }
+        }
+        Latencies::Digest(_) => {
+            for e in &report.edges {
+                put_edge(&mut out, e, None, |_| None);
+            }
+        }
+    }
+    // A report lists its edges sorted and each edge's interfaces sorted, so this finds them in
+    // order; a stable sort keeps the order of an item listed twice.
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.reverse();
+    out.dedup_by(|later, kept| later.0 == kept.0);
+    out.reverse();
+    if let Latencies::Digest(digest) = side.latency {
+        // The digest lists its edges and its interfaces sorted by name too: one pass over each
+        // finds every item's p95, rather than a search by name per item.
+        let (mut edges, mut interfaces) =
+            (digest.edges().peekable(), digest.interfaces().peekable());
+        for (key, state) in &mut out {
+            let p95 = if key.2.is_none() {
+                kept_p95(&mut edges, *key)
+            } else {
+                kept_p95(&mut interfaces, *key)
+            };
+            state.p95_ms = p95.map(ms);
         }
     }
     out
+}
+
+/// The p95 a digest kept of `key`, from its records sorted by name, passed over up to `key`
+/// (asked in order).
+fn kept_p95<'d>(
+    records: &mut std::iter::Peekable<impl Iterator<Item = ItemRef<'d>>>,
+    key: Key<'_>,
+) -> Option<u64> {
+    while records
+        .next_if(|i| (i.caller, i.callee, i.operation) < key)
+        .is_some()
+    {}
+    records
+        .peek()
+        .filter(|i| (i.caller, i.callee, i.operation) == key)
+        .and_then(|i| i.item.p95_ns)
+}
+
+/// Puts a report's edge and its interfaces into `out`, with the edge's p95 and the
+/// interfaces' by operation (milliseconds).
+fn put_edge<'a>(
+    out: &mut Vec<(Key<'a>, ItemState)>,
+    e: &'a crate::report::Edge,
+    p95_ms: Option<f64>,
+    interface_p95_ms: impl Fn(&str) -> Option<f64>,
+) {
+    let state = |status: &Option<String>, calls, errors, p95_ms| ItemState {
+        status: status.clone().unwrap_or_else(|| "unexpected".into()),
+        calls,
+        errors,
+        p95_ms,
+    };
+    out.push((
+        (&e.caller, &e.callee, None),
+        state(&e.status, e.calls, e.errors, p95_ms),
+    ));
+    for i in &e.interfaces {
+        out.push((
+            (&e.caller, &e.callee, Some(&i.operation)),
+            state(&i.status, i.calls, i.errors, interface_p95_ms(&i.operation)),
+        ));
+    }
 }
 
 fn classify(base: Option<&ItemState>, run: Option<&ItemState>) -> Option<ChangeKind> {

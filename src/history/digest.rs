@@ -3,10 +3,11 @@
 //!
 //! A run's rollup turned into its graph costs as much as the run has interfaces, tests and
 //! latency buckets (tens of milliseconds for a 100,000-span run); a question over a suite's last
-//! runs would pay that once a run. The digest keeps only what `flaky` and the trends read: per
-//! interface and per edge its calls, errors, hops in error inside failed tests, p95 and the
-//! tests that crossed it (interfaces only), and the failures placed on a hop with their test
-//! and class.
+//! runs would pay that once a run. The digest keeps only what `flaky`, the trends and `diff`
+//! read: per interface and per edge its calls, errors, hops in error inside failed tests, p95
+//! and the tests that crossed it (interfaces only), and the failures placed on a hop with their
+//! test and class. Its interfaces make a graph (`graph`) that coverage and the expected set
+//! read as they read the run's own; `diff` reads the failures in full from `RunFailures`.
 //!
 //! Key design decision: the digest is its encoded bytes, read where they lie. Decoding a
 //! serde-encoded digest (a vector and a list of tests per interface, ten thousand of them in a
@@ -30,7 +31,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::blame::Blame;
-use crate::graph::RunGraph;
+use crate::graph::run::{InterfaceParts, Interner, Totals, assemble_interfaces};
+use crate::graph::{Diagnostics, NodeKind, RunGraph};
 
 /// Bumped when what a digest holds changes: stored digests of another version are made again.
 pub const DIGEST_VERSION: u32 = 2;
@@ -490,6 +492,22 @@ impl RunDigest {
         range.map(move |i| self.item_ref(self.interfaces_at, i))
     }
 
+    /// Every edge, in order of caller and callee.
+    pub fn edges(&self) -> impl Iterator<Item = ItemRef<'_>> {
+        (0..self.n_edges).map(move |i| self.item_ref(self.edges_at, i))
+    }
+
+    /// Every interface, in order of caller, callee and operation.
+    pub fn interfaces(&self) -> impl Iterator<Item = ItemRef<'_>> {
+        (0..self.n_interfaces).map(move |i| self.item_ref(self.interfaces_at, i))
+    }
+
+    /// The run's interfaces as a graph: what coverage, the expected set and a report's edges
+    /// read of a run (see `graph_of`).
+    pub fn graph(&self) -> RunGraph {
+        graph_of(self.interfaces())
+    }
+
     /// The failures placed on a hop, in the report's order.
     pub fn failures(&self) -> impl Iterator<Item = FailureRef<'_>> {
         (0..self.n_failures).map(move |i| {
@@ -509,6 +527,49 @@ impl RunDigest {
     pub fn has_failures(&self) -> bool {
         self.n_failures > 0
     }
+}
+
+/// A graph of a digest's interfaces: their calls, errors, whether a test crossed each and its
+/// hops in error inside failed tests — all that `coverage::coverage`, `Expected::add_graph` and
+/// `report::build`'s edges and interfaces read of a run. It has no latency, no tests by name
+/// (one nameless test stands for all that crossed an interface), no hops, and every node is a
+/// service: a reader that needs more reads the digest.
+pub(crate) fn graph_of<'d>(items: impl Iterator<Item = ItemRef<'d>>) -> RunGraph {
+    let mut nodes: Interner<NodeKind> = Interner::default();
+    let mut operations: Interner<()> = Interner::default();
+    let mut parts = Vec::with_capacity(items.size_hint().0);
+    for i in items {
+        let a = nodes.intern(i.caller, NodeKind::Service);
+        let b = nodes.intern(i.callee, NodeKind::Service);
+        let op = operations.intern(i.operation.unwrap_or(""), ());
+        // Hops in error inside a failed test are hops of a test: they imply one crossed it.
+        let named_tests = if i.item.tested {
+            vec![(String::new(), i.item.failing_errors)]
+        } else {
+            Vec::new()
+        };
+        parts.push((
+            (a, b, op),
+            InterfaceParts {
+                calls: i.item.calls,
+                errors: i.item.errors,
+                named_tests,
+                ..InterfaceParts::default()
+            },
+        ));
+    }
+    assemble_interfaces(
+        Totals {
+            nodes,
+            operations,
+            tests: Vec::new(),
+            spans: 0,
+            traces: 0,
+            diagnostics: Diagnostics::default(),
+        },
+        parts,
+        Vec::new(),
+    )
 }
 
 #[cfg(test)]

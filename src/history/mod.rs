@@ -2,30 +2,35 @@
 //! (`diff`), the gate conditions that judge a run against its baseline, the flaky hops of a
 //! suite's last runs (`flaky`) and an edge's or interface's trend over them (`trend`).
 //!
-//! `diff` and `judge` compare reports and graphs that `crate::query` built from the runs' stored
-//! rollups, so their cost follows edges, interfaces and failures, never spans. `flaky` and
-//! `trend` read each run's `RunDigest` (`digest`): what history needs of a run, made once from
+//! History reads each run's `RunDigest` (`digest`): what history needs of a run, made once from
 //! its graph and kept beside its rollup, so that a question over a hundred runs reads a hundred
-//! small digests rather than turning a hundred rollups into graphs. Everything here is pure but
-//! `store`, which keeps the digests and asks the questions of a suite's window. Rendering for
-//! people (text, Markdown) lives beside the data in `diff`, and in `report::history` for flaky
-//! hops and trends.
+//! small digests rather than turning a hundred rollups into graphs. `flaky` and `trend` read
+//! digests alone; `diff` (and `judge`, the gate's conditions on a diff) compares two reports
+//! that `crate::query` builds from the two runs' digests and their failures in full
+//! (`RunFailures`, kept beside each digest), so its cost follows edges, interfaces and failures,
+//! never spans or rollups. Everything here is pure but `store`, which keeps the digests and
+//! failures and asks the questions of a suite's window. Rendering for people (text, Markdown)
+//! lives beside the data in `diff`, and in `report::history` for flaky hops and trends.
 
 pub mod diff;
 pub mod digest;
+pub mod failures;
 pub mod flaky;
 mod store;
 pub mod trend;
 
 #[cfg(test)]
+mod diff_tests;
+#[cfg(test)]
 mod tests;
 
-pub use diff::{Change, ChangeKind, Diff, DiffSide, ItemState, LatencyChange, diff};
+pub use diff::{Change, ChangeKind, Diff, DiffSide, ItemState, Latencies, LatencyChange, diff};
 pub use digest::RunDigest;
+pub use failures::RunFailures;
 pub use flaky::{FlakyHop, WindowRun};
 pub use store::{
-    DEFAULT_LAST, HopNames, Known, MAX_LAST, Window, WindowEntry, digest_pass, digests, flaky_hops,
-    flaky_in_report, keep_digests, trend_of, window,
+    DEFAULT_LAST, HopNames, Known, MAX_LAST, Window, WindowEntry, diff_records, digest_pass,
+    digests, flaky_hops, flaky_in_report, keep_digests, trend_of, window,
 };
 pub use trend::{TrendItem, TrendPoint};
 

@@ -1,7 +1,8 @@
 //! The store side of history: the suite's window of runs, the runs' digests kept in
-//! `run_digests` (read when fresh, made from a run's rollup when not, made ahead of time by
-//! `serve`'s history keeper), and the questions over a window (`flaky_hops`, `trend_of`,
-//! `flaky_in_report`). The only part of `history/` that does I/O.
+//! `run_digests` and their failures in `run_failures` (read when fresh, made from a run's rollup
+//! when not, made ahead of time by `serve`'s history keeper), the questions over a window
+//! (`flaky_hops`, `trend_of`, `flaky_in_report`), and what `diff` reads of a run
+//! (`diff_records`). The only part of `history/` that does I/O.
 //!
 //! A run's rollup → graph is tens of milliseconds for a 100,000-span run (BENCHMARKS.md,
 //! "History"), twenty of them too slow for a question DESIGN wants answered in milliseconds. So
@@ -9,10 +10,12 @@
 //! from: `rollup_stamps` holds, per run and fingerprint, the results generation of the
 //! transaction that last rewrote the run's rollup (`results::settle` writes it in that
 //! transaction), and a digest is fresh while its stamp is the rollup's. A run whose traces are
-//! still pending gets a digest made for the question and not kept. `serve` keeps them ready: its
-//! history keeper (`keep_digests`, a thread beside the settle worker) makes the digest of every
-//! run that has finished and has none or a stale one, so questions read digests and the first
-//! question after a run pays no more than the others.
+//! still pending gets a digest made for the question and not kept. A run's failures are made
+//! with its digest, from the same graph, kept in the same transaction with the same stamp, and
+//! fresh by the same rule. `serve` keeps them ready: its history keeper (`keep_digests`, a thread
+//! beside the settle worker) makes the digest and failures of every run that has finished and
+//! has either missing or stale, so questions read digests and the first question after a run
+//! pays no more than the others.
 //!
 //! Everything here blocks (SQLite, merging a rollup): call it from a blocking thread.
 
@@ -21,14 +24,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::blame::Blame;
-use crate::graph::RunGraph;
+use crate::blame::Failure;
 use crate::query::{self, QueryError, ReportContext};
 use crate::results::{fingerprint, settle};
 use crate::runs::{self, Run};
 use crate::store::{Reader, StoreError};
 
 use super::digest::{self, RunDigest};
+use super::failures::{FAILURES_VERSION, RunFailures};
 use super::flaky::{self, FlakyHop, WindowRun};
 use super::trend::{self, TrendItem, TrendPoint};
 
@@ -144,17 +147,50 @@ fn make(
     ctx: &ReportContext,
     stamp: Option<i64>,
 ) -> Result<RunDigest, QueryError> {
+    Ok(make_records(reader, run, ctx, stamp)?.0)
+}
+
+/// Makes a run's digest and its failures from its rollup, and keeps both with `stamp` when
+/// given, as `make`.
+fn make_records(
+    reader: &Reader,
+    run: &str,
+    ctx: &ReportContext,
+    stamp: Option<i64>,
+) -> Result<(RunDigest, RunFailures), QueryError> {
     let (graph, blame) = query::merged_runs(reader, &[run.to_owned()], ctx)?;
     let d = RunDigest::of(&graph, &blame);
+    let f = RunFailures::of(&blame);
     if let Some(stamp) = stamp {
-        // Keeping it is a favour to the next question: a failure (the store busy past its
+        // Keeping them is a favour to the next question: a failure (the store busy past its
         // timeout) costs that question a recomputation, never this answer.
         let fp = fingerprint(&ctx.analysis);
-        if let Err(e) = reader.with_conn(|c| keep(c, run, fp, stamp, &d)) {
+        if let Err(e) = reader.with_conn(|c| keep(c, run, fp, stamp, &d, &f)) {
             tracing::warn!(run = %run, error = %e, "keeping a run's history digest failed");
         }
     }
-    Ok(d)
+    Ok((d, f))
+}
+
+/// What `diff` reads of a run: its digest and its failures, stored ones when both are fresh
+/// and nothing of the run is pending, else made from its rollup (the traces pending computed
+/// first, as for its report) and kept when nothing was pending. In a deployment they are made
+/// for each question and never kept, as digests are (see `digests`).
+pub fn diff_records(
+    reader: &Reader,
+    run: &str,
+    ctx: &ReportContext,
+) -> Result<(RunDigest, RunFailures), QueryError> {
+    if reader.deployment().is_some() {
+        return make_records(reader, run, ctx, None);
+    }
+    let fp = fingerprint(&ctx.analysis);
+    let (stamp, stored) = reader.with_conn(|c| load_records(c, run, fp))?;
+    let pending = reader.with_conn(|c| settle::run_has_pending(c, run, &ctx.analysis))?;
+    match stored {
+        Some(records) if !pending => Ok(records),
+        _ => make_records(reader, run, ctx, (!pending).then_some(stamp)),
+    }
 }
 
 /// Makes and keeps the digests of up to `limit` complete runs (closed, or quiet since
@@ -178,7 +214,9 @@ pub fn digest_pass(
             "SELECT r.id, s.stamp FROM runs r
              JOIN rollup_stamps s ON s.run_id = r.id AND s.fingerprint = ?1
              LEFT JOIN run_digests d ON d.run_id = r.id AND d.fingerprint = ?1
-             WHERE (d.stamp IS NULL OR d.stamp != s.stamp OR substr(d.data, 1, 4) != ?2)
+             LEFT JOIN run_failures f ON f.run_id = r.id AND f.fingerprint = ?1
+             WHERE (d.stamp IS NULL OR d.stamp != s.stamp OR substr(d.data, 1, 4) != ?2
+                    OR f.stamp IS NULL OR f.stamp != s.stamp OR substr(f.data, 1, 4) != ?4)
                AND (r.closed_ns IS NOT NULL OR r.last_ns <= ?3)
              ORDER BY r.created_ns DESC",
         )?;
@@ -187,7 +225,8 @@ pub fn digest_pass(
                 params![
                     fp,
                     &digest::DIGEST_VERSION.to_le_bytes()[..],
-                    settled_before as i64
+                    settled_before as i64,
+                    &FAILURES_VERSION.to_le_bytes()[..],
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?
@@ -258,20 +297,82 @@ pub(super) fn load(
     Ok((stamp, fresh))
 }
 
-/// Keeps a run's digest, made from its rollup as of `stamp`.
+/// The stamp of a run's rollup, and its stored digest and failures when both are fresh (made
+/// from the rollup with that stamp, of this version).
+fn load_records(
+    conn: &rusqlite::Connection,
+    run: &str,
+    fp: i64,
+) -> Result<(i64, Option<(RunDigest, RunFailures)>), StoreError> {
+    // One statement: the stamp and both records as of one moment.
+    type Row = (
+        i64,
+        Option<i64>,
+        Option<Vec<u8>>,
+        Option<i64>,
+        Option<Vec<u8>>,
+    );
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT COALESCE(s.stamp, 0), d.stamp, d.data, f.stamp, f.data
+             FROM (SELECT ?1 AS run_id, ?2 AS fingerprint) k
+             LEFT JOIN rollup_stamps s ON s.run_id = k.run_id AND s.fingerprint = k.fingerprint
+             LEFT JOIN run_digests d ON d.run_id = k.run_id AND d.fingerprint = k.fingerprint
+             LEFT JOIN run_failures f ON f.run_id = k.run_id AND f.fingerprint = k.fingerprint",
+        )?
+        .query_row(params![run, fp], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((stamp, digest_stamp, digest, failures_stamp, failures)) = row else {
+        return Ok((0, None));
+    };
+    let fresh = |at: Option<i64>, data: Option<Vec<u8>>| (at == Some(stamp)).then_some(data)?;
+    let records = fresh(digest_stamp, digest)
+        .and_then(RunDigest::decode)
+        .zip(fresh(failures_stamp, failures).and_then(RunFailures::decode));
+    Ok((stamp, records))
+}
+
+/// Keeps a run's digest and failures, made from its rollup as of `stamp`, in one transaction.
 fn keep(
     conn: &rusqlite::Connection,
     run: &str,
     fp: i64,
     stamp: i64,
     d: &RunDigest,
+    f: &RunFailures,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO run_digests (run_id, fingerprint, stamp, data) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (run_id, fingerprint) DO UPDATE SET stamp = excluded.stamp, data = excluded.data",
-    )?
-    .execute(params![run, fp, stamp, d.as_bytes()])?;
-    Ok(())
+    // IMMEDIATE: the write lock first, as every writer takes it (a deferred transaction that
+    // read first could not upgrade once another writer committed).
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let write = || -> Result<(), StoreError> {
+        for (sql, data) in [
+            (
+                "INSERT INTO run_digests (run_id, fingerprint, stamp, data) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (run_id, fingerprint)
+                 DO UPDATE SET stamp = excluded.stamp, data = excluded.data",
+                d.as_bytes(),
+            ),
+            (
+                "INSERT INTO run_failures (run_id, fingerprint, stamp, data) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (run_id, fingerprint)
+                 DO UPDATE SET stamp = excluded.stamp, data = excluded.data",
+                f.as_bytes(),
+            ),
+        ] {
+            conn.prepare_cached(sql)?
+                .execute(params![run, fp, stamp, data])?;
+        }
+        Ok(())
+    };
+    match write() {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 fn window_runs<'a>(window: &'a Window, digests: &'a [RunDigest]) -> Vec<WindowRun<'a>> {
@@ -331,20 +432,17 @@ pub fn trend_of(
 pub type HopNames = (String, String, String);
 
 /// The hops flaky in the suite of `run` over its `DEFAULT_LAST` runs up to `run`, for marking
-/// the failures of `run`'s report, whose graph and blame are given. Empty when none of its
-/// failures has a hop and a test (nothing could be marked) or the suite has one run.
+/// `failures`, those of `run`'s report; `own` makes the run's digest when none is stored (from
+/// the graph and blame the caller holds, or its digest). Empty when none of the failures has a
+/// hop and a test (nothing could be marked) or the suite has one run.
 pub fn flaky_in_report(
     reader: &Reader,
     run: &Run,
-    graph: &RunGraph,
-    blame: &Blame,
+    failures: &[Failure],
+    own: &dyn Fn() -> RunDigest,
     ctx: &ReportContext,
 ) -> Result<BTreeSet<HopNames>, QueryError> {
-    if !blame
-        .failures
-        .iter()
-        .any(|f| f.hop.is_some() && f.test.is_some())
-    {
+    if !failures.iter().any(|f| f.hop.is_some() && f.test.is_some()) {
         return Ok(BTreeSet::new());
     }
     let window = match window(reader, None, Some(run), DEFAULT_LAST) {
@@ -356,8 +454,7 @@ pub fn flaky_in_report(
     if window.runs.len() < 2 {
         return Ok(BTreeSet::new());
     }
-    let own = || RunDigest::of(graph, blame);
-    let digests = digests(reader, &window.runs, ctx, Some((&run.id, &own)))?;
+    let digests = digests(reader, &window.runs, ctx, Some((&run.id, own)))?;
     Ok(flaky::flaky(&window_runs(&window, &digests))
         .into_iter()
         .map(|h| (h.caller, h.callee, h.operation))

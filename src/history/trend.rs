@@ -14,8 +14,7 @@
 //! Pure: digests and the expected topology in, points out.
 
 use crate::coverage::{self, Expected, HopKey, Status};
-use crate::graph::run::{InterfaceParts, Interner, Totals, assemble_interfaces};
-use crate::graph::{Diagnostics, NodeKind, RunGraph};
+use crate::graph::RunGraph;
 
 use super::digest::RunDigest;
 use super::flaky::WindowRun;
@@ -131,43 +130,8 @@ fn status(d: &RunDigest, item: &TrendItem, judge: &Judge<'_>) -> Option<Status> 
 /// The caller's interfaces to `callees` in the run, as a graph: enough for `coverage` to name
 /// the status of the caller's edge to the first of them and of its interfaces.
 fn caller_graph(d: &RunDigest, caller: &str, callees: &[&str]) -> RunGraph {
-    let mut nodes: Interner<NodeKind> = Interner::default();
-    let mut operations: Interner<()> = Interner::default();
-    let mut parts = Vec::new();
-    for i in d
-        .interfaces_from(caller)
-        .filter(|i| callees.contains(&i.callee))
-    {
-        let a = nodes.intern(i.caller, NodeKind::Service);
-        let b = nodes.intern(i.callee, NodeKind::Service);
-        let op = operations.intern(i.operation.unwrap_or(""), ());
-        // Only whether a test crossed it and whether a failed test erred on it matter to a
-        // status: one test stands for all of them.
-        let named_tests = if i.item.tested {
-            vec![(String::new(), i.item.failing_errors)]
-        } else {
-            Vec::new()
-        };
-        parts.push((
-            (a, b, op),
-            InterfaceParts {
-                calls: i.item.calls,
-                errors: i.item.errors,
-                named_tests,
-                ..InterfaceParts::default()
-            },
-        ));
-    }
-    assemble_interfaces(
-        Totals {
-            nodes,
-            operations,
-            tests: Vec::new(),
-            spans: 0,
-            traces: 0,
-            diagnostics: Diagnostics::default(),
-        },
-        parts,
-        Vec::new(),
+    super::digest::graph_of(
+        d.interfaces_from(caller)
+            .filter(|i| callees.contains(&i.callee)),
     )
 }

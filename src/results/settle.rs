@@ -801,6 +801,7 @@ pub fn drop_run(conn: &Connection, run: &str, rollups: &mut RollupEdits) -> Resu
         "DELETE FROM seen_examples WHERE run_id = ?1",
         // History's digests of the run (`history::store`), and the stamp they are held to.
         "DELETE FROM run_digests WHERE run_id = ?1",
+        "DELETE FROM run_failures WHERE run_id = ?1",
         "DELETE FROM rollup_stamps WHERE run_id = ?1",
     ] {
         conn.prepare_cached(sql)?.execute(params![run])?;
@@ -870,6 +871,40 @@ pub fn count_pending(
     opts: &AnalysisOptions,
 ) -> Result<u64, StoreError> {
     count_received_after(conn, run_id, opts, i64::MIN)
+}
+
+/// Whether any trace of a run lacks fresh results (`count_pending` is not zero), found through
+/// the settle mark: only traces received since it, and those a linked trace made stale, can
+/// lack them (as `everything` reads the store's), so a run that settled long ago costs two
+/// index probes rather than a pass over its traces.
+pub fn run_has_pending(
+    conn: &Connection,
+    run_id: &str,
+    opts: &AnalysisOptions,
+) -> Result<bool, StoreError> {
+    let low = mark(conn, opts)?;
+    if low == i64::MIN {
+        // No mark: any trace may lack results, and the run's own are fewer than the store's.
+        return Ok(count_pending(conn, run_id, opts)? > 0);
+    }
+    // `+tr.run_id`: the run's index would lead the plan through every trace of the run; the
+    // traces received since the mark and the stale results are the few rows to start from.
+    let pending: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (
+                 SELECT 1 FROM traces t
+                 JOIN trace_runs tr ON tr.trace_id = t.trace_id
+                 LEFT JOIN trace_results r ON r.trace_id = t.trace_id
+                 WHERE t.last_received_ns >= ?3 AND +tr.run_id = ?1
+                   AND (r.trace_id IS NULL OR r.fingerprint != ?2
+                        OR r.received_ns < t.last_received_ns))
+             OR EXISTS (
+                 SELECT 1 FROM trace_results r
+                 JOIN trace_runs tr ON tr.trace_id = r.trace_id
+                 WHERE r.received_ns < 0 AND +tr.run_id = ?1)",
+        )?
+        .query_row(params![run_id, fingerprint(opts), low], |r| r.get(0))?;
+    Ok(pending)
 }
 
 /// Traces of a run without fresh results whose last span arrived after `cutoff_ns` (not settled).

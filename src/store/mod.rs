@@ -273,6 +273,16 @@ CREATE TABLE IF NOT EXISTS run_digests (
     data         BLOB NOT NULL,
     PRIMARY KEY (run_id, fingerprint)
 ) WITHOUT ROWID;
+-- Per run and fingerprint, the run's failures in full (`history::RunFailures`), made with its
+-- digest from the same rollup and fresh by the same rule: what `diff` lists of them. Apart from
+-- the digests, which a question over many runs reads whole.
+CREATE TABLE IF NOT EXISTS run_failures (
+    run_id       TEXT NOT NULL,
+    fingerprint  INTEGER NOT NULL,
+    stamp        INTEGER NOT NULL,
+    data         BLOB NOT NULL,
+    PRIMARY KEY (run_id, fingerprint)
+) WITHOUT ROWID;
 -- Bumped by every transaction that stores or removes results: what a cached analysis was made
 -- from (`query::AnalysisCache`).
 CREATE TABLE IF NOT EXISTS results_generation (

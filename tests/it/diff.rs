@@ -156,6 +156,32 @@ async fn diff_names_what_broke_and_what_got_fixed_and_the_gate_fails_on_it() {
         .await;
     assert_eq!(verdict["exit_code"], 2, "{verdict}");
 
+    // The answer made from the runs' history digests (what `/api/diff` reads) is the one their
+    // full analyses give, both ways, with the digests kept (the server's history keeper makes
+    // them) and made again from the rollups.
+    let reader = tracecov::store::Reader::new(&server.dir.path().join("data"));
+    let ctx = tracecov::query::ReportContext {
+        analysis: tracecov::graph::AnalysisOptions {
+            test_services: vec![demo::TEST_SERVICE.into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let same_as_analysed = |state: &str| {
+        for (base, run) in [("healthy", "broken"), ("broken", "healthy")] {
+            assert_eq!(
+                tracecov::query::diff_runs(&reader, base, run, &ctx).unwrap(),
+                tracecov::query::diff_analysed(&reader, base, run, &ctx).unwrap(),
+                "diff {base} -> {run}, {state}: digests (left), full analyses (right)"
+            );
+        }
+    };
+    same_as_analysed("digests as the server kept them");
+    reader
+        .with_conn(|c| Ok(c.execute_batch("DELETE FROM run_digests; DELETE FROM run_failures;")?))
+        .unwrap();
+    same_as_analysed("digests made again");
+
     // The compare page.
     let (status, html) = server.get_text("/diff?base=previous&run=broken").await;
     assert_eq!(status, 200);
