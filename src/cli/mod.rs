@@ -9,6 +9,7 @@ mod diff;
 mod export;
 mod history;
 mod import;
+mod mcp;
 mod output;
 mod report;
 mod run;
@@ -70,6 +71,13 @@ pub enum Command {
     /// One OTLP `ExportTraceServiceRequest` per line, the OpenTelemetry Collector file exporter's
     /// format, so the file also feeds any OTLP tool.
     Export(export::ExportArgs),
+    /// A Model Context Protocol server on stdio, for coding agents: the runs, their failures
+    /// and bug reports, untested integrations, diffs, flaky hops and traces as tools.
+    ///
+    /// Standard output carries only the protocol (logs go to standard error). Configure it in
+    /// an MCP client as the command `tracecov` with the arguments `mcp --data DIR` (or
+    /// `mcp --server URL`, with `--token` or TRACECOV_TOKEN when the server requires one).
+    Mcp(mcp::McpArgs),
     /// Run a benchmark (figures in BENCHMARKS.md come from these).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -232,6 +240,7 @@ pub fn main() -> ExitCode {
             Command::Diff(args) => diff::run(args).await,
             Command::Import(args) => import::run(args).await,
             Command::Export(args) => export::run(args).await,
+            Command::Mcp(args) => mcp::run(args).await,
             Command::Bench(BenchCommand::Analysis {
                 spans,
                 store_spans,
