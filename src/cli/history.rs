@@ -51,8 +51,14 @@ pub struct FlakyCmd {
 pub async fn flaky(args: FlakyCmd) -> anyhow::Result<ExitCode> {
     let source = args.source.open()?;
     let ctx = args.source.report_context()?;
-    let (suite, hops) =
-        flaky_hops(&source, &ctx, args.suite.as_deref(), args.last, args.source.wait).await?;
+    let (suite, hops) = flaky_hops(
+        &source,
+        &ctx,
+        args.suite.as_deref(),
+        args.last,
+        args.source.wait,
+    )
+    .await?;
     let text = match args.format {
         FlakyFormat::Json => {
             let mut json =

@@ -340,7 +340,15 @@ pub async fn bug(args: BugCmd) -> anyhow::Result<ExitCode> {
     };
     let source = args.source.open()?;
     let ctx = args.source.report_context()?;
-    let text = bug_report(&source, &ctx, trace, span, args.format, args.attach.as_deref()).await?;
+    let text = bug_report(
+        &source,
+        &ctx,
+        trace,
+        span,
+        args.format,
+        args.attach.as_deref(),
+    )
+    .await?;
     // JSON has escaped its control characters already; Markdown goes to terminals too.
     let text = crate::report::strip_controls(&text);
     std::io::stdout().lock().write_all(text.as_bytes())?;

@@ -117,7 +117,11 @@ pub fn page(
             return text;
         }
     }
-    render(&[], true, Some("the next item is too large to send even with its texts cut"))
+    render(
+        &[],
+        true,
+        Some("the next item is too large to send even with its texts cut"),
+    )
 }
 
 /// `value` as text of at most `MAX_BYTES`: whole when it fits; else with long texts cut and long
@@ -324,7 +328,11 @@ mod tests {
         let text = "line of a bug report\n".repeat(10_000);
         let out = bounded_text(text.clone(), "call `trace` for the spans");
         assert!(out.len() <= MAX_BYTES);
-        assert!(out.contains("[left out: the last "), "{}", &out[out.len() - 200..]);
+        assert!(
+            out.contains("[left out: the last "),
+            "{}",
+            &out[out.len() - 200..]
+        );
         assert!(out.ends_with("call `trace` for the spans]"));
         assert_eq!(bounded_text("short".into(), "x"), "short");
     }

@@ -223,7 +223,10 @@ the path of spans from the failing test down to the origin, and the spans' detai
 Give the `trace_id` (and the `span_id` when the trace holds several failures) from `failures`. \
 Call it before fixing a failing integration test."
     )]
-    async fn bug_report(&self, Parameters(p): Parameters<BugArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn bug_report(
+        &self,
+        Parameters(p): Parameters<BugArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         reply(self.bug_report_text(p).await)
     }
 
@@ -256,7 +259,10 @@ callee, operation) on which a failure was placed in some runs while the same tes
 them in others, most unstable first, with the runs, the failing runs, the classes and the tests. \
 Call it before treating a failure as a real regression."
     )]
-    async fn flaky(&self, Parameters(p): Parameters<FlakyArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn flaky(
+        &self,
+        Parameters(p): Parameters<FlakyArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         reply(self.flaky_text(p).await)
     }
 
@@ -266,7 +272,10 @@ kind, service, times, status, attributes, events, links and the error logs of ea
 (resource attributes left out). Call it with a `trace_id` from `failures` or `untested` to see \
 exactly what the services did."
     )]
-    async fn trace(&self, Parameters(p): Parameters<TraceArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn trace(
+        &self,
+        Parameters(p): Parameters<TraceArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         reply(self.trace_text(p).await)
     }
 }
@@ -298,7 +307,11 @@ impl Tracecov {
         let runs: Vec<Value> = match &self.inner.source {
             Source::Data(reader) => {
                 let reader = reader.clone();
-                let quiet = self.inner.ctx.settle.unwrap_or(crate::config::DEFAULT_SETTLE);
+                let quiet = self
+                    .inner
+                    .ctx
+                    .settle
+                    .unwrap_or(crate::config::DEFAULT_SETTLE);
                 tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Value>> {
                     let now = crate::ingest::now_ns();
                     reader
@@ -343,7 +356,10 @@ impl Tracecov {
             "violations": report.violations.as_ref().map(Vec::len),
             "next": "call `failures` for the failures, `untested` for the integrations no test exercised",
         });
-        Ok(answer::bounded(summary, "call `failures` or `untested` for the lists"))
+        Ok(answer::bounded(
+            summary,
+            "call `failures` or `untested` for the lists",
+        ))
     }
 
     async fn failures_text(&self, p: RunPageArgs) -> anyhow::Result<String> {
@@ -392,10 +408,9 @@ impl Tracecov {
     async fn bug_report_text(&self, p: BugArgs) -> anyhow::Result<String> {
         let trace = parse_trace(&p.trace_id)?;
         let span = match p.span_id.as_deref() {
-            Some(s) => Some(
-                SpanId::from_hex(s.trim())
-                    .map_err(|e| anyhow::anyhow!("malformed span id {s:?}: {e} (expected 16 hex digits)"))?,
-            ),
+            Some(s) => Some(SpanId::from_hex(s.trim()).map_err(|e| {
+                anyhow::anyhow!("malformed span id {s:?}: {e} (expected 16 hex digits)")
+            })?),
             None => None,
         };
         let format = match p.format.as_deref().unwrap_or("markdown") {
@@ -404,8 +419,12 @@ impl Tracecov {
             other => anyhow::bail!("unknown format {other:?} (give `markdown` or `json`)"),
         };
         let i = &self.inner;
-        let text = super::verdicts::bug_report(&i.source, &i.ctx, trace, span, format, None).await?;
-        let more = format!("call `trace` with `trace_id` {:?} for its spans", p.trace_id);
+        let text =
+            super::verdicts::bug_report(&i.source, &i.ctx, trace, span, format, None).await?;
+        let more = format!(
+            "call `trace` with `trace_id` {:?} for its spans",
+            p.trace_id
+        );
         Ok(match format {
             BugFormat::Markdown => {
                 answer::bounded_text(crate::report::strip_controls(&text), &more)
@@ -437,7 +456,10 @@ impl Tracecov {
             i.wait,
         )
         .await?;
-        let items = hops.iter().map(to_value).collect::<anyhow::Result<Vec<_>>>()?;
+        let items = hops
+            .iter()
+            .map(to_value)
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut head = Map::new();
         head.insert("suite".into(), suite.clone().into());
         head.insert("last_runs".into(), crate::history::DEFAULT_LAST.into());
@@ -460,13 +482,19 @@ impl Tracecov {
                     if spans.is_empty() {
                         anyhow::bail!("no trace {id} in the store");
                     }
-                    to_value(&crate::web::TraceJson::new(id, &redactor.redact_spans(&spans)))
+                    to_value(&crate::web::TraceJson::new(
+                        id,
+                        &redactor.redact_spans(&spans),
+                    ))
                 })
                 .await??
             }
             Source::Server { base, http } => serde_json::from_slice(
-                &api_get(http, &format!("{base}/api/traces/{}", urlencode(&id.to_string())))
-                    .await?,
+                &api_get(
+                    http,
+                    &format!("{base}/api/traces/{}", urlencode(&id.to_string())),
+                )
+                .await?,
             )
             .context("the server's trace is not valid JSON")?,
         };
