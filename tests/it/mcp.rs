@@ -1,13 +1,14 @@
 //! `tracecov mcp` driven by a real MCP client: the official MCP Python SDK (PyPI `mcp`, pinned in
 //! tests/python/requirements.txt) starts `tracecov mcp --data DIR` on the demo shop's store over
 //! stdio, lists the tools and calls them (tests/python/mcp_client.py); every answer is checked
-//! against `tracecov report --format json` of the same store.
+//! against `tracecov report --format json` of the same store. The same again with
+//! `tracecov mcp --server` against a running `tracecov serve` that requires a token.
 
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::common::repo_root;
+use crate::common::{repo_root, spawn_serve};
 use crate::formats::{demo_report, tracecov};
 use crate::python_sdk::python;
 
@@ -38,32 +39,77 @@ fn store(dir: &std::path::Path) -> String {
     data
 }
 
+/// Runs tests/python/mcp_client.py against `tracecov ARGS…`: what it printed, parsed, and the
+/// raw text.
+fn client(args: &[&str]) -> (Value, String) {
+    parse(run_client(args))
+}
+
+fn run_client(args: &[&str]) -> std::process::Output {
+    Command::new(python())
+        .arg(repo_root().join("tests/python/mcp_client.py"))
+        .arg(env!("CARGO_BIN_EXE_tracecov"))
+        .args(args)
+        .env("MCP_SECRET_TRACE", SECRET_TRACE)
+        .env_remove("TRACECOV_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn parse(out: std::process::Output) -> (Value, String) {
+    assert!(
+        out.status.success(),
+        "the MCP client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let got = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("the client printed no JSON ({e}): {text}"));
+    (got, text)
+}
+
 #[test]
 fn an_mcp_client_gets_the_reports_failures_bug_reports_and_untested_edges() {
     let dir = tempfile::tempdir().unwrap();
     let data = store(dir.path());
     let report: Value = serde_json::from_str(&demo_report(&data, "json")).unwrap();
     let manifest = repo_root().join("src/demo/tracecov.yaml");
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/python/mcp_client.py"))
-        .arg(env!("CARGO_BIN_EXE_tracecov"))
-        .args(["mcp", "--data", &data, "--manifest"])
-        .arg(&manifest)
-        .env("MCP_SECRET_TRACE", SECRET_TRACE)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the MCP client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "the client printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let manifest = manifest.to_str().unwrap();
+    let (got, text) = client(&["mcp", "--data", &data, "--manifest", manifest]);
+    check(&got, &text, &report);
+}
 
+/// `tracecov mcp --server` asks a running `tracecov serve` (with a token) through its API, and
+/// answers the same.
+#[test]
+fn an_mcp_client_gets_the_same_answers_through_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = store(dir.path());
+    let report: Value = serde_json::from_str(&demo_report(&data, "json")).unwrap();
+    let manifest = repo_root().join("src/demo/tracecov.yaml");
+    let manifest = manifest.to_str().unwrap();
+    let mut serve = spawn_serve(
+        std::path::Path::new(&data),
+        // Links as the report on disk writes them (the default public URL).
+        &[
+            "--manifest",
+            manifest,
+            "--token",
+            "mcp-t0ken",
+            "--public-url",
+            "http://127.0.0.1:4320",
+        ],
+    );
+    let out = run_client(&["mcp", "--server", &serve.ui, "--token", "mcp-t0ken"]);
+    // The server goes before any assertion can leave it running.
+    serve.child.kill().unwrap();
+    serve.child.wait().unwrap();
+    let (got, text) = parse(out);
+    check(&got, &text, &report);
+}
+
+/// What the client got, held to the JSON report of the same store.
+fn check(got: &Value, text: &str, report: &Value) {
     assert_eq!(got["server"], "tracecov");
     let tools = got["tools"].as_object().unwrap();
     for name in [
@@ -134,7 +180,7 @@ fn an_mcp_client_gets_the_reports_failures_bug_reports_and_untested_edges() {
     // Redacted: the bearer token never reaches the agent.
     let secret = serde_json::to_string(&got["secret_trace"]).unwrap();
     assert!(secret.contains("[REDACTED]"), "{secret}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET));
+    assert!(!text.contains(SECRET));
 
     // Bad arguments are tool errors that say what is wrong, and the server keeps answering.
     assert_eq!(got["unknown_run"]["is_error"], true);
@@ -145,4 +191,17 @@ fn an_mcp_client_gets_the_reports_failures_bug_reports_and_untested_edges() {
     assert!(text.contains("malformed trace id"), "{text}");
     assert_eq!(got["runs"]["total"], 2);
     assert_eq!(got["runs"]["runs"][0]["id"], report["run"]["id"]);
+
+    // The diff from the imported run to the demo's: every failure is new.
+    assert_eq!(got["diff"]["run"]["id"], report["run"]["id"]);
+    assert_eq!(got["diff"]["base"]["id"], got["runs"]["runs"][1]["id"]);
+    assert_eq!(
+        got["diff"]["failures"]["new"].as_array().unwrap().len(),
+        failures.len(),
+        "{}",
+        got["diff"]
+    );
+    // One run of the demo's suite: nothing can have flipped.
+    assert_eq!(got["flaky"]["suite"], report["run"]["suite"]);
+    assert_eq!(got["flaky"]["total"], 0);
 }

@@ -5,7 +5,8 @@ Usage: mcp_client.py TRACECOV_BINARY ARG...   (the server's arguments, e.g. `mcp
 Starts the server over stdio, lists its tools, then calls `run_summary`, `failures` (a first page
 of one and the rest), `bug_report` of the first failure (JSON and Markdown), `untested`, `trace`
 of the first failure (and of MCP_SECRET_TRACE when set), `failures` of a run that does not
-exist and `bug_report` of a malformed trace id. Prints one JSON object with
+exist, `bug_report` of a malformed trace id, then `list_runs`, `diff` from the oldest run to
+the latest, and `flaky`. Prints one JSON object with
 what each call answered, for the Rust test to check against the JSON report.
 """
 
@@ -72,6 +73,9 @@ async def main(binary, args):
                 out["secret_trace"] = parsed(await session.call_tool("trace", {"trace_id": secret}))
             # The server still answers after the errors.
             out["runs"] = parsed(await session.call_tool("list_runs", {}))
+            oldest = out["runs"]["runs"][-1]["id"]
+            out["diff"] = parsed(await session.call_tool("diff", {"base": oldest}))
+            out["flaky"] = parsed(await session.call_tool("flaky", {}))
     print(json.dumps(out))
 
 
