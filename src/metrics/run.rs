@@ -521,6 +521,49 @@ fn coverage(registry: &mut Registry, run: &Run, analysed: &Analysed) {
 mod tests {
     use super::*;
 
+    fn hop(client_ns: u64, error: bool, span: u64) -> NamedHop {
+        NamedHop {
+            caller: "checkout".into(),
+            callee: "payments".into(),
+            operation: "POST /charge".into(),
+            client_span: Some(SpanId::from_bytes(span.to_be_bytes()).unwrap()),
+            server_span: Some(SpanId::from_bytes((span + 100).to_be_bytes()).unwrap()),
+            client_ns: Some(client_ns),
+            server_ns: None,
+            error,
+        }
+    }
+
+    #[test]
+    fn each_bucket_points_at_its_most_recent_hop_and_the_failed_counter_at_a_failing_one() {
+        let trace = |n: u8| TraceId::from_bytes([n; 16]).unwrap();
+        // Most recent trace first, as `query::recent_hops` gives them.
+        let hops = vec![
+            (trace(3), hop(3_000_000, false, 1)),
+            (trace(2), hop(3_500_000, true, 2)),
+            (trace(1), hop(40_000_000_000, true, 3)),
+        ];
+        let ex = exemplars(&hops);
+        let e = &ex[&("checkout", "payments")];
+        // 3 ms and 3.5 ms share the (2 ms, 4 ms] bucket: the more recent hop is kept.
+        let at = bucket_of(0.003);
+        assert_eq!(LATENCY_BUCKETS[at], 0.004);
+        let p = e.client[at].as_ref().unwrap();
+        assert_eq!(p.trace, trace(3).to_string());
+        assert_eq!(p.seconds, 0.003);
+        // 40 s is past the last bound: +Inf.
+        let inf = e.client[LATENCY_BUCKETS.len()].as_ref().unwrap();
+        assert_eq!(inf.trace, trace(1).to_string());
+        // The most recent failing hop, by its calling span; no server side was recorded.
+        let failed = e.failed.as_ref().unwrap();
+        assert_eq!(failed.trace, trace(2).to_string());
+        assert_eq!(
+            failed.span,
+            SpanId::from_bytes(2u64.to_be_bytes()).unwrap().to_string()
+        );
+        assert!(e.server.iter().all(Option::is_none));
+    }
+
     #[test]
     fn connection_types_follow_tempo() {
         use NodeKind::*;

@@ -58,8 +58,8 @@ pub async fn run(args: McpArgs) -> anyhow::Result<std::process::ExitCode> {
 #[derive(Clone)]
 pub struct Tracecov {
     inner: Arc<Inner>,
-    // Read by the code `tool_handler` generates.
-    #[allow(dead_code)]
+    // Built once: `tool_handler` would otherwise build the router (and the tools' schemas) again
+    // for every request.
     tool_router: ToolRouter<Self>,
 }
 
@@ -280,7 +280,7 @@ exactly what the services did."
     }
 }
 
-#[tool_handler]
+#[tool_handler(router = self.tool_router)]
 impl ServerHandler for Tracecov {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
