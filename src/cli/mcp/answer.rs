@@ -103,6 +103,11 @@ pub fn page(
     if lo > 0 {
         return render(&items[..lo], true, None);
     }
+    let ask = listing.hint(total - offset.min(total), offset, true);
+    if items.is_empty() {
+        // What the list is of (a run's name, say) is too large alone.
+        return bounded_text(render(&[], true, None), &ask);
+    }
     // Not even the first item fits alone: send it with its long texts cut.
     items.truncate(1);
     for max in [4096, 1024, 256, 64] {
@@ -117,10 +122,13 @@ pub fn page(
             return text;
         }
     }
-    render(
-        &[],
-        true,
-        Some("the next item is too large to send even with its texts cut"),
+    bounded_text(
+        render(
+            &[],
+            true,
+            Some("the next item is too large to send even with its texts cut"),
+        ),
+        &ask,
     )
 }
 
@@ -307,6 +315,17 @@ mod tests {
                 .contains("more characters cut")
         );
         assert!(v["more"].as_str().unwrap().contains("`offset` 1"));
+    }
+
+    #[test]
+    fn a_page_whose_head_alone_is_too_large_is_still_bounded() {
+        let mut head = Map::new();
+        head.insert("run_name".into(), "n".repeat(100_000).into());
+        for items in [vec![], failures(3, 10)] {
+            let text = page(&listing(), head.clone(), items, 0, None);
+            assert!(text.len() <= MAX_BYTES, "{} bytes", text.len());
+            assert!(text.contains("[left out: the last "));
+        }
     }
 
     #[test]
