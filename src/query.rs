@@ -957,7 +957,7 @@ pub fn bug(
     span: Option<crate::model::SpanId>,
     ctx: &ReportContext,
 ) -> Result<(crate::blame::bug::Bug, Vec<Span>), BugQueryError> {
-    let trace_spans = reader.trace(trace_id)?;
+    let trace_spans = reader.trace_anywhere(trace_id)?;
     if trace_spans.is_empty() {
         return Err(crate::blame::bug::BugError::NoSpans(trace_id).into());
     }
@@ -990,7 +990,8 @@ pub fn bug(
     let mut read = std::collections::BTreeSet::from([trace_id]);
     for &(t, _) in &failure.path {
         if read.insert(t) {
-            spans.extend(reader.trace(t)?);
+            // A linked trace may be held by another instance of the deployment.
+            spans.extend(reader.trace_anywhere(t)?);
         }
     }
     spans.extend(trace_spans.iter().cloned());
@@ -1030,7 +1031,7 @@ fn violation_bug(
         .map(|t| (t.trace_id, t.span_id));
     let mut spans = trace_spans.to_vec();
     if let Some((t, _)) = test.filter(|(t, _)| *t != at.0) {
-        spans.extend(reader.trace(t)?);
+        spans.extend(reader.trace_anywhere(t)?);
     }
     let forest = crate::graph::Forest::build(&spans);
     let path = crate::blame::bug::path_to(&forest, at, &tests, test);
@@ -1078,7 +1079,7 @@ pub fn trace_detail(
     trace_id: crate::model::TraceId,
     ctx: &ReportContext,
 ) -> Result<Option<TraceDetail>, QueryError> {
-    let trace = reader.trace(trace_id)?;
+    let trace = reader.trace_anywhere(trace_id)?;
     if trace.is_empty() {
         return Ok(None);
     }

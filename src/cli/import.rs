@@ -36,7 +36,7 @@
 //! spans read before the problem), or when the store or server failed; 0 otherwise, also when
 //! some records were skipped (the summary says how many, and where the first was).
 
-mod to_otlp;
+pub(crate) mod to_otlp;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal as _;

@@ -8,7 +8,7 @@ mod demo;
 mod diff;
 mod export;
 mod history;
-mod import;
+pub(crate) mod import;
 mod output;
 mod report;
 mod run;

@@ -228,7 +228,9 @@ impl Rollup {
     /// The rollup of one trace's results.
     pub fn of(r: &TraceResult) -> Rollup {
         let mut out = Rollup {
-            traces: 1,
+            // An empty result (a split trace another instance counts: `TraceResult::empty`)
+            // is no trace.
+            traces: u64::from(r.spans > 0),
             spans: r.spans,
             diagnostics: r.diagnostics,
             ..Rollup::default()
@@ -384,7 +386,7 @@ impl Rollup {
     /// Takes away one trace's results, added before.
     pub fn subtract(&mut self, r: &TraceResult) {
         let other = Rollup::of(r);
-        self.traces = self.traces.saturating_sub(1);
+        self.traces = self.traces.saturating_sub(other.traces);
         self.spans = self.spans.saturating_sub(other.spans);
         counts(&mut self.diagnostics, &other.diagnostics, false);
         for (s, n) in &other.propagation_breaks {

@@ -28,6 +28,7 @@
 //! acknowledgement wait for PostgreSQL.
 
 mod health;
+pub mod peers;
 pub mod publish;
 mod reads;
 mod runs;
@@ -245,6 +246,13 @@ impl SharedDb {
             self.health.failed(e);
         }
         result
+    }
+
+    /// Runs `work` (which bounds itself, as `peers` calls do) on the pool's runtime from a thread
+    /// that may block, whatever the database's health: asking another instance needs no
+    /// database.
+    pub(crate) fn run<T>(&self, work: impl Future<Output = T>) -> T {
+        self.runtime.block_on(work)
     }
 
     /// Records this instance in `instances`, started now.

@@ -228,7 +228,7 @@ async fn post_json(server: &TestServer, path: &str, body: Value) -> Value {
 }
 
 /// Waits until `check` holds, failing after `PATIENCE` with `what` and the last state seen.
-async fn until(what: &str, mut check: impl AsyncFnMut() -> Result<(), String>) {
+pub(crate) async fn until(what: &str, mut check: impl AsyncFnMut() -> Result<(), String>) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         match check().await {
@@ -355,7 +355,7 @@ impl Deployment {
 /// run has another id in each: the `id` of `run` and `base`, and where text names a run) and
 /// the host and port in links (each server links to its own UI; the path, which names the trace
 /// and span, is kept).
-fn normalized(mut v: Value) -> Value {
+pub(crate) fn normalized(mut v: Value) -> Value {
     fn walk(v: &mut Value, key: &str) {
         match v {
             Value::Object(map) => {
@@ -377,7 +377,7 @@ fn normalized(mut v: Value) -> Value {
 
 /// `text` with `http://127.0.0.1:PORT` as `http://HOST` and run ids (`r` and 16 hex digits) as
 /// `RUN`.
-fn scrubbed(text: &str) -> String {
+pub(crate) fn scrubbed(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
@@ -388,7 +388,7 @@ fn scrubbed(text: &str) -> String {
             continue;
         }
         let word_start = !out.ends_with(|p: char| p.is_ascii_alphanumeric());
-        let hex = rest[1..]
+        let hex = rest[c.len_utf8()..]
             .chars()
             .take_while(char::is_ascii_hexdigit)
             .count();
@@ -404,7 +404,7 @@ fn scrubbed(text: &str) -> String {
 }
 
 /// Where two JSON values differ, one line per difference (the first 20).
-fn differences(want: &Value, got: &Value, at: &str) -> String {
+pub(crate) fn differences(want: &Value, got: &Value, at: &str) -> String {
     let mut out = Vec::new();
     fn walk(want: &Value, got: &Value, at: &str, out: &mut Vec<String>) {
         match (want, got) {
