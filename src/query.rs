@@ -278,7 +278,7 @@ pub fn merged_runs_judged(
 
 /// Results computed by a reader are stored for traces quiet since this time (the settle period
 /// ago), when the context says a settle period.
-fn store_before(ctx: &ReportContext) -> Option<u64> {
+pub(crate) fn store_before(ctx: &ReportContext) -> Option<u64> {
     ctx.settle
         .map(|quiet| crate::ingest::now_ns().saturating_sub(quiet.as_nanos() as u64))
 }

@@ -104,8 +104,16 @@ impl EncodeMetric for SketchHistogram {
 }
 
 /// Registers every series of `analysed`, the analysis of `run`.
-pub fn register(registry: &mut Registry, run: &Run, analysed: &Analysed) {
-    service_graph(registry, analysed);
+/// `own_graph`: in a deployment, this instance's share of the run's graph, which the
+/// service-graph counters count (Prometheus sums them over the instances); the coverage gauges
+/// describe the whole run, the same on every instance.
+pub fn register(
+    registry: &mut Registry,
+    run: &Run,
+    analysed: &Analysed,
+    own_graph: Option<&crate::graph::RunGraph>,
+) {
+    service_graph(registry, own_graph.unwrap_or(&analysed.graph));
     coverage(registry, run, analysed);
     violations(registry, analysed);
 }
@@ -128,8 +136,7 @@ fn violations(registry: &mut Registry, analysed: &Analysed) {
     );
 }
 
-fn service_graph(registry: &mut Registry, analysed: &Analysed) {
-    let graph = &analysed.graph;
+fn service_graph(registry: &mut Registry, graph: &crate::graph::RunGraph) {
     let total = Family::<Labels, Counter>::default();
     let failed = Family::<Labels, Counter>::default();
     let server = Family::<Labels, SketchHistogram>::default();

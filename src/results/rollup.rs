@@ -454,11 +454,18 @@ impl Rollup {
 
     /// The run's graph and blame.
     pub fn graph(&self, opts: &AnalysisOptions) -> (RunGraph, Blame) {
+        self.graph_named_by(self, opts)
+    }
+
+    /// The graph of this part of a run (one instance's share of it), its callees named as the
+    /// whole run (`whole`) names them: a call one instance saw is answered by a server span
+    /// another may hold, and the parts' graphs must add up to the whole's.
+    pub fn graph_named_by(&self, whole: &Rollup, opts: &AnalysisOptions) -> (RunGraph, Blame) {
         let mut nodes: Interner<NodeKind> = Interner::default();
-        for s in self.services.keys() {
+        for s in whole.services.keys() {
             nodes.intern(s, NodeKind::Service);
         }
-        let mut address = self.address_map(opts);
+        let mut address = whole.address_map(opts);
 
         let mut tests: Vec<TestCase> = self
             .tests

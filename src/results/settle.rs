@@ -182,6 +182,25 @@ pub fn rollup_of(
     opts: &AnalysisOptions,
     store_settled_before: Option<u64>,
 ) -> Result<Rollup, StoreError> {
+    let mut total = own_rollup_of(reader, run_ids, opts, store_settled_before)?;
+    // One of many instances: this one's share, just brought up to date, and the others'
+    // published shares (`results::deployment`).
+    if let Some(d) = reader.deployment() {
+        for other in d.others_rollups(run_ids, fingerprint(opts))? {
+            total.add(&other);
+        }
+    }
+    Ok(total)
+}
+
+/// `rollup_of` this store's traces alone: in a deployment, this instance's share (what its
+/// `/metrics` counts of the service graph), otherwise the whole.
+pub fn own_rollup_of(
+    reader: &Reader,
+    run_ids: &[String],
+    opts: &AnalysisOptions,
+    store_settled_before: Option<u64>,
+) -> Result<Rollup, StoreError> {
     let mut pending = Vec::new();
     for run in run_ids {
         pending.extend(reader.with_conn(|c| pending_in_run(c, run, opts))?);
@@ -229,7 +248,7 @@ pub fn rollup_of(
         let _ = c.execute_batch("COMMIT");
         out
     })?;
-    let mut total = match rollup {
+    Ok(match rollup {
         Some(r) => r,
         None => {
             tracing::warn!(runs = ?run_ids, "a stored rollup is out of step with its results; merging the results instead");
@@ -239,15 +258,7 @@ pub fn rollup_of(
             }
             Rollup::of_all(&results_of(reader, &traces, opts, store_settled_before)?)
         }
-    };
-    // One of many instances: this one's share, just brought up to date, and the others'
-    // published shares (`results::deployment`).
-    if let Some(d) = reader.deployment() {
-        for other in d.others_rollups(run_ids, fp)? {
-            total.add(&other);
-        }
-    }
-    Ok(total)
+    })
 }
 
 /// The traces of a run (`""`: of no run).
