@@ -10,7 +10,9 @@
 //! A trace is analysed with the traces linked to it either way (its component, at most
 //! `MAX_COMPONENT` traces). `trace_links` records who links to whom, so that when a trace
 //! arrives, the traces that linked to it before it existed are recomputed with it: arrival order
-//! does not change the results.
+//! does not change the results. Within a deployment (`results::Deployment`), a trace known to
+//! cross instances is analysed with the spans the other instances hold of it and of the traces
+//! linked to it, and a trace split between instances gets its results from one of its holders.
 //!
 //! Everything here blocks (SQLite, analysis): call it from a blocking thread.
 
