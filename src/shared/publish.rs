@@ -79,6 +79,13 @@ const TRIGGERS: &[(&str, &str, &str)] = &[
         "AFTER INSERT ON traces",
         "('trace', new.trace_id, NULL, NULL)",
     ),
+    // A run removed by `--history-age` (the only way a run leaves the store), with its last
+    // span's time: it leaves the deployment too, unless it received spans since elsewhere.
+    (
+        "shared_outbox_run_delete",
+        "AFTER DELETE ON runs",
+        "('run', NULL, old.id, old.last_ns)",
+    ),
     (
         "shared_outbox_fact_insert",
         "AFTER INSERT ON seen",
@@ -230,6 +237,8 @@ struct Batch {
     facts: Vec<(Vec<u8>, Option<i64>)>,
     /// (fact, run, (trace, span, test) or gone)
     examples: Vec<(Vec<u8>, String, ExampleValue)>,
+    /// (run, its last span's time): runs `--history-age` removed here.
+    expired: Vec<(String, i64)>,
 }
 
 /// The test cases of a rollup as published: postcard of [((trace, span), (name, failed))].
@@ -308,6 +317,7 @@ fn read_batch_in(conn: &Connection) -> Result<Batch, StoreError> {
                     .optional()?;
                 batch.examples.push((fact, run, value));
             }
+            ("run", _, Some(run), Some(last_ns)) => batch.expired.push((run, last_ns)),
             // A row this version does not know (none is written): dropped with the batch.
             _ => {}
         }
@@ -462,6 +472,25 @@ async fn publish(db: &SharedDb, batch: &Batch) -> Result<(), SharedError> {
             }
             None => tx.execute(&drop_example, &[&me, fact, run]).await?,
         };
+    }
+    for (run, last_ns) in &batch.expired {
+        // Removed from the deployment with what every instance published of it, unless spans
+        // reached it elsewhere since this instance last saw it.
+        let gone = tx
+            .execute(
+                "DELETE FROM runs WHERE id = $1 AND last_ns <= $2",
+                &[run, last_ns],
+            )
+            .await?;
+        if gone > 0 {
+            tx.execute("DELETE FROM instance_rollups WHERE run_id = $1", &[run])
+                .await?;
+            tx.execute(
+                "DELETE FROM instance_seen_examples WHERE run_id = $1",
+                &[run],
+            )
+            .await?;
+        }
     }
     tx.commit().await?;
     Ok(())

@@ -629,3 +629,68 @@ async fn an_instance_killed_during_ingest_loses_nothing_acknowledged_and_publish
     .await;
     assert_eq!(h["shared_db"]["status"], "ok", "{h}");
 }
+
+/// `--history-age` on an instance of a deployment removes an expired run from the deployment
+/// too (its row, its trace assignments and every instance's published share), so no instance
+/// copies it back from PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_the_history_age_leaves_the_shared_database() {
+    let Some(pg) = PgCluster::shared() else {
+        return;
+    };
+    let url = pg.database();
+    let a = TestServer::start_with(|c| {
+        c.shared = Some(shared(&url, "http://a.test:4320"));
+        c.settle = Duration::from_millis(200);
+        c.writer.retention.max_history_age = Duration::from_secs(3);
+        c.writer.retention_every = Duration::from_millis(200);
+    })
+    .await;
+    let b = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://b.test:4320"))).await;
+    let send = async |trace: &str, run: &str| {
+        let resp = a
+            .http
+            .post(a.traces_url())
+            .header("content-type", "application/json")
+            .body(export(trace, &[("tracecov.run.id", run)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    };
+    send("0bf7651916cd43dd8448eb211c80319c", "short-lived").await;
+    let count = |sql: &str| pg.psql_in(&url, sql);
+    let run = eventually("the run and its share in PostgreSQL", async || {
+        let id = count("SELECT id FROM runs WHERE name = 'short-lived'");
+        (!id.is_empty()
+            && count(&format!(
+                "SELECT count(*) FROM trace_runs WHERE run_id = '{id}'"
+            )) == "1"
+            && count(&format!(
+                "SELECT count(*) FROM instance_rollups WHERE run_id = '{id}'"
+            )) == "1")
+            .then_some(id)
+    })
+    .await;
+    // Retention runs on the writer, between exports: the deployment keeps receiving others.
+    let mut seq = 0u32;
+    eventually("the expired run gone from PostgreSQL", async || {
+        seq += 1;
+        send(&format!("{seq:032x}"), "later").await;
+        (count("SELECT count(*) FROM runs WHERE name = 'short-lived'") == "0"
+            && count(&format!(
+                "SELECT count(*) FROM trace_runs WHERE run_id = '{run}'"
+            )) == "0"
+            && count(&format!(
+                "SELECT count(*) FROM instance_rollups WHERE run_id = '{run}'"
+            )) == "0")
+            .then_some(())
+    })
+    .await;
+    for server in [&a, &b] {
+        let (status, body) = server.get_json("/api/runs/short-lived").await;
+        assert_eq!(status, 404, "{body}");
+        let (_, runs) = server.get_json("/api/runs").await;
+        assert!(!runs.to_string().contains("short-lived"), "{runs}");
+    }
+}
