@@ -68,9 +68,32 @@ impl RunStatus {
         opts: &AnalysisOptions,
     ) -> Result<Self, QueryError> {
         let id = &self.run.id;
-        self.pending_traces = Some(reader.with_conn(|c| settle::count_pending(c, id, opts))?);
+        let mut pending = reader.with_conn(|c| settle::count_pending(c, id, opts))?;
+        // In a deployment, the run's traces and those still waiting for results on any
+        // instance, not only this one's.
+        if let Some(d) = reader.deployment() {
+            pending += d.pending_elsewhere(id, results::fingerprint(opts))?;
+            deployment_traces(reader, std::slice::from_mut(&mut self.run))?;
+        }
+        self.pending_traces = Some(pending);
         Ok(self)
     }
+}
+
+/// In a deployment, sets each run's `traces` to the deployment's count (a trace split between
+/// instances once); runs of no instance's traces keep this store's count.
+pub fn deployment_traces(reader: &Reader, runs: &mut [Run]) -> Result<(), QueryError> {
+    let Some(d) = reader.deployment() else {
+        return Ok(());
+    };
+    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+    let counts: std::collections::HashMap<String, u64> = d.run_traces(&ids)?.into_iter().collect();
+    for run in runs {
+        if let Some(n) = counts.get(&run.id) {
+            run.traces = *n;
+        }
+    }
+    Ok(())
 }
 
 /// Traces of an open run without fresh results that are not settled yet (a span arrived within

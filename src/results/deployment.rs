@@ -72,4 +72,11 @@ pub trait Deployment: Send + Sync {
 
     /// The run the deployment put `trace` in.
     fn trace_run(&self, trace: TraceId) -> Result<Option<String>, StoreError>;
+
+    /// The traces the deployment put in each of `runs` (a split trace once), by run.
+    fn run_traces(&self, runs: &[String]) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// The traces of `run` that other instances hold and have no fresh results for under the
+    /// fingerprint `fp` (as far as they published).
+    fn pending_elsewhere(&self, run: &str, fp: i64) -> Result<u64, StoreError>;
 }

@@ -248,4 +248,40 @@ impl Deployment for SharedReads {
         })?;
         Ok(row.map(|r| r.get(0)))
     }
+
+    fn run_traces(&self, runs: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self.db.block_on(async {
+            let client = self.db.client().await?;
+            Ok(client
+                .query(
+                    "SELECT run_id, count(*) FROM trace_runs WHERE run_id = ANY($1) GROUP BY run_id",
+                    &[&runs],
+                )
+                .await?)
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    fn pending_elsewhere(&self, run: &str, fp: i64) -> Result<u64, StoreError> {
+        let me = self.db.instance_url();
+        let row = self.db.block_on(async {
+            let client = self.db.client().await?;
+            Ok(client
+                .query_one(
+                    "SELECT count(*) FROM trace_runs tr
+                     JOIN trace_instances ti ON ti.trace_id = tr.trace_id
+                     WHERE tr.run_id = $1 AND ti.instance <> $2
+                       AND NOT EXISTS (
+                           SELECT 1 FROM trace_results r
+                           WHERE r.trace_id = ti.trace_id AND r.instance = ti.instance
+                             AND r.fingerprint = $3 AND r.received_ns >= ti.received_ns)",
+                    &[&run, &me, &fp],
+                )
+                .await?)
+        })?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
 }

@@ -297,6 +297,24 @@ async fn shared_db_traces_crossing_instances_are_analysed_and_served_as_one() {
     }
     d.same_everywhere(&format!("/api/runs/{RUN}/gate?no_failures=true"))
         .await;
+    // The run's traces are the deployment's (the split one once) on every instance, in the run
+    // and in the runs list.
+    for (i, server) in d.instances.iter().enumerate() {
+        let (_, run) = server.get_json(&format!("/api/runs/{RUN}")).await;
+        assert_eq!(
+            (&run["traces"], &run["pending_traces"]),
+            (&json!(5), &json!(0)),
+            "instance {i}: {run}"
+        );
+        let (_, list) = server.get_json("/api/runs").await;
+        let listed = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == RUN)
+            .unwrap();
+        assert_eq!(listed["traces"], 5, "instance {i}: {listed}");
+    }
 
     // Views of one trace, asked of every instance, from whichever holds it.
     for trace in [P1, C1, P2, C2, S] {
