@@ -1068,6 +1068,43 @@ fn violation_bug(
     ))
 }
 
+/// The hops of the `traces` most recent traces of `run` whose results are stored and fresh,
+/// named as the run's graph names them, each with its trace, the most recent trace first: what
+/// `/metrics` picks its exemplars from. Reads no span and computes nothing: a trace without
+/// fresh results is skipped, so the cost is bounded by `traces` stored results.
+pub fn recent_hops(
+    reader: &Reader,
+    run: &Run,
+    ctx: &ReportContext,
+    traces: usize,
+) -> Result<Vec<(crate::model::TraceId, results::NamedHop)>, QueryError> {
+    let ids = reader.with_conn(|c| runs::recent_run_traces(c, &run.id, traces))?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stored = reader.with_conn(|c| settle::fresh_results(c, &ids, &ctx.analysis))?;
+    let rollup = {
+        let _permit = MERGES.acquire();
+        settle::rollup_of(
+            reader,
+            std::slice::from_ref(&run.id),
+            &ctx.analysis,
+            store_before(ctx),
+        )?
+    };
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(result) = stored.remove(&id) {
+            out.extend(
+                results::trace_hops(&result, &rollup, &ctx.analysis)
+                    .into_iter()
+                    .map(|h| (id, h)),
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// One trace as the trace view shows it: its spans redacted, the failures placed in it, and the
 /// hops that cross a boundary inside it.
 pub struct TraceDetail {

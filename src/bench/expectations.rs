@@ -140,7 +140,7 @@ fn analysis(batches: &[Vec<Span>], opts: &AnalysisOptions) -> anyhow::Result<(f6
 /// The time this thread has spent on a core, from Linux's `/proc/thread-self/schedstat` (in
 /// nanoseconds): unlike the elapsed time, it leaves out the time other processes had the core,
 /// which on a shared machine moves by more than the effect measured.
-fn thread_cpu_seconds() -> anyhow::Result<f64> {
+pub(super) fn thread_cpu_seconds() -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat")
         .context("reading /proc/thread-self/schedstat")?;
     let ns: u64 = stat

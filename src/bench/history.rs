@@ -316,14 +316,22 @@ pub fn run(runs: usize, spans: usize, repeat: usize, keep: Option<PathBuf>) -> a
         // `tracecov diff previous NEWEST` as it answers: from the two runs' history digests and
         // failures (kept by the history keeper's pass above), each run's coverage over the
         // run's expected set, the latency changes judged on the digests' p95s.
+        // Timed elapsed and as this thread's time on a core (the question runs on it alone),
+        // which leaves out the time other processes had the core on a shared machine.
+        let mut on_cpu = Vec::new();
         let times = time(repeat + 1, || {
-            Ok(query::diff_runs(reader, "previous", &newest.id, &ctx)?)
+            let before = super::expectations::thread_cpu_seconds()?;
+            let diff = query::diff_runs(reader, "previous", &newest.id, &ctx)?;
+            on_cpu.push(super::expectations::thread_cpu_seconds()? - before);
+            Ok(diff)
         })?;
         let first = times[0];
         println!(
-            "diff previous -> newest from the runs' digests: asked first {}, then {} (median of {repeat})",
+            "diff previous -> newest from the runs' digests: asked first {} ({} on a core), then {} ({} on a core; medians of {repeat})",
             ms(first),
-            ms(median(times[1..].to_vec()))
+            ms(on_cpu[0]),
+            ms(median(times[1..].to_vec())),
+            ms(median(on_cpu[1..].to_vec()))
         );
         // The same question from the two runs' full analyses (each run's rollup into its graph
         // and report, the base's coverage again over the run's expected set), as `diff`

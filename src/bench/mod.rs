@@ -9,4 +9,5 @@ pub mod ingest;
 pub mod logs;
 pub mod results;
 pub mod served;
+pub mod shared;
 pub mod ui;

@@ -50,7 +50,8 @@ impl Drop for Server {
     }
 }
 
-struct TempDir(std::path::PathBuf);
+/// A directory removed on drop.
+pub(super) struct TempDir(pub(super) std::path::PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -110,7 +111,7 @@ impl Server {
 }
 
 /// Spans with `tracecov.run.id` on their resources (or as they are, for `None`).
-fn stamped(mut spans: Vec<Span>, run: Option<&str>) -> Vec<Span> {
+pub(super) fn stamped(mut spans: Vec<Span>, run: Option<&str>) -> Vec<Span> {
     let Some(run) = run else { return spans };
     let mut done: std::collections::HashMap<*const Resource, Arc<Resource>> =
         std::collections::HashMap::new();

@@ -35,34 +35,7 @@ pub struct DiffArgs {
 pub async fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.open()?;
     let ctx = args.source.report_context()?;
-    let d: Diff = match source {
-        Source::Data(reader) => {
-            let waiting = Source::Data(reader.clone());
-            let runs = [args.run.clone()];
-            waiting
-                .wait_for_results(&runs, &ctx, args.source.wait)
-                .await?;
-            let (base, run) = (args.base.clone(), args.run.clone());
-            tokio::task::spawn_blocking(move || -> anyhow::Result<Diff> {
-                Ok(query::diff_runs(&reader, &base, &run, &ctx)?)
-            })
-            .await??
-        }
-        Source::Server { base, http } => {
-            Source::Server {
-                base: base.clone(),
-                http: http.clone(),
-            }
-            .wait_for_results(std::slice::from_ref(&args.run), &ctx, args.source.wait)
-            .await?;
-            let url = format!(
-                "{base}/api/diff?base={}&run={}",
-                urlencode(&args.base),
-                urlencode(&args.run)
-            );
-            serde_json::from_slice(&api_get(&http, &url).await?)?
-        }
-    };
+    let d = diff_of(&source, &ctx, &args.base, &args.run, args.source.wait).await?;
     match args.format {
         DiffFormat::Text => print!("{}", diff::text(&d)),
         DiffFormat::Markdown => print!("{}", diff::markdown(&d)),
@@ -72,4 +45,35 @@ pub async fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What changed from `base` to `run`, after waiting up to `wait` for `run`'s pending traces.
+pub(super) async fn diff_of(
+    source: &Source,
+    ctx: &crate::query::ReportContext,
+    base: &str,
+    run: &str,
+    wait: std::time::Duration,
+) -> anyhow::Result<Diff> {
+    source
+        .wait_for_results(&[run.to_owned()], ctx, wait)
+        .await?;
+    Ok(match source {
+        Source::Data(reader) => {
+            let (reader, ctx) = (reader.clone(), ctx.clone());
+            let (base, run) = (base.to_owned(), run.to_owned());
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Diff> {
+                Ok(query::diff_runs(&reader, &base, &run, &ctx)?)
+            })
+            .await??
+        }
+        Source::Server { base: url, http } => {
+            let url = format!(
+                "{url}/api/diff?base={}&run={}",
+                urlencode(base),
+                urlencode(run)
+            );
+            serde_json::from_slice(&api_get(http, &url).await?)?
+        }
+    })
 }

@@ -51,35 +51,14 @@ pub struct FlakyCmd {
 pub async fn flaky(args: FlakyCmd) -> anyhow::Result<ExitCode> {
     let source = args.source.open()?;
     let ctx = args.source.report_context()?;
-    let suite = match &args.suite {
-        Some(s) => s.clone(),
-        None => latest_suite(&source).await?,
-    };
-    // The window's newest run may still be receiving spans: wait for it as `report` does.
-    let newest = newest_run(&source, &suite).await?;
-    source
-        .wait_for_results(std::slice::from_ref(&newest), &ctx, args.source.wait)
-        .await?;
-    let hops: Vec<crate::report::Flaky> = match &source {
-        Source::Data(reader) => {
-            let (reader, suite, last) = (reader.clone(), suite.clone(), args.last);
-            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let window = history::window(&reader, Some(&suite), None, last)?;
-                let hops = history::flaky_hops(&reader, &window, &ctx)?;
-                Ok(crate::report::flaky_json(&hops, &ctx.report.redactor))
-            })
-            .await??
-        }
-        Source::Server { base, http } => {
-            let url = format!(
-                "{base}/api/flaky?suite={}&last={}",
-                urlencode(&suite),
-                args.last
-            );
-            serde_json::from_slice(&api_get(http, &url).await?)
-                .context("the server's flaky hops are not valid JSON")?
-        }
-    };
+    let (suite, hops) = flaky_hops(
+        &source,
+        &ctx,
+        args.suite.as_deref(),
+        args.last,
+        args.source.wait,
+    )
+    .await?;
     let text = match args.format {
         FlakyFormat::Json => {
             let mut json =
@@ -91,6 +70,43 @@ pub async fn flaky(args: FlakyCmd) -> anyhow::Result<ExitCode> {
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The flaky hops of `suite` (default: the latest run's) over its last `last` runs, redacted, and
+/// the suite they are of; waits up to `wait` for the window's newest run as `report` does.
+pub(super) async fn flaky_hops(
+    source: &Source,
+    ctx: &crate::query::ReportContext,
+    suite: Option<&str>,
+    last: usize,
+    wait: std::time::Duration,
+) -> anyhow::Result<(String, Vec<crate::report::Flaky>)> {
+    let suite = match suite {
+        Some(s) => s.to_owned(),
+        None => latest_suite(source).await?,
+    };
+    // The window's newest run may still be receiving spans: wait for it as `report` does.
+    let newest = newest_run(source, &suite).await?;
+    source
+        .wait_for_results(std::slice::from_ref(&newest), ctx, wait)
+        .await?;
+    let hops: Vec<crate::report::Flaky> = match source {
+        Source::Data(reader) => {
+            let (reader, suite, ctx) = (reader.clone(), suite.clone(), ctx.clone());
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let window = history::window(&reader, Some(&suite), None, last)?;
+                let hops = history::flaky_hops(&reader, &window, &ctx)?;
+                Ok(crate::report::flaky_json(&hops, &ctx.report.redactor))
+            })
+            .await??
+        }
+        Source::Server { base, http } => {
+            let url = format!("{base}/api/flaky?suite={}&last={last}", urlencode(&suite));
+            serde_json::from_slice(&api_get(http, &url).await?)
+                .context("the server's flaky hops are not valid JSON")?
+        }
+    };
+    Ok((suite, hops))
 }
 
 /// The suite of the latest run.

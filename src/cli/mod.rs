@@ -9,6 +9,7 @@ mod diff;
 mod export;
 mod history;
 pub(crate) mod import;
+mod mcp;
 mod output;
 mod report;
 mod run;
@@ -70,6 +71,13 @@ pub enum Command {
     /// One OTLP `ExportTraceServiceRequest` per line, the OpenTelemetry Collector file exporter's
     /// format, so the file also feeds any OTLP tool.
     Export(export::ExportArgs),
+    /// A Model Context Protocol server on stdio, for coding agents: the runs, their failures
+    /// and bug reports, untested integrations, diffs, flaky hops and traces as tools.
+    ///
+    /// Standard output carries only the protocol (logs go to standard error). Configure it in
+    /// an MCP client as the command `tracecov` with the arguments `mcp --data DIR` (or
+    /// `mcp --server URL`, with `--token` or TRACECOV_TOKEN when the server requires one).
+    Mcp(mcp::McpArgs),
     /// Run a benchmark (figures in BENCHMARKS.md come from these).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -145,6 +153,25 @@ pub enum BenchCommand {
         /// Concurrent exporters.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+    },
+    /// Many instances, one deployment: a generated run split by trace id over 1, 2, 3
+    /// `serve --shared-db` instances sharing one PostgreSQL; durable ingest and ingest through
+    /// results in PostgreSQL as spans/s and as a ratio to one instance; the run's report from
+    /// PostgreSQL. `scripts/bench-shared` starts a throwaway PostgreSQL for it.
+    Shared {
+        /// A PostgreSQL URL whose user may create databases: each deployment gets a new one,
+        /// dropped afterwards.
+        #[arg(long)]
+        admin_db: String,
+        /// Spans in the generated run.
+        #[arg(long, default_value_t = 1_000_000)]
+        spans: usize,
+        /// Deployments of 1 up to this many instances.
+        #[arg(long, default_value_t = 3)]
+        instances: usize,
+        /// Report requests timed again; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
     /// What OTLP logs cost: per-trace results of a generated run with an ERROR log record on
     /// every hundredth span, against the same run without; log records' durable ingest rate
@@ -232,6 +259,7 @@ pub fn main() -> ExitCode {
             Command::Diff(args) => diff::run(args).await,
             Command::Import(args) => import::run(args).await,
             Command::Export(args) => export::run(args).await,
+            Command::Mcp(args) => mcp::run(args).await,
             Command::Bench(BenchCommand::Analysis {
                 spans,
                 store_spans,
@@ -307,6 +335,21 @@ pub fn main() -> ExitCode {
                     crate::bench::ui::run(services.max(2), edges, runs.max(1))
                 })
                 .await??;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Bench(BenchCommand::Shared {
+                admin_db,
+                spans,
+                instances,
+                runs,
+            }) => {
+                crate::bench::shared::run(crate::bench::shared::Args {
+                    admin_url: admin_db,
+                    spans,
+                    instances: instances.max(1),
+                    runs: runs.max(1),
+                })
+                .await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Bench(BenchCommand::Ingest {

@@ -338,10 +338,37 @@ pub async fn bug(args: BugCmd) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let text = match args.source.open()? {
+    let source = args.source.open()?;
+    let ctx = args.source.report_context()?;
+    let text = bug_report(
+        &source,
+        &ctx,
+        trace,
+        span,
+        args.format,
+        args.attach.as_deref(),
+    )
+    .await?;
+    // JSON has escaped its control characters already; Markdown goes to terminals too.
+    let text = crate::report::strip_controls(&text);
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bug report of a failure (or a broken expectation) in `trace`, in `format`, redacted; with
+/// `attach`, the trace is also written there, redacted, as OTLP/JSON.
+pub(super) async fn bug_report(
+    source: &Source,
+    ctx: &crate::query::ReportContext,
+    trace: TraceId,
+    span: Option<SpanId>,
+    format: BugFormat,
+    attach: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    let attach = attach.map(std::path::Path::to_path_buf);
+    Ok(match source {
         Source::Data(reader) => {
-            let ctx = args.source.report_context()?;
-            let (format, attach) = (args.format, args.attach.clone());
+            let (reader, ctx) = (reader.clone(), ctx.clone());
             tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
                 let (bug, spans) = query::bug(&reader, trace, span, &ctx)?;
                 if let Some(path) = attach {
@@ -357,7 +384,7 @@ pub async fn bug(args: BugCmd) -> anyhow::Result<ExitCode> {
             .await??
         }
         Source::Server { base, http } => {
-            let format = match args.format {
+            let format = match format {
                 BugFormat::Markdown => "markdown",
                 BugFormat::Json => "json",
             };
@@ -365,17 +392,13 @@ pub async fn bug(args: BugCmd) -> anyhow::Result<ExitCode> {
             if let Some(s) = span {
                 url.push_str(&format!("&span={s}"));
             }
-            let body = get_text(&http, &url).await?;
-            if let Some(path) = &args.attach {
-                let otlp = get_text(&http, &format!("{base}/api/traces/{trace}/otlp")).await?;
+            let body = get_text(http, &url).await?;
+            if let Some(path) = &attach {
+                let otlp = get_text(http, &format!("{base}/api/traces/{trace}/otlp")).await?;
                 std::fs::write(path, otlp)
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
             body
         }
-    };
-    // JSON has escaped its control characters already; Markdown goes to terminals too.
-    let text = crate::report::strip_controls(&text);
-    std::io::stdout().lock().write_all(text.as_bytes())?;
-    Ok(ExitCode::SUCCESS)
+    })
 }

@@ -40,9 +40,102 @@ use crate::query::ReportContext;
 use crate::results::settle::SettleCounters;
 use crate::store::Reader;
 
-/// What `/metrics` answers with: OpenMetrics text, which Prometheus negotiates and parses (its
-/// counters are `…_total`, its end is `# EOF`).
+/// What `/metrics` answers a scraper that asks for OpenMetrics (Prometheus does, in its `Accept`
+/// header): OpenMetrics text, with exemplars (its counters are `…_total`, its end is `# EOF`).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What `/metrics` answers anyone else (a browser, curl, an older scraper): the classic
+/// Prometheus text format, which has no exemplars.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// How many of the latest run's most recent traces the exemplars are picked from: their stored
+/// results are read (never their spans), so a scrape's cost stays bounded.
+pub const EXEMPLAR_TRACES: usize = 256;
+
+/// Whether a scrape's `Accept` header asks for OpenMetrics (and does not refuse it with `q=0`).
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| {
+        a.split(',').any(|part| {
+            let mut params = part.split(';').map(str::trim);
+            params
+                .next()
+                .is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"))
+                && !params.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f64>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+    })
+}
+
+/// OpenMetrics text as the classic Prometheus text format: no exemplars, no `# UNIT` or
+/// `# EOF` lines, and a counter family named by its `_total` samples, as that format wants.
+pub fn classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)))
+        {
+            let (tag, rest) = rest;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            let tail = if tag == "# TYPE " && tail == "unknown" {
+                "untyped"
+            } else {
+                tail
+            };
+            let name = if counters.contains(name) {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            out.push_str(&format!("{tag}{name} {tail}\n"));
+            continue;
+        }
+        if line.starts_with('#') {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        out.push_str(without_exemplar(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// A sample line without its exemplar (` # {…} value`): the label set is skipped quote-aware,
+/// since a label value may hold ` # `.
+fn without_exemplar(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    if let Some(open) = line.find(['{', ' ']).filter(|&at| bytes[at] == b'{') {
+        i = open + 1;
+        let mut quoted = false;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' if quoted => i += 1,
+                b'"' => quoted = !quoted,
+                b'}' if !quoted => break,
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+    match line[i.min(line.len())..].find(" # ") {
+        Some(at) => &line[..i + at],
+        None => line,
+    }
+}
 
 /// How long an analysis of the latest run serves scrapes: a 1 s scrape interval must not
 /// re-analyse the run every second.
@@ -124,8 +217,14 @@ impl Exporter {
         self
     }
 
-    /// The whole exposition, ending in `# EOF`.
-    pub async fn scrape(self: &Arc<Self>) -> String {
+    /// The whole exposition: OpenMetrics ending in `# EOF` when `openmetrics`, else the classic
+    /// Prometheus text format (`classic`).
+    pub async fn scrape(self: &Arc<Self>, openmetrics: bool) -> String {
+        let text = self.scrape_openmetrics().await;
+        if openmetrics { text } else { classic(&text) }
+    }
+
+    async fn scrape_openmetrics(self: &Arc<Self>) -> String {
         let analysed = {
             let mut cached = self.cached.lock().await;
             match &*cached {
@@ -222,9 +321,23 @@ impl Exporter {
                 self.build_failures.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let mut service_graph = String::new();
         match latest_run(&self.reader, &self.report) {
             Ok(Some((run, analysed, own))) => {
-                run::register(&mut registry, &run, &analysed, own.as_ref())
+                run::register(&mut registry, &run, &analysed);
+                // Exemplars are a convenience: without them the series are still right.
+                let hops = crate::query::recent_hops(
+                    &self.reader,
+                    &run,
+                    &self.report,
+                    EXEMPLAR_TRACES,
+                )
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "metrics: reading the exemplars' hops failed");
+                    Vec::new()
+                });
+                let graph = own.as_ref().unwrap_or(&analysed.graph);
+                service_graph = run::service_graph(graph, &hops);
             }
             Ok(None) => {}
             Err(e) => {
@@ -238,7 +351,7 @@ impl Exporter {
             "How long the last build of the analysed metrics took",
             started.elapsed().as_secs_f64(),
         );
-        let mut out = String::new();
+        let mut out = service_graph;
         let _ = encode_registry(&mut out, &registry);
         out
     }
@@ -327,4 +440,38 @@ pub(crate) fn gauges(
         family.get_or_create(&labels).inc_by(v);
     }
     registry.register(name, help, family);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_is_served_only_to_a_scraper_that_asks_for_it() {
+        let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,\
+                          text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert!(wants_openmetrics(Some(prometheus)));
+        assert!(wants_openmetrics(Some("application/openmetrics-text")));
+        assert!(!wants_openmetrics(None));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
+        assert!(!wants_openmetrics(Some("application/openmetrics-text;q=0")));
+    }
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_samples_and_drops_exemplars() {
+        let om = "# HELP requests Calls\n# TYPE requests counter\n\
+                  requests_total{client=\"a # {b}\",server=\"c\"} 4 # {trace_id=\"t\",span_id=\"s\"} 1\n\
+                  # HELP up Up\n# TYPE up gauge\n# UNIT up seconds\nup 1\n\
+                  # TYPE odd unknown\nodd 2\n\
+                  lat_bucket{le=\"+Inf\"} 3 # {trace_id=\"t\",span_id=\"s\"} 0.5\n# EOF\n";
+        assert_eq!(
+            classic(om),
+            "# HELP requests_total Calls\n# TYPE requests_total counter\n\
+             requests_total{client=\"a # {b}\",server=\"c\"} 4\n\
+             # HELP up Up\n# TYPE up gauge\nup 1\n\
+             # TYPE odd untyped\nodd 2\n\
+             lat_bucket{le=\"+Inf\"} 3\n"
+        );
+    }
 }

@@ -18,19 +18,17 @@
 //!
 //! This module does no I/O: it copies what analysis and the report decided.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::graph::{NodeKind, Sketch};
+use crate::graph::NodeKind;
+use crate::model::{SpanId, TraceId};
 use crate::query::Analysed;
+use crate::results::NamedHop;
 use crate::runs::Run;
 
-use super::{Labels, gauges};
+use super::gauges;
 
 /// Histogram bounds in seconds: 1 ms to about 16 s, doubling. Test runs are mostly fast calls,
 /// so this starts lower than Tempo's default (100 ms) and still reaches the slow hops.
@@ -53,67 +51,9 @@ pub fn connection_type(caller: NodeKind, callee: NodeKind) -> &'static str {
     }
 }
 
-/// A histogram of `LATENCY_BUCKETS` filled from latency sketches: a run's hops are counted into
-/// the buckets from its edges' sketches, never observed one by one. The sum is exact; a sample
-/// lies in the bucket of its sketch value (within the sketch's stated error, see `graph::sketch`).
-#[derive(Debug, Clone, Default)]
-pub struct SketchHistogram {
-    inner: std::sync::Arc<std::sync::Mutex<HistogramCounts>>,
-}
-
-#[derive(Debug, Default)]
-struct HistogramCounts {
-    sum_ns: u128,
-    count: u64,
-    /// Per bound of `LATENCY_BUCKETS`, then +Inf: samples in that bucket alone.
-    buckets: [u64; LATENCY_BUCKETS.len() + 1],
-}
-
-impl SketchHistogram {
-    pub fn observe_sketch(&self, sketch: &Sketch) {
-        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        c.sum_ns += u128::from(sketch.sum());
-        c.count += sketch.count();
-        for (ns, n) in sketch.buckets() {
-            let secs = ns as f64 / 1e9;
-            let at = LATENCY_BUCKETS.partition_point(|&le| le < secs);
-            c.buckets[at] += n;
-        }
-    }
-}
-
-impl TypedMetric for SketchHistogram {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for SketchHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-            .iter()
-            .copied()
-            .chain(std::iter::once(f64::INFINITY))
-            .zip(c.buckets.iter().copied())
-            .collect();
-        encoder.encode_histogram::<NoLabelSet>(c.sum_ns as f64 / 1e9, c.count, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
-    }
-}
-
 /// Registers every series of `analysed`, the analysis of `run`.
-/// `own_graph`: in a deployment, this instance's share of the run's graph, which the
-/// service-graph counters count (Prometheus sums them over the instances); the coverage gauges
-/// describe the whole run, the same on every instance.
-pub fn register(
-    registry: &mut Registry,
-    run: &Run,
-    analysed: &Analysed,
-    own_graph: Option<&crate::graph::RunGraph>,
-) {
-    service_graph(registry, own_graph.unwrap_or(&analysed.graph));
+/// The service graph is written apart, by `service_graph`.
+pub fn register(registry: &mut Registry, run: &Run, analysed: &Analysed) {
     coverage(registry, run, analysed);
     violations(registry, analysed);
 }
@@ -136,46 +76,212 @@ fn violations(registry: &mut Registry, analysed: &Analysed) {
     );
 }
 
-fn service_graph(registry: &mut Registry, graph: &crate::graph::RunGraph) {
-    let total = Family::<Labels, Counter>::default();
-    let failed = Family::<Labels, Counter>::default();
-    let server = Family::<Labels, SketchHistogram>::default();
-    let client = Family::<Labels, SketchHistogram>::default();
-    for e in graph.edges() {
-        let labels: Labels = vec![
-            ("client", e.caller.id.clone()),
-            ("server", e.callee.id.clone()),
-            (
-                "connection_type",
-                connection_type(e.caller.kind, e.callee.kind).to_owned(),
-            ),
-        ];
-        total.get_or_create(&labels).inc_by(e.edge.calls);
-        // Every edge gets a failed series, zero or not, so error ratios need no `or vector(0)`.
-        failed.get_or_create(&labels).inc_by(e.edge.errors);
-        server.get_or_create(&labels).observe_sketch(&e.edge.server);
-        client.get_or_create(&labels).observe_sketch(&e.edge.client);
+/// A hop the exemplars point at: its trace, its span, its duration in seconds.
+#[derive(Debug, Clone, PartialEq)]
+struct Pointer {
+    trace: String,
+    span: String,
+    seconds: f64,
+}
+
+/// Per edge, the exemplars: a recent hop in each latency bucket of either side, and a recent
+/// failing hop.
+#[derive(Debug, Default)]
+struct EdgeExemplars {
+    client: [Option<Pointer>; LATENCY_BUCKETS.len() + 1],
+    server: [Option<Pointer>; LATENCY_BUCKETS.len() + 1],
+    failed: Option<Pointer>,
+}
+
+/// The bucket (index in `LATENCY_BUCKETS`, then +Inf) a duration falls in.
+fn bucket_of(seconds: f64) -> usize {
+    LATENCY_BUCKETS.partition_point(|&le| le < seconds)
+}
+
+/// The exemplars of every edge from `hops`, the most recent trace's first: the first hop found
+/// for a bucket (or failing) is kept.
+fn exemplars(hops: &[(TraceId, NamedHop)]) -> HashMap<(&str, &str), EdgeExemplars> {
+    let mut out: HashMap<(&str, &str), EdgeExemplars> = HashMap::new();
+    for (trace, h) in hops {
+        let e = out
+            .entry((h.caller.as_str(), h.callee.as_str()))
+            .or_default();
+        let pointer = |span: Option<SpanId>, other: Option<SpanId>, ns: Option<u64>| {
+            Some(Pointer {
+                trace: trace.to_string(),
+                span: span.or(other)?.to_string(),
+                seconds: ns.unwrap_or(0) as f64 / 1e9,
+            })
+        };
+        if let Some(ns) = h.client_ns {
+            let slot = &mut e.client[bucket_of(ns as f64 / 1e9)];
+            if slot.is_none() {
+                *slot = pointer(h.client_span, h.server_span, Some(ns));
+            }
+        }
+        if let Some(ns) = h.server_ns {
+            let slot = &mut e.server[bucket_of(ns as f64 / 1e9)];
+            if slot.is_none() {
+                *slot = pointer(h.server_span, h.client_span, Some(ns));
+            }
+        }
+        if h.error && e.failed.is_none() {
+            e.failed = pointer(h.client_span, h.server_span, h.client_ns.or(h.server_ns));
+        }
     }
-    registry.register(
+    out
+}
+
+/// A label value in the exposition's quoting.
+fn quoted(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn exemplar(out: &mut String, p: Option<&Pointer>, value: f64) {
+    if let Some(p) = p {
+        out.push_str(&format!(
+            " # {{trace_id={},span_id={}}} {value}",
+            quoted(&p.trace),
+            quoted(&p.span)
+        ));
+    }
+}
+
+/// The service graph's families as OpenMetrics text, with exemplars (`# {trace_id, span_id}`) of
+/// recent hops from `hops` on the latency buckets and the failed counter.
+///
+/// Written here rather than through `prometheus-client`: its exemplars can only be recorded by
+/// observing samples one by one, and these histograms are filled from sketches (a run's calls
+/// are never observed one by one). `super::classic` strips the exemplars for scrapers that did
+/// not ask for OpenMetrics.
+///
+/// `graph` is the latest run's graph, or in a deployment (`serve --shared-db`) this instance's
+/// share of it, so that Prometheus summing the counters over the instances counts each call once;
+/// the `tracecov_` gauges (`register`) describe the whole run, the same on every instance.
+pub fn service_graph(graph: &crate::graph::RunGraph, hops: &[(TraceId, NamedHop)]) -> String {
+    let exemplars = exemplars(hops);
+    let none = EdgeExemplars::default();
+    let edges: Vec<_> = graph
+        .edges()
+        .map(|e| {
+            let labels = format!(
+                "client={},server={},connection_type={}",
+                quoted(&e.caller.id),
+                quoted(&e.callee.id),
+                quoted(connection_type(e.caller.kind, e.callee.kind))
+            );
+            let ex = exemplars
+                .get(&(e.caller.id.as_str(), e.callee.id.as_str()))
+                .unwrap_or(&none);
+            (labels, e, ex)
+        })
+        .collect();
+    let mut out = String::new();
+    let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    };
+    head(
+        &mut out,
         "traces_service_graph_request",
+        "counter",
         "Calls from client to server in the latest run (hops), as Tempo's service graph counts them",
-        total,
     );
-    registry.register(
+    for (labels, e, _) in &edges {
+        out.push_str(&format!(
+            "traces_service_graph_request_total{{{labels}}} {}\n",
+            e.edge.calls
+        ));
+    }
+    // Every edge gets a failed series, zero or not, so error ratios need no `or vector(0)`.
+    head(
+        &mut out,
         "traces_service_graph_request_failed",
+        "counter",
         "Calls from client to server in the latest run that were in error on either side",
-        failed,
     );
-    registry.register(
+    for (labels, e, ex) in &edges {
+        out.push_str(&format!(
+            "traces_service_graph_request_failed_total{{{labels}}} {}",
+            e.edge.errors
+        ));
+        if e.edge.errors > 0 {
+            exemplar(&mut out, ex.failed.as_ref(), 1.0);
+        }
+        out.push('\n');
+    }
+    let histogram = |out: &mut String, name: &str, help: &str, client: bool| {
+        head(out, name, "histogram", help);
+        for (labels, e, ex) in &edges {
+            let (sketch, pointers) = if client {
+                (&e.edge.client, &ex.client)
+            } else {
+                (&e.edge.server, &ex.server)
+            };
+            let mut counts = [0u64; LATENCY_BUCKETS.len() + 1];
+            for (ns, n) in sketch.buckets() {
+                counts[bucket_of(ns as f64 / 1e9)] += n;
+            }
+            out.push_str(&format!(
+                "{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}\n",
+                sketch.sum() as f64 / 1e9,
+                sketch.count()
+            ));
+            let mut cumulative = 0;
+            for (i, n) in counts.iter().enumerate() {
+                cumulative += n;
+                let le = match LATENCY_BUCKETS.get(i) {
+                    Some(le) => le.to_string(),
+                    None => "+Inf".to_owned(),
+                };
+                out.push_str(&format!(
+                    "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                ));
+                if let Some(p) = &pointers[i] {
+                    exemplar(out, Some(p), p.seconds);
+                }
+                out.push('\n');
+            }
+        }
+    };
+    histogram(
+        &mut out,
         "traces_service_graph_request_server_seconds",
         "Durations of the answering (server or consumer) spans of the latest run's hops",
-        server,
+        false,
     );
-    registry.register(
+    histogram(
+        &mut out,
         "traces_service_graph_request_client_seconds",
         "Durations of the calling (client or producer) spans of the latest run's hops",
-        client,
+        true,
     );
+    out
+}
+
+/// A node's kind from the report's name for it, else from its id's prefix (DESIGN's node-id
+/// grammar), for an expected node no trace showed.
+fn node_kind(id: &str, reported: Option<&str>) -> NodeKind {
+    match reported {
+        Some("database") => NodeKind::Database,
+        Some("messaging") => NodeKind::Messaging,
+        Some("external") => NodeKind::External,
+        Some(_) => NodeKind::Service,
+        None if id.starts_with("db:") => NodeKind::Database,
+        None if id.starts_with("queue:") => NodeKind::Messaging,
+        None if id.starts_with("ext:") => NodeKind::External,
+        None => NodeKind::Service,
+    }
 }
 
 fn flag(b: Option<bool>) -> String {
@@ -251,6 +357,46 @@ fn coverage(registry: &mut Registry, run: &Run, analysed: &Analysed) {
                 1.0,
             ))
         }),
+    );
+    // The same edges in the service graph's labels (`client`, `server`, `connection_type`), so
+    // a node graph panel can draw every edge the run was expected to cross, untested ones too,
+    // coloured by status (Tempo's `traces_service_graph_connection_info`, with a status). The
+    // `*` caller of interfaces expected from any caller (OpenAPI) is no node, and is left out.
+    let kinds: HashMap<&str, NodeKind> = report
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), node_kind(&n.id, Some(&n.kind))))
+        .collect();
+    let kind = |id: &str| {
+        kinds
+            .get(id)
+            .copied()
+            .unwrap_or_else(|| node_kind(id, None))
+    };
+    gauges(
+        registry,
+        "tracecov_edge_info",
+        "Every edge of the latest run and of the expected topology in the service graph's labels, with its coverage status, always 1",
+        report
+            .edges
+            .iter()
+            .filter(|e| e.caller != "*")
+            .filter_map(|e| {
+                let status = e.status.clone()?;
+                Some((
+                    vec![
+                        ("client", e.caller.clone()),
+                        ("server", e.callee.clone()),
+                        (
+                            "connection_type",
+                            connection_type(kind(&e.caller), kind(&e.callee)).to_owned(),
+                        ),
+                        ("status", status),
+                        ("critical", flag(e.critical)),
+                    ],
+                    1.0,
+                ))
+            }),
     );
     gauges(
         registry,
@@ -377,6 +523,49 @@ fn coverage(registry: &mut Registry, run: &Run, analysed: &Analysed) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hop(client_ns: u64, error: bool, span: u64) -> NamedHop {
+        NamedHop {
+            caller: "checkout".into(),
+            callee: "payments".into(),
+            operation: "POST /charge".into(),
+            client_span: Some(SpanId::from_bytes(span.to_be_bytes()).unwrap()),
+            server_span: Some(SpanId::from_bytes((span + 100).to_be_bytes()).unwrap()),
+            client_ns: Some(client_ns),
+            server_ns: None,
+            error,
+        }
+    }
+
+    #[test]
+    fn each_bucket_points_at_its_most_recent_hop_and_the_failed_counter_at_a_failing_one() {
+        let trace = |n: u8| TraceId::from_bytes([n; 16]).unwrap();
+        // Most recent trace first, as `query::recent_hops` gives them.
+        let hops = vec![
+            (trace(3), hop(3_000_000, false, 1)),
+            (trace(2), hop(3_500_000, true, 2)),
+            (trace(1), hop(40_000_000_000, true, 3)),
+        ];
+        let ex = exemplars(&hops);
+        let e = &ex[&("checkout", "payments")];
+        // 3 ms and 3.5 ms share the (2 ms, 4 ms] bucket: the more recent hop is kept.
+        let at = bucket_of(0.003);
+        assert_eq!(LATENCY_BUCKETS[at], 0.004);
+        let p = e.client[at].as_ref().unwrap();
+        assert_eq!(p.trace, trace(3).to_string());
+        assert_eq!(p.seconds, 0.003);
+        // 40 s is past the last bound: +Inf.
+        let inf = e.client[LATENCY_BUCKETS.len()].as_ref().unwrap();
+        assert_eq!(inf.trace, trace(1).to_string());
+        // The most recent failing hop, by its calling span; no server side was recorded.
+        let failed = e.failed.as_ref().unwrap();
+        assert_eq!(failed.trace, trace(2).to_string());
+        assert_eq!(
+            failed.span,
+            SpanId::from_bytes(2u64.to_be_bytes()).unwrap().to_string()
+        );
+        assert!(e.server.iter().all(Option::is_none));
+    }
 
     #[test]
     fn connection_types_follow_tempo() {

@@ -23,6 +23,10 @@ pub struct NamedHop {
     pub operation: String,
     pub client_span: Option<SpanId>,
     pub server_span: Option<SpanId>,
+    /// The calling and answering spans' durations (`/metrics`' exemplars place a hop in its
+    /// latency bucket by them).
+    pub client_ns: Option<u64>,
+    pub server_ns: Option<u64>,
     pub error: bool,
 }
 
@@ -60,6 +64,8 @@ pub fn trace_hops(result: &TraceResult, run: &Rollup, opts: &AnalysisOptions) ->
                     .unwrap_or_default(),
                 client_span: h.client_span.and_then(|s| SpanId::from_bytes(s).ok()),
                 server_span: h.server_span.and_then(|s| SpanId::from_bytes(s).ok()),
+                client_ns: h.client_ns,
+                server_ns: h.server_ns,
                 error: h.error,
             }
         })

@@ -63,8 +63,19 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
     }
 }
 
-/// `GET /metrics`: Prometheus series (OpenMetrics text).
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let text = state.metrics.scrape().await;
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
+/// `GET /metrics`: Prometheus series, OpenMetrics text (with exemplars) when the scraper's
+/// `Accept` asks for it, the classic text format otherwise.
+async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let openmetrics = crate::metrics::wants_openmetrics(accept);
+    let text = state.metrics.scrape(openmetrics).await;
+    let content_type = if openmetrics {
+        crate::metrics::CONTENT_TYPE
+    } else {
+        crate::metrics::CLASSIC_CONTENT_TYPE
+    };
+    ([(header::CONTENT_TYPE, content_type)], text)
 }

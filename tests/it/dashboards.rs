@@ -182,6 +182,8 @@ async fn every_dashboard_query_parses_and_returns_data_from_a_real_prometheus() 
             work.path().join("tsdb").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // As dashboards/README.md tells users: Grafana's exemplars need Prometheus to keep them.
+        .arg("--enable-feature=exemplar-storage")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .kill_on_drop(true)
@@ -231,6 +233,66 @@ async fn every_dashboard_query_parses_and_returns_data_from_a_real_prometheus() 
             panic!("no samples from tracecov after {PATIENCE:?}; targets: {targets}\n{log}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Exemplars: Prometheus kept the trace ids the service graph's series carry, and tracecov
+    // serves every one of them (the hop a Grafana user jumps to from a latency spike). They come
+    // from the run's stored results, so wait until the failed counter has one too.
+    let deadline = Instant::now() + PATIENCE;
+    let exemplars = loop {
+        let mut found = Vec::new();
+        for metric in [
+            "traces_service_graph_request_client_seconds_bucket",
+            "traces_service_graph_request_server_seconds_bucket",
+            "traces_service_graph_request_failed_total",
+        ] {
+            let body: Value = http
+                .get(format!(
+                    "{base}/api/v1/query_exemplars?query={metric}&start=0&end={}",
+                    u32::MAX
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(body["status"], "success", "{metric}: {body}");
+            let ids: Vec<(String, String)> = body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|s| s["exemplars"].as_array().unwrap().iter())
+                .map(|e| {
+                    let l = &e["labels"];
+                    (
+                        l["trace_id"].as_str().unwrap_or_default().to_owned(),
+                        l["span_id"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            found.push((metric, ids));
+        }
+        if found.iter().all(|(_, ids)| !ids.is_empty()) {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus kept no exemplars of some series after {PATIENCE:?}: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let traces: std::collections::BTreeSet<&str> = exemplars
+        .iter()
+        .flat_map(|(_, ids)| ids.iter())
+        .map(|(trace, span)| {
+            assert_eq!((trace.len(), span.len()), (32, 16), "{trace} {span}");
+            trace.as_str()
+        })
+        .collect();
+    for trace in traces {
+        let (status, body) = server.get_json(&format!("/api/traces/{trace}")).await;
+        assert_eq!(status, 200, "exemplar trace {trace}: {body}");
     }
 
     let mut checked = 0;

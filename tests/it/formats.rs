@@ -19,7 +19,7 @@ const MERMAID_VERSION: &str = "12.3.0";
 const HOSTILE: &str = "<img src=x onerror=alert(1)> **b** [x](javascript:alert(1)) | \"] --> evil[\" \
                        `#lt;` ; end \u{1b}[31mred\u{1b}[0m \u{1b}]0;pwned\u{7}";
 
-fn tracecov(args: &[&str]) -> Output {
+pub(crate) fn tracecov(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_tracecov"))
         .args(args)
         .env_remove("OTEL_RESOURCE_ATTRIBUTES")
@@ -48,7 +48,7 @@ fn demo_store(dir: &Path) -> String {
 }
 
 /// The demo run's report in a format, with the demo's manifest.
-fn demo_report(data: &str, format: &str) -> String {
+pub(crate) fn demo_report(data: &str, format: &str) -> String {
     let manifest = repo_root().join("src/demo/tracecov.yaml");
     let out = tracecov(&[
         "report",

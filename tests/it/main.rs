@@ -21,6 +21,7 @@ mod import;
 mod integrations;
 mod limits;
 mod logs;
+mod mcp;
 mod metrics;
 mod n_plus_one;
 mod node_runner;

@@ -73,6 +73,24 @@ pub fn parse_exposition(text: &str) -> BTreeMap<Key, f64> {
     out
 }
 
+/// The failed counter's line of checkout -> payments.
+fn failed_charge(text: &str) -> Option<&str> {
+    text.lines().find(|l| {
+        l.starts_with("traces_service_graph_request_failed_total{")
+            && l.contains("client=\"checkout\",server=\"payments\"")
+    })
+}
+
+/// The `trace_id` and `span_id` of a sample line's OpenMetrics exemplar, if it has one.
+pub fn exemplar_ids(line: &str) -> Option<(String, String)> {
+    let ex = &line[line.find(" # {")? + 4..];
+    let field = |name: &str| {
+        let at = ex.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(ex[at..at + ex[at..].find('"')?].to_owned())
+    };
+    Some((field("trace_id")?, field("span_id")?))
+}
+
 fn key(name: &str, labels: &[(&str, &str)]) -> Key {
     (
         name.to_owned(),
@@ -159,23 +177,108 @@ async fn metrics_after_a_payments_500_run_hold_the_service_graph_coverage_and_he
         TestServer::start_with(|c| c.test_services = vec![demo::TEST_SERVICE.into()]).await;
     let report = demo_run(&server, "metrics-it", vec![Fault::Payments500]).await;
 
+    // Prometheus's own Accept header: OpenMetrics first. Exemplars come from the stored
+    // results of the run's recent traces, which the settle worker writes after the run closed:
+    // scrape until the failing hop has one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let resp = server
+            .http
+            .get(server.api("/metrics"))
+            .header(
+                "accept",
+                "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text"),
+            "Prometheus must be told the format"
+        );
+        let text = resp.text().await.unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        if failed_charge(&text).is_some_and(|l| exemplar_ids(l).is_some()) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exemplar on the failing hop after 60 s:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let m = parse_exposition(&text);
+
+    // Exemplars: the failed counter of the failing hop points at a span in error, in a trace the
+    // API serves; the latency buckets point at hops of traces it serves.
+    let failed_line = failed_charge(&text).unwrap();
+    let (trace, span) = exemplar_ids(failed_line).unwrap_or_else(|| panic!("{failed_line}"));
+    let (status, body) = server.get_json(&format!("/api/traces/{trace}")).await;
+    assert_eq!(status, 200, "{failed_line}");
+    assert!(
+        body["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(
+                |s| s["span_id"] == span.as_str() && s["status"]["code"] == "error"
+                    || s["span_id"] == span.as_str()
+                        && s["attributes"]["http.response.status_code"].as_i64() >= Some(400)
+            ),
+        "{failed_line}: the span is not in error"
+    );
+    assert_eq!(span.len(), 16, "{failed_line}");
+    assert!(failed_line.ends_with("} 1"), "{failed_line}");
+    for side in ["client", "server"] {
+        let prefix = format!("traces_service_graph_request_{side}_seconds_bucket{{");
+        let with: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(&prefix) && l.contains("server=\"payments\""))
+            .filter(|l| exemplar_ids(l).is_some())
+            .collect();
+        assert!(
+            !with.is_empty(),
+            "no {side} exemplar on checkout -> payments"
+        );
+        for l in with {
+            let (trace, _) = exemplar_ids(l).unwrap();
+            let (status, _) = server.get_json(&format!("/api/traces/{trace}")).await;
+            assert_eq!(status, 200, "{l}");
+        }
+    }
+
+    // Without asking for OpenMetrics (curl, a browser): the classic text format, the same
+    // samples, no exemplars.
     let resp = server
         .http
         .get(server.api("/metrics"))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
     assert!(
         resp.headers()["content-type"]
             .to_str()
             .unwrap()
-            .starts_with("application/openmetrics-text"),
-        "Prometheus must be told the format"
+            .starts_with("text/plain; version=0.0.4")
     );
-    let text = resp.text().await.unwrap();
-    assert!(text.ends_with("# EOF\n"), "{text}");
-    let m = parse_exposition(&text);
+    let classic = resp.text().await.unwrap();
+    assert!(!classic.contains("# EOF"));
+    assert!(!classic.contains(" # {"), "{classic}");
+    assert!(classic.contains("# TYPE traces_service_graph_request_total counter\n"));
+    let c = parse_exposition(&classic);
+    let graph_samples = |m: &BTreeMap<Key, f64>| -> Vec<(Key, f64)> {
+        m.iter()
+            .filter(|((name, _), _)| {
+                name.starts_with("traces_service_graph") || name.starts_with("tracecov_edge")
+            })
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    };
+    assert_eq!(graph_samples(&c), graph_samples(&m));
 
     // The failing hop, as Grafana's service graph reads it: checkout called payments once per
     // test that pays (checkout_paid, checkout_card_declined, order_confirmation_email,
@@ -283,6 +386,24 @@ async fn metrics_after_a_payments_500_run_hold_the_service_graph_coverage_and_he
         ),
         1.0
     );
+
+    // The presence series of every edge, expected or observed, in the service graph's labels.
+    for e in edges.iter().filter(|e| e["caller"] != "*") {
+        let (caller, callee) = (e["caller"].as_str().unwrap(), e["callee"].as_str().unwrap());
+        let found = m.iter().any(|((name, l), v)| {
+            name == "tracecov_edge_info"
+                && l["client"] == caller
+                && l["server"] == callee
+                && l["status"] == e["status"].as_str().unwrap()
+                && l["critical"] == e["critical"].as_bool().unwrap().to_string()
+                && l.contains_key("connection_type")
+                && *v == 1.0
+        });
+        assert!(found, "no tracecov_edge_info for {caller} -> {callee}");
+    }
+    assert!(m.iter().any(|((name, l), _)| name == "tracecov_edge_info"
+        && l["server"] == "db:sqlite/users"
+        && l["connection_type"] == "database"));
 
     // Failures by class and boundary: the four tests, all placed on checkout -> payments.
     assert_eq!(

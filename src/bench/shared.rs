@@ -1,0 +1,416 @@
+//! `tracecov bench shared`: one deployment of 1, 2, … `--instances` `tracecov serve --shared-db`
+//! children on this machine, sharing one PostgreSQL (a fresh database per deployment), each
+//! receiving its share of a generated run over OTLP/HTTP split by trace id as the Collector's
+//! load-balancing exporter splits it (`routing_key: traceID`: a hash of the trace id, modulo the
+//! instances). Timed per deployment: durable ingest (every export acknowledged, its spans on an
+//! instance's disk) and ingest through analysis (every trace's results computed and published to
+//! PostgreSQL, every trace assigned to the run there), as spans/s and as a ratio to one instance;
+//! then the run's JSON report asked of the first instance and of the last (read from PostgreSQL:
+//! the per-instance rollups merged), first and again.
+//!
+//! The exports are encoded before the clock starts (OTLP/protobuf, 1,000 spans each), so the
+//! figures are the servers' and the database's work, not the generator's; four exports are in
+//! flight per instance, as a Collector's exporter queue would send them.
+//!
+//! Every deployment must answer the same report (its edges, tests and failures), which the
+//! benchmark checks against the first deployment's.
+
+use std::hash::{BuildHasher, BuildHasherDefault};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use prost::Message as _;
+
+use crate::model::Span;
+
+use super::analysis::{generate_from, median};
+use super::served::{TempDir, stamped};
+
+const RUN: &str = "bench-shared";
+/// Spans in one export.
+const EXPORT: usize = 1_000;
+/// Exports in flight per instance.
+const IN_FLIGHT: usize = 4;
+const SETTLE: &str = "2s";
+
+pub struct Args {
+    /// A PostgreSQL URL whose user may create databases (`postgres://postgres@HOST:PORT/postgres`).
+    pub admin_url: String,
+    pub spans: usize,
+    pub instances: usize,
+    pub runs: usize,
+}
+
+struct Instance {
+    child: Child,
+    otlp: String,
+    ui: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Instance {
+    fn start(dir: &std::path::Path, db_url: &str) -> anyhow::Result<Self> {
+        let (grpc, http, ui) = (free_port()?, free_port()?, free_port()?);
+        let ui_url = format!("http://127.0.0.1:{ui}");
+        let child = Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .arg("--data")
+            .arg(dir)
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .args(["--ui-addr", &format!("127.0.0.1:{ui}")])
+            .args(["--settle", SETTLE])
+            .args(["--shared-db", db_url])
+            .args(["--instance-url", &ui_url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting tracecov serve")?;
+        Ok(Instance {
+            child,
+            otlp: format!("http://127.0.0.1:{http}/v1/traces"),
+            ui: ui_url,
+        })
+    }
+
+    /// Peak resident memory so far, in MiB.
+    fn peak_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The instance a trace goes to: a fixed hash of its id, modulo the instances.
+fn route(span: &Span, instances: usize) -> usize {
+    let hasher = BuildHasherDefault::<std::hash::DefaultHasher>::default();
+    (hasher.hash_one(span.trace_id) % instances as u64) as usize
+}
+
+/// The run's exports for each of `instances`, encoded: OTLP/protobuf requests of `EXPORT`
+/// spans, each holding only traces routed to that instance.
+fn exports(spans: usize, instances: usize) -> Vec<Vec<Bytes>> {
+    let mut out = vec![Vec::new(); instances];
+    let mut pending: Vec<Vec<Span>> = vec![Vec::new(); instances];
+    let mut next = 1;
+    let mut made = 0;
+    while made < spans {
+        let (part, after) = generate_from(next, 50_000.min(spans - made));
+        made += part.len();
+        next = after;
+        for span in stamped(part, Some(RUN)) {
+            let i = route(&span, instances);
+            pending[i].push(span);
+            if pending[i].len() == EXPORT {
+                let batch = std::mem::take(&mut pending[i]);
+                out[i].push(encode(&batch));
+            }
+        }
+    }
+    for (i, rest) in pending.into_iter().enumerate() {
+        if !rest.is_empty() {
+            out[i].push(encode(&rest));
+        }
+    }
+    out
+}
+
+fn encode(spans: &[Span]) -> Bytes {
+    Bytes::from(crate::cli::import::to_otlp::request(spans).encode_to_vec())
+}
+
+/// Sends one instance's exports, `IN_FLIGHT` at a time; a 429/503 (queue full) is retried.
+async fn send(http: &reqwest::Client, url: &str, bodies: &[Bytes]) -> anyhow::Result<()> {
+    let mut pending = futures::stream::iter(bodies.iter().map(|body| async move {
+        loop {
+            let r = http
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .body(body.clone())
+                .send()
+                .await?;
+            match r.status().as_u16() {
+                200 => return anyhow::Ok(()),
+                429 | 503 => tokio::time::sleep(Duration::from_millis(20)).await,
+                s => bail!(
+                    "export answered {s}: {}",
+                    r.text().await.unwrap_or_default()
+                ),
+            }
+        }
+    }))
+    .buffer_unordered(IN_FLIGHT);
+    while let Some(r) = pending.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::Value> {
+    let r = http.get(url).send().await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// Waits until the instance answers its health.
+async fn ready(http: &reqwest::Client, instance: &Instance) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http
+        .get(format!("{}/api/health", instance.ui))
+        .send()
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("tracecov serve did not answer within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Waits until the instance has the results of every trace it holds, has published them and
+/// has every trace assigned in the database.
+async fn done(http: &reqwest::Client, instance: &Instance) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let run = get_json(http, &format!("{}/api/runs/{RUN}", instance.ui)).await;
+        let health = get_json(http, &format!("{}/api/health", instance.ui)).await?;
+        let db = &health["shared_db"];
+        let settled = run.is_ok_and(|r| r["pending_traces"].as_u64() == Some(0));
+        if settled && db["status"] == "ok" && db["unpublished"] == 0 && db["unassigned"] == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} not done after an hour: {health}", instance.ui);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Median seconds of `runs` GETs of `url`, and the last body.
+async fn timed(
+    http: &reqwest::Client,
+    url: &str,
+    runs: usize,
+) -> anyhow::Result<(f64, serde_json::Value)> {
+    let mut times = Vec::new();
+    let mut body = serde_json::Value::Null;
+    for _ in 0..runs {
+        let start = Instant::now();
+        body = get_json(http, url).await?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    Ok((median(times), body))
+}
+
+/// What every deployment must agree on: the run's size, its edges with their calls, errors
+/// and tests, the coverage and the failures.
+fn essentials(report: &serde_json::Value) -> serde_json::Value {
+    let mut edges: Vec<String> = report["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{} -> {}: {} calls, {} errors, {} tests",
+                e["caller"], e["callee"], e["calls"], e["errors"], e["tests"]
+            )
+        })
+        .collect();
+    edges.sort();
+    serde_json::json!({
+        "spans": report["run"]["spans"],
+        "traces": report["run"]["traces"],
+        "tests": report["run"]["tests"],
+        "edges": edges,
+        "coverage": report["coverage"]["edges"],
+        "failures": report["failures"].as_array().map_or(0, Vec::len),
+    })
+}
+
+struct Figures {
+    instances: usize,
+    ingest_rate: f64,
+    analysed_rate: f64,
+    report_first: f64,
+    report_again: f64,
+    report_other: Option<f64>,
+    peak_mib: f64,
+}
+
+async fn deployment(
+    http: &reqwest::Client,
+    admin: &tokio_postgres::Client,
+    args: &Args,
+    n: usize,
+    reference: &mut Option<serde_json::Value>,
+) -> anyhow::Result<Figures> {
+    let db = format!("tracecov_bench_{}_{n}", std::process::id());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .context("creating the benchmark's database")?;
+    let db_url = database_url(&args.admin_url, &db)?;
+    let work = TempDir(
+        std::env::temp_dir().join(format!("tracecov-bench-shared-{}-{n}", std::process::id())),
+    );
+    let instances = (0..n)
+        .map(|i| Instance::start(&work.0.join(format!("instance{i}")), &db_url))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for instance in &instances {
+        ready(http, instance).await?;
+    }
+    let bodies = exports(args.spans, n);
+
+    let start = Instant::now();
+    futures::future::try_join_all(
+        instances
+            .iter()
+            .zip(&bodies)
+            .map(|(instance, bodies)| send(http, &instance.otlp, bodies)),
+    )
+    .await?;
+    let ingest_s = start.elapsed().as_secs_f64();
+    futures::future::try_join_all(instances.iter().map(|i| done(http, i))).await?;
+    let analysed_s = start.elapsed().as_secs_f64();
+
+    let first = &instances[0];
+    let url = format!("{}/api/runs/{RUN}/report", first.ui);
+    let (report_first, report) = timed(http, &url, 1).await?;
+    let (report_again, _) = timed(http, &url, args.runs).await?;
+    // Another instance's first answer (one instance: none to ask).
+    let (report_other, other) = match instances.last() {
+        Some(last) if n > 1 => {
+            let url = format!("{}/api/runs/{RUN}/report", last.ui);
+            let (t, r) = timed(http, &url, 1).await?;
+            (Some(t), r)
+        }
+        _ => (None, report.clone()),
+    };
+    let mine = essentials(&report);
+    if essentials(&other) != mine {
+        bail!("instances of one deployment answer different reports");
+    }
+    match reference {
+        None => *reference = Some(mine),
+        Some(r) if *r != mine => bail!(
+            "{n} instances answer a different report than the first deployment:\n{mine}\nnot\n{r}"
+        ),
+        Some(_) => {}
+    }
+    let peak_mib = instances.iter().map(Instance::peak_mib).fold(0.0, f64::max);
+    drop(instances);
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await
+        .context("dropping the benchmark's database")?;
+    Ok(Figures {
+        instances: n,
+        ingest_rate: args.spans as f64 / ingest_s,
+        analysed_rate: args.spans as f64 / analysed_s,
+        report_first,
+        report_again,
+        report_other,
+        peak_mib,
+    })
+}
+
+/// `url` with its database replaced by `db`.
+fn database_url(url: &str, db: &str) -> anyhow::Result<String> {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let Some(rest) = base
+        .strip_prefix("postgres://")
+        .or(base.strip_prefix("postgresql://"))
+    else {
+        bail!("--shared-db: a postgres:// URL, got {url}");
+    };
+    let host = rest.split_once('/').map_or(rest, |(h, _)| h);
+    Ok(match query {
+        Some(q) => format!("postgres://{host}/{db}?{q}"),
+        None => format!("postgres://{host}/{db}"),
+    })
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = crate::shared::parse_url(&args.admin_url).map_err(anyhow::Error::msg)?;
+    let (admin, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {}", args.admin_url))?;
+    tokio::spawn(connection);
+    let http = reqwest::Client::new();
+    println!(
+        "shared benchmark: a generated run of {} spans over OTLP/HTTP split by trace id over 1 to {} tracecov serve --shared-db instances (settle {SETTLE}), one PostgreSQL",
+        args.spans, args.instances
+    );
+    let mut reference = None;
+    let mut figures = Vec::new();
+    for n in 1..=args.instances {
+        let f = deployment(&http, &admin, &args, n, &mut reference).await?;
+        println!(
+            "{n} instance(s): durable ingest {:.0} spans/s; ingest through results in PostgreSQL {:.0} spans/s; report {:.3} s first, {:.3} s again{}; peak memory of an instance {:.0} MiB",
+            f.ingest_rate,
+            f.analysed_rate,
+            f.report_first,
+            f.report_again,
+            f.report_other
+                .map(|t| format!(", {t:.3} s first from instance {n}"))
+                .unwrap_or_default(),
+            f.peak_mib
+        );
+        figures.push(f);
+    }
+    let one = &figures[0];
+    println!();
+    println!(
+        "| instances | durable ingest | ratio | ingest → results in PostgreSQL | ratio | report first / again / first from another instance | peak memory of an instance |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for f in &figures {
+        println!(
+            "| {} | {:.0} spans/s | {:.2} | {:.0} spans/s | {:.2} | {:.3} s / {:.3} s / {} | {:.0} MiB |",
+            f.instances,
+            f.ingest_rate,
+            f.ingest_rate / one.ingest_rate,
+            f.analysed_rate,
+            f.analysed_rate / one.analysed_rate,
+            f.report_first,
+            f.report_again,
+            f.report_other
+                .map_or("–".to_owned(), |t| format!("{t:.3} s")),
+            f.peak_mib
+        );
+    }
+    Ok(())
+}
