@@ -360,25 +360,6 @@ async fn publish(db: &SharedDb, batch: &Batch) -> Result<(), SharedError> {
              VALUES ($1, $2, $3, $4, $5)",
         )
         .await?;
-    // Placing a trace or a link and learning which instances they concern is serialized per
-    // trace id (advisory locks, taken in one order), so that of two instances placing related
-    // traces at once, the second sees the first's rows.
-    let mut locks: Vec<i64> = batch
-        .traces
-        .iter()
-        .filter(|(_, _, received)| received.is_some())
-        .map(|(t, _, _)| lock_key(t))
-        .chain(batch.links.iter().map(|(_, to)| lock_key(to)))
-        .collect();
-    locks.sort_unstable();
-    locks.dedup();
-    if !locks.is_empty() {
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest($1::bigint[]) AS k ORDER BY 1) l",
-            &[&locks],
-        )
-        .await?;
-    }
     // Whether the row is new or the trace received spans since: only then do its relations
     // need telling (a result published again tells nobody, or instances would keep telling
     // each other).
@@ -433,7 +414,8 @@ async fn publish(db: &SharedDb, batch: &Batch) -> Result<(), SharedError> {
             .map(|(f, _)| f.as_slice())
             .collect()
     };
-    if !placed.is_empty() || !new_links.is_empty() {
+    let tell = !placed.is_empty() || !new_links.is_empty();
+    if tell {
         tx.execute(TELL, &[&placed, &me, &new_links]).await?;
     }
     let put_fact = tx
@@ -493,6 +475,12 @@ async fn publish(db: &SharedDb, batch: &Batch) -> Result<(), SharedError> {
         }
     }
     tx.commit().await?;
+    if tell {
+        // Told again once committed: of two instances placing related rows at once, neither
+        // transaction sees the other's, but whichever commits last sees both here. (No lock
+        // serializes them: publishing stays concurrent across instances.)
+        client.execute(TELL, &[&placed, &me, &new_links]).await?;
+    }
     Ok(())
 }
 
@@ -529,14 +517,6 @@ SELECT DISTINCT instance, trace_id FROM (
 ) told
 ORDER BY 1, 2
 ON CONFLICT DO NOTHING";
-
-/// The advisory lock of a trace id: its first 8 bytes.
-fn lock_key(trace: &[u8]) -> i64 {
-    let mut key = [0u8; 8];
-    let n = trace.len().min(8);
-    key[..n].copy_from_slice(&trace[..n]);
-    i64::from_be_bytes(key)
-}
 
 /// Takes what other instances told this one (`stale_traces`): each trace is recorded as
 /// crossing instances (`deployment_traces`) and its stored results made stale, so the settle
