@@ -68,9 +68,32 @@ impl RunStatus {
         opts: &AnalysisOptions,
     ) -> Result<Self, QueryError> {
         let id = &self.run.id;
-        self.pending_traces = Some(reader.with_conn(|c| settle::count_pending(c, id, opts))?);
+        let mut pending = reader.with_conn(|c| settle::count_pending(c, id, opts))?;
+        // In a deployment, the run's traces and those still waiting for results on any
+        // instance, not only this one's.
+        if let Some(d) = reader.deployment() {
+            pending += d.pending_elsewhere(id, results::fingerprint(opts))?;
+            deployment_traces(reader, std::slice::from_mut(&mut self.run))?;
+        }
+        self.pending_traces = Some(pending);
         Ok(self)
     }
+}
+
+/// In a deployment, sets each run's `traces` to the deployment's count (a trace split between
+/// instances once); runs of no instance's traces keep this store's count.
+pub fn deployment_traces(reader: &Reader, runs: &mut [Run]) -> Result<(), QueryError> {
+    let Some(d) = reader.deployment() else {
+        return Ok(());
+    };
+    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+    let counts: std::collections::HashMap<String, u64> = d.run_traces(&ids)?.into_iter().collect();
+    for run in runs {
+        if let Some(n) = counts.get(&run.id) {
+            run.traces = *n;
+        }
+    }
+    Ok(())
 }
 
 /// Traces of an open run without fresh results that are not settled yet (a span arrived within
@@ -278,7 +301,7 @@ pub fn merged_runs_judged(
 
 /// Results computed by a reader are stored for traces quiet since this time (the settle period
 /// ago), when the context says a settle period.
-fn store_before(ctx: &ReportContext) -> Option<u64> {
+pub(crate) fn store_before(ctx: &ReportContext) -> Option<u64> {
     ctx.settle
         .map(|quiet| crate::ingest::now_ns().saturating_sub(quiet.as_nanos() as u64))
 }
@@ -957,7 +980,7 @@ pub fn bug(
     span: Option<crate::model::SpanId>,
     ctx: &ReportContext,
 ) -> Result<(crate::blame::bug::Bug, Vec<Span>), BugQueryError> {
-    let trace_spans = reader.trace(trace_id)?;
+    let trace_spans = reader.trace_anywhere(trace_id)?;
     if trace_spans.is_empty() {
         return Err(crate::blame::bug::BugError::NoSpans(trace_id).into());
     }
@@ -990,7 +1013,8 @@ pub fn bug(
     let mut read = std::collections::BTreeSet::from([trace_id]);
     for &(t, _) in &failure.path {
         if read.insert(t) {
-            spans.extend(reader.trace(t)?);
+            // A linked trace may be held by another instance of the deployment.
+            spans.extend(reader.trace_anywhere(t)?);
         }
     }
     spans.extend(trace_spans.iter().cloned());
@@ -1030,7 +1054,7 @@ fn violation_bug(
         .map(|t| (t.trace_id, t.span_id));
     let mut spans = trace_spans.to_vec();
     if let Some((t, _)) = test.filter(|(t, _)| *t != at.0) {
-        spans.extend(reader.trace(t)?);
+        spans.extend(reader.trace_anywhere(t)?);
     }
     let forest = crate::graph::Forest::build(&spans);
     let path = crate::blame::bug::path_to(&forest, at, &tests, test);
@@ -1115,7 +1139,7 @@ pub fn trace_detail(
     trace_id: crate::model::TraceId,
     ctx: &ReportContext,
 ) -> Result<Option<TraceDetail>, QueryError> {
-    let trace = reader.trace(trace_id)?;
+    let trace = reader.trace_anywhere(trace_id)?;
     if trace.is_empty() {
         return Ok(None);
     }

@@ -101,6 +101,9 @@ pub struct AppState {
     pub runs: Arc<dyn RunRegistry>,
     /// The deployment's shared database (`--shared-db`), for its health.
     pub shared: Option<Arc<SharedDb>>,
+    /// How the deployment's other instances are asked (`--shared-db`): views of a trace they
+    /// hold are forwarded to them.
+    pub peers: Option<crate::shared::peers::Peers>,
 }
 
 /// The report context a server's configuration describes.
@@ -240,6 +243,8 @@ impl Server {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         let (forwarder, mut forward_tasks) = ingest::Forwarder::start(&config.forward, &shutdown);
+        // The instances of a deployment share the API token: it is what one shows another.
+        let peers = crate::shared::peers::Peers::new(config.token.as_ref().map(|t| t.0.clone()));
         if let (Some(db), Some(s)) = (&shared, &config.shared) {
             // Waited for like the forwarding tasks: they end at shutdown, never on their own.
             forward_tasks.push(db.spawn_heartbeat(s.heartbeat_every, shutdown.clone()));
@@ -250,7 +255,7 @@ impl Server {
                 shutdown.clone(),
             ));
             // Every question read through this reader adds the other instances' shares.
-            reader.set_deployment(Arc::new(SharedReads::new(db.clone())));
+            reader.set_deployment(Arc::new(SharedReads::new(db.clone(), peers.clone())));
         }
 
         // One memory budget for both receivers' exports, and a bound on each listener's
@@ -390,6 +395,7 @@ impl Server {
             addrs,
             runs: registry,
             shared: shared.clone(),
+            peers: shared.is_some().then_some(peers),
         };
         let request_timeout = state.config.request_timeout;
         let exposure = web::exposure::Exposure::new(

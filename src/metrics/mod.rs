@@ -15,6 +15,11 @@
 //!   something the code increments as it goes. The analysed part (the run and the store's size)
 //!   is cached for `CACHE_TTL`, built on the blocking pool, and built once however many scrapes
 //!   arrive together; the counters of ingest and forwarding are atomics, read fresh every time.
+//! - In a deployment (`serve --shared-db`), each instance counts in the service-graph counters
+//!   only its own share of the latest run (the traces it holds), so that Prometheus summing
+//!   over the instances gets the run's calls once, as for any horizontally scaled exporter; the
+//!   coverage gauges describe the whole run, identical on every instance (dashboards take their
+//!   `max`).
 //! - This module reads the store and the counters and never writes anything.
 
 pub mod health;
@@ -318,7 +323,7 @@ impl Exporter {
         }
         let mut service_graph = String::new();
         match latest_run(&self.reader, &self.report) {
-            Ok(Some((run, analysed))) => {
+            Ok(Some((run, analysed, own))) => {
                 run::register(&mut registry, &run, &analysed);
                 // Exemplars are a convenience: without them the series are still right.
                 let hops = crate::query::recent_hops(
@@ -331,7 +336,8 @@ impl Exporter {
                     tracing::warn!(error = %e, "metrics: reading the exemplars' hops failed");
                     Vec::new()
                 });
-                service_graph = run::service_graph(&analysed, &hops);
+                let graph = own.as_ref().unwrap_or(&analysed.graph);
+                service_graph = run::service_graph(graph, &hops);
             }
             Ok(None) => {}
             Err(e) => {
@@ -351,18 +357,36 @@ impl Exporter {
     }
 }
 
+/// The latest run (of the whole deployment, in one), its analysis, and in a deployment this
+/// instance's share of its graph.
+type Latest = (
+    crate::runs::Run,
+    std::sync::Arc<crate::query::Analysed>,
+    Option<crate::graph::RunGraph>,
+);
+
 fn latest_run(
     reader: &Reader,
     ctx: &ReportContext,
-) -> Result<
-    Option<(crate::runs::Run, std::sync::Arc<crate::query::Analysed>)>,
-    crate::query::QueryError,
-> {
-    let Some(run) = reader.with_conn(|c| crate::runs::find_run(c, "latest"))? else {
-        return Ok(None);
+) -> Result<Option<Latest>, crate::query::QueryError> {
+    let run = match crate::query::resolve_run(reader, "latest") {
+        Ok(run) => run,
+        Err(crate::query::QueryError::NoSuchRun(_)) => return Ok(None),
+        Err(e) => return Err(e),
     };
     let analysed = crate::query::analyse_run(reader, &run, ctx)?;
-    Ok(Some((run, analysed)))
+    let own = match reader.deployment() {
+        Some(_) => {
+            use crate::results::settle;
+            let ids = std::slice::from_ref(&run.id);
+            let before = crate::query::store_before(ctx);
+            let whole = settle::rollup_of(reader, ids, &ctx.analysis, before)?;
+            let own = settle::own_rollup_of(reader, ids, &ctx.analysis, before)?;
+            Some(own.graph_named_by(&whole, &ctx.analysis).0)
+        }
+        None => None,
+    };
+    Ok(Some((run, analysed, own)))
 }
 
 /// The exposition text without control characters other than newlines: they can only come

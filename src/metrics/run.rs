@@ -165,11 +165,14 @@ fn exemplar(out: &mut String, p: Option<&Pointer>, value: f64) {
 /// observing samples one by one, and these histograms are filled from sketches (a run's calls
 /// are never observed one by one). `super::classic` strips the exemplars for scrapers that did
 /// not ask for OpenMetrics.
-pub fn service_graph(analysed: &Analysed, hops: &[(TraceId, NamedHop)]) -> String {
+///
+/// `graph` is the latest run's graph, or in a deployment (`serve --shared-db`) this instance's
+/// share of it, so that Prometheus summing the counters over the instances counts each call once;
+/// the `tracecov_` gauges (`register`) describe the whole run, the same on every instance.
+pub fn service_graph(graph: &crate::graph::RunGraph, hops: &[(TraceId, NamedHop)]) -> String {
     let exemplars = exemplars(hops);
     let none = EdgeExemplars::default();
-    let edges: Vec<_> = analysed
-        .graph
+    let edges: Vec<_> = graph
         .edges()
         .map(|e| {
             let labels = format!(

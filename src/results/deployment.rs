@@ -14,6 +14,7 @@
 
 use rusqlite::Connection;
 
+use crate::model::{Span, TraceId};
 use crate::runs::Run;
 use crate::store::StoreError;
 
@@ -48,4 +49,34 @@ pub trait Deployment: Send + Sync {
 
     /// Copies into `local` the deployment's runs that `lookup` may answer with.
     fn mirror_runs(&self, local: &Connection, lookup: RunLookup<'_>) -> Result<(), StoreError>;
+
+    /// Whether this instance's trace `trace` is known to cross instances: other instances hold
+    /// spans of it too, or traces linked to it. Its results are then computed with their spans
+    /// (`elsewhere`, `spans_elsewhere`), and only by one of its holders (`computes`). Read from
+    /// `local`, where the deployment records what it learnt.
+    fn crosses(&self, local: &Connection, trace: TraceId) -> Result<bool, StoreError>;
+
+    /// The other instances holding spans of `trace`, sorted.
+    fn elsewhere(&self, trace: TraceId) -> Result<Vec<String>, StoreError>;
+
+    /// Whether this instance, holding spans of a trace that `others` hold too, is the one that
+    /// computes its results and serves its views (the others contribute nothing for it, so it
+    /// is counted once).
+    fn computes(&self, others: &[String]) -> bool;
+
+    /// The spans of `trace` that the instances `holders` keep, asked of each.
+    fn spans_elsewhere(&self, trace: TraceId, holders: &[String]) -> Result<Vec<Span>, StoreError>;
+
+    /// The traces other instances hold that link to `trace`.
+    fn linking_elsewhere(&self, trace: TraceId) -> Result<Vec<TraceId>, StoreError>;
+
+    /// The run the deployment put `trace` in.
+    fn trace_run(&self, trace: TraceId) -> Result<Option<String>, StoreError>;
+
+    /// The traces the deployment put in each of `runs` (a split trace once), by run.
+    fn run_traces(&self, runs: &[String]) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// The traces of `run` that other instances hold and have no fresh results for under the
+    /// fingerprint `fp` (as far as they published).
+    fn pending_elsewhere(&self, run: &str, fp: i64) -> Result<u64, StoreError>;
 }

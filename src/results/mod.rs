@@ -214,6 +214,28 @@ impl TraceResult {
     pub fn trace(&self) -> Option<TraceId> {
         TraceId::from_bytes(self.trace_id).ok()
     }
+
+    /// The result of a trace that contributes nothing: one whose spans another instance of the
+    /// deployment holds too, and whose results that instance computes.
+    pub fn empty(trace: TraceId) -> Self {
+        TraceResult {
+            trace_id: *trace.as_bytes(),
+            spans: 0,
+            services: Vec::new(),
+            learned: Vec::new(),
+            propagation_breaks: Vec::new(),
+            diagnostics: Counts::default(),
+            nodes: Vec::new(),
+            operations: Vec::new(),
+            hops: Vec::new(),
+            tests: Vec::new(),
+            hop_tests: Vec::new(),
+            hop_test_names: Vec::new(),
+            failures: Vec::new(),
+            links: Vec::new(),
+            violations: Vec::new(),
+        }
+    }
 }
 
 pub(crate) fn class_code(class: ErrorClass) -> u8 {

@@ -228,7 +228,9 @@ impl Rollup {
     /// The rollup of one trace's results.
     pub fn of(r: &TraceResult) -> Rollup {
         let mut out = Rollup {
-            traces: 1,
+            // An empty result (a split trace another instance counts: `TraceResult::empty`)
+            // is no trace.
+            traces: u64::from(r.spans > 0),
             spans: r.spans,
             diagnostics: r.diagnostics,
             ..Rollup::default()
@@ -384,7 +386,7 @@ impl Rollup {
     /// Takes away one trace's results, added before.
     pub fn subtract(&mut self, r: &TraceResult) {
         let other = Rollup::of(r);
-        self.traces = self.traces.saturating_sub(1);
+        self.traces = self.traces.saturating_sub(other.traces);
         self.spans = self.spans.saturating_sub(other.spans);
         counts(&mut self.diagnostics, &other.diagnostics, false);
         for (s, n) in &other.propagation_breaks {
@@ -452,11 +454,18 @@ impl Rollup {
 
     /// The run's graph and blame.
     pub fn graph(&self, opts: &AnalysisOptions) -> (RunGraph, Blame) {
+        self.graph_named_by(self, opts)
+    }
+
+    /// The graph of this part of a run (one instance's share of it), its callees named as the
+    /// whole run (`whole`) names them: a call one instance saw is answered by a server span
+    /// another may hold, and the parts' graphs must add up to the whole's.
+    pub fn graph_named_by(&self, whole: &Rollup, opts: &AnalysisOptions) -> (RunGraph, Blame) {
         let mut nodes: Interner<NodeKind> = Interner::default();
-        for s in self.services.keys() {
+        for s in whole.services.keys() {
             nodes.intern(s, NodeKind::Service);
         }
-        let mut address = self.address_map(opts);
+        let mut address = whole.address_map(opts);
 
         let mut tests: Vec<TestCase> = self
             .tests

@@ -10,7 +10,9 @@
 //! A trace is analysed with the traces linked to it either way (its component, at most
 //! `MAX_COMPONENT` traces). `trace_links` records who links to whom, so that when a trace
 //! arrives, the traces that linked to it before it existed are recomputed with it: arrival order
-//! does not change the results.
+//! does not change the results. Within a deployment (`results::Deployment`), a trace known to
+//! cross instances is analysed with the spans the other instances hold of it and of the traces
+//! linked to it, and a trace split between instances gets its results from one of its holders.
 //!
 //! Everything here blocks (SQLite, analysis): call it from a blocking thread.
 
@@ -182,6 +184,25 @@ pub fn rollup_of(
     opts: &AnalysisOptions,
     store_settled_before: Option<u64>,
 ) -> Result<Rollup, StoreError> {
+    let mut total = own_rollup_of(reader, run_ids, opts, store_settled_before)?;
+    // One of many instances: this one's share, just brought up to date, and the others'
+    // published shares (`results::deployment`).
+    if let Some(d) = reader.deployment() {
+        for other in d.others_rollups(run_ids, fingerprint(opts))? {
+            total.add(&other);
+        }
+    }
+    Ok(total)
+}
+
+/// `rollup_of` this store's traces alone: in a deployment, this instance's share (what its
+/// `/metrics` counts of the service graph), otherwise the whole.
+pub fn own_rollup_of(
+    reader: &Reader,
+    run_ids: &[String],
+    opts: &AnalysisOptions,
+    store_settled_before: Option<u64>,
+) -> Result<Rollup, StoreError> {
     let mut pending = Vec::new();
     for run in run_ids {
         pending.extend(reader.with_conn(|c| pending_in_run(c, run, opts))?);
@@ -229,7 +250,7 @@ pub fn rollup_of(
         let _ = c.execute_batch("COMMIT");
         out
     })?;
-    let mut total = match rollup {
+    Ok(match rollup {
         Some(r) => r,
         None => {
             tracing::warn!(runs = ?run_ids, "a stored rollup is out of step with its results; merging the results instead");
@@ -239,15 +260,7 @@ pub fn rollup_of(
             }
             Rollup::of_all(&results_of(reader, &traces, opts, store_settled_before)?)
         }
-    };
-    // One of many instances: this one's share, just brought up to date, and the others'
-    // published shares (`results::deployment`).
-    if let Some(d) = reader.deployment() {
-        for other in d.others_rollups(run_ids, fp)? {
-            total.add(&other);
-        }
-    }
-    Ok(total)
+    })
 }
 
 /// The traces of a run (`""`: of no run).
@@ -303,7 +316,11 @@ pub fn compute_traces(
         let links_out = spans
             .iter()
             .any(|s| s.links.iter().any(|l| l.trace_id != id));
-        if !links_out && reader.with_conn(|c| linking_to(c, id))?.is_empty() {
+        let crosses = match reader.deployment() {
+            Some(d) => reader.with_conn(|c| d.crosses(c, id))?,
+            None => false,
+        };
+        if !crosses && !links_out && reader.with_conn(|c| linking_to(c, id))?.is_empty() {
             done.insert(id);
             batch_at.insert(id, at);
             batch.extend(spans);
@@ -313,14 +330,38 @@ pub fn compute_traces(
             continue;
         }
         let mut received: HashMap<TraceId, i64> = HashMap::new();
-        let (component, spans) = component_of(reader, id, &mut received)?;
+        let (component, spans) = match component_of(reader, id, &mut received) {
+            Ok(found) => found,
+            // Another instance holding some of it did not answer: the trace stays without
+            // results (pending) and is tried again at the next pass.
+            Err(StoreError::Shared(problem)) => {
+                tracing::debug!(trace_id = %id, %problem, "a trace crossing instances waits for its spans");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        // A trace whose spans other instances hold too is computed by one of its holders; the
+        // others contribute nothing for it, so it is counted once.
+        let mine = match reader.deployment() {
+            Some(d) if crosses => {
+                let others = d.elsewhere(id)?;
+                others.is_empty() || d.computes(&others)
+            }
+            _ => true,
+        };
         // Links are symmetric here, so every trace of a component that was not cut short has
-        // this same component: one analysis serves all of them.
+        // this same component: one analysis serves all of them. Within a deployment, only this
+        // instance's traces get results from it.
         let whole = component.len() < MAX_COMPONENT;
         for r in compute(&spans, opts) {
             let Some(t) = r.trace() else { continue };
             if (t == id || (whole && wanted.contains(&t))) && done.insert(t) {
                 let at = received.get(&t).copied().unwrap_or(at);
+                let r = if t == id && !mine {
+                    TraceResult::empty(t)
+                } else {
+                    r
+                };
                 out.push((t, r, at));
             }
         }
@@ -417,17 +458,41 @@ fn component_of(
     let mut component = BTreeSet::new();
     let mut spans = Vec::new();
     let mut queue = VecDeque::from([id]);
+    let deployment = reader.deployment();
     while let Some(t) = queue.pop_front() {
         if component.len() >= MAX_COMPONENT || component.contains(&t) {
             continue;
         }
-        // A linked trace that is not stored contributes nothing.
-        let Some(at) = reader.with_conn(|c| last_received(c, t))? else {
-            continue;
+        let at = reader.with_conn(|c| last_received(c, t))?;
+        let mut trace = match at {
+            Some(_) => reader.trace(t)?,
+            None => Vec::new(),
         };
+        // Within a deployment, a linked trace held elsewhere, and the spans and linking traces
+        // other instances hold of a trace known to cross instances, are part of it too.
+        if let Some(d) = deployment
+            && (at.is_none() || reader.with_conn(|c| d.crosses(c, t))?)
+        {
+            let others = d.elsewhere(t)?;
+            if !others.is_empty() {
+                crate::store::merge_spans(&mut trace, d.spans_elsewhere(t, &others)?);
+            }
+            if !trace.is_empty() {
+                queue.extend(
+                    d.linking_elsewhere(t)?
+                        .into_iter()
+                        .filter(|f| !component.contains(f)),
+                );
+            }
+        }
+        // A linked trace that is stored nowhere contributes nothing.
+        if trace.is_empty() {
+            continue;
+        }
         component.insert(t);
-        received.insert(t, at);
-        let trace = reader.trace(t)?;
+        if let Some(at) = at {
+            received.insert(t, at);
+        }
         for span in &trace {
             for l in &span.links {
                 if !component.contains(&l.trace_id) {
@@ -452,7 +517,7 @@ fn linking_to(conn: &Connection, id: TraceId) -> Result<Vec<TraceId>, StoreError
 
 /// Stores computed results in one transaction (only those whose spans were read at or before
 /// `settled_before`, when given), records their links, and marks stale the traces that linked to
-/// a trace whose results are new (their component has grown).
+/// a trace whose results are new, and those it links to (their component has grown).
 pub fn store_results(
     conn: &Connection,
     computed: &[(TraceId, TraceResult, i64)],
@@ -502,6 +567,9 @@ fn store_in_transaction(
              WHERE trace_id IN (SELECT from_trace FROM trace_links WHERE to_trace = ?1)
                AND trace_id != ?1",
         )?;
+        let mut stale_linked = tx.prepare_cached(
+            "UPDATE trace_results SET received_ns = -1 WHERE trace_id = ?1 AND received_ns >= 0",
+        )?;
         for (id, result, received) in computed {
             if settled_before.is_some_and(|cutoff| *received as u64 > cutoff) {
                 continue;
@@ -536,6 +604,13 @@ fn store_in_transaction(
             }
             if first_time {
                 stale.execute(params![key])?;
+                // The traces it links to too: a producer's failure walk continues into the
+                // consumer that links to it, whichever arrived first.
+                for to in &result.links {
+                    if to[..] != *key {
+                        stale_linked.execute(params![&to[..]])?;
+                    }
+                }
             }
             stored += 1;
         }

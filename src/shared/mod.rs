@@ -4,8 +4,12 @@
 //! assignment decided in PostgreSQL (`runs::SharedRuns`), this instance's results published
 //! (`publish`: its share of each run's rollup, its facts and examples, its per-trace results,
 //! from an outbox the embedded store keeps), and the reads that add the other instances'
-//! shares and copy the deployment's runs (`reads::SharedReads`, the `results::Deployment`).
-//! History's digests are not kept in a deployment yet: made per question.
+//! shares and copy the deployment's runs (`reads::SharedReads`, the `results::Deployment`), and
+//! asking another instance for the spans it holds of a trace (`peers`): for the views of a trace
+//! held elsewhere (`web::proxy`), and to analyse a trace split between instances or linked to
+//! traces on others, which the instance that learns of it tells the instances concerned
+//! (`stale_traces`, through `publish`). History's digests are not kept in a deployment: made per
+//! question.
 //!
 //! Main types: `SharedDb` (pool, health, this instance), `DbHealth` (ok, or degraded and why:
 //! what `/api/health` and `/metrics` report), `SharedRuns` (the `runs::RunRegistry` over
@@ -28,6 +32,7 @@
 //! acknowledgement wait for PostgreSQL.
 
 mod health;
+pub mod peers;
 pub mod publish;
 mod reads;
 mod runs;
@@ -245,6 +250,13 @@ impl SharedDb {
             self.health.failed(e);
         }
         result
+    }
+
+    /// Runs `work` (which bounds itself, as `peers` calls do) on the pool's runtime from a thread
+    /// that may block, whatever the database's health: asking another instance needs no
+    /// database.
+    pub(crate) fn run<T>(&self, work: impl Future<Output = T>) -> T {
+        self.runtime.block_on(work)
     }
 
     /// Records this instance in `instances`, started now.

@@ -72,6 +72,20 @@ const TRIGGERS: &[(&str, &str, &str)] = &[
         "AFTER DELETE ON trace_results",
         "('trace', old.trace_id, NULL, NULL)",
     ),
+    // A trace's first span: where it is kept is published at once, not when it settles, so that
+    // its views reach it and a trace split between instances is noticed early.
+    (
+        "shared_outbox_trace_arrival",
+        "AFTER INSERT ON traces",
+        "('trace', new.trace_id, NULL, NULL)",
+    ),
+    // A run removed by `--history-age` (the only way a run leaves the store), with its last
+    // span's time: it leaves the deployment too, unless it received spans since elsewhere.
+    (
+        "shared_outbox_run_delete",
+        "AFTER DELETE ON runs",
+        "('run', NULL, old.id, old.last_ns)",
+    ),
     (
         "shared_outbox_fact_insert",
         "AFTER INSERT ON seen",
@@ -121,6 +135,9 @@ pub fn install(conn: &Connection, instance: &str, target: &str) -> Result<(), St
              CREATE TABLE IF NOT EXISTS shared_published_to (
                  instance  TEXT NOT NULL,
                  target    TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS deployment_traces (
+                 trace_id  BLOB PRIMARY KEY
              );",
         )?;
         for (name, event, row) in TRIGGERS {
@@ -143,7 +160,10 @@ pub fn install(conn: &Connection, instance: &str, target: &str) -> Result<(), St
                 "DELETE FROM shared_outbox;
                  INSERT INTO shared_outbox (kind, run, fp)
                    SELECT 'rollup', run_id, fingerprint FROM run_rollups;
-                 INSERT INTO shared_outbox (kind, key) SELECT 'trace', trace_id FROM trace_results;
+                 INSERT INTO shared_outbox (kind, key)
+                   SELECT 'trace', trace_id FROM trace_results
+                   UNION SELECT 'trace', trace_id FROM traces;
+                 DELETE FROM deployment_traces;
                  INSERT INTO shared_outbox (kind, key) SELECT 'fact', fact FROM seen;
                  INSERT INTO shared_outbox (kind, key, run)
                    SELECT 'example', fact, run_id FROM seen_examples;
@@ -184,7 +204,8 @@ pub fn uninstall(conn: &Connection) -> Result<(), StoreError> {
         sql.push_str(&format!("DROP TRIGGER IF EXISTS {name};"));
     }
     sql.push_str(
-        "DROP TABLE IF EXISTS shared_outbox; DROP TABLE IF EXISTS shared_published_to; COMMIT;",
+        "DROP TABLE IF EXISTS shared_outbox; DROP TABLE IF EXISTS shared_published_to;
+         DROP TABLE IF EXISTS deployment_traces; COMMIT;",
     );
     conn.execute_batch(&sql).inspect_err(|_| {
         let _ = conn.execute_batch("ROLLBACK");
@@ -211,9 +232,13 @@ struct Batch {
     rollups: Vec<(String, i64, Share)>,
     /// (trace, (fingerprint, received, result) or gone, last received while stored)
     traces: Vec<(Vec<u8>, StoredResult, Option<i64>)>,
+    /// (trace, trace it links to): the links of the traces in `traces`.
+    links: Vec<(Vec<u8>, Vec<u8>)>,
     facts: Vec<(Vec<u8>, Option<i64>)>,
     /// (fact, run, (trace, span, test) or gone)
     examples: Vec<(Vec<u8>, String, ExampleValue)>,
+    /// (run, its last span's time): runs `--history-age` removed here.
+    expired: Vec<(String, i64)>,
 }
 
 /// The test cases of a rollup as published: postcard of [((trace, span), (name, failed))].
@@ -264,6 +289,13 @@ fn read_batch_in(conn: &Connection) -> Result<Batch, StoreError> {
                     .prepare_cached("SELECT last_received_ns FROM traces WHERE trace_id = ?1")?
                     .query_row(params![trace], |r| r.get(0))
                     .optional()?;
+                let links: Vec<Vec<u8>> = conn
+                    .prepare_cached("SELECT to_trace FROM trace_links WHERE from_trace = ?1")?
+                    .query_map(params![trace], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                batch
+                    .links
+                    .extend(links.into_iter().map(|to| (trace.clone(), to)));
                 batch.traces.push((trace, value, received));
             }
             ("fact", Some(fact), _, _) => {
@@ -285,6 +317,7 @@ fn read_batch_in(conn: &Connection) -> Result<Batch, StoreError> {
                     .optional()?;
                 batch.examples.push((fact, run, value));
             }
+            ("run", _, Some(run), Some(last_ns)) => batch.expired.push((run, last_ns)),
             // A row this version does not know (none is written): dropped with the batch.
             _ => {}
         }
@@ -327,24 +360,63 @@ async fn publish(db: &SharedDb, batch: &Batch) -> Result<(), SharedError> {
              VALUES ($1, $2, $3, $4, $5)",
         )
         .await?;
+    // Whether the row is new or the trace received spans since: only then do its relations
+    // need telling (a result published again tells nobody, or instances would keep telling
+    // each other).
     let put_place = tx
         .prepare(
             "INSERT INTO trace_instances (trace_id, instance, received_ns) VALUES ($1, $2, $3)
-             ON CONFLICT (trace_id, instance) DO UPDATE SET received_ns = EXCLUDED.received_ns",
+             ON CONFLICT (trace_id, instance) DO UPDATE SET received_ns = EXCLUDED.received_ns
+             WHERE trace_instances.received_ns <> EXCLUDED.received_ns",
         )
         .await?;
     let drop_place = tx
         .prepare("DELETE FROM trace_instances WHERE trace_id = $1 AND instance = $2")
         .await?;
+    let mut placed: Vec<&[u8]> = Vec::new();
     for (trace, value, received) in &batch.traces {
         tx.execute(&drop_result, &[trace, &me]).await?;
         if let Some((fp, at, data)) = value {
             tx.execute(&put_result, &[trace, &me, fp, at, data]).await?;
         }
         match received {
-            Some(at) => tx.execute(&put_place, &[trace, &me, at]).await?,
-            None => tx.execute(&drop_place, &[trace, &me]).await?,
+            Some(at) => {
+                if tx.execute(&put_place, &[trace, &me, at]).await? > 0 {
+                    placed.push(trace);
+                }
+            }
+            None => {
+                tx.execute(&drop_place, &[trace, &me]).await?;
+            }
         };
+    }
+    let (from, to): (Vec<&[u8]>, Vec<&[u8]>) = batch
+        .links
+        .iter()
+        .map(|(f, t)| (f.as_slice(), t.as_slice()))
+        .unzip();
+    let new_links: Vec<&[u8]> = if from.is_empty() {
+        Vec::new()
+    } else {
+        let rows = tx
+            .query(
+                "INSERT INTO trace_links (from_trace, to_trace)
+                 SELECT * FROM unnest($1::bytea[], $2::bytea[])
+                 ON CONFLICT DO NOTHING RETURNING from_trace",
+                &[&from, &to],
+            )
+            .await?;
+        let new: std::collections::HashSet<Vec<u8>> = rows.iter().map(|r| r.get(0)).collect();
+        batch
+            .links
+            .iter()
+            .filter(|(f, _)| new.contains(f))
+            .map(|(f, _)| f.as_slice())
+            .collect()
+    };
+    let tell = !placed.is_empty() || !new_links.is_empty();
+    if tell {
+        tx.execute(TELL, &[&placed, &me, &new_links]).await?;
     }
     let put_fact = tx
         .prepare(
@@ -383,7 +455,117 @@ async fn publish(db: &SharedDb, batch: &Batch) -> Result<(), SharedError> {
             None => tx.execute(&drop_example, &[&me, fact, run]).await?,
         };
     }
+    for (run, last_ns) in &batch.expired {
+        // Removed from the deployment with what every instance published of it, unless spans
+        // reached it elsewhere since this instance last saw it.
+        let gone = tx
+            .execute(
+                "DELETE FROM runs WHERE id = $1 AND last_ns <= $2",
+                &[run, last_ns],
+            )
+            .await?;
+        if gone > 0 {
+            tx.execute("DELETE FROM instance_rollups WHERE run_id = $1", &[run])
+                .await?;
+            tx.execute(
+                "DELETE FROM instance_seen_examples WHERE run_id = $1",
+                &[run],
+            )
+            .await?;
+        }
+    }
     tx.commit().await?;
+    if tell {
+        // Told again once committed: of two instances placing related rows at once, neither
+        // transaction sees the other's, but whichever commits last sees both here. (No lock
+        // serializes them: publishing stays concurrent across instances.)
+        client.execute(TELL, &[&placed, &me, &new_links]).await?;
+    }
+    Ok(())
+}
+
+/// Tells the instances concerned (`stale_traces`) about traces placed here ($1, new or with new
+/// spans) and this instance's traces with links published for the first time ($3): each trace
+/// whose results now need spans another instance holds is recomputed by its holder, with them.
+const TELL: &str = "
+INSERT INTO stale_traces (instance, trace_id)
+SELECT DISTINCT instance, trace_id FROM (
+    -- a trace placed here that another instance holds too (split): both holders
+    SELECT o.instance, o.trace_id FROM trace_instances o
+     WHERE o.trace_id = ANY($1) AND o.instance <> $2
+    UNION ALL
+    SELECT $2, o.trace_id FROM trace_instances o
+     WHERE o.trace_id = ANY($1) AND o.instance <> $2
+    -- traces elsewhere linking to a trace placed here: them, and it
+    UNION ALL
+    SELECT h.instance, l.from_trace FROM trace_links l
+      JOIN trace_instances h ON h.trace_id = l.from_trace
+     WHERE l.to_trace = ANY($1) AND h.instance <> $2
+    UNION ALL
+    SELECT $2, l.to_trace FROM trace_links l
+      JOIN trace_instances h ON h.trace_id = l.from_trace
+     WHERE l.to_trace = ANY($1) AND h.instance <> $2
+    -- traces elsewhere a trace placed here or newly linking links to: them, and it
+    UNION ALL
+    SELECT h.instance, l.to_trace FROM trace_links l
+      JOIN trace_instances h ON h.trace_id = l.to_trace
+     WHERE (l.from_trace = ANY($1) OR l.from_trace = ANY($3)) AND h.instance <> $2
+    UNION ALL
+    SELECT $2, l.from_trace FROM trace_links l
+      JOIN trace_instances h ON h.trace_id = l.to_trace
+     WHERE (l.from_trace = ANY($1) OR l.from_trace = ANY($3)) AND h.instance <> $2
+) told
+ORDER BY 1, 2
+ON CONFLICT DO NOTHING";
+
+/// Takes what other instances told this one (`stale_traces`): each trace is recorded as
+/// crossing instances (`deployment_traces`) and its stored results made stale, so the settle
+/// worker computes them again with the spans the others hold. The rows are deleted only after
+/// the store recorded them.
+async fn take_told(db: &SharedDb, reader: &Reader) -> Result<(), SharedError> {
+    let me = db.instance_url().to_owned();
+    let client = db.client().await?;
+    let rows = client
+        .query(
+            "SELECT trace_id FROM stale_traces WHERE instance = $1 LIMIT 10000",
+            &[&me],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let traces: Vec<Vec<u8>> = rows.iter().map(|r| r.get(0)).collect();
+    let local_traces = traces.clone();
+    local(reader, move |c| {
+        c.execute_batch("BEGIN IMMEDIATE")?;
+        let out = (|| {
+            let mut cross =
+                c.prepare_cached("INSERT OR IGNORE INTO deployment_traces (trace_id) VALUES (?1)")?;
+            let mut stale = c.prepare_cached(
+                "UPDATE trace_results SET received_ns = -1 WHERE trace_id = ?1 AND received_ns >= 0",
+            )?;
+            for t in &local_traces {
+                cross.execute(params![t])?;
+                stale.execute(params![t])?;
+            }
+            Ok(())
+        })();
+        match out {
+            Ok(()) => Ok(c.execute_batch("COMMIT")?),
+            Err(e) => {
+                let _ = c.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    })
+    .await
+    .map_err(|e| SharedError::Config(format!("recording what other instances told: {e}")))?;
+    client
+        .execute(
+            "DELETE FROM stale_traces WHERE instance = $1 AND trace_id = ANY($2)",
+            &[&me, &traces],
+        )
+        .await?;
     Ok(())
 }
 
@@ -426,6 +608,7 @@ async fn pass(db: &SharedDb, reader: &Reader, queue: &IngestQueue) -> Result<(),
     close_runs_closed_elsewhere(db, reader)
         .await
         .map_err(|e| e.to_string())?;
+    take_told(db, reader).await.map_err(|e| e.to_string())?;
     loop {
         let batch = local(reader, read_batch).await.map_err(|e| e.to_string())?;
         if batch.rows == 0 {

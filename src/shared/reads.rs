@@ -12,8 +12,10 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::SharedDb;
+use super::peers::Peers;
 use super::publish::PublishedTests;
 use super::runs::{RUN_COLUMNS, run_row};
+use crate::model::{Span, TraceId};
 use crate::results::deployment::ExampleRow;
 use crate::results::{Deployment, Rollup, RunLookup};
 use crate::runs;
@@ -24,11 +26,13 @@ const SAME_NAME: i64 = 100;
 
 pub struct SharedReads {
     db: Arc<SharedDb>,
+    /// How the spans other instances hold are asked for.
+    peers: Peers,
 }
 
 impl SharedReads {
-    pub fn new(db: Arc<SharedDb>) -> Self {
-        Self { db }
+    pub fn new(db: Arc<SharedDb>, peers: Peers) -> Self {
+        Self { db, peers }
     }
 }
 
@@ -173,5 +177,111 @@ impl Deployment for SharedReads {
             }
         }
         Ok(())
+    }
+
+    fn crosses(&self, local: &Connection, trace: TraceId) -> Result<bool, StoreError> {
+        Ok(local
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM deployment_traces WHERE trace_id = ?1)")?
+            .query_row([&trace.as_bytes()[..]], |r| r.get(0))?)
+    }
+
+    fn elsewhere(&self, trace: TraceId) -> Result<Vec<String>, StoreError> {
+        let me = self.db.instance_url();
+        let id = &trace.as_bytes()[..];
+        let rows = self.db.block_on(async {
+            let client = self.db.client().await?;
+            Ok(client
+                .query(
+                    "SELECT instance FROM trace_instances WHERE trace_id = $1 AND instance <> $2
+                     ORDER BY instance",
+                    &[&id, &me],
+                )
+                .await?)
+        })?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn computes(&self, others: &[String]) -> bool {
+        // The first holder by URL: every holder agrees without asking the others.
+        others.iter().all(|o| self.db.instance_url() < o.as_str())
+    }
+
+    fn spans_elsewhere(&self, trace: TraceId, holders: &[String]) -> Result<Vec<Span>, StoreError> {
+        self.db.run(async {
+            let mut spans = Vec::new();
+            for holder in holders {
+                let more = self
+                    .peers
+                    .spans(trace, holder)
+                    .await
+                    .map_err(|e| StoreError::Shared(e.to_string()))?;
+                crate::store::merge_spans(&mut spans, more);
+            }
+            Ok(spans)
+        })
+    }
+
+    fn linking_elsewhere(&self, trace: TraceId) -> Result<Vec<TraceId>, StoreError> {
+        let id = &trace.as_bytes()[..];
+        let rows = self.db.block_on(async {
+            let client = self.db.client().await?;
+            Ok(client
+                .query(
+                    "SELECT from_trace FROM trace_links WHERE to_trace = $1",
+                    &[&id],
+                )
+                .await?)
+        })?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| TraceId::from_slice(r.get(0)).ok())
+            .collect())
+    }
+
+    fn trace_run(&self, trace: TraceId) -> Result<Option<String>, StoreError> {
+        let id = &trace.as_bytes()[..];
+        let row = self.db.block_on(async {
+            let client = self.db.client().await?;
+            Ok(client
+                .query_opt("SELECT run_id FROM trace_runs WHERE trace_id = $1", &[&id])
+                .await?)
+        })?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn run_traces(&self, runs: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self.db.block_on(async {
+            let client = self.db.client().await?;
+            Ok(client
+                .query(
+                    "SELECT run_id, count(*) FROM trace_runs WHERE run_id = ANY($1) GROUP BY run_id",
+                    &[&runs],
+                )
+                .await?)
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    fn pending_elsewhere(&self, run: &str, fp: i64) -> Result<u64, StoreError> {
+        let me = self.db.instance_url();
+        let row = self.db.block_on(async {
+            let client = self.db.client().await?;
+            Ok(client
+                .query_one(
+                    "SELECT count(*) FROM trace_runs tr
+                     JOIN trace_instances ti ON ti.trace_id = tr.trace_id
+                     WHERE tr.run_id = $1 AND ti.instance <> $2
+                       AND NOT EXISTS (
+                           SELECT 1 FROM trace_results r
+                           WHERE r.trace_id = ti.trace_id AND r.instance = ti.instance
+                             AND r.fingerprint = $3 AND r.received_ns >= ti.received_ns)",
+                    &[&run, &me, &fp],
+                )
+                .await?)
+        })?;
+        Ok(row.get::<_, i64>(0) as u64)
     }
 }

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "each instance's share of rollups and store-wide facts",
         sql: V2,
     },
+    Migration {
+        version: 3,
+        name: "traces whose results another instance's traces change",
+        sql: V3,
+    },
 ];
 
 /// Times of the tracecov data model (`*_ns`) are nanoseconds since the epoch as the instance
@@ -200,6 +205,21 @@ CREATE TABLE instance_seen_examples (
     test      TEXT,
     PRIMARY KEY (instance, fact, run_id)
 );
+";
+
+/// What crosses instances: a trace split between instances (two `trace_instances` rows) and
+/// traces linked across them need the other side's spans, and whoever learns of such a relation
+/// tells each instance concerned, which recomputes its trace (`shared::publish`).
+const V3: &str = "
+-- A trace `instance` holds whose results must be computed again, with the spans other
+-- instances hold: its trace reached another instance too, or a trace linked to it arrived
+-- there. Written by whichever instance learns it, consumed (deleted) by `instance`.
+CREATE TABLE stale_traces (
+    instance  TEXT NOT NULL,
+    trace_id  BYTEA NOT NULL,
+    PRIMARY KEY (instance, trace_id)
+);
+CREATE INDEX trace_links_from ON trace_links (from_trace);
 ";
 
 /// Applies what is missing, under the advisory lock, in one transaction; returns the versions

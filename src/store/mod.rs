@@ -748,6 +748,30 @@ const TRACE_READ: &str = "
     SELECT 1, span_id, NULL, data FROM logs
      WHERE trace_seq = (SELECT seq FROM traces WHERE trace_id = ?1) AND length(span_id) = 8";
 
+/// Adds to `spans` (one trace's) the spans `more` of it read elsewhere (another instance of a
+/// deployment), a span id already there not twice (an export the balancer sent to two
+/// instances; a different span reusing an id is kept, as the store keeps it), in the order
+/// `Reader::trace` reads them.
+pub fn merge_spans(spans: &mut Vec<Span>, more: Vec<Span>) {
+    if more.is_empty() {
+        return;
+    }
+    let mut here: HashMap<SpanId, Vec<usize>> = HashMap::new();
+    for (i, s) in spans.iter().enumerate() {
+        here.entry(s.span_id).or_default().push(i);
+    }
+    let new: Vec<Span> = more
+        .into_iter()
+        .filter(|s| {
+            !here
+                .get(&s.span_id)
+                .is_some_and(|at| at.iter().any(|&i| spans[i] == *s))
+        })
+        .collect();
+    spans.extend(new);
+    spans.sort_by_key(|s| (s.start_ns, s.span_id));
+}
+
 /// Attaches log records to the spans they name, by time. Records naming a span not stored are
 /// evidence on nothing (and stay in the store).
 fn attach_logs(spans: &mut [Span], mut by_span: HashMap<SpanId, Vec<LogRecord>>) {
@@ -999,6 +1023,24 @@ impl Reader {
 
     /// Every stored span of a trace, ordered by start time, with the log records that name it.
     /// Empty when the trace is unknown.
+    /// The spans of a trace wherever its deployment keeps them: this store's, and, for a trace
+    /// this instance does not hold or that crosses instances, those the other instances hold
+    /// (`results::Deployment`). Without a deployment, `trace`.
+    pub fn trace_anywhere(&self, trace_id: TraceId) -> Result<Vec<Span>, StoreError> {
+        let mut spans = self.trace(trace_id)?;
+        let Some(d) = self.deployment() else {
+            return Ok(spans);
+        };
+        if !spans.is_empty() && !self.with_conn(|c| d.crosses(c, trace_id))? {
+            return Ok(spans);
+        }
+        let others = d.elsewhere(trace_id)?;
+        if !others.is_empty() {
+            merge_spans(&mut spans, d.spans_elsewhere(trace_id, &others)?);
+        }
+        Ok(spans)
+    }
+
     pub fn trace(&self, trace_id: TraceId) -> Result<Vec<Span>, StoreError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(TRACE_READ)?;

@@ -155,7 +155,7 @@ pub async fn trace(
         )
     })?;
     let reader = state.reader.clone();
-    let spans = blocking(move || Ok(reader.trace(id)?)).await?;
+    let spans = blocking(move || Ok(reader.trace_anywhere(id)?)).await?;
     if spans.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -165,6 +165,44 @@ pub async fn trace(
     // Redacted like every other output; `?redact=false` exists only on the exports.
     let spans = state.report.report.redactor.redact_spans(&spans);
     Ok(json_response(&TraceJson::new(id, &spans)))
+}
+
+/// `GET /api/internal/traces/{id}`: the spans of a trace this instance holds, for another
+/// instance of its deployment (`shared::peers`), unredacted (it redacts what it writes), as
+/// OTLP protobuf. Only in a deployment; 404 when this instance holds none of the trace.
+pub async fn held(
+    State(state): State<AppState>,
+    Path(trace_id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    if state.shared.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "nothing here: this server is not an instance of a deployment (--shared-db)",
+        ));
+    }
+    let id = TraceId::from_hex_padded(trace_id.trim()).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("malformed trace id {trace_id:?}: {e} (expected 32 hex digits)"),
+        )
+    })?;
+    let reader = state.reader.clone();
+    let body = blocking(move || {
+        let spans = reader.trace(id)?;
+        if spans.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no span of trace {id} on this instance"),
+            ));
+        }
+        Ok(crate::shared::peers::encode(&spans))
+    })
+    .await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+        body,
+    )
+        .into_response())
 }
 
 /// A JSON answer whose text carries no raw control character (`report::json_escape_controls`).

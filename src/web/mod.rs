@@ -10,6 +10,7 @@ pub mod cors;
 pub mod diff;
 pub mod exposure;
 mod history;
+mod proxy;
 mod runs;
 pub mod ui;
 mod verdicts;
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}/impact", get(verdicts::impact))
         .route("/api/traces/{trace_id}/bug", get(verdicts::bug))
         .route("/api/traces/{trace_id}/otlp", get(verdicts::otlp))
+        .route("/api/internal/traces/{trace_id}", get(api::held))
         .route("/api/runs/{id}/export", get(runs::export))
         .route("/api/flaky", get(history::flaky))
         .route("/api/history", get(history::history))
@@ -44,6 +46,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(ui::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            proxy::to_holder,
+        ))
         .with_state(state)
 }
 

@@ -67,8 +67,9 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<RunStatus>>,
     let runs = blocking(move || {
         let now = now_ns();
         query::mirror_runs(&reader, crate::results::RunLookup::All)?;
-        Ok(reader
-            .with_conn(runs::list_runs)?
+        let mut runs = reader.with_conn(runs::list_runs)?;
+        query::deployment_traces(&reader, &mut runs)?;
+        Ok(runs
             .into_iter()
             .map(|r| RunStatus::new(r, now, quiet))
             .collect())

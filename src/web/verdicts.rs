@@ -154,7 +154,7 @@ pub async fn otlp(
     let reader = state.reader.clone();
     let redactor = state.report.report.redactor.clone();
     let body = blocking(move || {
-        let spans = reader.trace(trace)?;
+        let spans = reader.trace_anywhere(trace)?;
         if spans.is_empty() {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -43,6 +43,23 @@ impl TestServer {
         }
     }
 
+    /// Starts a server whose configuration may name its own bound addresses (an instance's
+    /// `--instance-url`).
+    pub async fn start_bound(tweak: impl FnOnce(&mut ServeConfig, &Addrs)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServeConfig::ephemeral(dir.path().join("data"));
+        let listeners = Listeners::bind(&config).await.unwrap();
+        tweak(&mut config, &listeners.addrs().unwrap());
+        let server = Server::start(config, listeners).await.unwrap();
+        let addrs = server.addrs;
+        Self {
+            server: Some(server),
+            dir,
+            addrs,
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub fn api(&self, path: &str) -> String {
         format!("{}{}", self.addrs.ui_url(), path)
     }

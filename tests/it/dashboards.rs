@@ -15,7 +15,7 @@ use crate::common::{PATIENCE, TestServer, repo_root};
 use crate::metrics::demo_run;
 
 /// The `prometheus` binary, or a failure saying how to get it: this test must not skip.
-fn prometheus_binary() -> PathBuf {
+pub(crate) fn prometheus_binary() -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("prometheus"))
@@ -39,7 +39,7 @@ fn free_port() -> u16 {
 }
 
 /// Every dashboard JSON in `dashboards/`.
-fn dashboards() -> Vec<(PathBuf, Value)> {
+pub(crate) fn dashboards() -> Vec<(PathBuf, Value)> {
     let dir = repo_root().join("dashboards");
     let mut out: Vec<(PathBuf, Value)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
@@ -61,7 +61,7 @@ fn dashboards() -> Vec<(PathBuf, Value)> {
 }
 
 /// Every panel, rows' nested panels included.
-fn panels(dashboard: &Value) -> Vec<&Value> {
+pub(crate) fn panels(dashboard: &Value) -> Vec<&Value> {
     let mut out = Vec::new();
     let mut stack: Vec<&Value> = dashboard["panels"].as_array().unwrap().iter().collect();
     while let Some(p) = stack.pop() {
@@ -75,7 +75,7 @@ fn panels(dashboard: &Value) -> Vec<&Value> {
 
 /// `expr` with Grafana's built-in interval variables and the dashboard's own text variables
 /// replaced, as Grafana would before sending it.
-fn substitute(dashboard: &Value, expr: &str) -> String {
+pub(crate) fn substitute(dashboard: &Value, expr: &str) -> String {
     let mut e = expr.to_owned();
     for (var, value) in [
         ("$__rate_interval", "1m"),

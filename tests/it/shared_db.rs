@@ -176,7 +176,8 @@ async fn two_instances_racing_to_open_the_same_ci_run_open_one() {
                 .json()
                 .await
                 .unwrap();
-            assert_eq!(run["traces"], 1, "{run}");
+            // The deployment's traces of the run: one through each instance.
+            assert_eq!(run["traces"], 2, "{run}");
             ids.push(run["id"].clone());
         }
         assert_eq!(ids[0], ids[1], "pipeline-{round}");
@@ -511,4 +512,186 @@ async fn a_hanging_database_turns_health_degraded_and_back() {
     })
     .await;
     server.stop().await;
+}
+
+/// An instance killed with SIGKILL while exports stream in, then started again on the same data
+/// directory: every export it acknowledged is still there, and every acknowledged trace's
+/// results and place reach PostgreSQL (from the outbox its store kept), with nothing left
+/// waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_during_ingest_loses_nothing_acknowledged_and_publishes_it_after_restart()
+ {
+    use crate::common::{request, trace_hex};
+    use prost::Message;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let Some(pg) = PgCluster::shared() else {
+        return;
+    };
+    let url = pg.database();
+    let dir = tempfile::tempdir().unwrap();
+    const ME: &str = "http://killed.test:4320";
+    const PER_EXPORT: usize = 20;
+    let flags = [
+        "--shared-db",
+        &url,
+        "--instance-url",
+        ME,
+        "--settle",
+        "300ms",
+        "--heartbeat",
+        "200ms",
+    ];
+    let first = spawn_serve(dir.path(), &flags);
+
+    // A sender exporting one new trace at a time until told to stop, keeping the seeds whose
+    // export was acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (stop, endpoint) = (stop.clone(), format!("{}/v1/traces", first.http));
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut acknowledged = Vec::new();
+            let mut seed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let sent = http
+                    .post(&endpoint)
+                    .header("content-type", "application/x-protobuf")
+                    .body(request("killed", seed, PER_EXPORT).encode_to_vec())
+                    .send()
+                    .await;
+                if sent.is_ok_and(|r| r.status().is_success()) {
+                    acknowledged.push(seed);
+                }
+                seed += 1;
+            }
+            acknowledged
+        })
+    };
+    // Killed mid-stream, once a few exports went through and some results were published.
+    eventually("some results published before the kill", async || {
+        let n: u64 = pg
+            .psql_in(&url, "SELECT count(*) FROM trace_results")
+            .parse()
+            .ok()?;
+        (n >= 3).then_some(())
+    })
+    .await;
+    let mut first = Killed(first);
+    first.0.child.kill().unwrap();
+    first.0.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = sender.await.unwrap();
+    assert!(acknowledged.len() >= 3, "{acknowledged:?}");
+
+    let second = Killed(spawn_serve(dir.path(), &flags));
+    let http = reqwest::Client::new();
+    for seed in &acknowledged {
+        let resp = http
+            .get(format!("{}/api/traces/{}", second.0.ui, trace_hex(*seed)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "acknowledged trace {seed} was lost");
+        let trace: Value = resp.json().await.unwrap();
+        assert_eq!(trace["spans"].as_array().unwrap().len(), PER_EXPORT);
+    }
+    let want: std::collections::BTreeSet<String> =
+        acknowledged.iter().map(|s| trace_hex(*s)).collect();
+    let published = |table: &str| {
+        let rows = pg.psql_in(
+            &url,
+            &format!("SELECT encode(trace_id, 'hex') FROM {table} WHERE instance = '{ME}'"),
+        );
+        rows.lines()
+            .map(str::to_owned)
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    eventually(
+        "every acknowledged trace's results in PostgreSQL",
+        async || {
+            let (results, places) = (published("trace_results"), published("trace_instances"));
+            (want.is_subset(&results) && want.is_subset(&places)).then_some(())
+        },
+    )
+    .await;
+    let h = eventually("nothing left to publish", async || {
+        let h: Value = http
+            .get(format!("{}/api/health", second.0.ui))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (h["shared_db"]["unpublished"] == 0 && h["shared_db"]["unassigned"] == 0).then_some(h)
+    })
+    .await;
+    assert_eq!(h["shared_db"]["status"], "ok", "{h}");
+}
+
+/// `--history-age` on an instance of a deployment removes an expired run from the deployment
+/// too (its row, its trace assignments and every instance's published share), so no instance
+/// copies it back from PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_the_history_age_leaves_the_shared_database() {
+    let Some(pg) = PgCluster::shared() else {
+        return;
+    };
+    let url = pg.database();
+    let a = TestServer::start_with(|c| {
+        c.shared = Some(shared(&url, "http://a.test:4320"));
+        c.settle = Duration::from_millis(200);
+        c.writer.retention.max_history_age = Duration::from_secs(3);
+        c.writer.retention_every = Duration::from_millis(200);
+    })
+    .await;
+    let b = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://b.test:4320"))).await;
+    let send = async |trace: &str, run: &str| {
+        let resp = a
+            .http
+            .post(a.traces_url())
+            .header("content-type", "application/json")
+            .body(export(trace, &[("tracecov.run.id", run)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    };
+    send("0bf7651916cd43dd8448eb211c80319c", "short-lived").await;
+    let count = |sql: &str| pg.psql_in(&url, sql);
+    let run = eventually("the run and its share in PostgreSQL", async || {
+        let id = count("SELECT id FROM runs WHERE name = 'short-lived'");
+        (!id.is_empty()
+            && count(&format!(
+                "SELECT count(*) FROM trace_runs WHERE run_id = '{id}'"
+            )) == "1"
+            && count(&format!(
+                "SELECT count(*) FROM instance_rollups WHERE run_id = '{id}'"
+            )) == "1")
+            .then_some(id)
+    })
+    .await;
+    // Retention runs on the writer, between exports: the deployment keeps receiving others.
+    let mut seq = 0u32;
+    eventually("the expired run gone from PostgreSQL", async || {
+        seq += 1;
+        send(&format!("{seq:032x}"), "later").await;
+        (count("SELECT count(*) FROM runs WHERE name = 'short-lived'") == "0"
+            && count(&format!(
+                "SELECT count(*) FROM trace_runs WHERE run_id = '{run}'"
+            )) == "0"
+            && count(&format!(
+                "SELECT count(*) FROM instance_rollups WHERE run_id = '{run}'"
+            )) == "0")
+            .then_some(())
+    })
+    .await;
+    for server in [&a, &b] {
+        let (status, body) = server.get_json("/api/runs/short-lived").await;
+        assert_eq!(status, 404, "{body}");
+        let (_, runs) = server.get_json("/api/runs").await;
+        assert!(!runs.to_string().contains("short-lived"), "{runs}");
+    }
 }

@@ -30,6 +30,11 @@ use crate::pg::PgCluster;
 
 const INSTANCES: usize = 3;
 
+/// The one address a deployment's users reach its UI at (a balancer in front of the instances'
+/// UIs): every instance links there, so the links in reports and in `/metrics` are the same
+/// whichever instance wrote them.
+const PUBLIC_URL: &str = "http://tracecov.test";
+
 /// Where the router sends: each instance's OTLP/HTTP base, and the single process's.
 struct Targets {
     instances: Vec<String>,
@@ -191,12 +196,16 @@ async fn deployment(url: &str) -> Deployment {
             TestServer::start_with(|c| {
                 c.test_services = vec![demo::TEST_SERVICE.into()];
                 c.shared = Some(shared);
+                c.public_url = Some(PUBLIC_URL.into());
             })
             .await,
         );
     }
-    let reference =
-        TestServer::start_with(|c| c.test_services = vec![demo::TEST_SERVICE.into()]).await;
+    let reference = TestServer::start_with(|c| {
+        c.test_services = vec![demo::TEST_SERVICE.into()];
+        c.public_url = Some(PUBLIC_URL.into());
+    })
+    .await;
     let targets = Arc::new(Targets {
         instances: instances.iter().map(|s| s.addrs.otlp_http_url()).collect(),
         reference: reference.addrs.otlp_http_url(),
@@ -228,7 +237,7 @@ async fn post_json(server: &TestServer, path: &str, body: Value) -> Value {
 }
 
 /// Waits until `check` holds, failing after `PATIENCE` with `what` and the last state seen.
-async fn until(what: &str, mut check: impl AsyncFnMut() -> Result<(), String>) {
+pub(crate) async fn until(what: &str, mut check: impl AsyncFnMut() -> Result<(), String>) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         match check().await {
@@ -355,7 +364,7 @@ impl Deployment {
 /// run has another id in each: the `id` of `run` and `base`, and where text names a run) and
 /// the host and port in links (each server links to its own UI; the path, which names the trace
 /// and span, is kept).
-fn normalized(mut v: Value) -> Value {
+pub(crate) fn normalized(mut v: Value) -> Value {
     fn walk(v: &mut Value, key: &str) {
         match v {
             Value::Object(map) => {
@@ -377,7 +386,7 @@ fn normalized(mut v: Value) -> Value {
 
 /// `text` with `http://127.0.0.1:PORT` as `http://HOST` and run ids (`r` and 16 hex digits) as
 /// `RUN`.
-fn scrubbed(text: &str) -> String {
+pub(crate) fn scrubbed(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
@@ -388,7 +397,7 @@ fn scrubbed(text: &str) -> String {
             continue;
         }
         let word_start = !out.ends_with(|p: char| p.is_ascii_alphanumeric());
-        let hex = rest[1..]
+        let hex = rest[c.len_utf8()..]
             .chars()
             .take_while(char::is_ascii_hexdigit)
             .count();
@@ -404,7 +413,7 @@ fn scrubbed(text: &str) -> String {
 }
 
 /// Where two JSON values differ, one line per difference (the first 20).
-fn differences(want: &Value, got: &Value, at: &str) -> String {
+pub(crate) fn differences(want: &Value, got: &Value, at: &str) -> String {
     let mut out = Vec::new();
     fn walk(want: &Value, got: &Value, at: &str, out: &mut Vec<String>) {
         match (want, got) {
@@ -516,4 +525,143 @@ async fn shared_db_results_catch_up_after_postgresql_comes_back() {
     d.close("broken", 1).await;
     d.settled(&["healthy", "broken"]).await;
     d.assert_same_answers().await;
+}
+
+/// A Prometheus scraping `targets` every second, killed when dropped; its base URL.
+async fn prometheus(
+    dir: &std::path::Path,
+    targets: &[std::net::SocketAddr],
+) -> (String, tokio::process::Child) {
+    std::fs::create_dir_all(dir).unwrap();
+    let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: tracecov\n    static_configs:\n      - targets: [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    let port = crate::pg::free_port();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let child = tokio::process::Command::new(crate::dashboards::prometheus_binary())
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (format!("http://127.0.0.1:{port}"), child)
+}
+
+/// `expr`'s instant vector from Prometheus at `base`: each sample's labels (without the target's
+/// `instance` and `job`, run ids and hosts scrubbed) and value, sorted; an error while it starts.
+async fn samples(base: &str, expr: &str) -> Result<Vec<(String, String)>, String> {
+    let mut url = reqwest::Url::parse(&format!("{base}/api/v1/query")).unwrap();
+    url.query_pairs_mut().append_pair("query", expr);
+    let body: Value = reqwest::get(url)
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    if body["status"] != "success" {
+        return Err(format!("{expr}: {body}"));
+    }
+    let mut out: Vec<(String, String)> = body["data"]["result"]
+        .as_array()
+        .ok_or_else(|| body.to_string())?
+        .iter()
+        .map(|s| {
+            let mut labels = s["metric"].as_object().cloned().unwrap_or_default();
+            labels.remove("instance");
+            labels.remove("job");
+            labels.remove("run_id");
+            let value = s["value"][1].as_str().unwrap_or("").to_owned();
+            (scrubbed(&Value::Object(labels).to_string()), value)
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// `/metrics` of a deployment scraped by a real Prometheus: each instance serves its share of the
+/// service-graph counters, whose sum over the instances is what the single process counts, and the
+/// deployment's coverage gauges, the same on every instance; so every query of the service-graph,
+/// coverage and failures dashboards (which sum the counters and take the `max` of the gauges)
+/// answers over the three instances what it answers over the single process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_db_prometheus_over_three_instances_answers_the_dashboards_like_one_process() {
+    let Some(pg) = PgCluster::shared() else {
+        return;
+    };
+    let d = deployment(&pg.database()).await;
+    d.open("broken", 0).await;
+    d.suite(vec![Fault::Payments500]).await;
+    d.close("broken", 1).await;
+    d.settled(&["broken"]).await;
+
+    let work = tempfile::tempdir().unwrap();
+    let addrs: Vec<std::net::SocketAddr> = d.instances.iter().map(|s| s.addrs.ui).collect();
+    let (over_three, _three) = prometheus(&work.path().join("three"), &addrs).await;
+    let (over_one, _one) = prometheus(&work.path().join("one"), &[d.reference.addrs.ui]).await;
+
+    let mut exprs = vec![
+        "sum by (client, server, connection_type) (traces_service_graph_request_total)".to_owned(),
+        "sum by (client, server, connection_type) (traces_service_graph_request_failed_total)"
+            .to_owned(),
+    ];
+    for (path, dashboard) in crate::dashboards::dashboards() {
+        if path.ends_with("tracecov-health.json") {
+            // Each instance's own intake and store.
+            continue;
+        }
+        for panel in crate::dashboards::panels(&dashboard) {
+            for t in panel["targets"].as_array().into_iter().flatten() {
+                let expr = crate::dashboards::substitute(&dashboard, t["expr"].as_str().unwrap());
+                // Rates depend on when each scrape happened, not on what was counted.
+                if !expr.contains("rate(") && !expr.contains("increase(") {
+                    exprs.push(expr);
+                }
+            }
+        }
+    }
+    until("the dashboards over three instances answer as over one", async || {
+        // Every instance scraped, each serving a share of the calls and the same gauges.
+        let shares = samples(&over_three, "count by (instance) (traces_service_graph_request_total)").await?;
+        if shares.len() != 3 {
+            return Err(format!("service-graph series from {} instances", shares.len()));
+        }
+        let spread = samples(
+            &over_three,
+            "count by (scope) (tracecov_coverage_ratio) * 0 + (max by (scope) (tracecov_coverage_ratio) - min by (scope) (tracecov_coverage_ratio))",
+        )
+        .await?;
+        if spread.is_empty() || spread.iter().any(|(_, v)| v != "0") {
+            return Err(format!("coverage gauges differ between instances: {spread:?}"));
+        }
+        let counted = samples(&over_three, "count by (scope) (tracecov_coverage_ratio)").await?;
+        if counted.iter().any(|(_, v)| v != "3") {
+            return Err(format!("coverage gauges not on every instance: {counted:?}"));
+        }
+        for (i, expr) in exprs.iter().enumerate() {
+            let (three, one) = (samples(&over_three, expr).await?, samples(&over_one, expr).await?);
+            // Without a manifest nothing is untested: a query may rightly be empty, but not
+            // the calls.
+            if i < 2 && one.is_empty() {
+                return Err(format!("no data yet for {expr}"));
+            }
+            if three != one {
+                return Err(format!("{expr}:\nthree instances {three:?}\none process {one:?}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
 }

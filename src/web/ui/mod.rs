@@ -86,7 +86,7 @@ impl IntoResponse for Page {
     }
 }
 
-fn html_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn html_response(status: StatusCode, body: String) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -139,6 +139,12 @@ impl IntoResponse for UiError {
 
 impl From<StoreError> for UiError {
     fn from(e: StoreError) -> Self {
+        // As for the API: the deployment's database (or an instance) not answering is an
+        // outage to wait out, not a fault of this store.
+        if let StoreError::Shared(problem) = &e {
+            tracing::warn!(error = %problem, "a page needing the shared database failed");
+            return UiError::new(StatusCode::SERVICE_UNAVAILABLE, problem.clone());
+        }
         tracing::error!(error = %e, "store read failed");
         UiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
     }
