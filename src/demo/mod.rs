@@ -72,8 +72,11 @@ pub const SERVICES: [&str; 8] = [
     "notifications",
 ];
 
-/// How long a gRPC caller waits for inventory before giving up with DEADLINE_EXCEEDED.
-const INVENTORY_DEADLINE: Duration = Duration::from_millis(250);
+/// How long a gRPC caller waits for inventory before giving up with DEADLINE_EXCEEDED: room
+/// enough above `INVENTORY_LAG` for a busy CI machine's scheduling delays (at 250 ms, a lagging
+/// call on a loaded machine now and then missed it and failed a test `inventory:lag` must keep
+/// green).
+const INVENTORY_DEADLINE: Duration = Duration::from_millis(400);
 /// How long inventory takes under `inventory:slow`: well past `INVENTORY_DEADLINE`.
 const INVENTORY_SLOW: Duration = Duration::from_millis(750);
 /// How much longer inventory takes under `inventory:lag`: well within `INVENTORY_DEADLINE`, so
