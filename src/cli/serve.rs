@@ -125,8 +125,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACECOV_FORWARD_QUEUE", default_value = "64MiB", value_parser = parse_size)]
     pub forward_queue: u64,
     /// Join a deployment of instances sharing this PostgreSQL database
-    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE): runs are decided there (in progress:
-    /// results and history still stay in each instance's --data). Needs --instance-url.
+    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE): runs, per-trace results and history
+    /// are kept there, spans stay in this instance's --data (docs/scale-out.md). Needs
+    /// --instance-url.
     #[arg(
         long,
         env = "TRACECOV_SHARED_DB",
