@@ -28,7 +28,7 @@ const SMALL_RUN: &str = "bench-analysis-small";
 /// Spans generated, converted and sent per part: the benchmark never holds a large run at once.
 const PART: usize = 50_000;
 /// The server's settle period: short, so the benchmark does not wait ten seconds per stage.
-const SETTLE: &str = "2s";
+pub(super) const SETTLE: &str = "2s";
 
 pub struct Args {
     pub spans: usize,
@@ -65,6 +65,45 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// A `tracecov serve` child on free loopback ports, its store in `data`, settling after
+/// `SETTLE`, with the arguments `extra` makes of its UI base URL; its OTLP/HTTP and UI base URLs.
+pub(super) fn serve_child(
+    data: &std::path::Path,
+    extra: impl FnOnce(&str) -> Vec<String>,
+) -> anyhow::Result<(Child, String, String)> {
+    let (grpc, http, ui) = (free_port()?, free_port()?, free_port()?);
+    let ui = format!("http://127.0.0.1:{ui}");
+    let child = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .arg("--data")
+        .arg(data)
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .args(["--ui-addr", ui.trim_start_matches("http://")])
+        .args(["--settle", SETTLE])
+        .args(extra(&ui))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting tracecov serve")?;
+    Ok((child, format!("http://127.0.0.1:{http}"), ui))
+}
+
+/// A process's peak resident memory so far (`VmHWM`), in MiB; 0 when unknown.
+pub(super) fn peak_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 impl Server {
     fn start() -> anyhow::Result<Self> {
         let dir = TempDir(std::env::temp_dir().join(format!(
@@ -73,40 +112,18 @@ impl Server {
             crate::ingest::now_ns()
         )));
         std::fs::create_dir_all(&dir.0)?;
-        let (grpc, http, ui) = (free_port()?, free_port()?, free_port()?);
-        let child = Command::new(std::env::current_exe()?)
-            .arg("serve")
-            .arg("--data")
-            .arg(dir.0.join("data"))
-            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-            .args(["--http-addr", &format!("127.0.0.1:{http}")])
-            .args(["--ui-addr", &format!("127.0.0.1:{ui}")])
-            .args(["--settle", SETTLE])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting tracecov serve")?;
+        let (child, http, ui) = serve_child(&dir.0.join("data"), |_| Vec::new())?;
         Ok(Server {
             child,
-            http: format!("http://127.0.0.1:{http}"),
-            ui: format!("http://127.0.0.1:{ui}"),
+            http,
+            ui,
             _dir: dir,
         })
     }
 
     /// The server's peak resident memory so far, in MiB.
     fn peak_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))?
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse::<f64>()
-                    .ok()
-            })
-            .map_or(0.0, |kb| kb / 1024.0)
+        peak_mib(self.child.id())
     }
 }
 

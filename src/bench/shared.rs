@@ -16,7 +16,7 @@
 //! benchmark checks against the first deployment's.
 
 use std::hash::{BuildHasher, BuildHasherDefault};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -27,14 +27,13 @@ use prost::Message as _;
 use crate::model::Span;
 
 use super::analysis::{generate_from, median};
-use super::served::{TempDir, stamped};
+use super::served::{self, SETTLE, TempDir, stamped};
 
 const RUN: &str = "bench-shared";
 /// Spans in one export.
 const EXPORT: usize = 1_000;
 /// Exports in flight per instance.
 const IN_FLIGHT: usize = 4;
-const SETTLE: &str = "2s";
 
 pub struct Args {
     /// A PostgreSQL URL whose user may create databases (`postgres://postgres@HOST:PORT/postgres`).
@@ -58,50 +57,19 @@ impl Drop for Instance {
 }
 
 impl Instance {
+    /// An instance of the deployment on `db_url`, registered under its own UI address.
     fn start(dir: &std::path::Path, db_url: &str) -> anyhow::Result<Self> {
-        let (grpc, http, ui) = (free_port()?, free_port()?, free_port()?);
-        let ui_url = format!("http://127.0.0.1:{ui}");
-        let child = Command::new(std::env::current_exe()?)
-            .arg("serve")
-            .arg("--data")
-            .arg(dir)
-            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-            .args(["--http-addr", &format!("127.0.0.1:{http}")])
-            .args(["--ui-addr", &format!("127.0.0.1:{ui}")])
-            .args(["--settle", SETTLE])
-            .args(["--shared-db", db_url])
-            .args(["--instance-url", &ui_url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting tracecov serve")?;
+        let (child, http, ui) = served::serve_child(dir, |ui| {
+            ["--shared-db", db_url, "--instance-url", ui]
+                .map(str::to_owned)
+                .to_vec()
+        })?;
         Ok(Instance {
             child,
-            otlp: format!("http://127.0.0.1:{http}/v1/traces"),
-            ui: ui_url,
+            otlp: format!("{http}/v1/traces"),
+            ui,
         })
     }
-
-    /// Peak resident memory so far, in MiB.
-    fn peak_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))?
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse::<f64>()
-                    .ok()
-            })
-            .map_or(0.0, |kb| kb / 1024.0)
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// The instance a trace goes to: a fixed hash of its id, modulo the instances.
@@ -326,7 +294,10 @@ async fn deployment(
         ),
         Some(_) => {}
     }
-    let peak_mib = instances.iter().map(Instance::peak_mib).fold(0.0, f64::max);
+    let peak_mib = instances
+        .iter()
+        .map(|i| served::peak_mib(i.child.id()))
+        .fold(0.0, f64::max);
     drop(instances);
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
