@@ -12,11 +12,20 @@ use crate::common::{PATIENCE, TestServer, fixture};
 const RUN: &str = "results-run";
 const T0: u64 = 1_700_000_000_000_000_000;
 
-fn attr(key: &str, value: &str) -> Value {
+/// An OTLP/JSON string attribute.
+pub(crate) fn attr(key: &str, value: &str) -> Value {
     json!({"key": key, "value": {"stringValue": value}})
 }
 
-fn span(trace: &str, id: &str, parent: &str, name: &str, kind: u8, attrs: Vec<Value>) -> Value {
+/// An OTLP/JSON span from 1 ms to 9 ms after `T0`; `parent` empty for a root.
+pub(crate) fn span(
+    trace: &str,
+    id: &str,
+    parent: &str,
+    name: &str,
+    kind: u8,
+    attrs: Vec<Value>,
+) -> Value {
     let mut s = json!({
         "traceId": trace, "spanId": id, "name": name, "kind": kind,
         "startTimeUnixNano": (T0 + 1_000_000).to_string(),

@@ -19,10 +19,10 @@ use tracecov::config::SharedDbConfig;
 
 use crate::common::{PATIENCE, TestServer};
 use crate::pg::PgCluster;
+use crate::results::{attr, span};
 use crate::shared_db_reports::{differences, normalized, scrubbed, until};
 
 const RUN: &str = "crossing";
-const T0: u64 = 1_700_000_000_000_000_000;
 
 /// Consumer first (it arrives before its producer): C1 on instance 1, then P1 on instance 0.
 const P1: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -32,23 +32,6 @@ const P2: &str = "2af7651916cd43dd8448eb211c80319c";
 const C2: &str = "3bf7651916cd43dd8448eb211c80319c";
 /// Split: its test and client spans on instance 0, the server's on instance 2.
 const S: &str = "4cf7651916cd43dd8448eb211c80319c";
-
-fn attr(key: &str, value: &str) -> Value {
-    json!({"key": key, "value": {"stringValue": value}})
-}
-
-fn span(trace: &str, id: &str, parent: &str, name: &str, kind: u8, attrs: Vec<Value>) -> Value {
-    let mut s = json!({
-        "traceId": trace, "spanId": id, "name": name, "kind": kind,
-        "startTimeUnixNano": (T0 + 1_000_000).to_string(),
-        "endTimeUnixNano": (T0 + 9_000_000).to_string(),
-        "attributes": attrs,
-    });
-    if !parent.is_empty() {
-        s["parentSpanId"] = json!(parent);
-    }
-    s
-}
 
 fn failed(mut span: Value, message: &str) -> Value {
     span["status"] = json!({"code": 2, "message": message});
