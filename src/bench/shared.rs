@@ -12,6 +12,10 @@
 //! figures are the servers' and the database's work, not the generator's; four exports are in
 //! flight per instance, as a Collector's exporter queue would send them.
 //!
+//! The baseline, measured first in the same invocation: one `tracecov serve` without
+//! `--shared-db` (the embedded store alone) receiving the whole run, so the figures also say what
+//! the shared database costs an instance.
+//!
 //! Every deployment must answer the same report (its edges, tests and failures), which the
 //! benchmark checks against the first deployment's.
 
@@ -57,12 +61,14 @@ impl Drop for Instance {
 }
 
 impl Instance {
-    /// An instance of the deployment on `db_url`, registered under its own UI address.
-    fn start(dir: &std::path::Path, db_url: &str) -> anyhow::Result<Self> {
-        let (child, http, ui) = served::serve_child(dir, |ui| {
-            ["--shared-db", db_url, "--instance-url", ui]
+    /// An instance of the deployment on `db_url`, registered under its own UI address; with
+    /// none, a single process on its embedded store alone (the baseline).
+    fn start(dir: &std::path::Path, db_url: Option<&str>) -> anyhow::Result<Self> {
+        let (child, http, ui) = served::serve_child(dir, |ui| match db_url {
+            Some(db) => ["--shared-db", db, "--instance-url", ui]
                 .map(str::to_owned)
-                .to_vec()
+                .to_vec(),
+            None => Vec::new(),
         })?;
         Ok(Instance {
             child,
@@ -172,8 +178,10 @@ async fn done(http: &reqwest::Client, instance: &Instance) -> anyhow::Result<()>
         let run = get_json(http, &format!("{}/api/runs/{RUN}", instance.ui)).await;
         let health = get_json(http, &format!("{}/api/health", instance.ui)).await?;
         let db = &health["shared_db"];
+        let published = db.is_null()
+            || (db["status"] == "ok" && db["unpublished"] == 0 && db["unassigned"] == 0);
         let settled = run.is_ok_and(|r| r["pending_traces"].as_u64() == Some(0));
-        if settled && db["status"] == "ok" && db["unpublished"] == 0 && db["unassigned"] == 0 {
+        if settled && published {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -224,8 +232,20 @@ fn essentials(report: &serde_json::Value) -> serde_json::Value {
     })
 }
 
+impl Figures {
+    fn label(&self) -> String {
+        match (self.shared, self.instances) {
+            (false, _) => "one process, no --shared-db".to_owned(),
+            (true, 1) => "1 instance".to_owned(),
+            (true, n) => format!("{n} instances"),
+        }
+    }
+}
+
 struct Figures {
     instances: usize,
+    /// With `--shared-db` (else the single process on its own, the baseline).
+    shared: bool,
     ingest_rate: f64,
     analysed_rate: f64,
     report_first: f64,
@@ -239,19 +259,25 @@ async fn deployment(
     admin: &tokio_postgres::Client,
     args: &Args,
     n: usize,
+    shared: bool,
     reference: &mut Option<serde_json::Value>,
 ) -> anyhow::Result<Figures> {
     let db = format!("tracecov_bench_{}_{n}", std::process::id());
-    admin
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .context("creating the benchmark's database")?;
-    let db_url = database_url(&args.admin_url, &db)?;
-    let work = TempDir(
-        std::env::temp_dir().join(format!("tracecov-bench-shared-{}-{n}", std::process::id())),
-    );
+    let db_url = if shared {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .context("creating the benchmark's database")?;
+        Some(database_url(&args.admin_url, &db)?)
+    } else {
+        None
+    };
+    let work = TempDir(std::env::temp_dir().join(format!(
+        "tracecov-bench-shared-{}-{n}-{shared}",
+        std::process::id()
+    )));
     let instances = (0..n)
-        .map(|i| Instance::start(&work.0.join(format!("instance{i}")), &db_url))
+        .map(|i| Instance::start(&work.0.join(format!("instance{i}")), db_url.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for instance in &instances {
         ready(http, instance).await?;
@@ -299,12 +325,15 @@ async fn deployment(
         .map(|i| served::peak_mib(i.child.id()))
         .fold(0.0, f64::max);
     drop(instances);
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .await
-        .context("dropping the benchmark's database")?;
+    if shared {
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await
+            .context("dropping the benchmark's database")?;
+    }
     Ok(Figures {
         instances: n,
+        shared,
         ingest_rate: args.spans as f64 / ingest_s,
         analysed_rate: args.spans as f64 / analysed_s,
         report_first,
@@ -347,11 +376,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut reference = None;
     let mut figures = Vec::new();
-    for n in 1..=args.instances {
-        let f = deployment(&http, &admin, &args, n, &mut reference).await?;
+    // The baseline first: one process without --shared-db, then the deployments.
+    let plans = std::iter::once((1, false)).chain((1..=args.instances).map(|n| (n, true)));
+    for (n, shared) in plans {
+        let f = deployment(&http, &admin, &args, n, shared, &mut reference).await?;
         println!(
-            "{n} instance(s): durable ingest {:.0} spans/s; ingest through results in PostgreSQL {:.0} spans/s; report {:.3} s first, {:.3} s again{}; peak memory of an instance {:.0} MiB",
+            "{}: durable ingest {:.0} spans/s; ingest through results{} {:.0} spans/s; report {:.3} s first, {:.3} s again{}; peak memory of an instance {:.0} MiB",
+            f.label(),
             f.ingest_rate,
+            if shared { " in PostgreSQL" } else { "" },
             f.analysed_rate,
             f.report_first,
             f.report_again,
@@ -362,16 +395,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         figures.push(f);
     }
-    let one = &figures[0];
+    // Ratios to one instance of a deployment; the single process's beside them.
+    let one = figures.iter().find(|f| f.shared).unwrap_or(&figures[0]);
     println!();
     println!(
-        "| instances | durable ingest | ratio | ingest → results in PostgreSQL | ratio | report first / again / first from another instance | peak memory of an instance |"
+        "| | durable ingest | ratio to one instance | ingest → results stored (and in PostgreSQL) | ratio to one instance | report first / again / first from another instance | peak memory of an instance |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for f in &figures {
         println!(
             "| {} | {:.0} spans/s | {:.2} | {:.0} spans/s | {:.2} | {:.3} s / {:.3} s / {} | {:.0} MiB |",
-            f.instances,
+            f.label(),
             f.ingest_rate,
             f.ingest_rate / one.ingest_rate,
             f.analysed_rate,

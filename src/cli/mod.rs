@@ -156,8 +156,9 @@ pub enum BenchCommand {
     },
     /// Many instances, one deployment: a generated run split by trace id over 1, 2, 3
     /// `serve --shared-db` instances sharing one PostgreSQL; durable ingest and ingest through
-    /// results in PostgreSQL as spans/s and as a ratio to one instance; the run's report from
-    /// PostgreSQL. `scripts/bench-shared` starts a throwaway PostgreSQL for it.
+    /// results in PostgreSQL as spans/s and as a ratio to one instance, beside one process
+    /// without --shared-db; the run's report from PostgreSQL. `scripts/bench-shared` starts a
+    /// throwaway PostgreSQL for it.
     Shared {
         /// A PostgreSQL URL whose user may create databases: each deployment gets a new one,
         /// dropped afterwards.
