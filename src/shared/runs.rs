@@ -104,10 +104,25 @@ struct Decision {
     explicit: bool,
 }
 
+/// What one batch's transaction already established, so that the batch's traces of one run
+/// cost no more round trips for the run than the first of them did.
+#[derive(Default)]
+struct Known {
+    /// Explicit runs made sure of (inserted or found).
+    explicit: std::collections::HashSet<String>,
+    /// CI run ids to their runs.
+    ci: std::collections::HashMap<String, String>,
+    /// The single open explicit run, once looked up (`Some(None)`: there is none).
+    open: Option<Option<String>>,
+    /// The automatic run, once decided.
+    auto: Option<String>,
+}
+
 async fn decide_one(
     tx: &deadpool_postgres::Transaction<'_>,
     f: &TraceFacts,
     now: i64,
+    known: &mut Known,
 ) -> Result<Option<Decision>, SharedError> {
     let key = &f.trace_id.as_bytes()[..];
     let current = tx
@@ -119,35 +134,60 @@ async fn decide_one(
         .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)));
     let (run, explicit) = match (&f.explicit_run, &f.ci_run) {
         (Some(id), _) => {
-            tx.execute(
-                "INSERT INTO runs (id, name, kind, created_ns, last_ns) VALUES ($1, $1, 'ci', $2, $2)
-                 ON CONFLICT (id) DO NOTHING",
-                &[id, &now],
-            )
-            .await?;
+            if !known.explicit.contains(id) {
+                tx.execute(
+                    "INSERT INTO runs (id, name, kind, created_ns, last_ns) VALUES ($1, $1, 'ci', $2, $2)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[id, &now],
+                )
+                .await?;
+                known.explicit.insert(id.clone());
+            }
             (id.clone(), true)
         }
-        (None, Some(ci)) => {
-            // The loser of a race waits here for the winner's commit, then finds its run.
-            let id = runs::new_run_id(now as u64);
-            tx.execute(
-                "INSERT INTO runs (id, name, kind, ci_run_id, created_ns, last_ns)
-                 VALUES ($1, $2, 'ci', $2, $3, $3) ON CONFLICT (ci_run_id) DO NOTHING",
-                &[&id, ci, &now],
-            )
-            .await?;
-            let row = tx
-                .query_one("SELECT id FROM runs WHERE ci_run_id = $1", &[ci])
+        (None, Some(ci)) => match known.ci.get(ci) {
+            Some(run) => (run.clone(), true),
+            None => {
+                // The loser of a race waits here for the winner's commit, then finds its run.
+                let id = runs::new_run_id(now as u64);
+                tx.execute(
+                    "INSERT INTO runs (id, name, kind, ci_run_id, created_ns, last_ns)
+                     VALUES ($1, $2, 'ci', $2, $3, $3) ON CONFLICT (ci_run_id) DO NOTHING",
+                    &[&id, ci, &now],
+                )
                 .await?;
-            (row.get(0), true)
-        }
+                let row = tx
+                    .query_one("SELECT id FROM runs WHERE ci_run_id = $1", &[ci])
+                    .await?;
+                let run: String = row.get(0);
+                known.ci.insert(ci.clone(), run.clone());
+                (run, true)
+            }
+        },
         (None, None) => match &current {
             Some((run, _)) => (run.clone(), false),
-            None => match single_open_explicit(tx).await? {
-                Some(run) => (run, false),
-                None if f.has_test => (auto_run(tx, now).await?, false),
-                None => return Ok(None),
-            },
+            None => {
+                let open = match &known.open {
+                    Some(open) => open.clone(),
+                    None => {
+                        let open = single_open_explicit(tx).await?;
+                        known.open = Some(open.clone());
+                        open
+                    }
+                };
+                match open {
+                    Some(run) => (run, false),
+                    None if f.has_test => match &known.auto {
+                        Some(run) => (run.clone(), false),
+                        None => {
+                            let run = auto_run(tx, now).await?;
+                            known.auto = Some(run.clone());
+                            (run, false)
+                        }
+                    },
+                    None => return Ok(None),
+                }
+            }
         },
     };
     if matches!(&current, Some((_, true))) && !explicit
@@ -258,8 +298,9 @@ impl SharedRuns {
         let mut decided = Vec::with_capacity(traces.len());
         // Per run, the suite names the batch's first trace of it gave (kept once set).
         let mut touched: BTreeMap<String, SuiteNames> = BTreeMap::new();
+        let mut known = Known::default();
         for f in traces {
-            let d = decide_one(&tx, f, now).await?;
+            let d = decide_one(&tx, f, now, &mut known).await?;
             decided.push(d.map(|d| {
                 let names = touched.entry(d.run.clone()).or_default();
                 names.suite = names.suite.take().or_else(|| f.suite.suite.clone());
