@@ -279,21 +279,22 @@ async fn send_generated(
     Ok(next)
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let server = Server::start()?;
-    let http = reqwest::Client::new();
+/// Waits until the server at `ui` answers its health, for a minute at most.
+pub(super) async fn wait_ready(http: &reqwest::Client, ui: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while http
-        .get(format!("{}/api/health", server.ui))
-        .send()
-        .await
-        .is_err()
-    {
+    while http.get(format!("{ui}/api/health")).send().await.is_err() {
         if Instant::now() > deadline {
-            bail!("tracecov serve did not answer within a minute");
+            bail!("tracecov serve at {ui} did not answer within a minute");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let http = reqwest::Client::new();
+    wait_ready(&http, &server.ui).await?;
     let traces_url = format!("{}/v1/traces", server.http);
     println!(
         "analysis benchmark: tracecov serve (settle {SETTLE}), a generated run of {} spans over OTLP/HTTP, then a store of {} spans",

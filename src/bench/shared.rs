@@ -153,23 +153,6 @@ async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<serde_jso
     Ok(body)
 }
 
-/// Waits until the instance answers its health.
-async fn ready(http: &reqwest::Client, instance: &Instance) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http
-        .get(format!("{}/api/health", instance.ui))
-        .send()
-        .await
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            bail!("tracecov serve did not answer within a minute");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 /// Waits until the instance has the results of every trace it holds, has published them and
 /// has every trace assigned in the database.
 async fn done(http: &reqwest::Client, instance: &Instance) -> anyhow::Result<()> {
@@ -280,7 +263,7 @@ async fn deployment(
         .map(|i| Instance::start(&work.0.join(format!("instance{i}")), db_url.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for instance in &instances {
-        ready(http, instance).await?;
+        served::wait_ready(http, &instance.ui).await?;
     }
     let bodies = exports(args.spans, n);
 
