@@ -118,20 +118,35 @@ struct Known {
     auto: Option<String>,
 }
 
+/// The batch's traces already assigned, locked for the transaction: one round trip for the
+/// batch, the rows locked in trace id order (so two instances locking overlapping batches take
+/// the locks in the same order).
+async fn current_runs(
+    tx: &deadpool_postgres::Transaction<'_>,
+    traces: &[TraceFacts],
+) -> Result<std::collections::HashMap<Vec<u8>, (String, bool)>, SharedError> {
+    let keys: Vec<&[u8]> = traces.iter().map(|f| &f.trace_id.as_bytes()[..]).collect();
+    let rows = tx
+        .query(
+            "SELECT trace_id, run_id, explicit FROM trace_runs WHERE trace_id = ANY($1)
+             ORDER BY trace_id FOR UPDATE",
+            &[&keys],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, Vec<u8>>(0), (r.get(1), r.get(2))))
+        .collect())
+}
+
 async fn decide_one(
     tx: &deadpool_postgres::Transaction<'_>,
     f: &TraceFacts,
+    current: Option<(String, bool)>,
     now: i64,
     known: &mut Known,
 ) -> Result<Option<Decision>, SharedError> {
     let key = &f.trace_id.as_bytes()[..];
-    let current = tx
-        .query_opt(
-            "SELECT run_id, explicit FROM trace_runs WHERE trace_id = $1 FOR UPDATE",
-            &[&key],
-        )
-        .await?
-        .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)));
     let (run, explicit) = match (&f.explicit_run, &f.ci_run) {
         (Some(id), _) => {
             if !known.explicit.contains(id) {
@@ -299,8 +314,10 @@ impl SharedRuns {
         // Per run, the suite names the batch's first trace of it gave (kept once set).
         let mut touched: BTreeMap<String, SuiteNames> = BTreeMap::new();
         let mut known = Known::default();
+        let mut current = current_runs(&tx, traces).await?;
         for f in traces {
-            let d = decide_one(&tx, f, now, &mut known).await?;
+            let now_current = current.remove(&f.trace_id.as_bytes()[..]);
+            let d = decide_one(&tx, f, now_current, now, &mut known).await?;
             decided.push(d.map(|d| {
                 let names = touched.entry(d.run.clone()).or_default();
                 names.suite = names.suite.take().or_else(|| f.suite.suite.clone());
