@@ -153,29 +153,38 @@ async fn send(http: &reqwest::Client, url: &str, spans: &[Span]) -> anyhow::Resu
         .filter(|l| !l.is_empty())
         .map(bytes::Bytes::copy_from_slice)
         .collect();
-    let mut pending = futures::stream::iter(lines.into_iter().map(|line| {
-        let http = http.clone();
-        let url = url.to_owned();
-        async move {
-            loop {
-                let r = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(line.clone())
-                    .send()
-                    .await?;
-                match r.status().as_u16() {
-                    200 => return anyhow::Ok(()),
-                    429 | 503 => tokio::time::sleep(Duration::from_millis(20)).await,
-                    s => bail!(
-                        "export answered {s}: {}",
-                        r.text().await.unwrap_or_default()
-                    ),
-                }
+    send_bodies(http, url, "application/json", &lines, 4).await
+}
+
+/// Posts each of `bodies` to `url` as `content_type`, `in_flight` at a time; an answer of 429 or
+/// 503 (queue full) is retried after a pause, as an SDK would. Returns once every one was
+/// acknowledged.
+pub(super) async fn send_bodies(
+    http: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    bodies: &[bytes::Bytes],
+    in_flight: usize,
+) -> anyhow::Result<()> {
+    let mut pending = futures::stream::iter(bodies.iter().map(|body| async move {
+        loop {
+            let r = http
+                .post(url)
+                .header("content-type", content_type)
+                .body(body.clone())
+                .send()
+                .await?;
+            match r.status().as_u16() {
+                200 => return anyhow::Ok(()),
+                429 | 503 => tokio::time::sleep(Duration::from_millis(20)).await,
+                s => bail!(
+                    "export answered {s}: {}",
+                    r.text().await.unwrap_or_default()
+                ),
             }
         }
     }))
-    .buffer_unordered(4);
+    .buffer_unordered(in_flight);
     while let Some(r) = pending.next().await {
         r?;
     }

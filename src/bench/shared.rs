@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use futures::StreamExt as _;
 use prost::Message as _;
 
 use crate::model::Span;
@@ -114,33 +113,6 @@ fn exports(spans: usize, instances: usize) -> Vec<Vec<Bytes>> {
 
 fn encode(spans: &[Span]) -> Bytes {
     Bytes::from(crate::cli::import::to_otlp::request(spans).encode_to_vec())
-}
-
-/// Sends one instance's exports, `IN_FLIGHT` at a time; a 429/503 (queue full) is retried.
-async fn send(http: &reqwest::Client, url: &str, bodies: &[Bytes]) -> anyhow::Result<()> {
-    let mut pending = futures::stream::iter(bodies.iter().map(|body| async move {
-        loop {
-            let r = http
-                .post(url)
-                .header("content-type", "application/x-protobuf")
-                .body(body.clone())
-                .send()
-                .await?;
-            match r.status().as_u16() {
-                200 => return anyhow::Ok(()),
-                429 | 503 => tokio::time::sleep(Duration::from_millis(20)).await,
-                s => bail!(
-                    "export answered {s}: {}",
-                    r.text().await.unwrap_or_default()
-                ),
-            }
-        }
-    }))
-    .buffer_unordered(IN_FLIGHT);
-    while let Some(r) = pending.next().await {
-        r?;
-    }
-    Ok(())
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::Value> {
@@ -268,12 +240,15 @@ async fn deployment(
     let bodies = exports(args.spans, n);
 
     let start = Instant::now();
-    futures::future::try_join_all(
-        instances
-            .iter()
-            .zip(&bodies)
-            .map(|(instance, bodies)| send(http, &instance.otlp, bodies)),
-    )
+    futures::future::try_join_all(instances.iter().zip(&bodies).map(|(instance, bodies)| {
+        served::send_bodies(
+            http,
+            &instance.otlp,
+            "application/x-protobuf",
+            bodies,
+            IN_FLIGHT,
+        )
+    }))
     .await?;
     let ingest_s = start.elapsed().as_secs_f64();
     futures::future::try_join_all(instances.iter().map(|i| done(http, i))).await?;
