@@ -44,7 +44,7 @@ fn export(services: Vec<(&str, Vec<Value>)>) -> Vec<u8> {
 }
 
 /// One export with every resource in `run`.
-fn export_in(run: &str, services: Vec<(&str, Vec<Value>)>) -> Vec<u8> {
+pub(crate) fn export_in(run: &str, services: Vec<(&str, Vec<Value>)>) -> Vec<u8> {
     let resource_spans: Vec<Value> = services
         .into_iter()
         .map(|(service, spans)| {

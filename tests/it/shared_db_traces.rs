@@ -19,7 +19,7 @@ use tracecov::config::SharedDbConfig;
 
 use crate::common::{PATIENCE, TestServer};
 use crate::pg::PgCluster;
-use crate::results::{attr, span};
+use crate::results::{attr, export_in, span};
 use crate::shared_db_reports::{differences, normalized, scrubbed, until};
 
 const RUN: &str = "crossing";
@@ -40,18 +40,7 @@ fn failed(mut span: Value, message: &str) -> Value {
 
 /// One export: (service, spans) pairs, every resource in run `RUN`.
 fn export(services: Vec<(&str, Vec<Value>)>) -> Vec<u8> {
-    let resource_spans: Vec<Value> = services
-        .into_iter()
-        .map(|(service, spans)| {
-            json!({
-                "resource": {"attributes": [attr("service.name", service), attr("tracecov.run.id", RUN)]},
-                "scopeSpans": [{"spans": spans}],
-            })
-        })
-        .collect();
-    json!({ "resourceSpans": resource_spans })
-        .to_string()
-        .into_bytes()
+    export_in(RUN, services)
 }
 
 /// A test whose order is published to a queue; the test failed (its order never shipped).
