@@ -8,9 +8,11 @@
 //!   winner's commit and reads its run, so one CI run id makes one run;
 //! - an automatic run is found or made under a transaction-level advisory lock, so two instances
 //!   seeing their first test traces at once open one;
-//! - a trace's row is read `FOR UPDATE` and written by `INSERT … ON CONFLICT DO UPDATE` whose
-//!   `WHERE` never lets an implicit decision replace an explicit one another instance committed
-//!   meanwhile; the row as it stands after the write is the decision;
+//! - a batch's trace rows are read `FOR UPDATE` in one statement and written in one
+//!   `INSERT … SELECT FROM UNNEST … ON CONFLICT DO UPDATE` whose `WHERE` never lets an implicit
+//!   decision replace an explicit one another instance committed meanwhile; the row as it
+//!   stands after the write is the decision. A batch costs a fixed number of round trips plus
+//!   one or two per run it names for the first time;
 //! - rows are locked in trace id order (the batch arrives sorted) and runs are touched last, in
 //!   id order, so overlapping batches queue instead of deadlocking.
 //!
@@ -139,14 +141,15 @@ async fn current_runs(
         .collect())
 }
 
-async fn decide_one(
+/// The run one trace's facts lead to (`None`: no run), before its `trace_runs` row is written.
+/// Only the runs are looked up or made here, at most once per run per batch (`known`).
+async fn wanted_run(
     tx: &deadpool_postgres::Transaction<'_>,
     f: &TraceFacts,
-    current: Option<(String, bool)>,
+    current: Option<&(String, bool)>,
     now: i64,
     known: &mut Known,
 ) -> Result<Option<Decision>, SharedError> {
-    let key = &f.trace_id.as_bytes()[..];
     let (run, explicit) = match (&f.explicit_run, &f.ci_run) {
         (Some(id), _) => {
             if !known.explicit.contains(id) {
@@ -179,7 +182,7 @@ async fn decide_one(
                 (run, true)
             }
         },
-        (None, None) => match &current {
+        (None, None) => match current {
             Some((run, _)) => (run.clone(), false),
             None => {
                 let open = match &known.open {
@@ -205,43 +208,95 @@ async fn decide_one(
             }
         },
     };
-    if matches!(&current, Some((_, true))) && !explicit
-        || matches!(&current, Some((c, _)) if *c == run)
-    {
-        let (run, explicit) = current.unwrap_or((run, explicit));
+    Ok(Some(Decision { run, explicit }))
+}
+
+/// Whether a trace's row stays as it is (only its `last_ns` moves): it already names the run
+/// wanted, or it is explicit and the wanted run is not.
+fn row_stands(current: Option<&(String, bool)>, want: &Decision) -> bool {
+    match current {
+        Some((run, explicit)) => (*explicit && !want.explicit) || *run == want.run,
+        None => false,
+    }
+}
+
+/// Writes the batch's `trace_runs` rows in three statements, whatever the batch's size: rows
+/// that stand get their `last_ns` moved; the others are inserted or replaced by one
+/// `INSERT … SELECT FROM UNNEST … ON CONFLICT DO UPDATE`, whose `WHERE` keeps an explicit
+/// assignment another instance committed since the locking read (that trace had no row to lock
+/// then) against an implicit one of ours; the rows so kept are read back. Returns each trace's
+/// decision as its row stands after the writes.
+async fn write_trace_runs(
+    tx: &deadpool_postgres::Transaction<'_>,
+    wanted: Vec<(&[u8], Option<(String, bool)>, Decision)>,
+    now: i64,
+) -> Result<std::collections::HashMap<Vec<u8>, Decision>, SharedError> {
+    let mut out = std::collections::HashMap::with_capacity(wanted.len());
+    let mut stand_keys: Vec<&[u8]> = Vec::new();
+    let (mut keys, mut run_ids, mut explicits): (Vec<&[u8]>, Vec<String>, Vec<bool>) =
+        Default::default();
+    for (key, current, want) in wanted {
+        if row_stands(current.as_ref(), &want) {
+            stand_keys.push(key);
+            let (run, explicit) = current.expect("a row that stands exists");
+            out.insert(key.to_vec(), Decision { run, explicit });
+        } else {
+            keys.push(key);
+            run_ids.push(want.run);
+            explicits.push(want.explicit);
+        }
+    }
+    if !stand_keys.is_empty() {
         tx.execute(
-            "UPDATE trace_runs SET last_ns = GREATEST(last_ns, $2) WHERE trace_id = $1",
-            &[&key, &now],
+            "UPDATE trace_runs SET last_ns = GREATEST(last_ns, $2) WHERE trace_id = ANY($1)",
+            &[&stand_keys, &now],
         )
         .await?;
-        return Ok(Some(Decision { run, explicit }));
     }
-    // Another instance may have assigned the trace since the read above (it had no row to
-    // lock): an explicit assignment of theirs stands against an implicit one of ours.
-    let row = tx
-        .query_opt(
-            "INSERT INTO trace_runs (trace_id, run_id, explicit, last_ns) VALUES ($1, $2, $3, $4)
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    let rows = tx
+        .query(
+            "INSERT INTO trace_runs (trace_id, run_id, explicit, last_ns)
+             SELECT t.trace_id, t.run_id, t.explicit, $4
+               FROM UNNEST($1::bytea[], $2::text[], $3::bool[]) AS t(trace_id, run_id, explicit)
              ON CONFLICT (trace_id) DO UPDATE SET run_id = EXCLUDED.run_id,
                explicit = EXCLUDED.explicit, last_ns = GREATEST(trace_runs.last_ns, EXCLUDED.last_ns)
                WHERE EXCLUDED.explicit OR NOT trace_runs.explicit
-             RETURNING run_id, explicit",
-            &[&key, &run, &explicit, &now],
+             RETURNING trace_id, run_id, explicit",
+            &[&keys, &run_ids, &explicits, &now],
         )
         .await?;
-    let (run, explicit) = match row {
-        Some(r) => (r.get(0), r.get(1)),
-        // `RETURNING` yields no row when the `WHERE` kept the other instance's decision.
-        None => {
-            let r = tx
-                .query_one(
-                    "SELECT run_id, explicit FROM trace_runs WHERE trace_id = $1",
-                    &[&key],
-                )
-                .await?;
-            (r.get(0), r.get(1))
+    for r in &rows {
+        out.insert(
+            r.get(0),
+            Decision {
+                run: r.get(1),
+                explicit: r.get(2),
+            },
+        );
+    }
+    // `RETURNING` yields no row where the `WHERE` kept the other instance's decision.
+    if rows.len() < keys.len() {
+        let kept: Vec<&[u8]> = keys.into_iter().filter(|k| !out.contains_key(*k)).collect();
+        let rows = tx
+            .query(
+                "SELECT trace_id, run_id, explicit FROM trace_runs WHERE trace_id = ANY($1)",
+                &[&kept],
+            )
+            .await?;
+        for r in &rows {
+            out.insert(
+                r.get(0),
+                Decision {
+                    run: r.get(1),
+                    explicit: r.get(2),
+                },
+            );
         }
-    };
-    Ok(Some(Decision { run, explicit }))
+    }
+    Ok(out)
 }
 
 async fn single_open_explicit(
@@ -314,10 +369,18 @@ impl SharedRuns {
         // Per run, the suite names the batch's first trace of it gave (kept once set).
         let mut touched: BTreeMap<String, SuiteNames> = BTreeMap::new();
         let mut known = Known::default();
-        let mut current = current_runs(&tx, traces).await?;
+        let current = current_runs(&tx, traces).await?;
+        let mut wanted = Vec::with_capacity(traces.len());
         for f in traces {
-            let now_current = current.remove(&f.trace_id.as_bytes()[..]);
-            let d = decide_one(&tx, f, now_current, now, &mut known).await?;
+            let key = &f.trace_id.as_bytes()[..];
+            let now_current = current.get(key);
+            if let Some(want) = wanted_run(&tx, f, now_current, now, &mut known).await? {
+                wanted.push((key, now_current.cloned(), want));
+            }
+        }
+        let mut written = write_trace_runs(&tx, wanted, now).await?;
+        for f in traces {
+            let d = written.remove(&f.trace_id.as_bytes()[..]);
             decided.push(d.map(|d| {
                 let names = touched.entry(d.run.clone()).or_default();
                 names.suite = names.suite.take().or_else(|| f.suite.suite.clone());

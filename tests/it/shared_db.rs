@@ -695,3 +695,81 @@ async fn a_run_past_the_history_age_leaves_the_shared_database() {
         assert!(!runs.to_string().contains("short-lived"), "{runs}");
     }
 }
+
+/// A trace's explicit run outranks an implicit one whichever instance decides: spans naming
+/// `tracecov.run.id` move a trace out of the open run, and spans without it, arriving later at
+/// another instance, leave it where it is. Several traces go in one export, so the batch's
+/// rows are written together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_run_outranks_an_implicit_one_across_instances() {
+    let Some(pg) = PgCluster::shared() else {
+        return;
+    };
+    let url = pg.database();
+    let a = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://a.test:4320"))).await;
+    let b = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://b.test:4320"))).await;
+    let opened: Value = a
+        .http
+        .post(a.api("/api/runs"))
+        .json(&json!({"name": "open"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let open = opened["id"].as_str().unwrap().to_owned();
+    // Both exports carry three traces; the middle one names its run explicitly on `b`.
+    let traces = [
+        "41f7651916cd43dd8448eb211c80319c",
+        "42f7651916cd43dd8448eb211c80319c",
+        "43f7651916cd43dd8448eb211c80319c",
+    ];
+    let batch = |explicit: Option<&str>| {
+        let mut all: Vec<Value> = Vec::new();
+        for (i, t) in traces.iter().enumerate() {
+            let attrs: Vec<(&str, &str)> = match explicit {
+                Some(run) if i == 1 => vec![("tracecov.run.id", run)],
+                _ => vec![],
+            };
+            let one: Value = serde_json::from_str(&export(t, &attrs)).unwrap();
+            all.extend(one["resourceSpans"].as_array().unwrap().iter().cloned());
+        }
+        json!({ "resourceSpans": all }).to_string().into_bytes()
+    };
+    let assignments = || {
+        pg.psql_in(
+            &url,
+            "SELECT string_agg(run_id || CASE WHEN explicit THEN ':explicit' ELSE '' END, ' '
+               ORDER BY trace_id) FROM trace_runs",
+        )
+    };
+    let resp = a.post_otlp("application/json", batch(None), false).await;
+    assert_eq!(resp.status(), 200);
+    eventually("a's traces filed under the open run", async || {
+        (assignments() == format!("{open} {open} {open}")).then_some(())
+    })
+    .await;
+
+    let resp = b
+        .post_otlp("application/json", batch(Some("pinned")), false)
+        .await;
+    assert_eq!(resp.status(), 200);
+    eventually("the explicit run took its trace", async || {
+        (assignments() == format!("{open} pinned:explicit {open}")).then_some(())
+    })
+    .await;
+
+    // The implicit spans again, at `a`: the explicit assignment stands.
+    let resp = a.post_otlp("application/json", batch(None), false).await;
+    assert_eq!(resp.status(), 200);
+    let (status, pinned) = a.get_json("/api/runs/pinned").await;
+    assert_eq!(status, 200, "{pinned}");
+    assert_eq!(
+        assignments(),
+        format!("{open} pinned:explicit {open}"),
+        "an implicit decision replaced an explicit one"
+    );
+    a.stop().await;
+    b.stop().await;
+}
