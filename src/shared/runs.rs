@@ -106,6 +106,14 @@ struct Decision {
     explicit: bool,
 }
 
+/// One trace of a batch on its way to its `trace_runs` row.
+struct Wanted<'a> {
+    key: &'a [u8],
+    /// Its row as the locking read found it: run, explicit.
+    current: Option<(String, bool)>,
+    want: Decision,
+}
+
 /// What one batch's transaction already established, so that the batch's traces of one run
 /// cost no more round trips for the run than the first of them did.
 #[derive(Default)]
@@ -228,14 +236,14 @@ fn row_stands(current: Option<&(String, bool)>, want: &Decision) -> bool {
 /// decision as its row stands after the writes.
 async fn write_trace_runs(
     tx: &deadpool_postgres::Transaction<'_>,
-    wanted: Vec<(&[u8], Option<(String, bool)>, Decision)>,
+    wanted: Vec<Wanted<'_>>,
     now: i64,
 ) -> Result<std::collections::HashMap<Vec<u8>, Decision>, SharedError> {
     let mut out = std::collections::HashMap::with_capacity(wanted.len());
     let mut stand_keys: Vec<&[u8]> = Vec::new();
     let (mut keys, mut run_ids, mut explicits): (Vec<&[u8]>, Vec<String>, Vec<bool>) =
         Default::default();
-    for (key, current, want) in wanted {
+    for Wanted { key, current, want } in wanted {
         if row_stands(current.as_ref(), &want) {
             stand_keys.push(key);
             let (run, explicit) = current.expect("a row that stands exists");
@@ -375,7 +383,11 @@ impl SharedRuns {
             let key = &f.trace_id.as_bytes()[..];
             let now_current = current.get(key);
             if let Some(want) = wanted_run(&tx, f, now_current, now, &mut known).await? {
-                wanted.push((key, now_current.cloned(), want));
+                wanted.push(Wanted {
+                    key,
+                    current: now_current.cloned(),
+                    want,
+                });
             }
         }
         let mut written = write_trace_runs(&tx, wanted, now).await?;
