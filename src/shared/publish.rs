@@ -351,45 +351,73 @@ async fn publish(db: &SharedDb, batch: &Batch) -> Result<(), SharedError> {
             None => tx.execute(&drop_rollup, &[run, fp, &me]).await?,
         };
     }
-    let drop_result = tx
-        .prepare("DELETE FROM trace_results WHERE trace_id = $1 AND instance = $2")
-        .await?;
-    let put_result = tx
-        .prepare(
-            "INSERT INTO trace_results (trace_id, instance, fingerprint, received_ns, data)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .await?;
-    // Whether the row is new or the trace received spans since: only then do its relations
-    // need telling (a result published again tells nobody, or instances would keep telling
-    // each other).
-    let put_place = tx
-        .prepare(
-            "INSERT INTO trace_instances (trace_id, instance, received_ns) VALUES ($1, $2, $3)
-             ON CONFLICT (trace_id, instance) DO UPDATE SET received_ns = EXCLUDED.received_ns
-             WHERE trace_instances.received_ns <> EXCLUDED.received_ns",
-        )
-        .await?;
-    let drop_place = tx
-        .prepare("DELETE FROM trace_instances WHERE trace_id = $1 AND instance = $2")
-        .await?;
-    let mut placed: Vec<&[u8]> = Vec::new();
+    // The batch's traces in four statements whatever their number: their old results and
+    // places dropped, their current ones written from arrays.
+    let mut traces: Vec<&[u8]> = Vec::with_capacity(batch.traces.len());
+    let (mut res_traces, mut res_data) = (Vec::<&[u8]>::new(), Vec::<&[u8]>::new());
+    let (mut res_fps, mut res_at) = (Vec::<i64>::new(), Vec::<i64>::new());
+    let (mut at_traces, mut at_received): (Vec<&[u8]>, Vec<i64>) = Default::default();
+    let mut unplaced: Vec<&[u8]> = Vec::new();
     for (trace, value, received) in &batch.traces {
-        tx.execute(&drop_result, &[trace, &me]).await?;
+        traces.push(trace);
         if let Some((fp, at, data)) = value {
-            tx.execute(&put_result, &[trace, &me, fp, at, data]).await?;
+            res_traces.push(trace);
+            res_fps.push(*fp);
+            res_at.push(*at);
+            res_data.push(data);
         }
         match received {
             Some(at) => {
-                if tx.execute(&put_place, &[trace, &me, at]).await? > 0 {
-                    placed.push(trace);
-                }
+                at_traces.push(trace);
+                at_received.push(*at);
             }
-            None => {
-                tx.execute(&drop_place, &[trace, &me]).await?;
-            }
-        };
+            None => unplaced.push(trace),
+        }
     }
+    if !traces.is_empty() {
+        tx.execute(
+            "DELETE FROM trace_results WHERE instance = $2 AND trace_id = ANY($1)",
+            &[&traces, &me],
+        )
+        .await?;
+    }
+    if !res_traces.is_empty() {
+        tx.execute(
+            "INSERT INTO trace_results (trace_id, instance, fingerprint, received_ns, data)
+             SELECT t.trace_id, $2, t.fp, t.at, t.data
+               FROM UNNEST($1::bytea[], $3::bigint[], $4::bigint[], $5::bytea[])
+                 AS t(trace_id, fp, at, data)",
+            &[&res_traces, &me, &res_fps, &res_at, &res_data],
+        )
+        .await?;
+    }
+    // Only rows that are new or whose trace received spans since come back: only their
+    // relations need telling (a result published again tells nobody, or instances would keep
+    // telling each other).
+    let placed: Vec<Vec<u8>> = if at_traces.is_empty() {
+        Vec::new()
+    } else {
+        tx.query(
+            "INSERT INTO trace_instances (trace_id, instance, received_ns)
+             SELECT t.trace_id, $2, t.at FROM UNNEST($1::bytea[], $3::bigint[]) AS t(trace_id, at)
+             ON CONFLICT (trace_id, instance) DO UPDATE SET received_ns = EXCLUDED.received_ns
+             WHERE trace_instances.received_ns <> EXCLUDED.received_ns
+             RETURNING trace_id",
+            &[&at_traces, &me, &at_received],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    if !unplaced.is_empty() {
+        tx.execute(
+            "DELETE FROM trace_instances WHERE instance = $2 AND trace_id = ANY($1)",
+            &[&unplaced, &me],
+        )
+        .await?;
+    }
+    let placed: Vec<&[u8]> = placed.iter().map(Vec::as_slice).collect();
     let (from, to): (Vec<&[u8]>, Vec<&[u8]>) = batch
         .links
         .iter()
@@ -418,42 +446,80 @@ async fn publish(db: &SharedDb, batch: &Batch) -> Result<(), SharedError> {
     if tell {
         tx.execute(TELL, &[&placed, &me, &new_links]).await?;
     }
-    let put_fact = tx
-        .prepare(
-            "INSERT INTO instance_seen (instance, fact, n) VALUES ($1, $2, $3)
-             ON CONFLICT (instance, fact) DO UPDATE SET n = EXCLUDED.n",
-        )
-        .await?;
-    let drop_fact = tx
-        .prepare("DELETE FROM instance_seen WHERE instance = $1 AND fact = $2")
-        .await?;
+    let (mut fact_keys, mut fact_ns, mut facts_gone): (Vec<&[u8]>, Vec<i64>, Vec<&[u8]>) =
+        Default::default();
     for (fact, n) in &batch.facts {
         match n {
-            Some(n) => tx.execute(&put_fact, &[&me, fact, n]).await?,
-            None => tx.execute(&drop_fact, &[&me, fact]).await?,
-        };
+            Some(n) => {
+                fact_keys.push(fact);
+                fact_ns.push(*n);
+            }
+            None => facts_gone.push(fact),
+        }
     }
-    let put_example = tx
-        .prepare(
-            "INSERT INTO instance_seen_examples (instance, fact, run_id, trace_id, span_id, test)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (instance, fact, run_id) DO UPDATE SET trace_id = EXCLUDED.trace_id,
-               span_id = EXCLUDED.span_id, test = EXCLUDED.test",
+    if !fact_keys.is_empty() {
+        tx.execute(
+            "INSERT INTO instance_seen (instance, fact, n)
+             SELECT $1, t.fact, t.n FROM UNNEST($2::bytea[], $3::bigint[]) AS t(fact, n)
+             ON CONFLICT (instance, fact) DO UPDATE SET n = EXCLUDED.n",
+            &[&me, &fact_keys, &fact_ns],
         )
         .await?;
-    let drop_example = tx
-        .prepare(
-            "DELETE FROM instance_seen_examples WHERE instance = $1 AND fact = $2 AND run_id = $3",
+    }
+    if !facts_gone.is_empty() {
+        tx.execute(
+            "DELETE FROM instance_seen WHERE instance = $1 AND fact = ANY($2)",
+            &[&me, &facts_gone],
         )
         .await?;
+    }
+    // Examples: (fact, run) pairs, so the gone ones are matched pairwise from two arrays.
+    let (mut put_facts, mut put_runs) = (Vec::<&[u8]>::new(), Vec::<&str>::new());
+    let (mut put_traces, mut put_spans) = (Vec::<&[u8]>::new(), Vec::<&[u8]>::new());
+    let mut put_tests = Vec::<Option<&str>>::new();
+    let (mut gone_facts, mut gone_runs) = (Vec::<&[u8]>::new(), Vec::<&str>::new());
     for (fact, run, value) in &batch.examples {
         match value {
             Some((trace, span, test)) => {
-                tx.execute(&put_example, &[&me, fact, run, trace, span, test])
-                    .await?
+                put_facts.push(fact);
+                put_runs.push(run);
+                put_traces.push(trace);
+                put_spans.push(span);
+                put_tests.push(test.as_deref());
             }
-            None => tx.execute(&drop_example, &[&me, fact, run]).await?,
-        };
+            None => {
+                gone_facts.push(fact);
+                gone_runs.push(run);
+            }
+        }
+    }
+    if !put_facts.is_empty() {
+        tx.execute(
+            "INSERT INTO instance_seen_examples (instance, fact, run_id, trace_id, span_id, test)
+             SELECT $1, t.fact, t.run_id, t.trace_id, t.span_id, t.test
+               FROM UNNEST($2::bytea[], $3::text[], $4::bytea[], $5::bytea[], $6::text[])
+                 AS t(fact, run_id, trace_id, span_id, test)
+             ON CONFLICT (instance, fact, run_id) DO UPDATE SET trace_id = EXCLUDED.trace_id,
+               span_id = EXCLUDED.span_id, test = EXCLUDED.test",
+            &[
+                &me,
+                &put_facts,
+                &put_runs,
+                &put_traces,
+                &put_spans,
+                &put_tests,
+            ],
+        )
+        .await?;
+    }
+    if !gone_facts.is_empty() {
+        tx.execute(
+            "DELETE FROM instance_seen_examples e
+              USING UNNEST($2::bytea[], $3::text[]) AS g(fact, run_id)
+              WHERE e.instance = $1 AND e.fact = g.fact AND e.run_id = g.run_id",
+            &[&me, &gone_facts, &gone_runs],
+        )
+        .await?;
     }
     for (run, last_ns) in &batch.expired {
         // Removed from the deployment with what every instance published of it, unless spans
