@@ -31,9 +31,9 @@ use super::analysis::{generate, median, peak_rss};
 pub const SUITE: &str = "bench-history";
 
 /// Test names whose traces fail in every other run: their first hops are flaky.
-const ALTERNATING: std::ops::Range<u64> = 0..5;
+pub(super) const ALTERNATING: std::ops::Range<u64> = 0..5;
 /// The test name whose traces fail in every run: a steady failure.
-const STEADY: u64 = 5;
+pub(super) const STEADY: u64 = 5;
 
 /// A suite of generated runs in a real store.
 pub struct Suite {
@@ -47,7 +47,11 @@ pub struct Suite {
 
 /// A run's spans: `base` under trace ids of run `k`, its resources naming the run and the
 /// suite, and the tests chosen to fail in this run failing on their first call.
-fn run_spans(base: &[Span], k: usize, fail: &std::collections::HashSet<SpanId>) -> Vec<Span> {
+pub(super) fn run_spans(
+    base: &[Span],
+    k: usize,
+    fail: &std::collections::HashSet<SpanId>,
+) -> Vec<Span> {
     let mut resources: std::collections::HashMap<*const Resource, Arc<Resource>> =
         std::collections::HashMap::new();
     let run_id = run_name(k);
@@ -84,13 +88,13 @@ fn set(attrs: &mut Attributes, key: &str, value: impl Into<Value>) {
     }
 }
 
-fn run_name(k: usize) -> String {
+pub(super) fn run_name(k: usize) -> String {
     format!("hist-{k:03}")
 }
 
 /// The spans made to fail in a run whose tests `names` fail: each such test's span, its first
 /// call and the span answering that call.
-fn failing_spans(base: &[Span], names: &[String]) -> std::collections::HashSet<SpanId> {
+pub(super) fn failing_spans(base: &[Span], names: &[String]) -> std::collections::HashSet<SpanId> {
     let tests: std::collections::HashSet<SpanId> = base
         .iter()
         .filter(|s| s.parent_span_id.is_none())

@@ -10,4 +10,5 @@ pub mod logs;
 pub mod results;
 pub mod served;
 pub mod shared;
+pub mod shared_history;
 pub mod ui;

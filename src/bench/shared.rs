@@ -46,10 +46,10 @@ pub struct Args {
     pub runs: usize,
 }
 
-struct Instance {
+pub(super) struct Instance {
     child: Child,
-    otlp: String,
-    ui: String,
+    pub(super) otlp: String,
+    pub(super) ui: String,
 }
 
 impl Drop for Instance {
@@ -62,7 +62,7 @@ impl Drop for Instance {
 impl Instance {
     /// An instance of the deployment on `db_url`, registered under its own UI address; with
     /// none, a single process on its embedded store alone (the baseline).
-    fn start(dir: &std::path::Path, db_url: Option<&str>) -> anyhow::Result<Self> {
+    pub(super) fn start(dir: &std::path::Path, db_url: Option<&str>) -> anyhow::Result<Self> {
         let (child, http, ui) = served::serve_child(dir, |ui| match db_url {
             Some(db) => ["--shared-db", db, "--instance-url", ui]
                 .map(str::to_owned)
@@ -78,7 +78,7 @@ impl Instance {
 }
 
 /// The instance a trace goes to: a fixed hash of its id, modulo the instances.
-fn route(span: &Span, instances: usize) -> usize {
+pub(super) fn route(span: &Span, instances: usize) -> usize {
     let hasher = BuildHasherDefault::<std::hash::DefaultHasher>::default();
     (hasher.hash_one(span.trace_id) % instances as u64) as usize
 }
@@ -111,11 +111,14 @@ fn exports(spans: usize, instances: usize) -> Vec<Vec<Bytes>> {
     out
 }
 
-fn encode(spans: &[Span]) -> Bytes {
+pub(super) fn encode(spans: &[Span]) -> Bytes {
     Bytes::from(crate::cli::import::to_otlp::request(spans).encode_to_vec())
 }
 
-async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::Value> {
+pub(super) async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<serde_json::Value> {
     let r = http.get(url).send().await?;
     let status = r.status();
     let body: serde_json::Value = r.json().await?;
@@ -302,7 +305,7 @@ async fn deployment(
 }
 
 /// `url` with its database replaced by `db`.
-fn database_url(url: &str, db: &str) -> anyhow::Result<String> {
+pub(super) fn database_url(url: &str, db: &str) -> anyhow::Result<String> {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),

@@ -173,6 +173,11 @@ pub enum BenchCommand {
         /// Report requests timed again; the median is reported.
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// History across runs instead: a suite of this many runs of `--spans` spans each,
+        /// sent to one process and to a deployment of `--instances` (at least 2); `flaky`, an
+        /// edge's trend and `diff` asked of each, with ratios to the single process.
+        #[arg(long, value_name = "RUNS", default_value_t = 0)]
+        history: usize,
     },
     /// What OTLP logs cost: per-trace results of a generated run with an ERROR log record on
     /// every hundredth span, against the same run without; log records' durable ingest rate
@@ -343,7 +348,19 @@ pub fn main() -> ExitCode {
                 spans,
                 instances,
                 runs,
+                history,
             }) => {
+                if history > 0 {
+                    crate::bench::shared_history::run(crate::bench::shared_history::Args {
+                        admin_url: admin_db,
+                        runs: history.max(2),
+                        spans,
+                        instances,
+                        repeat: runs.max(1),
+                    })
+                    .await?;
+                    return Ok(ExitCode::SUCCESS);
+                }
                 crate::bench::shared::run(crate::bench::shared::Args {
                     admin_url: admin_db,
                     spans,
