@@ -1,8 +1,8 @@
 //! The store side of history: the suite's window of runs, the runs' digests kept in
 //! `run_digests` and their failures in `run_failures` (read when fresh, made from a run's rollup
-//! when not, made ahead of time by `serve`'s history keeper), the questions over a window
-//! (`flaky_hops`, `trend_of`, `flaky_in_report`), and what `diff` reads of a run
-//! (`diff_records`). The only part of `history/` that does I/O.
+//! when not, made ahead of time by `serve`'s history keeper; in a deployment, kept in the shared
+//! database), the questions over a window (`flaky_hops`, `trend_of`, `flaky_in_report`), and
+//! what `diff` reads of a run (`diff_records`). The only part of `history/` that does I/O.
 //!
 //! A run's rollup → graph is tens of milliseconds for a 100,000-span run (BENCHMARKS.md,
 //! "History"), twenty of them too slow for a question DESIGN wants answered in milliseconds. So
@@ -16,6 +16,21 @@
 //! beside the settle worker) makes the digest and failures of every run that has finished and
 //! has either missing or stale, so questions read digests and the first question after a run
 //! pays no more than the others.
+//!
+//! In a deployment (`serve --shared-db`) a run's rollup is the sum of every instance's
+//! published share, and it moves when any instance publishes, which this store's stamps do not
+//! see. So the deployment keeps the records instead (`results::Deployment::history`,
+//! `shared/reads.rs`): each in PostgreSQL's `run_digests` with the stamps of the shares the
+//! rollup summed when they were made (every write of a share takes a new number), fresh while
+//! those stamps are the shares' now. A window's records are read in one query; a record missing
+//! or stale is made from the deployment's rollup and kept for every instance when nothing of the
+//! run is pending anywhere (here, or on an instance that has not published its results: as in
+//! one process, a run still being analysed gets records for the question alone). A record is
+//! not used by the instance whose own share of the run changed since it published it, so no
+//! instance answers older than its own store. The background pass runs on one instance at a
+//! time, the holder of the history keeper's lease; any instance may keep what a question made,
+//! and a record is written only while its stamps are current and not over one kept under them,
+//! so instances racing write it once.
 //!
 //! Everything here blocks (SQLite, merging a rollup): call it from a blocking thread.
 
@@ -106,18 +121,13 @@ pub fn digests(
     ctx: &ReportContext,
     known: Known<'_>,
 ) -> Result<Vec<RunDigest>, QueryError> {
+    if let Some(d) = reader.deployment() {
+        return deployment_digests(reader, d.as_ref(), runs, ctx, known);
+    }
     let fp = fingerprint(&ctx.analysis);
     let mut out = Vec::with_capacity(runs.len());
-    // One of a deployment's instances: a run's rollup moves when any instance publishes its
-    // share, which this store's stamps do not see, so digests are made for each question and
-    // never kept (keeping them in the shared database is left for later).
-    let shared = reader.deployment().is_some();
     for run in runs {
-        let (stamp, stored) = if shared {
-            (0, None)
-        } else {
-            reader.with_conn(|c| load(c, &run.id, fp))?
-        };
+        let (stamp, stored) = reader.with_conn(|c| load(c, &run.id, fp))?;
         if let Some(d) = stored {
             out.push(d);
             continue;
@@ -129,67 +139,149 @@ pub fn digests(
             continue;
         }
         let pending = reader.with_conn(|c| settle::count_pending(c, &run.id, &ctx.analysis))?;
-        out.push(make(
-            reader,
-            &run.id,
-            ctx,
-            (pending == 0 && !shared).then_some(stamp),
-        )?);
+        let keep = if pending == 0 {
+            Keep::Local(stamp)
+        } else {
+            Keep::No
+        };
+        out.push(make(reader, &run.id, ctx, keep)?);
     }
     Ok(out)
 }
 
-/// Makes a run's digest from its rollup, and keeps it with `stamp` when given (the run has
-/// nothing pending: the rollup read is the one the stamp stands for, or newer).
+/// `digests` on one of a deployment's instances: the records the deployment keeps, read in one
+/// query for the whole window, where fresh; the others made from the deployment's rollups and
+/// kept there when the run is complete everywhere.
+fn deployment_digests(
+    reader: &Reader,
+    d: &dyn crate::results::Deployment,
+    runs: &[WindowEntry],
+    ctx: &ReportContext,
+    known: Known<'_>,
+) -> Result<Vec<RunDigest>, QueryError> {
+    let fp = fingerprint(&ctx.analysis);
+    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+    let kept = reader.with_conn(|c| d.history(c, &ids, fp, false))?;
+    let mut out = Vec::with_capacity(runs.len());
+    for (run, kept) in runs.iter().zip(kept) {
+        if let Some(digest) = kept.digest.and_then(RunDigest::decode) {
+            out.push(digest);
+            continue;
+        }
+        if let Some((id, make)) = known
+            && id == run.id
+        {
+            out.push(make());
+            continue;
+        }
+        let keep = deployment_keep(reader, d, &run.id, ctx, kept.shares)?;
+        out.push(make(reader, &run.id, ctx, keep)?);
+    }
+    Ok(out)
+}
+
+/// Whether records made of `run` now may be kept in the deployment: only when nothing of the
+/// run is pending anywhere (here, or on an instance that has not published its results), as
+/// in one process a run with traces pending gets records for the question alone.
+fn deployment_keep(
+    reader: &Reader,
+    d: &dyn crate::results::Deployment,
+    run: &str,
+    ctx: &ReportContext,
+    shares: Vec<i64>,
+) -> Result<Keep, QueryError> {
+    if reader.with_conn(|c| settle::count_pending(c, run, &ctx.analysis))? > 0 {
+        return Ok(Keep::No);
+    }
+    if d.pending_elsewhere(run, fingerprint(&ctx.analysis))? > 0 {
+        return Ok(Keep::No);
+    }
+    Ok(Keep::Deployment(shares))
+}
+
+/// Where records made from a run's rollup are kept, with the stamp of that rollup.
+enum Keep {
+    /// Not kept: made for the question (something of the run is pending).
+    No,
+    /// In the embedded store, with the rollup's stamp (`rollup_stamps`).
+    Local(i64),
+    /// In the deployment's database, with the stamps of the rollup's shares as read before
+    /// the rollup was.
+    Deployment(Vec<i64>),
+}
+
+/// Makes a run's digest from its rollup, and keeps it as `keep` says (the rollup read is the
+/// one the stamp stands for, or newer).
 fn make(
     reader: &Reader,
     run: &str,
     ctx: &ReportContext,
-    stamp: Option<i64>,
+    keep: Keep,
 ) -> Result<RunDigest, QueryError> {
-    Ok(make_records(reader, run, ctx, stamp)?.0)
+    Ok(make_records(reader, run, ctx, keep)?.0)
 }
 
-/// Makes a run's digest and its failures from its rollup, and keeps both with `stamp` when
-/// given, as `make`.
+/// Makes a run's digest and its failures from its rollup, and keeps both as `keep` says.
 fn make_records(
     reader: &Reader,
     run: &str,
     ctx: &ReportContext,
-    stamp: Option<i64>,
+    keep: Keep,
 ) -> Result<(RunDigest, RunFailures), QueryError> {
     let (graph, blame) = query::merged_runs(reader, &[run.to_owned()], ctx)?;
     let d = RunDigest::of(&graph, &blame);
     let f = RunFailures::of(&blame);
-    if let Some(stamp) = stamp {
-        // Keeping them is a favour to the next question: a failure (the store busy past its
-        // timeout) costs that question a recomputation, never this answer.
-        let fp = fingerprint(&ctx.analysis);
-        if let Err(e) = reader.with_conn(|c| keep(c, run, fp, stamp, &d, &f)) {
-            tracing::warn!(run = %run, error = %e, "keeping a run's history digest failed");
-        }
+    // Keeping them is a favour to the next question: a failure (the store busy past its
+    // timeout, the shared database gone) costs that question a recomputation, never this
+    // answer.
+    let fp = fingerprint(&ctx.analysis);
+    let kept = match keep {
+        Keep::No => Ok(()),
+        Keep::Local(stamp) => reader.with_conn(|c| keep_local(c, run, fp, stamp, &d, &f)),
+        Keep::Deployment(shares) => match reader.deployment() {
+            Some(dep) => dep.keep_history(run, fp, &shares, d.as_bytes(), f.as_bytes()),
+            None => Ok(()),
+        },
+    };
+    if let Err(e) = kept {
+        tracing::warn!(run = %run, error = %e, "keeping a run's history digest failed");
     }
     Ok((d, f))
 }
 
 /// What `diff` reads of a run: its digest and its failures, stored ones when both are fresh
 /// and nothing of the run is pending, else made from its rollup (the traces pending computed
-/// first, as for its report) and kept when nothing was pending. In a deployment they are made
-/// for each question and never kept, as digests are (see `digests`).
+/// first, as for its report) and kept when nothing was pending. In a deployment they are those
+/// the deployment keeps (`digests`), nothing of the run pending here.
 pub fn diff_records(
     reader: &Reader,
     run: &str,
     ctx: &ReportContext,
 ) -> Result<(RunDigest, RunFailures), QueryError> {
-    if reader.deployment().is_some() {
-        return make_records(reader, run, ctx, None);
-    }
     let fp = fingerprint(&ctx.analysis);
+    if let Some(d) = reader.deployment() {
+        let kept = reader.with_conn(|c| d.history(c, &[run.to_owned()], fp, true))?;
+        let kept = kept.into_iter().next().unwrap_or_default();
+        let pending = reader.with_conn(|c| settle::run_has_pending(c, run, &ctx.analysis))?;
+        let records = kept
+            .digest
+            .and_then(RunDigest::decode)
+            .zip(kept.failures.and_then(RunFailures::decode));
+        return match records {
+            Some(records) if !pending => Ok(records),
+            _ if pending => make_records(reader, run, ctx, Keep::No),
+            _ => {
+                let keep = deployment_keep(reader, d.as_ref(), run, ctx, kept.shares)?;
+                make_records(reader, run, ctx, keep)
+            }
+        };
+    }
     let (stamp, stored) = reader.with_conn(|c| load_records(c, run, fp))?;
     let pending = reader.with_conn(|c| settle::run_has_pending(c, run, &ctx.analysis))?;
     match stored {
         Some(records) if !pending => Ok(records),
-        _ => make_records(reader, run, ctx, (!pending).then_some(stamp)),
+        _ if pending => make_records(reader, run, ctx, Keep::No),
+        _ => make_records(reader, run, ctx, Keep::Local(stamp)),
     }
 }
 
@@ -204,9 +296,8 @@ pub fn digest_pass(
     limit: usize,
     stop: &AtomicBool,
 ) -> Result<usize, QueryError> {
-    if reader.deployment().is_some() {
-        // Digests are not kept in a deployment (see `digests`).
-        return Ok(0);
+    if let Some(d) = reader.deployment() {
+        return deployment_pass(reader, d.as_ref(), ctx, settled_before, limit, stop);
     }
     let fp = fingerprint(&ctx.analysis);
     let stale: Vec<(String, i64)> = reader.with_conn(|c| {
@@ -242,8 +333,48 @@ pub fn digest_pass(
         if reader.with_conn(|c| settle::count_pending(c, &run, &ctx.analysis))? > 0 {
             continue;
         }
-        make(reader, &run, ctx, Some(stamp))?;
+        make(reader, &run, ctx, Keep::Local(stamp))?;
         made += 1;
+    }
+    Ok(made)
+}
+
+/// Candidates `deployment_pass` reads at a time: more than it makes, so that runs it must
+/// skip (something pending somewhere) do not hide the others.
+const CANDIDATES: usize = 64;
+
+/// `digest_pass` on one of a deployment's instances: only the deployment's history keeper (one
+/// instance at a time, `Deployment::history_to_make`) makes records, of runs finished in the
+/// whole deployment, and keeps them in the shared database for every instance. Another
+/// instance making the same run's records at once (a question) writes the same thing; the
+/// database keeps one.
+fn deployment_pass(
+    reader: &Reader,
+    d: &dyn crate::results::Deployment,
+    ctx: &ReportContext,
+    settled_before: u64,
+    limit: usize,
+    stop: &AtomicBool,
+) -> Result<usize, QueryError> {
+    let fp = fingerprint(&ctx.analysis);
+    let todo = d.history_to_make(
+        fp,
+        settled_before,
+        (digest::DIGEST_VERSION, FAILURES_VERSION),
+        CANDIDATES.max(limit.min(crate::history::MAX_LAST)),
+    )?;
+    let mut made = 0;
+    for (run, shares) in todo {
+        if made >= limit || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match deployment_keep(reader, d, &run, ctx, shares)? {
+            Keep::No => continue,
+            keep => {
+                make(reader, &run, ctx, keep)?;
+                made += 1;
+            }
+        }
     }
     Ok(made)
 }
@@ -335,7 +466,7 @@ fn load_records(
 }
 
 /// Keeps a run's digest and failures, made from its rollup as of `stamp`, in one transaction.
-fn keep(
+fn keep_local(
     conn: &rusqlite::Connection,
     run: &str,
     fp: i64,

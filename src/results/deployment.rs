@@ -36,6 +36,19 @@ pub enum RunLookup<'a> {
     All,
 }
 
+/// What a deployment keeps of a run for history (`history::store`), as `Deployment::history`
+/// finds it.
+#[derive(Debug, Clone, Default)]
+pub struct KeptHistory {
+    /// The stamps of the run's published shares now (sorted): what a record made now is kept
+    /// under.
+    pub shares: Vec<i64>,
+    /// The run's digest and failures, encoded, when kept under `shares` (fresh) and nothing of
+    /// the run waits here for publication; failures only when asked for.
+    pub digest: Option<Vec<u8>>,
+    pub failures: Option<Vec<u8>>,
+}
+
 pub trait Deployment: Send + Sync {
     /// The other instances' shares of the rollups of `runs` (`""`: the traces of no run) under
     /// the fingerprint `fp`, with their test cases.
@@ -79,4 +92,39 @@ pub trait Deployment: Send + Sync {
     /// The traces of `run` that other instances hold and have no fresh results for under the
     /// fingerprint `fp` (as far as they published).
     fn pending_elsewhere(&self, run: &str, fp: i64) -> Result<u64, StoreError>;
+
+    /// For each of `runs`, in order, the stamps of its rollup's shares now and the history
+    /// records the deployment keeps of it when they were made under those stamps; a run whose
+    /// share here changed since it was published (`local` says) gets none, so that this
+    /// instance never answers older than its own store. `failures`: read those too.
+    fn history(
+        &self,
+        local: &Connection,
+        runs: &[String],
+        fp: i64,
+        failures: bool,
+    ) -> Result<Vec<KeptHistory>, StoreError>;
+
+    /// Keeps a run's history records, made from its rollup when its shares' stamps were
+    /// `shares`, unless the shares moved since or they are kept already.
+    fn keep_history(
+        &self,
+        run: &str,
+        fp: i64,
+        shares: &[i64],
+        digest: &[u8],
+        failures: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// When this instance is the deployment's history keeper (one at a time, by a lease it
+    /// takes or renews here): up to `limit` runs, newest first, that are finished (closed, or
+    /// no span since `settled_before`) and have published shares but no fresh records of the
+    /// versions `versions` (digest's, failures'), with their shares' stamps. Else none.
+    fn history_to_make(
+        &self,
+        fp: i64,
+        settled_before: u64,
+        versions: (u32, u32),
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<i64>)>, StoreError>;
 }

@@ -36,7 +36,7 @@ use crate::blame::{self, ErrorClass};
 use crate::graph::{self, AnalysisOptions, Forest, NodeKind, Target, TestOutcome, semconv};
 use crate::model::{Span, SpanId, SpanKind, TraceId};
 
-pub use deployment::{Deployment, RunLookup};
+pub use deployment::{Deployment, KeptHistory, RunLookup};
 pub use merge::{NamedHop, merge, trace_hops};
 pub use rollup::Rollup;
 

@@ -8,8 +8,12 @@
 //! asking another instance for the spans it holds of a trace (`peers`): for the views of a trace
 //! held elsewhere (`web::proxy`), and to analyse a trace split between instances or linked to
 //! traces on others, which the instance that learns of it tells the instances concerned
-//! (`stale_traces`, through `publish`). History's digests are not kept in a deployment: made per
-//! question.
+//! (`stale_traces`, through `publish`). History's records of a run (its digest and failures)
+//! are kept in the database for the whole deployment (`run_digests`, read and written by
+//! `reads`), each with the stamps of the rollup shares it was made from: every write of a share
+//! takes a new number (`publish`), so a record is fresh while its run's shares carry the same
+//! numbers. One instance at a time (the history keeper's lease) makes finished runs' records in
+//! the background.
 //!
 //! Main types: `SharedDb` (pool, health, this instance), `DbHealth` (ok, or degraded and why:
 //! what `/api/health` and `/metrics` report), `SharedRuns` (the `runs::RunRegistry` over

@@ -334,7 +334,8 @@ async fn publish(db: &SharedDb, batch: &Batch) -> Result<(), SharedError> {
             "INSERT INTO instance_rollups (run_id, fingerprint, instance, data, tests)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (run_id, fingerprint, instance)
-             DO UPDATE SET data = EXCLUDED.data, tests = EXCLUDED.tests",
+             DO UPDATE SET data = EXCLUDED.data, tests = EXCLUDED.tests,
+               stamp = nextval('rollup_share_stamps')",
         )
         .await?;
     let drop_rollup = tx
@@ -532,6 +533,8 @@ async fn publish(db: &SharedDb, batch: &Batch) -> Result<(), SharedError> {
             .await?;
         if gone > 0 {
             tx.execute("DELETE FROM instance_rollups WHERE run_id = $1", &[run])
+                .await?;
+            tx.execute("DELETE FROM run_digests WHERE run_id = $1", &[run])
                 .await?;
             tx.execute(
                 "DELETE FROM instance_seen_examples WHERE run_id = $1",

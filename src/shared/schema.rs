@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "traces whose results another instance's traces change",
         sql: V3,
     },
+    Migration {
+        version: 4,
+        name: "history digests and failures kept for the deployment",
+        sql: V4,
+    },
 ];
 
 /// Times of the tracecov data model (`*_ns`) are nanoseconds since the epoch as the instance
@@ -220,6 +225,41 @@ CREATE TABLE stale_traces (
     PRIMARY KEY (instance, trace_id)
 );
 CREATE INDEX trace_links_from ON trace_links (from_trace);
+";
+
+/// History's records of a run (its digest and failures, `history::store`) kept for the whole
+/// deployment. A run's rollup is the sum of its instances' shares, so it changes exactly when a
+/// share is written or removed: every write of a share takes a new number from one sequence
+/// (`stamp`), and the sorted list of a run's share stamps names the rollup it sums to. A record
+/// is kept with the list it was made under and is fresh while the list is the same. Numbers are
+/// never reused, so a list never comes back once it changed, whatever order instances commit
+/// in, and no row is shared between instances' publications (nothing to lock or deadlock on).
+/// Version 1's `run_digests` (one stamp per run, never written) is replaced.
+const V4: &str = "
+CREATE SEQUENCE rollup_share_stamps;
+ALTER TABLE instance_rollups
+    ADD COLUMN stamp BIGINT NOT NULL DEFAULT nextval('rollup_share_stamps');
+
+-- Per run and fingerprint, its history digest and failures (`history::RunDigest`,
+-- `history::RunFailures`, encoded with their version) made from the rollup whose shares had
+-- the stamps `shares` (sorted).
+DROP TABLE run_digests;
+CREATE TABLE run_digests (
+    run_id       TEXT NOT NULL,
+    fingerprint  BIGINT NOT NULL,
+    shares       BIGINT[] NOT NULL,
+    digest       BYTEA NOT NULL,
+    failures     BYTEA NOT NULL,
+    PRIMARY KEY (run_id, fingerprint)
+);
+
+-- Which instance makes finished runs' records in the background (a lease it renews while it
+-- lives; another takes it over once it lapses).
+CREATE TABLE history_keeper (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    instance  TEXT NOT NULL,
+    until     TIMESTAMPTZ NOT NULL
+);
 ";
 
 /// Applies what is missing, under the advisory lock, in one transaction; returns the versions

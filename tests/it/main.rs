@@ -35,6 +35,7 @@ mod regressions;
 mod results;
 mod run_assignment;
 mod shared_db;
+mod shared_db_history;
 mod shared_db_reports;
 mod shared_db_traces;
 mod tokens;

@@ -177,14 +177,19 @@ async fn start_router(targets: Arc<Targets>) -> String {
 }
 
 /// Three instances of one deployment, the single process, and the router in front.
-struct Deployment {
-    instances: Vec<TestServer>,
-    reference: TestServer,
+pub(crate) struct Deployment {
+    pub(crate) instances: Vec<TestServer>,
+    pub(crate) reference: TestServer,
     targets: Arc<Targets>,
     router: String,
 }
 
 async fn deployment(url: &str) -> Deployment {
+    deployment_settling(url, None).await
+}
+
+/// `deployment`, every server settling traces after `settle` when given (else the default).
+pub(crate) async fn deployment_settling(url: &str, settle: Option<Duration>) -> Deployment {
     let mut instances = Vec::new();
     for i in 0..INSTANCES {
         let shared = SharedDbConfig {
@@ -197,6 +202,9 @@ async fn deployment(url: &str) -> Deployment {
                 c.test_services = vec![demo::TEST_SERVICE.into()];
                 c.shared = Some(shared);
                 c.public_url = Some(PUBLIC_URL.into());
+                if let Some(settle) = settle {
+                    c.settle = settle;
+                }
             })
             .await,
         );
@@ -204,6 +212,9 @@ async fn deployment(url: &str) -> Deployment {
     let reference = TestServer::start_with(|c| {
         c.test_services = vec![demo::TEST_SERVICE.into()];
         c.public_url = Some(PUBLIC_URL.into());
+        if let Some(settle) = settle {
+            c.settle = settle;
+        }
     })
     .await;
     let targets = Arc::new(Targets {
@@ -249,7 +260,7 @@ pub(crate) async fn until(what: &str, mut check: impl AsyncFnMut() -> Result<(),
 }
 
 impl Deployment {
-    fn all(&self) -> impl Iterator<Item = &TestServer> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &TestServer> {
         self.instances
             .iter()
             .chain(std::iter::once(&self.reference))
@@ -271,10 +282,19 @@ impl Deployment {
 
     /// The demo shop's suite once, exported through the router.
     async fn suite(&self, faults: Vec<Fault>) {
+        self.suite_with(faults, Vec::new()).await;
+    }
+
+    /// The demo shop's suite once, its resources carrying `resource_attributes` too.
+    pub(crate) async fn suite_with(
+        &self,
+        faults: Vec<Fault>,
+        resource_attributes: Vec<(String, String)>,
+    ) {
         let shop = demo::start(ShopConfig {
             otlp_endpoint: self.router.clone(),
             faults: faults.clone(),
-            resource_attributes: Vec::new(),
+            resource_attributes,
         })
         .await
         .unwrap();
@@ -291,7 +311,7 @@ impl Deployment {
 
     /// Waits until every trace of `runs` has results on every instance and in the single
     /// process, and each instance has published them and assigned every trace.
-    async fn settled(&self, runs: &[&str]) {
+    pub(crate) async fn settled(&self, runs: &[&str]) {
         for server in self.all() {
             for run in runs {
                 until(&format!("run {run} settled"), async || {
