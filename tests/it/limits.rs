@@ -51,7 +51,7 @@ async fn a_flood_of_large_json_exports_stays_within_the_memory_budget_and_loses_
         "{}",
         bodies[0].0.len()
     );
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let url = format!("{}/v1/traces", server.http);
     let answers = futures::future::join_all(bodies.into_iter().map(|(body, spans)| {
         let (http, url) = (http.clone(), url.clone());
@@ -218,7 +218,7 @@ async fn each_listener_holds_a_bounded_number_of_connections() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let export = {
-        let (http, url) = (reqwest::Client::new(), server.traces_url());
+        let (http, url) = (crate::common::http(), server.traces_url());
         tokio::spawn(async move {
             http.post(url)
                 .header("content-type", "application/x-protobuf")

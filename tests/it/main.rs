@@ -36,6 +36,7 @@ mod results;
 mod run_assignment;
 mod shared_db;
 mod shared_db_reports;
+mod shared_db_tls;
 mod shared_db_traces;
 mod tokens;
 mod ui;

@@ -75,6 +75,8 @@ struct Telemetry {
 impl Telemetry {
     /// A provider exporting OTLP/HTTP protobuf to `endpoint` through the SDK's batch processor.
     fn new(service: &'static str, endpoint: &str) -> Self {
+        // The SDK's HTTP exporter builds a reqwest client (`tracecov::tls`).
+        tracecov::tls::install_provider();
         let exporter = SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
@@ -338,7 +340,7 @@ async fn hotrod_run(server: &TestServer, name: &str) -> String {
     ];
     let client = |t: &Telemetry| Client {
         telemetry: t.clone(),
-        http: reqwest::Client::new(),
+        http: crate::common::http(),
     };
     let stop = CancellationToken::new();
     let redis_addr = serve(&telemetry[2], redis(), stop.clone()).await;

@@ -116,7 +116,7 @@ async fn two_instances_racing_to_open_the_same_ci_run_open_one() {
             ))
         })
         .collect();
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let post = |to: &Running, body: String| {
         http.post(format!("{}/v1/traces", to.http))
             .header("content-type", "application/json")
@@ -551,7 +551,7 @@ async fn an_instance_killed_during_ingest_loses_nothing_acknowledged_and_publish
     let sender = {
         let (stop, endpoint) = (stop.clone(), format!("{}/v1/traces", first.http));
         tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = crate::common::http();
             let mut acknowledged = Vec::new();
             let mut seed = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -586,7 +586,7 @@ async fn an_instance_killed_during_ingest_loses_nothing_acknowledged_and_publish
     assert!(acknowledged.len() >= 3, "{acknowledged:?}");
 
     let second = Killed(spawn_serve(dir.path(), &flags));
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     for seed in &acknowledged {
         let resp = http
             .get(format!("{}/api/traces/{}", second.0.ui, trace_hex(*seed)))

@@ -110,7 +110,7 @@ async fn the_api_token_guards_the_api_ui_and_metrics_and_a_browser_signs_in_by_l
     assert_eq!(get("/metrics", Some("r3ad")).await.unwrap().status(), 200);
 
     // The sign-in link: a cookie, and the same page without the token.
-    let no_redirects = reqwest::Client::builder()
+    let no_redirects = crate::common::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -179,7 +179,7 @@ async fn the_api_token_guards_the_api_ui_and_metrics_and_a_browser_signs_in_by_l
 
 /// A CA and a certificate for localhost and 127.0.0.1 signed by it, as PEM files in `dir`:
 /// (ca.pem, cert.pem, key.pem).
-fn certificates(dir: &Path) -> (std::path::PathBuf, TlsFiles) {
+pub fn certificates(dir: &Path) -> (std::path::PathBuf, TlsFiles) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -266,7 +266,10 @@ async fn every_listener_serves_tls_to_the_python_sdk_and_a_browser_client() {
         assert_eq!(trace["spans"].as_array().unwrap().len(), 2, "{trace}");
     }
     // Plain HTTP to a TLS listener gets no answer but a closed connection.
-    let plain = reqwest::get(format!("http://{}/api/health", server.addrs.ui)).await;
+    let plain = crate::common::http()
+        .get(format!("http://{}/api/health", server.addrs.ui))
+        .send()
+        .await;
     assert!(plain.is_err(), "{plain:?}");
     server.stop().await;
 }
