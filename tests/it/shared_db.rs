@@ -659,8 +659,27 @@ async fn a_run_past_the_history_age_leaves_the_shared_database() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     };
-    send("0bf7651916cd43dd8448eb211c80319c", "short-lived").await;
+    // The short-lived run's trace links to another trace: that link leaves PostgreSQL with it.
+    let linked: Value = serde_json::from_str(&export(
+        "0bf7651916cd43dd8448eb211c80319c",
+        &[("tracecov.run.id", "short-lived")],
+    ))
+    .unwrap();
+    let mut linked = linked;
+    linked["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["links"] =
+        json!([{"traceId": "0cf7651916cd43dd8448eb211c80319c", "spanId": "7000000000000009"}]);
+    let resp = a
+        .http
+        .post(a.traces_url())
+        .header("content-type", "application/json")
+        .body(linked.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
     let count = |sql: &str| pg.psql_in(&url, sql);
+    let links_from_short_lived =
+        "SELECT count(*) FROM trace_links WHERE from_trace = '\\x0bf7651916cd43dd8448eb211c80319c'";
     let run = eventually("the run and its share in PostgreSQL", async || {
         let id = count("SELECT id FROM runs WHERE name = 'short-lived'");
         (!id.is_empty()
@@ -669,7 +688,8 @@ async fn a_run_past_the_history_age_leaves_the_shared_database() {
             )) == "1"
             && count(&format!(
                 "SELECT count(*) FROM instance_rollups WHERE run_id = '{id}'"
-            )) == "1")
+            )) == "1"
+            && count(links_from_short_lived) == "1")
             .then_some(id)
     })
     .await;
@@ -684,7 +704,8 @@ async fn a_run_past_the_history_age_leaves_the_shared_database() {
             )) == "0"
             && count(&format!(
                 "SELECT count(*) FROM instance_rollups WHERE run_id = '{run}'"
-            )) == "0")
+            )) == "0"
+            && count(links_from_short_lived) == "0")
             .then_some(())
     })
     .await;
