@@ -391,16 +391,7 @@ async fn the_open_run_and_automatic_runs_span_instances() {
     let url = pg.database();
     let a = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://a.test:4320"))).await;
     let b = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://b.test:4320"))).await;
-    let opened: Value = a
-        .http
-        .post(a.api("/api/runs"))
-        .json(&json!({"name": "nightly"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let opened = a.open_run(json!({"name": "nightly"})).await;
     let resp = b
         .post_otlp(
             "application/json",
@@ -729,16 +720,7 @@ async fn an_explicit_run_outranks_an_implicit_one_across_instances() {
     let url = pg.database();
     let a = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://a.test:4320"))).await;
     let b = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://b.test:4320"))).await;
-    let opened: Value = a
-        .http
-        .post(a.api("/api/runs"))
-        .json(&json!({"name": "open"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let opened = a.open_run(json!({"name": "open"})).await;
     let open = opened["id"].as_str().unwrap().to_owned();
     // Both exports carry three traces; the middle one names its run explicitly on `b`.
     let traces = [
