@@ -93,6 +93,21 @@ impl TestServer {
             .unwrap()
     }
 
+    /// `POST /api/runs` with `open` (its name, its suite): the run opened, as the API answers.
+    pub async fn open_run(&self, open: Value) -> Value {
+        let resp = self
+            .http
+            .post(self.api("/api/runs"))
+            .json(&open)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let run: Value = resp.json().await.unwrap();
+        assert_eq!(status, 201, "opening {open}: {run}");
+        run
+    }
+
     pub async fn stats(&self) -> Value {
         self.get_json("/api/stats").await.1
     }

@@ -321,16 +321,7 @@ async fn run_suite(tests: &Client, driver: SocketAddr) -> Vec<(&'static str, boo
 /// Runs the program against `server` in a new run named `name`: its services, the suite, every
 /// span flushed, the run closed. Returns the run's id.
 async fn hotrod_run(server: &TestServer, name: &str) -> String {
-    let run: Value = server
-        .http
-        .post(server.api("/api/runs"))
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run = server.open_run(json!({ "name": name })).await;
     let run_id = run["id"].as_str().unwrap().to_owned();
     let endpoint = server.addrs.otlp_http_url();
     let telemetry = [
