@@ -27,6 +27,9 @@
 //!   assigned at a later commit, after the database is back.
 //! - The URL may hold a password: it is kept as a `config::Secret`, and messages name only the
 //!   host, port and database.
+//! - TLS as libpq's `sslmode` and `sslrootcert` in the URL ask (`tls`), over rustls: a
+//!   certificate refused is said with the database's address and the TLS settings
+//!   (`SharedError::Tls`), at start or in the health.
 //!
 //! Must not: hold spans (they stay on the instance that received them), or make an export's
 //! acknowledgement wait for PostgreSQL.
