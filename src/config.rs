@@ -56,6 +56,10 @@ pub struct ServeConfig {
     /// The PEM certificate chain and key every listener serves TLS with (`--tls-cert`,
     /// `--tls-key`).
     pub tls: Option<TlsFiles>,
+    /// A PEM file of certificate authorities trusted besides the system's when this instance
+    /// asks another of its deployment at an `https://` `--instance-url` (`--tls-ca`; see
+    /// `crate::tls`).
+    pub tls_ca: Option<PathBuf>,
     /// The database this instance shares with the others of its deployment (`--shared-db`,
     /// `--instance-url`); `None`: one process, the embedded store alone.
     pub shared: Option<SharedDbConfig>,
@@ -141,6 +145,7 @@ impl ServeConfig {
             ingest_token: None,
             token: None,
             tls: None,
+            tls_ca: None,
             shared: None,
             advertise_otlp: None,
             cors_origins: crate::web::cors::CorsOrigins::default(),

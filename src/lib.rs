@@ -28,4 +28,5 @@ pub mod runs;
 pub mod server;
 pub mod shared;
 pub mod store;
+pub mod tls;
 pub mod web;

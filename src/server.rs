@@ -183,6 +183,8 @@ impl Server {
         let mut addrs = listeners.addrs()?;
         addrs.tls = config.tls.is_some();
         warn_about_exposure(&config, addrs);
+        // Before any HTTP client is built (crate::tls says why).
+        crate::tls::install_provider();
         let shared = match &config.shared {
             Some(s) => Some(
                 SharedDb::connect(s, config.advertise_otlp.as_deref())
@@ -244,7 +246,9 @@ impl Server {
         let mut tasks = Vec::new();
         let (forwarder, mut forward_tasks) = ingest::Forwarder::start(&config.forward, &shutdown);
         // The instances of a deployment share the API token: it is what one shows another.
-        let peers = crate::shared::peers::Peers::new(config.token.as_ref().map(|t| t.0.clone()));
+        let trust = crate::tls::Trust::new(config.tls_ca.as_deref())?;
+        let peers =
+            crate::shared::peers::Peers::new(config.token.as_ref().map(|t| t.0.clone()), &trust)?;
         if let (Some(db), Some(s)) = (&shared, &config.shared) {
             // Waited for like the forwarding tasks: they end at shutdown, never on their own.
             forward_tasks.push(db.spawn_heartbeat(s.heartbeat_every, shutdown.clone()));

@@ -302,7 +302,7 @@ pub(super) async fn wait_ready(http: &reqwest::Client, ui: &str) -> anyhow::Resu
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let server = Server::start()?;
-    let http = reqwest::Client::new();
+    let http = crate::tls::Trust::default().client_builder().build()?;
     wait_ready(&http, &server.ui).await?;
     let traces_url = format!("{}/v1/traces", server.http);
     println!(

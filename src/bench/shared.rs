@@ -324,13 +324,13 @@ pub(super) fn database_url(url: &str, db: &str) -> anyhow::Result<String> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = crate::shared::parse_url(&args.admin_url).map_err(anyhow::Error::msg)?;
+    let (config, tls) = crate::shared::parse_url(&args.admin_url).map_err(anyhow::Error::msg)?;
     let (admin, connection) = config
-        .connect(tokio_postgres::NoTls)
+        .connect(tls.connector().map_err(anyhow::Error::msg)?)
         .await
         .with_context(|| format!("connecting to {}", args.admin_url))?;
     tokio::spawn(connection);
-    let http = reqwest::Client::new();
+    let http = crate::tls::Trust::default().client_builder().build()?;
     println!(
         "shared benchmark: a generated run of {} spans over OTLP/HTTP split by trace id over 1 to {} tracecov serve --shared-db instances (settle {SETTLE}), one PostgreSQL",
         args.spans, args.instances

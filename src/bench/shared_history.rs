@@ -164,9 +164,9 @@ async fn ask(
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = crate::shared::parse_url(&args.admin_url).map_err(anyhow::Error::msg)?;
+    let (config, tls) = crate::shared::parse_url(&args.admin_url).map_err(anyhow::Error::msg)?;
     let (admin, connection) = config
-        .connect(tokio_postgres::NoTls)
+        .connect(tls.connector().map_err(anyhow::Error::msg)?)
         .await
         .with_context(|| format!("connecting to {}", args.admin_url))?;
     tokio::spawn(connection);
@@ -267,9 +267,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let kept: i64 = {
-        let (client, connection) = crate::shared::parse_url(&db_url)
-            .map_err(anyhow::Error::msg)?
-            .connect(tokio_postgres::NoTls)
+        let (config, tls) = crate::shared::parse_url(&db_url).map_err(anyhow::Error::msg)?;
+        let (client, connection) = config
+            .connect(tls.connector().map_err(anyhow::Error::msg)?)
             .await?;
         tokio::spawn(connection);
         client

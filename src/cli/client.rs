@@ -1,8 +1,13 @@
 //! What client commands send to a server that requires tokens (DESIGN's "Exposure"): `--token`
-//! on the API, `--ingest-token` on OTLP exports.
+//! on the API, `--ingest-token` on OTLP exports; and whom they trust over `https://` (the
+//! system's roots and `--tls-ca`, `crate::tls::Trust`).
 
-/// An HTTP client for a server's API, sending `Authorization: Bearer TOKEN` when given.
-pub fn api_client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+use std::path::Path;
+
+/// An HTTP client for a server's API, sending `Authorization: Bearer TOKEN` when given and
+/// trusting `ca_file`'s certificate authorities besides the system's.
+pub fn api_client(token: Option<&str>, ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let trust = crate::tls::Trust::new(ca_file)?;
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token {
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
@@ -10,9 +15,7 @@ pub fn api_client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    Ok(reqwest::Client::builder()
-        .default_headers(headers)
-        .build()?)
+    Ok(trust.client_builder().default_headers(headers).build()?)
 }
 
 /// `OTEL_EXPORTER_OTLP_HEADERS` with `Authorization=Bearer TOKEN` set (the variable's values are

@@ -118,6 +118,15 @@ pub struct ImportArgs {
         requires = "server"
     )]
     pub ingest_token: Option<String>,
+    /// With --server: also trust the certificate authorities in this PEM file, besides the
+    /// system's, when it is an https:// URL (the CA that signed the server's --tls-cert).
+    #[arg(
+        long = "tls-ca",
+        value_name = "FILE",
+        env = "TRACECOV_TLS_CA",
+        requires = "server"
+    )]
+    pub tls_ca: Option<PathBuf>,
     /// A test-driver service whose root spans are test cases; repeatable. Only used to assign
     /// traces here: give it to `tracecov report` too.
     #[arg(long = "test-service", value_name = "NAME", value_delimiter = ',')]
@@ -170,6 +179,7 @@ fn import_files(args: &ImportArgs, handle: &Handle) -> anyhow::Result<ExitCode> 
             url,
             args.token.as_deref(),
             args.ingest_token.as_deref(),
+            args.tls_ca.as_deref(),
             handle.clone(),
         )?),
         None => Box::new(DataTarget::open(&args.data, args.test_services.clone())?),
@@ -548,13 +558,14 @@ impl ServerTarget {
         url: &str,
         token: Option<&str>,
         ingest_token: Option<&str>,
+        tls_ca: Option<&std::path::Path>,
         handle: Handle,
     ) -> anyhow::Result<Self> {
         let mut target = Self {
             base: url.trim_end_matches('/').to_owned(),
             traces_url: String::new(),
             logs_url: String::new(),
-            http: super::client::api_client(token)?,
+            http: super::client::api_client(token, tls_ca)?,
             ingest_auth: ingest_token.map(|t| format!("Bearer {t}")),
             handle,
         };

@@ -242,6 +242,8 @@ pub enum BenchCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // Before any HTTP client is built (crate::tls says why).
+    crate::tls::install_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -389,6 +391,9 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("tracecov: {e:#}");
+            if let Some(hint) = crate::tls::untrusted_hint(&e) {
+                eprintln!("tracecov: {hint}");
+            }
             ExitCode::from(2)
         }
     }

@@ -41,6 +41,12 @@ pub struct RunArgs {
     /// command in OTEL_EXPORTER_OTLP_HEADERS; the embedded collector requires it too when given.
     #[arg(long, env = "TRACECOV_INGEST_TOKEN", hide_env_values = true)]
     pub ingest_token: Option<String>,
+    /// Also trust the certificate authorities in this PEM file, besides the system's, when
+    /// --server is an https:// URL (the CA that signed the server's --tls-cert); passed on to
+    /// the command in OTEL_EXPORTER_OTLP_CERTIFICATE when its endpoint is https:// and that is
+    /// not set.
+    #[arg(long = "tls-ca", value_name = "FILE", env = "TRACECOV_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// The embedded collector's store.
     #[arg(long, env = "TRACECOV_DATA", default_value = config::DEFAULT_DATA_DIR)]
     pub data: PathBuf,
@@ -159,7 +165,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let api = Api {
         base,
-        http: super::client::api_client(token.as_ref().map(|t| t.0.as_str()))?,
+        http: super::client::api_client(
+            token.as_ref().map(|t| t.0.as_str()),
+            args.tls_ca.as_deref(),
+        )?,
     };
     let health = api.get("/api/health").await?;
     // A deployment's instances advertise the Collector in front of them (`--advertise-otlp`):
@@ -204,6 +213,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         .env("OTEL_RESOURCE_ATTRIBUTES", attrs);
+    // The SDKs read the CA for an https:// endpoint from this variable; the user's own wins.
+    if let Some(ca) = &args.tls_ca
+        && endpoint.starts_with("https://")
+        && std::env::var_os("OTEL_EXPORTER_OTLP_CERTIFICATE").is_none()
+    {
+        command.env(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            std::path::absolute(ca).unwrap_or_else(|_| ca.clone()),
+        );
+    }
     if let Some(t) = &ingest_token {
         let existing = std::env::var("OTEL_EXPORTER_OTLP_HEADERS").ok();
         command.env(

@@ -110,6 +110,11 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "TRACECOV_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Also trust the certificate authorities in this PEM file, besides the system's, when
+    /// asking the deployment's other instances at their https:// --instance-url (the CA that
+    /// signed their --tls-cert).
+    #[arg(long = "tls-ca", value_name = "FILE", env = "TRACECOV_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Send every acknowledged export on to another collector, unredacted: `grpc://host:port`
     /// (OTLP/gRPC) or `http://host:port[/path]` (OTLP/HTTP protobuf, to /v1/traces unless a
     /// path is given); repeatable. A slow or dead destination never delays acknowledgements.
@@ -127,7 +132,9 @@ pub struct ServeArgs {
     /// Join a deployment of instances sharing this PostgreSQL database
     /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE): runs, per-trace results and history
     /// are kept there, spans stay in this instance's --data (docs/scale-out.md). Needs
-    /// --instance-url.
+    /// --instance-url. TLS as libpq's sslmode and sslrootcert in the URL ask (disable, prefer
+    /// (the default), require, verify-ca, verify-full; e.g.
+    /// ?sslmode=verify-full&sslrootcert=/etc/tracecov/db-ca.pem).
     #[arg(
         long,
         env = "TRACECOV_SHARED_DB",
@@ -335,6 +342,14 @@ impl ServeArgs {
                 }),
                 _ => None,
             },
+            tls_ca: match &self.tls_ca {
+                // Read now, so that a bad file stops `serve` before it binds anything.
+                Some(file) => {
+                    crate::tls::Trust::new(Some(file))?;
+                    Some(file.clone())
+                }
+                None => None,
+            },
             shared,
             advertise_otlp,
             cors_origins: self.cors.origins()?,
@@ -364,8 +379,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(shared) = &server.shared {
         banner.push_str(&format!(
-            "  shared db  {} as {}\n",
+            "  shared db  {} ({}) as {}\n",
             shared.target(),
+            shared.tls_settings(),
             shared.instance_url()
         ));
     }

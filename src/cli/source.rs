@@ -24,6 +24,10 @@ pub struct SourceArgs {
     /// The bearer token the server's API requires (its --token).
     #[arg(long, env = "TRACECOV_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Also trust the certificate authorities in this PEM file, besides the system's, when
+    /// --server is an https:// URL (the CA that signed the server's --tls-cert).
+    #[arg(long = "tls-ca", value_name = "FILE", env = "TRACECOV_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// A test-driver service whose root spans are test cases; repeatable.
     #[arg(long = "test-service", value_name = "NAME", value_delimiter = ',')]
     pub test_services: Vec<String>,
@@ -48,7 +52,7 @@ impl SourceArgs {
         if let Some(url) = &self.server {
             return Ok(Source::Server {
                 base: url.trim_end_matches('/').to_owned(),
-                http: super::client::api_client(self.token.as_deref())?,
+                http: super::client::api_client(self.token.as_deref(), self.tls_ca.as_deref())?,
             });
         }
         let db = crate::store::db_path(&self.data);

@@ -295,7 +295,8 @@ struct TokioHttpClient {
 impl TokioHttpClient {
     fn new() -> anyhow::Result<Self> {
         Ok(Self {
-            client: reqwest::Client::builder()
+            client: crate::tls::Trust::default()
+                .client_builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
             runtime: tokio::runtime::Handle::try_current()
@@ -566,7 +567,8 @@ impl HttpClient {
     pub fn new(telemetry: Telemetry, timeout: Duration) -> anyhow::Result<Self> {
         Ok(Self {
             telemetry,
-            client: reqwest::Client::builder()
+            client: crate::tls::Trust::default()
+                .client_builder()
                 .timeout(timeout)
                 .connect_timeout(Duration::from_millis(500))
                 // The shop talks to loopback only; a proxy from the environment would break it.

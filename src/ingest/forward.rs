@@ -358,7 +358,8 @@ impl Client {
                 )))
             }
             Protocol::HttpProtobuf => {
-                let client = reqwest::Client::builder()
+                let client = crate::tls::Trust::default()
+                    .client_builder()
                     .connect_timeout(config.timeout)
                     .build()
                     .map_err(|e| e.to_string())?;

@@ -360,7 +360,25 @@ fn writer_loop(
     let mut failing = Outage::new(config.failure_summary_every);
     let mut retention_failing = Outage::new(config.failure_summary_every);
     retain(&mut store, config.retention, &mut retention_failing);
-    while let Some(first) = rx.blocking_recv() {
+    // Only for waiting on the queue with a deadline, so that retention also runs while no
+    // export arrives (an idle server still ages its store out).
+    let waiter = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(StoreError::Waiter)?;
+    loop {
+        let due = config
+            .retention_every
+            .saturating_sub(last_retention.elapsed());
+        let first = match waiter.block_on(async { tokio::time::timeout(due, rx.recv()).await }) {
+            Ok(Some(job)) => job,
+            Ok(None) => break,
+            Err(_) => {
+                last_retention = Instant::now();
+                retain(&mut store, config.retention, &mut retention_failing);
+                continue;
+            }
+        };
         let mut jobs = vec![first];
         let mut n = jobs[0].encoded.len();
         while n < MAX_GROUP_SPANS {

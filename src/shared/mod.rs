@@ -31,6 +31,9 @@
 //!   assigned at a later commit, after the database is back.
 //! - The URL may hold a password: it is kept as a `config::Secret`, and messages name only the
 //!   host, port and database.
+//! - TLS as libpq's `sslmode` and `sslrootcert` in the URL ask (`tls`), over rustls: a
+//!   certificate refused is said with the database's address and the TLS settings
+//!   (`SharedError::Tls`), at start or in the health.
 //!
 //! Must not: hold spans (they stay on the instance that received them), or make an export's
 //! acknowledgement wait for PostgreSQL.
@@ -41,6 +44,7 @@ pub mod publish;
 mod reads;
 mod runs;
 mod schema;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +83,10 @@ pub enum SharedError {
     Degraded(String),
     #[error("the shared database did not answer within {0:?}")]
     Timeout(Duration),
+    /// The server's TLS certificate was refused (`sslmode`, `sslrootcert`): said with the
+    /// database's address and the TLS settings, which the driver's own words lack.
+    #[error("{0}")]
+    Tls(String),
     #[error(
         "the shared database's schema is at version {found}, newer than this tracecov's {known}: upgrade tracecov"
     )]
@@ -90,7 +98,10 @@ impl SharedError {
     /// refused): only those make the health degraded.
     pub fn is_connection(&self) -> bool {
         match self {
-            SharedError::Pool(_) | SharedError::Degraded(_) | SharedError::Timeout(_) => true,
+            SharedError::Pool(_)
+            | SharedError::Degraded(_)
+            | SharedError::Timeout(_)
+            | SharedError::Tls(_) => true,
             // A server's error has a SQLSTATE code; a lost or refused connection has none.
             SharedError::Postgres(e) => e.is_closed() || e.code().is_none(),
             SharedError::Config(_) | SharedError::NewerSchema { .. } => false,
@@ -99,8 +110,9 @@ impl SharedError {
 }
 
 /// Checks a `--shared-db` URL: a `postgres://` or `postgresql://` URL naming a host and a
-/// database. Returns the connection settings.
-pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+/// database, with libpq's TLS parameters (`sslmode`, `sslrootcert`; see `tls`). Returns the
+/// connection settings and the TLS ones.
+pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, tls::PgTls), String> {
     let url = url.trim();
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(
@@ -108,9 +120,11 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
                 .to_owned(),
         );
     }
-    let config: tokio_postgres::Config = url
+    let (url, tls) = tls::split_url(url)?;
+    let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| format!("--shared-db is not a valid PostgreSQL URL: {e}"))?;
+    config.ssl_mode(tls.tokio_mode());
     if config.get_hosts().is_empty() {
         return Err("--shared-db names no host: postgres://USER@HOST:PORT/DATABASE".to_owned());
     }
@@ -120,7 +134,7 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
     if config.get_user().is_none_or(str::is_empty) {
         return Err("--shared-db names no user: postgres://USER@HOST:PORT/DATABASE".to_owned());
     }
-    Ok(config)
+    Ok((config, tls))
 }
 
 /// `host:port/database` of a connection, for messages (never the password).
@@ -147,6 +161,8 @@ pub struct SharedDb {
     advertise_otlp: Option<String>,
     /// `host:port/database`, for messages.
     target: String,
+    /// The connection's TLS settings, for messages.
+    tls: tls::PgTls,
     /// The migrations this instance applied when it started (none when another had).
     migrated: Vec<i32>,
 }
@@ -159,15 +175,16 @@ impl SharedDb {
         config: &SharedDbConfig,
         advertise_otlp: Option<&str>,
     ) -> Result<Arc<SharedDb>, SharedError> {
-        let mut pg = parse_url(&config.url.0).map_err(SharedError::Config)?;
+        let (mut pg, tls) = parse_url(&config.url.0).map_err(SharedError::Config)?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(CONNECT_TIMEOUT);
         }
         pg.application_name("tracecov");
         let target = describe(&pg);
+        let connector = tls.connector().map_err(SharedError::Config)?;
         let manager = Manager::from_config(
             pg,
-            tokio_postgres::NoTls,
+            connector,
             ManagerConfig {
                 // A connection the server closed (a restart) is found closed and replaced.
                 recycling_method: RecyclingMethod::Fast,
@@ -188,6 +205,7 @@ impl SharedDb {
             instance_url: config.instance_url.clone(),
             advertise_otlp: advertise_otlp.map(str::to_owned),
             target,
+            tls,
             migrated: Vec::new(),
         };
         db.migrated = db.migrate().await?;
@@ -224,13 +242,37 @@ impl SharedDb {
         &self.target
     }
 
+    /// `sslmode=…[, sslrootcert=…]`: how the connection is protected, for the banner.
+    pub fn tls_settings(&self) -> String {
+        self.tls.describe()
+    }
+
     /// A pooled connection; a failure to get one makes the health degraded.
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, SharedError> {
         self.pool.get().await.map_err(|e| {
-            let e = SharedError::from(e);
+            let e = self.explained(SharedError::from(e));
             self.health.failed(&e);
             e
         })
+    }
+
+    /// `e`, or, when its cause is the server's TLS certificate being refused, an error that
+    /// says so with the database's address and the TLS settings (never the URL).
+    fn explained(&self, e: SharedError) -> SharedError {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if crate::tls::is_certificate_error(s) {
+                return SharedError::Tls(format!(
+                    "the shared database {} presented a TLS certificate that was refused ({}): \
+                     {s}; sslrootcert must hold the certificate of the CA that signed it, and \
+                     with verify-full the URL's host must be one the certificate names",
+                    self.target,
+                    self.tls.describe()
+                ));
+            }
+            source = s.source();
+        }
+        e
     }
 
     /// Runs `work` on the pool's runtime from a thread that may block (the writer thread, the
@@ -285,7 +327,11 @@ impl SharedDb {
 
     /// One heartbeat: this instance is alive (registered again if its row went away).
     async fn heartbeat(&self) -> Result<(), SharedError> {
-        let client = self.pool.get().await?;
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| self.explained(SharedError::from(e)))?;
         client
             .execute(
                 "INSERT INTO instances (url, advertise_otlp, version, started_at, heartbeat_at)
@@ -354,7 +400,7 @@ mod tests {
 
     #[test]
     fn shared_db_urls_are_checked() {
-        let ok = parse_url("postgres://tracecov:secret@db.internal:5433/tracecov").unwrap();
+        let (ok, _) = parse_url("postgres://tracecov:secret@db.internal:5433/tracecov").unwrap();
         assert_eq!(describe(&ok), "db.internal:5433/tracecov");
         assert!(parse_url("postgresql://u@h/d").is_ok());
         for (bad, says) in [

@@ -5,9 +5,11 @@
 //! them (`GET /api/internal/traces/{id}`, answered by `web::api::held`).
 //!
 //! Key design decisions:
-//! - Plain HTTP to the `--instance-url` the holder registered, with this instance's `--token`
-//!   (the instances of a deployment share one API token, as they share one database). Every call
-//!   is bounded (`PEER_TIMEOUT`): a holder that hangs is an error naming it, never a hang.
+//! - HTTP or HTTPS to the `--instance-url` the holder registered, with this instance's `--token`
+//!   (the instances of a deployment share one API token, as they share one database). Over
+//!   HTTPS the holder's certificate must be trusted: the system's roots or `--tls-ca`
+//!   (`crate::tls::Trust`). Every call is bounded (`PEER_TIMEOUT`): a holder that hangs is an
+//!   error naming it, never a hang.
 //! - The spans travel as OTLP protobuf (the spans' request, then the log records' request, each
 //!   after its length), converted with the same code as any export (`ingest::convert`) and built
 //!   by its exact inverse (`cli::import::to_otlp`): what the holder stores is what the asker
@@ -55,13 +57,16 @@ pub struct PeerAnswer {
 }
 
 impl Peers {
-    pub fn new(token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
+    pub fn new(token: Option<String>, trust: &crate::tls::Trust) -> anyhow::Result<Self> {
+        let http = trust
+            .client_builder()
             .timeout(PEER_TIMEOUT)
             .connect_timeout(PEER_TIMEOUT)
             .build()
-            .unwrap_or_default();
-        Self { http, token }
+            .map_err(|e| {
+                anyhow::anyhow!("cannot make the client that asks the other instances: {e}")
+            })?;
+        Ok(Self { http, token })
     }
 
     /// `GET instance + path_and_query`, marked as forwarded.
@@ -76,9 +81,9 @@ impl Peers {
             instance: instance.to_owned(),
             problem,
         };
-        if !instance.starts_with("http://") {
+        if !(instance.starts_with("http://") || instance.starts_with("https://")) {
             return Err(fail(
-                "instances are reached over plain http:// (its --instance-url)".to_owned(),
+                "its --instance-url is not an http:// or https:// URL".to_owned(),
             ));
         }
         let mut req = self
@@ -143,10 +148,17 @@ fn without_url(e: &reqwest::Error) -> String {
     } else {
         e.to_string()
     };
+    let mut untrusted = false;
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         text.push_str(&format!(": {s}"));
+        untrusted |= crate::tls::is_certificate_error(s);
         source = s.source();
+    }
+    if untrusted {
+        text.push_str(
+            " (its TLS certificate is not trusted: give this instance the CA that signed it with --tls-ca)",
+        );
     }
     text
 }

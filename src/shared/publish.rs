@@ -417,6 +417,14 @@ async fn publish(db: &SharedDb, batch: &Batch) -> Result<(), SharedError> {
             &[&unplaced, &me],
         )
         .await?;
+        // A trace no instance holds any more (aged out everywhere) links nowhere: its links go
+        // with its last holder's place, so `trace_links` does not outgrow the deployment.
+        tx.execute(
+            "DELETE FROM trace_links l WHERE l.from_trace = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM trace_instances i WHERE i.trace_id = l.from_trace)",
+            &[&unplaced],
+        )
+        .await?;
     }
     let placed: Vec<&[u8]> = placed.iter().map(Vec::as_slice).collect();
     let (from, to): (Vec<&[u8]>, Vec<&[u8]>) = batch

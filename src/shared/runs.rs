@@ -106,6 +106,17 @@ struct Decision {
     explicit: bool,
 }
 
+/// A `(trace_id, run_id, explicit)` row as the trace's decision.
+fn keyed_decision(r: &Row) -> (Vec<u8>, Decision) {
+    (
+        r.get(0),
+        Decision {
+            run: r.get(1),
+            explicit: r.get(2),
+        },
+    )
+}
+
 /// One trace of a batch on its way to its `trace_runs` row.
 struct Wanted<'a> {
     key: &'a [u8],
@@ -276,15 +287,7 @@ async fn write_trace_runs(
             &[&keys, &run_ids, &explicits, &now],
         )
         .await?;
-    for r in &rows {
-        out.insert(
-            r.get(0),
-            Decision {
-                run: r.get(1),
-                explicit: r.get(2),
-            },
-        );
-    }
+    out.extend(rows.iter().map(keyed_decision));
     // `RETURNING` yields no row where the `WHERE` kept the other instance's decision.
     if rows.len() < keys.len() {
         let kept: Vec<&[u8]> = keys.into_iter().filter(|k| !out.contains_key(*k)).collect();
@@ -294,15 +297,7 @@ async fn write_trace_runs(
                 &[&kept],
             )
             .await?;
-        for r in &rows {
-            out.insert(
-                r.get(0),
-                Decision {
-                    run: r.get(1),
-                    explicit: r.get(2),
-                },
-            );
-        }
+        out.extend(rows.iter().map(keyed_decision));
     }
     Ok(out)
 }

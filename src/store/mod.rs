@@ -54,6 +54,9 @@ pub enum StoreError {
     Corrupt(#[from] CorruptRow),
     #[error("the store is closed")]
     Closed,
+    /// The writer thread could not set up its timer (out of file descriptors, say).
+    #[error("the store's writer cannot wait for work: {0}")]
+    Waiter(std::io::Error),
     /// The shared database (`serve --shared-db`) failed or could not be reached.
     #[error("{0}")]
     Shared(String),

@@ -167,7 +167,7 @@ async fn undecodable_grpc_message_gets_invalid_argument() {
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(garbage.len() as u32).to_be_bytes());
     frame.extend_from_slice(&garbage);
-    let h2 = reqwest::Client::builder()
+    let h2 = crate::common::http_builder()
         .http2_prior_knowledge()
         .build()
         .unwrap();

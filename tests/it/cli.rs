@@ -218,7 +218,7 @@ async fn demo_serves_the_run_page_it_prints() {
     .await
     .unwrap();
     assert!(run_page.starts_with(&format!("{ui}/runs/")), "{run_page}");
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let page = http.get(&run_page).send().await.unwrap();
     let status = page.status();
     let csp = page.headers().get("content-security-policy").cloned();

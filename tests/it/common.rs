@@ -39,7 +39,7 @@ impl TestServer {
             server: Some(server),
             dir,
             addrs,
-            http: reqwest::Client::new(),
+            http: http(),
         }
     }
 
@@ -56,7 +56,7 @@ impl TestServer {
             server: Some(server),
             dir,
             addrs,
-            http: reqwest::Client::new(),
+            http: http(),
         }
     }
 
@@ -91,6 +91,21 @@ impl TestServer {
             .text()
             .await
             .unwrap()
+    }
+
+    /// `POST /api/runs` with `open` (its name, its suite): the run opened, as the API answers.
+    pub async fn open_run(&self, open: Value) -> Value {
+        let resp = self
+            .http
+            .post(self.api("/api/runs"))
+            .json(&open)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let run: Value = resp.json().await.unwrap();
+        assert_eq!(status, 201, "opening {open}: {run}");
+        run
     }
 
     pub async fn stats(&self) -> Value {
@@ -129,6 +144,19 @@ impl TestServer {
             server.shutdown().await.unwrap();
         }
     }
+}
+
+/// An HTTP client for a test. Every reqwest client of a process needs the crypto provider
+/// installed first (`tracecov::tls` says why): test code makes its clients here, never with
+/// `reqwest::Client::new()`.
+pub fn http() -> reqwest::Client {
+    http_builder().build().unwrap()
+}
+
+/// A reqwest client builder, the crypto provider installed.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    tracecov::tls::install_provider();
+    reqwest::Client::builder()
 }
 
 /// How long a test waits for a condition before it fails. Generous on purpose: CI shares a

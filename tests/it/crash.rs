@@ -11,7 +11,7 @@ use crate::common::{request, spawn_serve, trace_hex, wait_for_spans};
 async fn acknowledged_spans_survive_sigkill_and_redelivery_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     const EXPORTS: u64 = 40;
     const PER_EXPORT: usize = 25;
 
@@ -32,7 +32,7 @@ async fn acknowledged_spans_survive_sigkill_and_redelivery_is_idempotent() {
 
     // A fresh client: the killed server's ports may be handed to the new one, and a pooled
     // connection to the old process would be reset.
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let mut second = spawn_serve(&data, &[]);
     let total = EXPORTS * PER_EXPORT as u64;
     let stats = wait_for_spans(&http, &second.ui, total).await;
@@ -84,7 +84,7 @@ async fn acknowledged_spans_survive_sigkill_and_redelivery_is_idempotent() {
 async fn sigterm_drains_and_closes_the_store_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let mut run = spawn_serve(&data, &[]);
     let resp = http
         .post(format!("{}/v1/traces", run.http))
@@ -105,7 +105,7 @@ async fn sigterm_drains_and_closes_the_store_cleanly() {
         !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
         "WAL left behind after a clean shutdown"
     );
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let mut again = spawn_serve(&data, &[]);
     let stats = wait_for_spans(&http, &again.ui, 5).await;
     assert_eq!(stats["spans"], 5);

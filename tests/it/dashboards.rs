@@ -190,7 +190,7 @@ async fn every_dashboard_query_parses_and_returns_data_from_a_real_prometheus() 
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", prometheus.display()));
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
 
     // Samples: a few scrapes of the run series, so rate() and increase() have two points.
     let deadline = Instant::now() + PATIENCE;

@@ -86,7 +86,7 @@ impl Clients {
     async fn connect(s: &Serve) -> Self {
         Self {
             grpc: TraceServiceClient::connect(s.grpc.clone()).await.unwrap(),
-            http: reqwest::Client::new(),
+            http: crate::common::http(),
             traces_url: format!("{}/v1/traces", s.http),
         }
     }
@@ -267,7 +267,7 @@ async fn a_full_disk_is_said_once_refused_retryably_and_recovered_from_without_a
             "200ms",
         ],
     );
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let clients = Clients::connect(&server).await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let seeds = Arc::new(AtomicU64::new(0));
@@ -427,7 +427,7 @@ async fn a_full_disk_is_said_once_refused_retryably_and_recovered_from_without_a
     // have no answer to go by).
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let again = serve(&data, &dir.path().join("again.log"), &[]);
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let want = ledger.stored.len() as u64 * PER_EXPORT as u64;
     let unknown = ledger.other.len() as u64 * PER_EXPORT as u64;
     let stats = wait_for_spans(&http, &again.ui, want).await;

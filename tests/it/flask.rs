@@ -45,20 +45,7 @@ fn start(endpoint: &str, args: &[String]) -> Service {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flask_services_with_legacy_attributes_get_the_right_hop_and_class() {
     let server = TestServer::start().await;
-    let (status, run) = {
-        let resp = server
-            .http
-            .post(server.api("/api/runs"))
-            .json(&serde_json::json!({"name": "flask"}))
-            .send()
-            .await
-            .unwrap();
-        (
-            resp.status(),
-            resp.json::<serde_json::Value>().await.unwrap(),
-        )
-    };
-    assert_eq!(status, 201);
+    let run = server.open_run(serde_json::json!({"name": "flask"})).await;
     let run_id = run["id"].as_str().unwrap().to_owned();
     let endpoint = server.addrs.otlp_http_url();
     let (bp, op) = (free_port(), free_port());

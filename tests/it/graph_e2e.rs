@@ -13,16 +13,9 @@ use crate::common::TestServer;
 async fn a_concurrent_suite_yields_exactly_the_shops_graph_and_tests_per_edge() {
     let server =
         TestServer::start_with(|c| c.test_services = vec![demo::TEST_SERVICE.into()]).await;
-    let run: serde_json::Value = server
-        .http
-        .post(server.api("/api/runs"))
-        .json(&serde_json::json!({"name": "graph-e2e"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run = server
+        .open_run(serde_json::json!({"name": "graph-e2e"}))
+        .await;
     let run_id = run["id"].as_str().unwrap().to_owned();
     let shop = demo::start(ShopConfig {
         otlp_endpoint: server.addrs.otlp_http_url(),

@@ -51,7 +51,7 @@ async fn a_flood_of_large_json_exports_stays_within_the_memory_budget_and_loses_
         "{}",
         bodies[0].0.len()
     );
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let url = format!("{}/v1/traces", server.http);
     let answers = futures::future::join_all(bodies.into_iter().map(|(body, spans)| {
         let (http, url) = (http.clone(), url.clone());
@@ -218,7 +218,7 @@ async fn each_listener_holds_a_bounded_number_of_connections() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let export = {
-        let (http, url) = (reqwest::Client::new(), server.traces_url());
+        let (http, url) = (crate::common::http(), server.traces_url());
         tokio::spawn(async move {
             http.post(url)
                 .header("content-type", "application/x-protobuf")
@@ -239,4 +239,34 @@ async fn each_listener_holds_a_bounded_number_of_connections() {
     assert_eq!(export.await.unwrap(), 200);
     server.wait_for_spans(3).await;
     server.stop().await;
+}
+
+/// Retention ages the store out on its own clock, not only after a write: a server that
+/// receives nothing more still removes traces past `--retention` (it used to keep them until
+/// the next export arrived).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_server_still_ages_its_traces_out() {
+    let server = TestServer::start_with(|c| {
+        c.writer.retention.max_age = Duration::from_millis(500);
+        c.writer.retention_every = Duration::from_millis(100);
+    })
+    .await;
+    let (body, spans) = json_export(7, 50);
+    let resp = server.post_otlp("application/json", body, false).await;
+    assert_eq!(resp.status(), 200);
+    server.wait_for_spans(spans as u64).await;
+    // Nothing is sent from here on.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, stats) = server.get_json("/api/stats").await;
+        assert_eq!(status, 200, "{stats}");
+        if stats["spans"].as_u64() == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an idle server kept its expired traces: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -37,6 +37,7 @@ mod run_assignment;
 mod shared_db;
 mod shared_db_history;
 mod shared_db_reports;
+mod shared_db_tls;
 mod shared_db_traces;
 mod tokens;
 mod ui;

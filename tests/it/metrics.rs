@@ -134,16 +134,7 @@ pub async fn demo_runs_in(
     faults: Vec<Fault>,
     times: usize,
 ) -> Value {
-    let run: Value = server
-        .http
-        .post(server.api("/api/runs"))
-        .json(&open)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run = server.open_run(open).await;
     let run_id = run["id"].as_str().unwrap().to_owned();
     let shop = demo::start(ShopConfig {
         otlp_endpoint: server.addrs.otlp_http_url(),

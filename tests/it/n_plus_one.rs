@@ -75,6 +75,8 @@ struct Telemetry {
 impl Telemetry {
     /// A provider exporting OTLP/HTTP protobuf to `endpoint` through the SDK's batch processor.
     fn new(service: &'static str, endpoint: &str) -> Self {
+        // The SDK's HTTP exporter builds a reqwest client (`tracecov::tls`).
+        tracecov::tls::install_provider();
         let exporter = SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
@@ -319,16 +321,7 @@ async fn run_suite(tests: &Client, driver: SocketAddr) -> Vec<(&'static str, boo
 /// Runs the program against `server` in a new run named `name`: its services, the suite, every
 /// span flushed, the run closed. Returns the run's id.
 async fn hotrod_run(server: &TestServer, name: &str) -> String {
-    let run: Value = server
-        .http
-        .post(server.api("/api/runs"))
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run = server.open_run(json!({ "name": name })).await;
     let run_id = run["id"].as_str().unwrap().to_owned();
     let endpoint = server.addrs.otlp_http_url();
     let telemetry = [
@@ -338,7 +331,7 @@ async fn hotrod_run(server: &TestServer, name: &str) -> String {
     ];
     let client = |t: &Telemetry| Client {
         telemetry: t.clone(),
-        http: reqwest::Client::new(),
+        http: crate::common::http(),
     };
     let stop = CancellationToken::new();
     let redis_addr = serve(&telemetry[2], redis(), stop.clone()).await;

@@ -18,6 +18,8 @@ enum Transport {
 }
 
 async fn export_sample(server: &TestServer, transport: Transport) -> (String, String) {
+    // The SDK's HTTP exporter builds a reqwest client (`tracecov::tls`).
+    tracecov::tls::install_provider();
     let exporter = match transport {
         Transport::Grpc => SpanExporter::builder()
             .with_tonic()

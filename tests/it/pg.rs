@@ -146,6 +146,88 @@ impl PgCluster {
         panic!("postgres would not start: see the log above");
     }
 
+    /// A cluster of the caller's own that serves TLS with `cert` and `key` (PEM files) and,
+    /// through pg_hba.conf, refuses any TCP connection that is not TLS, so that a client
+    /// connected at all proved it spoke TLS. `None` as `start`.
+    pub fn start_tls(cert: &Path, key: &Path) -> Option<PgCluster> {
+        let cluster = Self::start()?;
+        let data = cluster.dir.path().join("data");
+        std::fs::copy(cert, data.join("server.crt")).unwrap();
+        std::fs::copy(key, data.join("server.key")).unwrap();
+        // PostgreSQL refuses a key others may read, or owned by another user than its own.
+        let out = Command::new("chmod")
+            .arg("600")
+            .arg(data.join("server.key"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chmod: {}", text(&out));
+        if cluster.as_postgres {
+            let out = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "chown: {}", text(&out));
+        }
+        // Written in place: the file keeps its owner.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        // `ssl` and pg_hba.conf take effect on a reload; `psql` (sslmode=prefer) speaks TLS.
+        for sql in [
+            "ALTER SYSTEM SET ssl = on",
+            "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+        ] {
+            cluster.psql_local(sql);
+        }
+        cluster.psql_local("SELECT pg_reload_conf()");
+        // The postmaster reloads on its own time: wait until a new session sees TLS on.
+        let deadline = std::time::Instant::now() + crate::common::PATIENCE;
+        while cluster.psql_local("SHOW ssl") != "on" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "postgres never turned ssl on"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(cluster)
+    }
+
+    /// Runs SQL in the `postgres` database over the cluster's Unix socket (which pg_hba.conf
+    /// always trusts, TLS or not).
+    fn psql_local(&self, sql: &str) -> String {
+        let sock = self.dir.path().join("sock").display().to_string();
+        let out = self.run(
+            "psql",
+            &[
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                &sock,
+                "-U",
+                "postgres",
+                "-p",
+                &self.port.to_string(),
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+        );
+        assert!(out.status.success(), "psql {sql:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     fn data_dir(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }

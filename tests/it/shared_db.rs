@@ -116,7 +116,7 @@ async fn two_instances_racing_to_open_the_same_ci_run_open_one() {
             ))
         })
         .collect();
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let post = |to: &Running, body: String| {
         http.post(format!("{}/v1/traces", to.http))
             .header("content-type", "application/json")
@@ -391,16 +391,7 @@ async fn the_open_run_and_automatic_runs_span_instances() {
     let url = pg.database();
     let a = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://a.test:4320"))).await;
     let b = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://b.test:4320"))).await;
-    let opened: Value = a
-        .http
-        .post(a.api("/api/runs"))
-        .json(&json!({"name": "nightly"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let opened = a.open_run(json!({"name": "nightly"})).await;
     let resp = b
         .post_otlp(
             "application/json",
@@ -551,7 +542,7 @@ async fn an_instance_killed_during_ingest_loses_nothing_acknowledged_and_publish
     let sender = {
         let (stop, endpoint) = (stop.clone(), format!("{}/v1/traces", first.http));
         tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = crate::common::http();
             let mut acknowledged = Vec::new();
             let mut seed = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -586,7 +577,7 @@ async fn an_instance_killed_during_ingest_loses_nothing_acknowledged_and_publish
     assert!(acknowledged.len() >= 3, "{acknowledged:?}");
 
     let second = Killed(spawn_serve(dir.path(), &flags));
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     for seed in &acknowledged {
         let resp = http
             .get(format!("{}/api/traces/{}", second.0.ui, trace_hex(*seed)))
@@ -659,8 +650,27 @@ async fn a_run_past_the_history_age_leaves_the_shared_database() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     };
-    send("0bf7651916cd43dd8448eb211c80319c", "short-lived").await;
+    // The short-lived run's trace links to another trace: that link leaves PostgreSQL with it.
+    let linked: Value = serde_json::from_str(&export(
+        "0bf7651916cd43dd8448eb211c80319c",
+        &[("tracecov.run.id", "short-lived")],
+    ))
+    .unwrap();
+    let mut linked = linked;
+    linked["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["links"] =
+        json!([{"traceId": "0cf7651916cd43dd8448eb211c80319c", "spanId": "7000000000000009"}]);
+    let resp = a
+        .http
+        .post(a.traces_url())
+        .header("content-type", "application/json")
+        .body(linked.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
     let count = |sql: &str| pg.psql_in(&url, sql);
+    let links_from_short_lived =
+        "SELECT count(*) FROM trace_links WHERE from_trace = '\\x0bf7651916cd43dd8448eb211c80319c'";
     let run = eventually("the run and its share in PostgreSQL", async || {
         let id = count("SELECT id FROM runs WHERE name = 'short-lived'");
         (!id.is_empty()
@@ -669,7 +679,8 @@ async fn a_run_past_the_history_age_leaves_the_shared_database() {
             )) == "1"
             && count(&format!(
                 "SELECT count(*) FROM instance_rollups WHERE run_id = '{id}'"
-            )) == "1")
+            )) == "1"
+            && count(links_from_short_lived) == "1")
             .then_some(id)
     })
     .await;
@@ -684,7 +695,8 @@ async fn a_run_past_the_history_age_leaves_the_shared_database() {
             )) == "0"
             && count(&format!(
                 "SELECT count(*) FROM instance_rollups WHERE run_id = '{run}'"
-            )) == "0")
+            )) == "0"
+            && count(links_from_short_lived) == "0")
             .then_some(())
     })
     .await;
@@ -708,16 +720,7 @@ async fn an_explicit_run_outranks_an_implicit_one_across_instances() {
     let url = pg.database();
     let a = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://a.test:4320"))).await;
     let b = TestServer::start_with(|c| c.shared = Some(shared(&url, "http://b.test:4320"))).await;
-    let opened: Value = a
-        .http
-        .post(a.api("/api/runs"))
-        .json(&json!({"name": "open"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let opened = a.open_run(json!({"name": "open"})).await;
     let open = opened["id"].as_str().unwrap().to_owned();
     // Both exports carry three traces; the middle one names its run explicitly on `b`.
     let traces = [

@@ -220,7 +220,7 @@ pub(crate) async fn deployment_settling(url: &str, settle: Option<Duration>) -> 
     let targets = Arc::new(Targets {
         instances: instances.iter().map(|s| s.addrs.otlp_http_url()).collect(),
         reference: reference.addrs.otlp_http_url(),
-        http: reqwest::Client::new(),
+        http: crate::common::http(),
         refused: AtomicU64::new(0),
     });
     let router = start_router(targets.clone()).await;
@@ -585,7 +585,9 @@ async fn prometheus(
 async fn samples(base: &str, expr: &str) -> Result<Vec<(String, String)>, String> {
     let mut url = reqwest::Url::parse(&format!("{base}/api/v1/query")).unwrap();
     url.query_pairs_mut().append_pair("query", expr);
-    let body: Value = reqwest::get(url)
+    let body: Value = crate::common::http()
+        .get(url)
+        .send()
         .await
         .map_err(|e| e.to_string())?
         .json()

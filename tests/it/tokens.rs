@@ -1,7 +1,8 @@
 //! DESIGN's "Exposure", the parts that need secrets (issue 16, item 11): `--ingest-token` on the
 //! OTLP receivers, `--token` on the UI, the API and `/metrics` (a browser signs in through a
-//! link), the client side of both, and TLS on every listener. The OpenTelemetry Python SDK sends
-//! the token and speaks TLS as any user's exporter would.
+//! link), the client side of both, TLS on every listener, and client commands against a TLS
+//! server (`--server https://…` with `--tls-ca`). The OpenTelemetry Python SDK sends the token and
+//! speaks TLS as any user's exporter would.
 
 use std::path::Path;
 use std::process::Command;
@@ -110,7 +111,7 @@ async fn the_api_token_guards_the_api_ui_and_metrics_and_a_browser_signs_in_by_l
     assert_eq!(get("/metrics", Some("r3ad")).await.unwrap().status(), 200);
 
     // The sign-in link: a cookie, and the same page without the token.
-    let no_redirects = reqwest::Client::builder()
+    let no_redirects = crate::common::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -179,7 +180,13 @@ async fn the_api_token_guards_the_api_ui_and_metrics_and_a_browser_signs_in_by_l
 
 /// A CA and a certificate for localhost and 127.0.0.1 signed by it, as PEM files in `dir`:
 /// (ca.pem, cert.pem, key.pem).
-fn certificates(dir: &Path) -> (std::path::PathBuf, TlsFiles) {
+pub fn certificates(dir: &Path) -> (std::path::PathBuf, TlsFiles) {
+    certificates_for(dir, &["localhost", "127.0.0.1"])
+}
+
+/// As `certificates`, the server's certificate naming only `names` (host names or IP
+/// addresses).
+pub fn certificates_for(dir: &Path, names: &[&str]) -> (std::path::PathBuf, TlsFiles) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -188,11 +195,11 @@ fn certificates(dir: &Path) -> (std::path::PathBuf, TlsFiles) {
         .push(DnType::CommonName, "tracecov test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = CertificateParams::new(names.clone()).unwrap();
     params
         .distinguished_name
-        .push(DnType::CommonName, "localhost");
+        .push(DnType::CommonName, names[0].as_str());
     let cert = params.signed_by(&key, &ca).unwrap();
     let files = TlsFiles {
         cert: dir.join("cert.pem"),
@@ -266,7 +273,98 @@ async fn every_listener_serves_tls_to_the_python_sdk_and_a_browser_client() {
         assert_eq!(trace["spans"].as_array().unwrap().len(), 2, "{trace}");
     }
     // Plain HTTP to a TLS listener gets no answer but a closed connection.
-    let plain = reqwest::get(format!("http://{}/api/health", server.addrs.ui)).await;
+    let plain = crate::common::http()
+        .get(format!("http://{}/api/health", server.addrs.ui))
+        .send()
+        .await;
     assert!(plain.is_err(), "{plain:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_client_commands_reach_an_https_server_given_its_ca_and_refuse_it_without() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, files) = certificates(certs.path());
+    let mut server = TestServer::start_with(|c| {
+        c.tls = Some(files);
+        c.settle = std::time::Duration::from_millis(300);
+    })
+    .await;
+    server.addrs.tls = true;
+    let pem = std::fs::read(&ca).unwrap();
+    server.http = crate::common::http_builder()
+        .tls_certs_merge([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .build()
+        .unwrap();
+    let resp = server
+        .post_otlp(
+            "application/json",
+            crate::shared_db_tls::export("8af7651916cd43dd8448eb211c80319c"),
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    server.wait_for_spans(1).await;
+
+    let ui = server.addrs.ui_url();
+    assert!(ui.starts_with("https://"), "{ui}");
+    let report = |ca: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tracecov"));
+        cmd.args([
+            "report", "--server", &ui, "--wait", "0s", "--format", "json",
+        ])
+        .env_remove("TRACECOV_TLS_CA")
+        .env_remove("TRACECOV_TOKEN");
+        if let Some(ca) = ca {
+            cmd.arg("--tls-ca").arg(ca);
+        }
+        cmd.output().unwrap()
+    };
+    let answered = tokio::task::block_in_place(|| report(Some(&ca)));
+    assert!(
+        answered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
+    let report_json: serde_json::Value = serde_json::from_slice(&answered.stdout).unwrap();
+    assert_eq!(report_json["run"]["spans"], 1, "{report_json}");
+
+    let refused = tokio::task::block_in_place(|| report(None));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("certificate") && stderr.contains("--tls-ca"),
+        "{stderr}"
+    );
+
+    // `run --server`: its command is handed the CA for the https:// endpoint.
+    let out_dir = tempfile::tempdir().unwrap();
+    let seen = out_dir.path().join("certificate");
+    let run = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_tracecov"))
+            .args(["run", "--server", &ui, "--name", "over-tls", "--tls-ca"])
+            .arg(&ca)
+            .env_remove("TRACECOV_TOKEN")
+            .env_remove("OTEL_EXPORTER_OTLP_CERTIFICATE")
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "printf %s \"$OTEL_EXPORTER_OTLP_CERTIFICATE\" > \"$0\"",
+            ])
+            .arg(&seen)
+            .output()
+            .unwrap()
+    });
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        std::path::absolute(&ca).unwrap().display().to_string()
+    );
     server.stop().await;
 }

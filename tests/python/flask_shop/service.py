@@ -8,6 +8,7 @@ Usage: service.py orders PORT BILLING_URL | service.py billing PORT
 
 import signal
 import sys
+import threading
 
 import requests
 from flask import Flask, jsonify
@@ -60,7 +61,9 @@ else:
 
 
 server = make_server("127.0.0.1", port, app, threaded=True)
-signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
+# shutdown() waits for serve_forever() to return, so it must not run on the thread serving
+# (the handler runs on the main thread, inside serve_forever): ask from another thread.
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
 print("ready", flush=True)
 server.serve_forever()
 provider.shutdown()
