@@ -173,7 +173,7 @@ async fn shared_db_history_records_are_kept_once_and_follow_new_spans() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn shared_db_history_answers_stand_while_postgresql_is_down() {
+async fn shared_db_history_is_refused_clearly_while_postgresql_is_down_then_answered() {
     // A private cluster: stopping it must not disturb the other tests.
     let Some(pg) = PgCluster::start() else {
         return;
