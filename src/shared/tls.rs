@@ -212,7 +212,10 @@ impl PgTls {
     pub fn connector(&self) -> Result<MakeRustlsConnect, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier: Arc<dyn ServerCertVerifier> = match &self.root {
-            Root::None => Arc::new(Unverified(provider.clone())),
+            Root::None => Arc::new(LibpqVerifier {
+                roots: None,
+                provider: provider.clone(),
+            }),
             Root::System => Arc::new(
                 rustls_platform_verifier::Verifier::new(provider.clone()).map_err(|e| {
                     format!("--shared-db: cannot use the system's certificate store: {e}")
@@ -242,8 +245,8 @@ impl PgTls {
                     .build()
                     .map_err(|e| format!("--shared-db: sslrootcert {}: {e}", path.display()))?
                 } else {
-                    Arc::new(ChainOnly {
-                        roots,
+                    Arc::new(LibpqVerifier {
+                        roots: Some(roots),
                         provider: provider.clone(),
                     })
                 }
@@ -259,65 +262,18 @@ impl PgTls {
     }
 }
 
-/// `prefer` and `require` without a root: the connection is encrypted and the server proves it
-/// holds its certificate's key, but nobody vouches for the certificate (libpq's behaviour).
+/// The verifiers libpq's modes need that rustls does not have: `prefer` and `require` without
+/// a root (`roots: None`: the connection is encrypted and the server proves it holds its
+/// certificate's key, but nobody vouches for the certificate, as libpq does), and `verify-ca`
+/// (and `prefer`/`require` with a root: the chain must lead to one of `roots`, whatever host
+/// name the certificate is for).
 #[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca` (and `prefer`/`require` with a root): the chain must lead to one of `roots`,
-/// whatever host name the certificate is for.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<rustls::RootCertStore>,
+struct LibpqVerifier {
+    roots: Option<Arc<rustls::RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for LibpqVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -326,14 +282,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
