@@ -34,9 +34,9 @@ use super::served::{self, SETTLE, TempDir, stamped};
 
 const RUN: &str = "bench-shared";
 /// Spans in one export.
-const EXPORT: usize = 1_000;
+pub(super) const EXPORT: usize = 1_000;
 /// Exports in flight per instance.
-const IN_FLIGHT: usize = 4;
+pub(super) const IN_FLIGHT: usize = 4;
 
 pub struct Args {
     /// A PostgreSQL URL whose user may create databases (`postgres://postgres@HOST:PORT/postgres`).

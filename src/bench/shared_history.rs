@@ -17,12 +17,7 @@ use bytes::Bytes;
 
 use super::analysis::{generate, median};
 use super::history::{SUITE, failing_spans, run_name, run_spans};
-use super::shared::{Instance, database_url, encode, get_json, route};
-
-/// Spans in one export.
-const EXPORT: usize = 1_000;
-/// Exports in flight per server.
-const IN_FLIGHT: usize = 4;
+use super::shared::{EXPORT, IN_FLIGHT, Instance, database_url, encode, get_json, route};
 
 pub struct Args {
     pub admin_url: String,
