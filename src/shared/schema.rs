@@ -24,9 +24,8 @@ pub struct Migration {
 /// version of tracecov agrees on.
 const MIGRATION_LOCK: i64 = 0x7472_6163_6563_6f76;
 
-/// Every migration, in order. Version 1 lays out what DESIGN keeps in the shared database, even
-/// the parts later steps of issue 20 fill: today run assignment (`runs`, `trace_runs`) and the
-/// instances' registry are used.
+/// Every migration, in order, each applied once (`tracecov_migrations` records them). Never edit
+/// one that has shipped: add the next.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -47,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "history digests and failures kept for the deployment",
         sql: V4,
+    },
+    Migration {
+        version: 5,
+        name: "version 1's whole-deployment aggregates, never used, dropped",
+        sql: V5,
     },
 ];
 
@@ -179,7 +183,7 @@ CREATE TABLE run_digests (
 /// traces' results, so every instance keeps its share with the machinery of a single process
 /// (replacing a re-opened trace's contribution, aging out) and nothing is merged under
 /// concurrency in the database. Version 1's `run_rollups`, `run_tests`, `seen` and
-/// `seen_examples` (one row for the whole deployment) stay unused.
+/// `seen_examples` (one row for the whole deployment) were never used (dropped by version 5).
 const V2: &str = "
 -- An instance's share of a run's rollup: `results::Rollup` postcard-encoded without its test
 -- cases, which are `tests` (postcard: [((trace id, span id), (name, failed))]).
@@ -260,6 +264,18 @@ CREATE TABLE history_keeper (
     instance  TEXT NOT NULL,
     until     TIMESTAMPTZ NOT NULL
 );
+";
+
+/// Version 1 laid out whole-deployment aggregates (one row per run or fact for every instance)
+/// that version 2's per-instance shares replaced before any was written: dropped, so that the
+/// schema holds only what tracecov reads.
+const V5: &str = "
+DROP TABLE run_rollups;
+DROP TABLE run_tests;
+DROP TABLE trace_rollups;
+DROP TABLE run_aged_out;
+DROP TABLE seen;
+DROP TABLE seen_examples;
 ";
 
 /// Applies what is missing, under the advisory lock, in one transaction; returns the versions
