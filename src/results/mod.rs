@@ -218,8 +218,13 @@ impl TraceResult {
     /// The result of a trace that contributes nothing: one whose spans another instance of the
     /// deployment holds too, and whose results that instance computes.
     pub fn empty(trace: TraceId) -> Self {
+        Self::nothing(*trace.as_bytes())
+    }
+
+    /// A result of `trace_id` holding nothing yet.
+    pub(crate) fn nothing(trace_id: [u8; 16]) -> Self {
         TraceResult {
-            trace_id: *trace.as_bytes(),
+            trace_id,
             spans: 0,
             services: Vec::new(),
             learned: Vec::new(),

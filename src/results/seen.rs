@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{Reader, StoreError};
 
 use super::deployment::ExampleRow as RecordedExample;
-use super::{Counts, HopRecord, TargetRecord, TraceResult};
+use super::{HopRecord, TargetRecord, TraceResult};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Fact {
@@ -178,7 +178,7 @@ fn examples_of(rows: Vec<RecordedExample>, runs: &[String]) -> Vec<Example> {
         ) else {
             continue;
         };
-        let mut r = empty(trace_id);
+        let mut r = TraceResult::nothing(trace_id);
         r.nodes = vec![caller, callee];
         r.operations = vec![op];
         r.hops.push(HopRecord {
@@ -204,26 +204,6 @@ fn examples_of(rows: Vec<RecordedExample>, runs: &[String]) -> Vec<Example> {
         });
     }
     out
-}
-
-fn empty(trace_id: [u8; 16]) -> TraceResult {
-    TraceResult {
-        trace_id,
-        spans: 0,
-        services: Vec::new(),
-        learned: Vec::new(),
-        propagation_breaks: Vec::new(),
-        diagnostics: Counts::default(),
-        nodes: Vec::new(),
-        operations: Vec::new(),
-        hops: Vec::new(),
-        tests: Vec::new(),
-        hop_tests: Vec::new(),
-        hop_test_names: Vec::new(),
-        failures: Vec::new(),
-        links: Vec::new(),
-        violations: Vec::new(),
-    }
 }
 
 /// Changes to the counts, summed over many results before they are written: traces share most
@@ -312,7 +292,7 @@ fn local_facts(conn: &Connection) -> Result<Vec<Vec<u8>>, StoreError> {
 
 fn result_of_facts(facts: impl IntoIterator<Item = Vec<u8>>) -> TraceResult {
     // Any valid id: the merged graph's hops are only read for their edges and interfaces.
-    let mut r = empty([0xff; 16]);
+    let mut r = TraceResult::nothing([0xff; 16]);
     for row in facts {
         let Ok(fact) = postcard::from_bytes::<Fact>(&row) else {
             continue;
