@@ -323,14 +323,23 @@ pub(super) fn database_url(url: &str, db: &str) -> anyhow::Result<String> {
     })
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (config, tls) = crate::shared::parse_url(&args.admin_url).map_err(anyhow::Error::msg)?;
+/// A connection to the benchmark's PostgreSQL as the user that may create databases, and the
+/// HTTP client that talks to the instances.
+pub(super) async fn connect(
+    admin_url: &str,
+) -> anyhow::Result<(tokio_postgres::Client, reqwest::Client)> {
+    let (config, tls) = crate::shared::parse_url(admin_url).map_err(anyhow::Error::msg)?;
     let (admin, connection) = config
         .connect(tls.connector().map_err(anyhow::Error::msg)?)
         .await
-        .with_context(|| format!("connecting to {}", args.admin_url))?;
+        .with_context(|| format!("connecting to {admin_url}"))?;
     tokio::spawn(connection);
     let http = crate::tls::Trust::default().client_builder().build()?;
+    Ok((admin, http))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (admin, http) = connect(&args.admin_url).await?;
     println!(
         "shared benchmark: a generated run of {} spans over OTLP/HTTP split by trace id over 1 to {} tracecov serve --shared-db instances (settle {SETTLE}), one PostgreSQL",
         args.spans, args.instances

@@ -30,8 +30,14 @@ pub struct Args {
     pub repeat: usize,
 }
 
-/// The suite's exports: for the single process all of them, and for each instance its share.
-fn exports(runs: usize, spans: usize, instances: usize) -> (Vec<Bytes>, Vec<Vec<Bytes>>) {
+/// One run's exports: for the single process all of them, and for each instance its share.
+struct RunExports {
+    whole: Vec<Bytes>,
+    parts: Vec<Vec<Bytes>>,
+}
+
+/// The suite's exports, run by run.
+fn exports(runs: usize, spans: usize, instances: usize) -> Vec<RunExports> {
     let base = generate(spans);
     let steady = vec![format!("test_{}", super::history::STEADY)];
     let mut both: Vec<String> = super::history::ALTERNATING
@@ -39,25 +45,22 @@ fn exports(runs: usize, spans: usize, instances: usize) -> (Vec<Bytes>, Vec<Vec<
         .collect();
     both.extend(steady.iter().cloned());
     let (fail_odd, fail_even) = (failing_spans(&base, &both), failing_spans(&base, &steady));
-    let mut whole = Vec::new();
-    let mut parts = vec![Vec::new(); instances];
-    for k in 0..runs {
-        let fail = if k % 2 == 1 { &fail_odd } else { &fail_even };
-        let spans = run_spans(&base, k, fail);
-        for chunk in spans.chunks(EXPORT) {
-            whole.push(encode(chunk));
-        }
-        let mut split = vec![Vec::new(); instances];
-        for s in spans {
-            split[route(&s, instances)].push(s);
-        }
-        for (i, share) in split.iter().enumerate() {
-            for chunk in share.chunks(EXPORT) {
-                parts[i].push(encode(chunk));
+    (0..runs)
+        .map(|k| {
+            let fail = if k % 2 == 1 { &fail_odd } else { &fail_even };
+            let spans = run_spans(&base, k, fail);
+            let whole = spans.chunks(EXPORT).map(encode).collect();
+            let mut split = vec![Vec::new(); instances];
+            for s in spans {
+                split[route(&s, instances)].push(s);
             }
-        }
-    }
-    (whole, parts)
+            let parts = split
+                .iter()
+                .map(|share| share.chunks(EXPORT).map(encode).collect())
+                .collect();
+            RunExports { whole, parts }
+        })
+        .collect()
 }
 
 /// Waits until every run of the suite has no trace pending on `ui` and, in a deployment, the
@@ -159,20 +162,14 @@ async fn ask(
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (config, tls) = crate::shared::parse_url(&args.admin_url).map_err(anyhow::Error::msg)?;
-    let (admin, connection) = config
-        .connect(tls.connector().map_err(anyhow::Error::msg)?)
-        .await
-        .with_context(|| format!("connecting to {}", args.admin_url))?;
-    tokio::spawn(connection);
-    let http = reqwest::Client::new();
+    let (admin, http) = super::shared::connect(&args.admin_url).await?;
     let n = args.instances.max(2);
-    let (whole, parts) = exports(args.runs, args.spans, n);
+    let suite = exports(args.runs, args.spans, n);
     println!(
         "shared history benchmark: a suite of {} runs of about {} spans ({} exports), to one tracecov serve without --shared-db and to {n} instances of a deployment on one PostgreSQL, split by trace id",
         args.runs,
         args.spans,
-        whole.len()
+        suite.iter().map(|r| r.whole.len()).sum::<usize>()
     );
     let db = format!("tracecov_bench_history_{}", std::process::id());
     admin
@@ -192,23 +189,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         super::served::wait_ready(&http, &i.ui).await?;
     }
     let started = Instant::now();
-    let mut sends = vec![super::served::send_bodies(
-        &http,
-        &single.otlp,
-        "application/x-protobuf",
-        &whole,
-        IN_FLIGHT,
-    )];
-    for (i, bodies) in instances.iter().zip(&parts) {
-        sends.push(super::served::send_bodies(
+    // Run by run, everywhere, as a CI suite's runs follow each other: a run's first spans
+    // reach every server before the next run's, so each server makes the runs in the same
+    // order and the window's order (`flaky`'s flips) is the same everywhere.
+    for run in &suite {
+        let mut sends = vec![super::served::send_bodies(
             &http,
-            &i.otlp,
+            &single.otlp,
             "application/x-protobuf",
-            bodies,
+            &run.whole,
             IN_FLIGHT,
-        ));
+        )];
+        for (i, bodies) in instances.iter().zip(&run.parts) {
+            sends.push(super::served::send_bodies(
+                &http,
+                &i.otlp,
+                "application/x-protobuf",
+                bodies,
+                IN_FLIGHT,
+            ));
+        }
+        futures::future::try_join_all(sends).await?;
     }
-    futures::future::try_join_all(sends).await?;
     for i in std::iter::once(&single).chain(&instances) {
         settled(&http, &i.ui, args.runs).await?;
     }
