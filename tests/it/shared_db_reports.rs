@@ -655,9 +655,15 @@ async fn shared_db_prometheus_over_three_instances_answers_the_dashboards_like_o
         }
     }
     until("the dashboards over three instances answer as over one", async || {
-        // Every instance scraped, each serving a share of the calls and the same gauges.
+        // Every instance scraped, the calls spread over more than one of them (which instance
+        // holds which trace follows its random id: one may hold no call at all), and the same
+        // gauges everywhere.
+        let up = samples(&over_three, "count(up == 1)").await?;
+        if up.first().map(|(_, v)| v.as_str()) != Some("3") {
+            return Err(format!("instances scraped: {up:?}"));
+        }
         let shares = samples(&over_three, "count by (instance) (traces_service_graph_request_total)").await?;
-        if shares.len() != 3 {
+        if shares.len() < 2 {
             return Err(format!("service-graph series from {} instances", shares.len()));
         }
         let spread = samples(
