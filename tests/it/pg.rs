@@ -74,6 +74,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `psql` options for scripted use: no `~/.psqlrc`, no chatter, bare rows, stop at the first
+/// error.
+const PSQL_QUIET: [&str; 6] = ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"];
+
 impl PgCluster {
     /// The cluster every test of this process shares while any of them holds it.
     pub fn shared() -> Option<Arc<PgCluster>> {
@@ -203,27 +207,12 @@ impl PgCluster {
     /// always trusts, TLS or not).
     fn psql_local(&self, sql: &str) -> String {
         let sock = self.dir.path().join("sock").display().to_string();
-        let out = self.run(
-            "psql",
-            &[
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                &sock,
-                "-U",
-                "postgres",
-                "-p",
-                &self.port.to_string(),
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ],
-        );
+        let port = self.port.to_string();
+        let mut args = PSQL_QUIET.to_vec();
+        args.extend([
+            "-h", &sock, "-U", "postgres", "-p", &port, "-d", "postgres", "-c", sql,
+        ]);
+        let out = self.run("psql", &args);
         assert!(out.status.success(), "psql {sql:?}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
@@ -347,13 +336,8 @@ impl PgCluster {
     pub fn psql_in(&self, db: &str, sql: &str) -> String {
         let db = db.rsplit('/').next().unwrap_or(db);
         let out = Command::new(self.bin.join("psql"))
+            .args(PSQL_QUIET)
             .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
                 "-h",
                 "127.0.0.1",
                 "-U",

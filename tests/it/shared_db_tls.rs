@@ -51,17 +51,21 @@ async fn start(url: &str) -> Result<TestServer, String> {
     })
 }
 
+/// A throwaway cluster serving TLS with `files`' certificate (`None`: PostgreSQL is not
+/// installed, said once).
+async fn tls_cluster(files: TlsFiles) -> Option<PgCluster> {
+    tokio::task::spawn_blocking(move || PgCluster::start_tls(&files.cert, &files.key))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_db_tls_verify_full_to_postgres_is_used_and_a_wrong_ca_is_refused_clearly() {
     let certs = tempfile::tempdir().unwrap();
     let (ca, files) = certificates(certs.path());
     let other = tempfile::tempdir().unwrap();
     let (wrong_ca, _) = certificates(other.path());
-    let Some(pg) =
-        tokio::task::spawn_blocking(move || PgCluster::start_tls(&files.cert, &files.key))
-            .await
-            .unwrap()
-    else {
+    let Some(pg) = tls_cluster(files).await else {
         return;
     };
     let plain = pg.database();
@@ -136,11 +140,7 @@ async fn shared_db_tls_verify_ca_checks_the_chain_and_verify_full_the_host_name_
     // A certificate for another name than the address the instances connect to.
     let certs = tempfile::tempdir().unwrap();
     let (ca, files) = certificates_for(certs.path(), &["db.internal"]);
-    let Some(pg) =
-        tokio::task::spawn_blocking(move || PgCluster::start_tls(&files.cert, &files.key))
-            .await
-            .unwrap()
-    else {
+    let Some(pg) = tls_cluster(files).await else {
         return;
     };
     let plain = pg.database();
